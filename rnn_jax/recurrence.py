@@ -1,0 +1,248 @@
+"""Unrolling one recurrent layer over time with ``jax.lax.scan``, with masking.
+
+:func:`rnn_unroll` replaces this Python loop (one direction, one layer, batch ``B``)::
+
+    a = a0                                           # (B, H)
+    for t in range(T):                               # reversed(range(T)) if reverse
+        a_new = g(a @ W_aa.T + x[:, t] @ W_ax.T + b_a)
+        a = where(t < lengths, a_new, a)             # a padded step keeps the state
+        a_seq[:, t] = where(t < lengths, a_new, 0)   # ... and emits exactly zero
+    return a_seq, a                                  # a: state after the last valid step
+
+What does not depend on the recurrence is hoisted out of the loop: the input term
+``W_ax x<t> + b_a`` for all steps is one matmul before the scan (one gather of columns of
+``W_ax`` for token ids), so the loop body is only ``g(z<t> + a<t-1> @ W_aa.T)`` and a
+select.
+
+Masking has one meaning everywhere: a masked step keeps the previous state and emits
+exactly zero. With ``reverse=True`` the scan runs from ``T - 1`` down to ``0``; since the
+padded steps at the end keep the initial state, the backward pass effectively starts at
+each example's last valid token, never at padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int
+
+from rnn_jax.cell import hidden_activation
+from rnn_jax.params import LayerParams
+
+__all__ = [
+    "input_projection",
+    "lengths_to_mask",
+    "recurrence",
+    "rnn_unroll",
+]
+
+Inputs = Float[Array, "B T D"] | Int[Array, "B T"]
+
+
+def _is_concrete(x: Any) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def is_token_ids(xs: Array) -> bool:
+    return jnp.issubdtype(jnp.asarray(xs).dtype, jnp.integer)
+
+
+def check_inputs(xs: Any, input_size: int, *, name: str = "xs") -> Array:
+    """Validate ``xs``: floats ``(B, T, D)`` or integer token ids ``(B, T)`` below ``D``."""
+    xs = jnp.asarray(xs) if not isinstance(xs, jax.Array) else xs
+    if is_token_ids(xs):
+        if xs.ndim != 2:
+            raise ValueError(
+                f"`{name}` as integer token ids must have shape (B, T), got {tuple(xs.shape)}."
+            )
+        if _is_concrete(xs) and xs.size:
+            lo, hi = int(jnp.min(xs)), int(jnp.max(xs))
+            if lo < 0 or hi >= input_size:
+                raise ValueError(
+                    f"`{name}` token ids must lie in [0, {input_size}) (the vocabulary size), "
+                    f"got values in [{lo}, {hi}]."
+                )
+        return xs
+    if not jnp.issubdtype(xs.dtype, jnp.floating):
+        raise ValueError(
+            f"`{name}` must be floats (B, T, D) or integer ids (B, T), got dtype {xs.dtype}."
+        )
+    if xs.ndim == 2:
+        raise ValueError(
+            f"`{name}` of shape {tuple(xs.shape)} has dtype {xs.dtype}: token ids must be integers "
+            f"(cast with xs.astype(jnp.int32)), and dense inputs must have shape (B, T, D)."
+        )
+    if xs.ndim != 3:
+        raise ValueError(
+            f"`{name}` must have shape (B, T, D) or (B, T) for token ids, got {tuple(xs.shape)}."
+        )
+    if xs.shape[-1] != input_size:
+        raise ValueError(
+            f"`{name}` must have feature size D = {input_size} (the layer's input size), "
+            f"got shape {tuple(xs.shape)}."
+        )
+    return xs
+
+
+def check_lengths(lengths: Any, B: int, T: int, *, name: str = "lengths") -> Array:
+    """Validate ``lengths``: integers of shape ``(B,)`` in ``[0, T]`` (values checked when concrete)."""
+    lengths = jnp.asarray(lengths)
+    if lengths.shape != (B,):
+        raise ValueError(f"`{name}` must have shape (B,) = ({B},), got {tuple(lengths.shape)}.")
+    if not jnp.issubdtype(lengths.dtype, jnp.integer):
+        raise ValueError(f"`{name}` must be integers, got dtype {lengths.dtype}.")
+    if _is_concrete(lengths) and B:
+        lo, hi = int(jnp.min(lengths)), int(jnp.max(lengths))
+        if lo < 0 or hi > T:
+            raise ValueError(f"`{name}` must lie in [0, T] = [0, {T}], got values in [{lo}, {hi}].")
+    return lengths
+
+
+def check_mask(mask: Any, B: int, T: int, *, name: str = "mask") -> Array:
+    mask = jnp.asarray(mask)
+    if mask.shape != (B, T):
+        raise ValueError(f"`{name}` must have shape (B, T) = ({B}, {T}), got {tuple(mask.shape)}.")
+    if mask.dtype != jnp.bool_:
+        raise ValueError(f"`{name}` must be boolean, got dtype {mask.dtype}.")
+    return mask
+
+
+def lengths_to_mask(lengths: Int[Array, " B"], T: int) -> Bool[Array, "B T"]:
+    """``mask[b, t] = t < lengths[b]``."""
+    return jnp.arange(T)[None, :] < lengths[:, None]
+
+
+def resolve_mask(lengths: Any, mask: Any, B: int, T: int) -> Bool[Array, "B T"] | None:
+    """One boolean mask from ``lengths`` or ``mask`` (not both); ``None`` means all valid."""
+    if lengths is not None and mask is not None:
+        raise ValueError("Pass either `lengths` or `mask`, not both.")
+    if lengths is not None:
+        return lengths_to_mask(check_lengths(lengths, B, T), T)
+    if mask is not None:
+        return check_mask(mask, B, T)
+    return None
+
+
+def input_projection(layer: LayerParams, xs: Inputs) -> Float[Array, "T B H"]:
+    """``z<t> = W_ax x<t> + b_a`` for every step at once, time-major ``(T, B, H)``.
+
+    Dense inputs: one matmul. Token ids: one gather of the columns ``W_ax[:, id]``
+    (the product of ``W_ax`` with a one-hot vector, without building it). Ids out of
+    range under ``jit`` (where they cannot be checked) give NaN, never a silently wrong
+    column.
+    """
+    H = layer.hidden_size
+    W_ax = layer.W_a[:, H:]
+    if is_token_ids(xs):
+        z = jnp.take(W_ax.T, xs.T, axis=0, mode="fill", fill_value=jnp.nan)
+    else:
+        z = jnp.einsum("btd,hd->tbh", xs, W_ax)
+    return z + layer.b_a
+
+
+def recurrence(
+    W_aa: Float[Array, "H H"],
+    z: Float[Array, "T B H"],
+    a0: Float[Array, "B H"],
+    mask: Bool[Array, "T B"] | None,
+    *,
+    activation: str | Callable[[Array], Array] = "tanh",
+    reverse: bool = False,
+    unroll: int | bool = 1,
+) -> tuple[Float[Array, "T B H"], Float[Array, "B H"]]:
+    """The loop itself, time-major: ``a<t> = g(z<t> + a<t-1> W_aa^T)`` with masking.
+
+    Returns ``(a_seq, a_last)`` where ``a_seq`` is zero at masked steps and ``a_last`` the
+    state after each example's last valid step (``a0`` if it has none).
+    """
+    g = hidden_activation(activation)
+    W_aa_T = W_aa.T
+
+    if mask is None:
+
+        def step(a_prev, z_t):
+            a = g(z_t + a_prev @ W_aa_T)
+            return a, a
+
+        a_last, a_seq = jax.lax.scan(step, a0, z, reverse=reverse, unroll=unroll)
+        return a_seq, a_last
+
+    def masked_step(a_prev, inputs):
+        z_t, m_t = inputs
+        a = g(z_t + a_prev @ W_aa_T)
+        m_t = m_t[:, None]
+        return jnp.where(m_t, a, a_prev), jnp.where(m_t, a, jnp.zeros_like(a))
+
+    a_last, a_seq = jax.lax.scan(masked_step, a0, (z, mask), reverse=reverse, unroll=unroll)
+    return a_seq, a_last
+
+
+def rnn_unroll(
+    layer: LayerParams,
+    xs: Inputs,
+    lengths: Int[Array, " B"] | None = None,
+    *,
+    a0: Float[Array, "B H"] | None = None,
+    mask: Bool[Array, "B T"] | None = None,
+    reverse: bool = False,
+    activation: str | Callable[[Array], Array] = "tanh",
+    unroll: int | bool = 1,
+) -> tuple[Float[Array, "B T H"], Float[Array, "B H"]]:
+    """Run one recurrent layer in one direction over a batch of sequences.
+
+    Args:
+        layer: :class:`~rnn_jax.LayerParams` (``W_a`` of shape ``(H, H + D)``).
+        xs: dense inputs ``(B, T, D)`` or integer token ids ``(B, T)`` with ``D = |V|``.
+        lengths: ``(B,)`` integers in ``[0, T]``: example ``b`` is valid at
+            ``t < lengths[b]``. ``None``: every step is valid.
+        a0: initial state ``(B, H)``; zeros if ``None``.
+        mask: a boolean ``(B, T)`` mask instead of ``lengths``.
+        reverse: run from the last step to the first (over the valid part of each
+            sequence: padded steps at the end keep the initial state).
+        activation: ``g``.
+        unroll: passed to ``lax.scan``.
+
+    Returns:
+        ``(a_seq, a_last)``: states ``(B, T, H)``, exactly zero at masked steps, and the
+        state after each example's last valid step ``(B, H)`` (``a0`` for a length-0
+        example).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from rnn_jax import init_layer, rnn_unroll
+        >>> layer = init_layer(4, 8, key=jax.random.key(0))
+        >>> xs = jnp.ones((2, 5, 4))
+        >>> a_seq, a_last = rnn_unroll(layer, xs, lengths=jnp.array([5, 2]))
+        >>> a_seq.shape, a_last.shape
+        ((2, 5, 8), (2, 8))
+        >>> bool(jnp.all(a_seq[1, 2:] == 0)), bool(jnp.all(a_last[1] == a_seq[1, 1]))
+        (True, True)
+    """
+    W_a = jnp.asarray(layer.W_a)
+    H = layer.hidden_size
+    if W_a.ndim != 2 or W_a.shape[0] != H or W_a.shape[1] <= H:
+        raise ValueError(
+            f"`layer.W_a` must have shape (H, H + D) with H = {H} (from b_a) and D >= 1, "
+            f"got {tuple(W_a.shape)}."
+        )
+    xs = check_inputs(xs, layer.input_size)
+    B, T = xs.shape[:2]
+    m = resolve_mask(lengths, mask, B, T)
+    if a0 is None:
+        a0 = jnp.zeros((B, H), W_a.dtype)
+    elif tuple(jnp.shape(a0)) != (B, H):
+        raise ValueError(f"`a0` must have shape (B, H) = ({B}, {H}), got {tuple(jnp.shape(a0))}.")
+    z = input_projection(layer, xs)
+    a_seq, a_last = recurrence(
+        layer.W_a[:, :H],
+        z,
+        a0,
+        None if m is None else m.T,
+        activation=activation,
+        reverse=reverse,
+        unroll=unroll,
+    )
+    return jnp.swapaxes(a_seq, 0, 1), a_last
