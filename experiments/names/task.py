@@ -1,0 +1,626 @@
+"""Data, training, evaluation, probes and prediction for the name-tagging experiment.
+
+Run directory layout (``--workdir DIR``)::
+
+    DIR/config.json            the experiment configuration of the last ``train``
+    DIR/vocab.json             the vocabulary (also stored in every checkpoint)
+    DIR/<model>/               one run per model: config.json, checkpoints/, metrics.jsonl,
+                               curves.png, result.json
+    DIR/results.json           every number of the comparison and the probes
+    DIR/results.md             the same as Markdown tables
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments.cli import config_from_dict, config_to_dict
+from experiments.names.config import MODEL_SPECS, NamesConfig
+from experiments.names.models import Tagger, make_tagger
+from rnn_jax.batching import iterate_batches, num_batches, pad_batch
+from rnn_jax.checkpoint import Checkpointer
+from rnn_jax.data import load_tagged_sentences, name_labels, parse_tagged_text, split_by_sentence
+from rnn_jax.losses import masked_sigmoid_binary_cross_entropy
+from rnn_jax.metrics import ConfusionCounts, binary_confusion_counts
+from rnn_jax.params import count_params
+from rnn_jax.progress import MetricsLogger, plot_metrics
+from rnn_jax.train import (
+    EarlyStopping,
+    default_optimizer,
+    evaluate,
+    fit,
+    init_train_state,
+    make_train_step,
+)
+from rnn_jax.vocab import Vocabulary
+
+EXAMPLES = (
+    "Sherlock Holmes and John Watson lived at 221B Baker Street in London.",
+    "He met with Apple representatives today.",
+)
+
+# Config fields that do not change how a model is trained (excluded from the checkpoint's
+# config, so that e.g. adding a model to `models` does not invalidate the others).
+_NOT_TRAINING = ("models", "progress", "tensorboard", "probe_shifts", "data_dir", "eval_batch_size")
+
+
+# ----------------------------------------------------------------------------- data
+@dataclasses.dataclass
+class Split:
+    words: list[list[str]]
+    ids: list[np.ndarray]
+    labels: list[np.ndarray]
+
+
+@dataclasses.dataclass
+class Data:
+    vocab: Vocabulary
+    train: Split
+    val: Split
+    test: Split
+
+
+def load_sentences(config: NamesConfig) -> list[list[tuple[str, str]]]:
+    """The tagged corpus (fetched and cached on first use), or ``config.corpus_file``."""
+    if config.corpus_file is not None:
+        return parse_tagged_text(Path(config.corpus_file).read_text(encoding="utf-8"))
+    return load_tagged_sentences(config.data_dir)
+
+
+def load_data(config: NamesConfig, vocab: Vocabulary | None = None) -> Data:
+    """The fixed 80/10/10 split by sentence, the vocabulary (built on train) and encodings."""
+    sentences = load_sentences(config)
+    train_idx, val_idx, test_idx = split_by_sentence(
+        len(sentences), seed_or_key=config.split_seed, fractions=(0.8, 0.1, 0.1)
+    )
+    if config.max_train_sentences is not None:
+        train_idx = train_idx[: config.max_train_sentences]
+    words = [[w for w, _ in s] for s in sentences]
+    if vocab is None:
+        vocab = Vocabulary.build(
+            [words[i] for i in train_idx], max_size=config.vocab_size, lower=False
+        )
+
+    def make(indices) -> Split:
+        ws = [words[i] for i in indices]
+        return Split(
+            words=ws,
+            ids=[vocab.encode(w) for w in ws],
+            labels=[name_labels([t for _, t in sentences[i]]) for i in indices],
+        )
+
+    return Data(vocab, make(train_idx), make(val_idx), make(test_idx))
+
+
+def _bucket_length(n: int) -> int:
+    T = 16
+    while T < n:
+        T *= 2
+    return T
+
+
+def eval_batches(
+    ids: list[np.ndarray],
+    labels: list[np.ndarray],
+    scored: list[np.ndarray] | None,
+    batch_size: int,
+) -> list[tuple[np.ndarray, ...]]:
+    """Fixed-shape evaluation batches ``(ids, labels, lengths, score_mask, indices)``.
+
+    Sentences are sorted by length; ``T`` is a power of two (>= 16) and every batch has
+    exactly ``batch_size`` rows (filler rows have length 0 and index -1), so evaluation
+    compiles at most a handful of shapes. ``scored[i]`` marks which tokens of sentence ``i``
+    count (default: all).
+    """
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    out = []
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        T = _bucket_length(max(len(ids[i]) for i in idx))
+        fill = batch_size - len(idx)
+        seqs = [ids[i] for i in idx] + [np.zeros(0, np.int32)] * fill
+        labs = [labels[i] for i in idx] + [np.zeros(0, np.int32)] * fill
+        marks = [
+            (np.ones(len(ids[i]), bool) if scored is None else scored[i]) for i in idx
+        ] + [np.zeros(0, bool)] * fill
+        x, lengths = pad_batch(seqs, max_len=T)
+        y, _ = pad_batch(labs, max_len=T)
+        m, _ = pad_batch(marks, max_len=T, dtype=bool)
+        indices = np.concatenate([idx, -np.ones(fill, np.int64)])
+        out.append((x, y, lengths, m, indices))
+    return out
+
+
+# ----------------------------------------------------------------------------- models & runs
+def _model_key(config: NamesConfig, name: str) -> jax.Array:
+    return jax.random.fold_in(jax.random.key(config.seed), zlib.crc32(name.encode()) & 0x7FFFFFFF)
+
+
+def _checkpoint_config(config: NamesConfig, name: str) -> dict[str, Any]:
+    d = config_to_dict(config)
+    for k in _NOT_TRAINING:
+        d.pop(k, None)
+    return {"model": name, **d}
+
+
+class ModelRun:
+    """One model's training run in ``<workdir>/<name>``."""
+
+    def __init__(self, config: NamesConfig, name: str, vocab: Vocabulary, workdir: Path):
+        self.config = config
+        self.name = name
+        self.vocab = vocab
+        self.dir = workdir / name
+        self.tagger: Tagger = make_tagger(name, config, len(vocab))
+        k_init, self.k_steps = jax.random.split(_model_key(config, name))
+        self.k_data = jax.random.fold_in(jax.random.key(config.seed), 1)  # same order for all
+        self.params0 = self.tagger.init(k_init)
+        self.num_params = count_params(self.params0)
+        self._eval_step = jax.jit(self._eval_stats)
+        self._predict = jax.jit(lambda p, x, n: self.tagger.apply(p, x, n) > 0)
+
+    # -------------------------------------------------------------- pieces
+    def optimizer(self, steps_per_epoch: int):
+        c = self.config
+        return default_optimizer(
+            c.learning_rate,
+            clip_norm=c.clip_norm,
+            warmup_steps=c.warmup_steps,
+            total_steps=max(c.num_epochs * steps_per_epoch, c.warmup_steps + 1),
+        )
+
+    def loss_fn(self, params, batch, *, key):
+        ids, labels, lengths = batch
+        logits = self.tagger.apply(params, ids, lengths, key=key, train=True)
+        if self.tagger.window is not None:  # the FC net predicts nothing beyond its window
+            lengths = jnp.minimum(lengths, self.tagger.window)
+        return masked_sigmoid_binary_cross_entropy(logits, labels, lengths=lengths)
+
+    def _eval_stats(self, params, batch):
+        ids, labels, lengths, mask = batch
+        logits = self.tagger.apply(params, ids, lengths)
+        return {
+            "loss_sum": masked_sigmoid_binary_cross_entropy(logits, labels, mask, reduction="sum"),
+            "count": jnp.sum(mask),
+            "counts": binary_confusion_counts(logits, labels, mask, from_logits=True),
+        }
+
+    def evaluate(self, params, split: Split, scored=None) -> dict[str, float]:
+        batches = (
+            tuple(jnp.asarray(a) for a in b[:4])
+            for b in eval_batches(split.ids, split.labels, scored, self.config.eval_batch_size)
+        )
+        return evaluate(self._eval_step, params, batches, finalize=finalize_counts)
+
+    def predict(self, params, ids: list[np.ndarray]) -> list[np.ndarray]:
+        """Predicted 0/1 labels for each sentence."""
+        labels = [np.zeros(len(x), np.int32) for x in ids]
+        out: list[np.ndarray] = [np.zeros(0, np.int32)] * len(ids)
+        for x, _, lengths, _, indices in eval_batches(
+            ids, labels, None, min(self.config.eval_batch_size, max(len(ids), 1))
+        ):
+            y = np.asarray(self._predict(params, jnp.asarray(x), jnp.asarray(lengths)))
+            for row, i in enumerate(indices):
+                if i >= 0:
+                    out[i] = y[row, : lengths[row]].astype(np.int32)
+        return out
+
+    def checkpointer(self) -> Checkpointer:
+        return Checkpointer(
+            self.dir,
+            config=_checkpoint_config(self.config, self.name),
+            max_to_keep=self.config.keep_checkpoints,
+            best_metric="f1",
+            best_mode="max",
+        )
+
+    def template(self):
+        return init_train_state(self.params0, self.optimizer(1), key=self.k_steps)
+
+    def best_params(self):
+        """Parameters of the best checkpoint (by validation F1), or ``None`` if untrained."""
+        if not (self.dir / "checkpoints").exists():
+            return None
+        ckpt = self.checkpointer()
+        try:
+            step = ckpt.best_step() or ckpt.latest_step()
+            if step is None:
+                return None
+            state, _ = ckpt.restore(self.template(), step=step)
+            return state.params
+        finally:
+            ckpt.close()
+
+    # -------------------------------------------------------------- training
+    def train(self, data: Data) -> dict[str, Any]:
+        c = self.config
+        train = data.train
+        steps_per_epoch = num_batches(len(train.ids), c.batch_size, drop_last=True)
+        optimizer = self.optimizer(steps_per_epoch)
+        state = init_train_state(self.params0, optimizer, key=self.k_steps)
+        train_step = make_train_step(self.loss_fn, optimizer)
+
+        def epoch_batches(epoch: int, start: int):
+            for b in iterate_batches(
+                train.ids,
+                train.labels,
+                batch_size=c.batch_size,
+                key=jax.random.fold_in(self.k_data, epoch),
+                pad_values=(data.vocab.pad_id, 0),
+                drop_last=True,
+                start=start,
+                pad_to_multiple=c.pad_to_multiple,
+                max_len=c.max_len,
+            ):
+                ids, labels = b.fields
+                yield jnp.asarray(ids), jnp.asarray(labels), jnp.asarray(b.lengths)
+
+        ckpt = self.checkpointer()
+        logger = MetricsLogger(self.dir, tensorboard=c.tensorboard)
+        try:
+            result = fit(
+                state,
+                train_step,
+                epoch_batches,
+                num_epochs=c.num_epochs,
+                steps_per_epoch=steps_per_epoch,
+                evaluate_fn=lambda params: self.evaluate(params, data.val),
+                eval_every=c.eval_every,
+                early_stopping=EarlyStopping("f1", mode="max", patience=c.patience),
+                checkpointer=ckpt,
+                checkpoint_every=c.checkpoint_every,
+                logger=logger,
+                progress=c.progress,
+                log_every=c.log_every,
+                description=self.name,
+            )
+        finally:
+            logger.close()
+            ckpt.close()
+        plot_metrics(self.dir / "metrics.jsonl", self.dir / "curves.png", title=self.name)
+        return {
+            "train_seconds": result.train_seconds,
+            "best_step": result.best_step,
+            "steps": int(result.state.step),
+            "stopped_early": result.stopped_early,
+            "val": result.best_metrics,
+        }
+
+
+def finalize_counts(totals: dict[str, Any]) -> dict[str, float]:
+    counts = ConfusionCounts(*totals["counts"])
+    return {
+        "loss": float(totals["loss_sum"] / jnp.maximum(totals["count"], 1)),
+        "precision": float(counts.precision()),
+        "recall": float(counts.recall()),
+        "f1": float(counts.f1()),
+        "tokens": int(totals["count"]),
+        "positives": int(counts.tp + counts.fn),
+    }
+
+
+def score(preds: list[np.ndarray], labels: list[np.ndarray], scored=None) -> dict[str, float]:
+    """Precision, recall, F1 of the name class from per-sentence 0/1 predictions."""
+    if scored is None:
+        scored = [np.ones(len(y), bool) for y in labels]
+    p = np.concatenate([a[m] for a, m in zip(preds, scored, strict=True)] or [np.zeros(0)])
+    y = np.concatenate([a[m] for a, m in zip(labels, scored, strict=True)] or [np.zeros(0)])
+    c = binary_confusion_counts(jnp.asarray(p, jnp.int32), jnp.asarray(y, jnp.int32))
+    return {
+        "precision": float(c.precision()),
+        "recall": float(c.recall()),
+        "f1": float(c.f1()),
+        "tokens": int(len(y)),
+        "positives": int(y.sum()),
+    }
+
+
+def baseline_predict(words: list[list[str]]) -> list[np.ndarray]:
+    """The non-learned baseline: 1 iff the word is capitalised and not sentence-initial."""
+    return [
+        np.array([int(t > 0 and w[:1].isupper()) for t, w in enumerate(ws)], np.int32)
+        for ws in words
+    ]
+
+
+# ----------------------------------------------------------------------------- probes
+def shift_probe_inputs(split: Split, k: int, window: int, max_shift: int):
+    """Each short test sentence preceded by the ``k`` real tokens that precede it in the test text.
+
+    Only sentences with at most ``window - max_shift`` tokens are used, so the shifted
+    sentence still fits the fully connected network's window; only the sentence's own
+    tokens are scored.
+    """
+    stream_ids = np.concatenate(split.ids)
+    stream_labels = np.concatenate(split.labels)
+    offsets = np.cumsum([0] + [len(x) for x in split.ids])
+    ids, labels, scored = [], [], []
+    for i, x in enumerate(split.ids):
+        if len(x) > window - max_shift or len(x) == 0:
+            continue
+        pre = np.arange(offsets[i] - k, offsets[i]) % len(stream_ids)
+        ids.append(np.concatenate([stream_ids[pre], x]).astype(np.int32))
+        labels.append(np.concatenate([stream_labels[pre], split.labels[i]]).astype(np.int32))
+        scored.append(np.concatenate([np.zeros(k, bool), np.ones(len(x), bool)]))
+    return ids, labels, scored
+
+
+def future_context_subsets(data: Data) -> dict[str, list[np.ndarray]]:
+    """Token subsets of the test split where the label needs the words to the right.
+
+    - ``first word``: sentence-initial tokens (capitalised anyway; a left-to-right reader
+      has seen nothing else);
+    - ``ambiguous word``: word forms seen in training both as a name and as not a name
+      (``Apple``, ``May``, ``Bush``, ...);
+    - ``<UNK>``: out-of-vocabulary words (the model sees only ``<UNK>``, so only the context
+      can tell).
+    """
+    seen: dict[str, set[int]] = {}
+    for ws, ys in zip(data.train.words, data.train.labels, strict=True):
+        for w, y in zip(ws, ys, strict=True):
+            seen.setdefault(w, set()).add(int(y))
+    ambiguous = {w for w, s in seen.items() if len(s) == 2}
+    unk = data.vocab.unk_id
+    test = data.test
+    return {
+        "first word": [np.arange(len(x)) == 0 for x in test.ids],
+        "ambiguous word": [np.array([w in ambiguous for w in ws], bool) for ws in test.words],
+        "<UNK>": [x == unk for x in test.ids],
+    }
+
+
+# ----------------------------------------------------------------------------- commands
+def _write_config(workdir: Path, config: NamesConfig) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
+
+
+def read_config(workdir: Path) -> NamesConfig:
+    path = workdir / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} does not exist: train first with "
+            f"`python -m experiments.names train --workdir {workdir}`."
+        )
+    return config_from_dict(NamesConfig, json.loads(path.read_text()))
+
+
+def load_vocab(workdir: Path) -> Vocabulary:
+    path = workdir / "vocab.json"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} does not exist: train first with "
+            f"`python -m experiments.names train --workdir {workdir}`."
+        )
+    return Vocabulary.load(path)
+
+
+def train_command(config: NamesConfig, workdir: Path, inputs: list[str]) -> int:
+    """Trains every model of ``config.models`` (each resumes automatically), then evaluates."""
+    if inputs:
+        raise ValueError(f"`train` takes no inputs, got {inputs!r}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    vocab = Vocabulary.load(workdir / "vocab.json") if (workdir / "vocab.json").exists() else None
+    data = load_data(config, vocab)
+    if vocab is None:
+        data.vocab.save(workdir / "vocab.json")
+    _write_config(workdir, config)
+    print(
+        f"data: {len(data.train.ids)} train / {len(data.val.ids)} validation / "
+        f"{len(data.test.ids)} test sentences; vocabulary {len(data.vocab)} tokens",
+        file=sys.stderr,
+    )
+    for name in config.models:
+        run = ModelRun(config, name, data.vocab, workdir)
+        print(f"training {name} ({run.num_params:,} parameters)", file=sys.stderr)
+        summary = run.train(data)
+        (run.dir / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+    results = evaluate_all(config, workdir, data)
+    print(format_results(results))
+    return 0
+
+
+def eval_command(config: NamesConfig, workdir: Path, inputs: list[str]) -> int:
+    """Evaluates the trained models of ``workdir`` (with its stored config) and prints the tables."""
+    config = dataclasses.replace(read_config(workdir), progress=config.progress)
+    data = load_data(config, load_vocab(workdir))
+    results = evaluate_all(config, workdir, data)
+    print(format_results(results))
+    return 0
+
+
+def predict_command(config: NamesConfig, workdir: Path, inputs: list[str]) -> int:
+    """Tags the words of each input text (arguments, or lines of stdin) with every model."""
+    from experiments.cli import read_inputs
+
+    texts = read_inputs(inputs)
+    print(predict_texts(workdir, texts))
+    return 0
+
+
+def demo_command(config: NamesConfig, workdir: Path, inputs: list[str]) -> int:
+    """``train`` (which prints the comparison) then ``predict`` on the formulation's examples."""
+    train_command(config, workdir, [])
+    print()
+    print(predict_texts(workdir, list(inputs) or list(EXAMPLES)))
+    return 0
+
+
+def predict_texts(workdir: Path, texts: list[str]) -> str:
+    config = read_config(workdir)
+    vocab = load_vocab(workdir)
+    tokens = [vocab.tokenize(t) for t in texts]
+    ids = [vocab.encode(t) for t in tokens]
+    outputs: dict[str, list[np.ndarray]] = {"baseline": baseline_predict(tokens)}
+    for name in config.models:
+        run = ModelRun(config, name, vocab, workdir)
+        params = run.best_params()
+        if params is not None:
+            outputs[name] = run.predict(params, ids)
+    width = max(len(n) for n in outputs)
+    lines = []
+    for i, text in enumerate(texts):
+        lines.append(f"> {text}")
+        for name, preds in outputs.items():
+            tagged = " ".join(
+                f"{w}/{int(y)}" for w, y in zip(tokens[i], preds[i], strict=True)
+            )
+            lines.append(f"  {name:<{width}}  {tagged}")
+            lines.append(f"  {'':<{width}}  names: {_bracket(tokens[i], preds[i])}")
+    return "\n".join(lines)
+
+
+def _bracket(words: list[str], labels: np.ndarray) -> str:
+    out, span = [], []
+    for w, y in zip(words, labels, strict=True):
+        if y:
+            span.append(w)
+            continue
+        if span:
+            out.append("[" + " ".join(span) + "]")
+            span = []
+        out.append(w)
+    if span:
+        out.append("[" + " ".join(span) + "]")
+    return " ".join(out)
+
+
+def evaluate_all(config: NamesConfig, workdir: Path, data: Data) -> dict[str, Any]:
+    """Test scores, parameter counts, training times and both probes for every trained model."""
+    test = data.test
+    window = config.fc_window
+    in_window = [np.full(len(x), len(x) <= window) for x in test.ids]
+    results: dict[str, Any] = {
+        "config": config_to_dict(config),
+        "data": {
+            "train_sentences": len(data.train.ids),
+            "val_sentences": len(data.val.ids),
+            "test_sentences": len(test.ids),
+            "test_tokens": int(sum(len(x) for x in test.ids)),
+            "test_names": int(sum(int(y.sum()) for y in test.labels)),
+            "vocab_size": len(data.vocab),
+            "test_unk_fraction": float(
+                np.mean(np.concatenate(test.ids) == data.vocab.unk_id)
+            ),
+            "test_sentences_within_fc_window": int(sum(len(x) <= window for x in test.ids)),
+        },
+        "models": {},
+        "shift_probe": {},
+        "future_context_probe": {},
+    }
+    subsets = future_context_subsets(data)
+    baseline = baseline_predict(test.words)
+    results["models"]["baseline"] = {
+        "layers": 0,
+        "params": 0,
+        "train_seconds": 0.0,
+        "test": score(baseline, test.labels),
+        "test_within_window": score(baseline, test.labels, in_window),
+    }
+    results["future_context_probe"]["baseline"] = {
+        s: score(baseline, test.labels, m) for s, m in subsets.items()
+    }
+    max_shift = max(config.probe_shifts, default=0)
+    shifted = {k: shift_probe_inputs(test, k, window, max_shift) for k in config.probe_shifts}
+    for name in config.models:
+        run = ModelRun(config, name, data.vocab, workdir)
+        params = run.best_params()
+        if params is None:
+            continue
+        t0 = time.perf_counter()
+        train_info = {}
+        if (run.dir / "train.json").exists():
+            train_info = json.loads((run.dir / "train.json").read_text())
+        preds = run.predict(params, test.ids)
+        _, layers, bidirectional = MODEL_SPECS[name]
+        results["models"][name] = {
+            "layers": layers,
+            "bidirectional": bidirectional,
+            "params": run.num_params,
+            "train_seconds": train_info.get("train_seconds"),
+            "steps": train_info.get("steps"),
+            "best_step": train_info.get("best_step"),
+            "val": train_info.get("val"),
+            "test": score(preds, test.labels),
+            "test_within_window": score(preds, test.labels, in_window),
+        }
+        results["future_context_probe"][name] = {
+            s: score(preds, test.labels, m) for s, m in subsets.items()
+        }
+        results["shift_probe"][name] = {}
+        for k, (ids, labels, scored) in shifted.items():
+            p = run.predict(params, ids)
+            results["shift_probe"][name][str(k)] = score(p, labels, scored)
+        results["models"][name]["eval_seconds"] = time.perf_counter() - t0
+    (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (workdir / "results.md").write_text(format_results(results) + "\n")
+    return results
+
+
+def format_results(results: dict[str, Any]) -> str:
+    """Markdown tables: the comparison, the shift probe, the future-context probe."""
+    d = results["data"]
+    window = results["config"]["fc_window"]
+    lines = [
+        f"Test split: {d['test_sentences']} sentences, {d['test_tokens']} tokens, "
+        f"{d['test_names']} name tokens ({100 * d['test_unk_fraction']:.1f}% of test tokens are "
+        f"<UNK>). Name class (NNP/NNPS), token level.",
+        "",
+        f"| model | layers | parameters | train time | val F1 | test precision | test recall "
+        f"| **test F1** | test F1, sentences ≤ {window} tokens |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in results["models"].items():
+        val = r.get("val") or {}
+        t = r.get("train_seconds")
+        lines.append(
+            f"| {name} | {r['layers']} | {r['params']:,} | "
+            f"{'-' if not t else f'{t:.0f} s'} | "
+            f"{val.get('f1', float('nan')):.3f} | {r['test']['precision']:.3f} | "
+            f"{r['test']['recall']:.3f} | **{r['test']['f1']:.3f}** | "
+            f"{r['test_within_window']['f1']:.3f} |"
+        )
+    shift = results["shift_probe"]
+    if shift:
+        ks = list(next(iter(shift.values())).keys())
+        n = next(iter(next(iter(shift.values())).values()))["tokens"]
+        lines += [
+            "",
+            f"Position-shift probe (test F1 on the same {n} tokens of the sentences with at most "
+            f"{window} - {max(int(k) for k in ks)} tokens, each preceded by the k real tokens "
+            "that precede it in the test text):",
+            "",
+            "| model | " + " | ".join(f"k = {k}" for k in ks) + " |",
+            "|---|" + "---:|" * len(ks),
+        ]
+        for name, per_k in shift.items():
+            lines.append(f"| {name} | " + " | ".join(f"{per_k[k]['f1']:.3f}" for k in ks) + " |")
+    fut = results["future_context_probe"]
+    if fut:
+        subsets = list(next(iter(fut.values())).keys())
+        first = next(iter(fut.values()))
+        lines += [
+            "",
+            "Future-context probe (test F1 of the name class on tokens whose label needs the "
+            "words to their right):",
+            "",
+            "| model | "
+            + " | ".join(
+                f"{s} ({first[s]['tokens']} tokens, {first[s]['positives']} names)" for s in subsets
+            )
+            + " |",
+            "|---|" + "---:|" * len(subsets),
+        ]
+        for name, per in fut.items():
+            lines.append(f"| {name} | " + " | ".join(f"{per[s]['f1']:.3f}" for s in subsets) + " |")
+    return "\n".join(lines)
