@@ -1,0 +1,730 @@
+"""Weights to and from PyTorch's ``nn.RNN`` and Flax's ``nn.RNN(nn.SimpleCell)``.
+
+The conversions move weights only; they are exact (slices, transposes and
+concatenations, plus one addition where PyTorch keeps two biases).
+
+**PyTorch.** ``torch.nn.RNN`` computes, for layer ``k`` and each direction,
+
+.. math::
+
+    h_t = g(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh})
+
+so ``W_aa = weight_hh_l{k}``, ``W_ax = weight_ih_l{k}``, ``W_a = [weight_hh | weight_ih]``
+and the two biases fold into one, ``b_a = bias_ih + bias_hh`` (the backward direction
+reads the ``..._reverse`` tensors). On the way back ``b_a`` goes to ``bias_ih`` and
+``bias_hh`` is zero, so ``from_torch(*to_torch(p))`` is ``p`` bit for bit. rnn_jax is
+batch-first, ``(B, T, D)``; ``batch_first`` only changes how PyTorch lays out its inputs,
+not its weights, so either kind of module converts. On packed sequences
+(``pack_padded_sequence(..., enforce_sorted=False)``), :func:`rnn_jax.rnn_layers`'s
+``(a_seq, a_last)`` is PyTorch's ``(output, h_n)`` (``pad_packed_sequence(...,
+batch_first=True)``), padding included: both are exactly zero there.
+
+**Flax.** ``flax.linen.SimpleCell`` computes ``h' = g(x @ i.kernel + i.bias + h @ h.kernel)``
+(one bias, on the input ``Dense`` named ``i``; the recurrent ``Dense`` named ``h`` has
+none), so ``W_aa = h.kernel.T``, ``W_ax = i.kernel.T``, ``b_a = i.bias``. The modules that
+correspond to one layer of an :class:`~rnn_jax.RNNParams` are
+
+- forward: ``nn.RNN(nn.SimpleCell(H))``, params ``{"cell": {"i": ..., "h": ...}}``;
+- bidirectional: ``nn.Bidirectional(nn.RNN(nn.SimpleCell(H)), nn.RNN(nn.SimpleCell(H)))``,
+  params ``{"forward_rnn": {"cell": ...}, "backward_rnn": {"cell": ...}}``; Flax runs the
+  backward RNN with ``reverse=True, keep_order=True`` and, given ``seq_lengths``, reverses
+  only each example's valid part, as rnn_jax does;
+
+and :func:`flax_module` builds the whole network (layers ``layers_0 .. layers_{L-1}`` and
+a ``Dense`` named ``head``) whose variables are :func:`to_flax`'s. Flax does *not* zero
+its outputs at padded steps (they hold the last valid state, or for the backward
+direction whatever the cell computed on the padding); compare valid steps only, or use
+:func:`flax_module`, which masks its outputs like :func:`rnn_jax.rnn_apply`.
+
+Neither PyTorch nor Flax is imported when this module is: PyTorch is imported inside
+:func:`from_torch` and :func:`to_torch` (``pip install torch`` or
+``pip install 'rnn_jax[torch]'``), Flax inside the Flax functions.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from rnn_jax import init_rnn, rnn_apply
+    >>> from rnn_jax.interop import flax_module, from_flax, to_flax
+    >>> params = init_rnn(jax.random.key(0), 3, 8, 2, bidirectional=True)
+    >>> variables = to_flax(params)
+    >>> sorted(variables["params"])
+    ['head', 'layers_0']
+    >>> xs, lengths = jnp.ones((2, 5, 3)), jnp.array([5, 3])
+    >>> y_flax = flax_module(params).apply(variables, xs, seq_lengths=lengths)
+    >>> bool(jnp.allclose(y_flax, rnn_apply(params, xs, lengths), atol=1e-6))
+    True
+    >>> back = from_flax(variables)                  # activation="tanh", merge="concat"
+    >>> all(bool(jnp.array_equal(u, v)) for u, v in
+    ...     zip(jax.tree.leaves(back), jax.tree.leaves(params)))
+    True
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnn_jax.network import check_params, merge_directions
+from rnn_jax.params import ACTIVATIONS, HeadParams, LayerParams, RNNParams
+
+__all__ = [
+    "flax_module",
+    "from_flax",
+    "from_torch",
+    "to_flax",
+    "to_torch",
+]
+
+_TORCH_MODES = {"RNN_TANH": "tanh", "RNN_RELU": "relu"}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _import_torch() -> Any:
+    try:
+        return importlib.import_module("torch")
+    except ImportError as err:
+        raise ImportError(
+            "rnn_jax.interop.from_torch / to_torch need PyTorch, which is not installed: "
+            "`pip install torch` (or `pip install 'rnn_jax[torch]'`)."
+        ) from err
+
+
+def _target_dtype(source: Any, dtype: Any) -> np.dtype:
+    """The dtype of the converted arrays: ``dtype`` if given, else the source's."""
+    dt = np.dtype(source if dtype is None else dtype)
+    if not jnp.issubdtype(dt, jnp.floating):
+        raise ValueError(f"`dtype` must be a floating dtype, got {dt}.")
+    if dt.itemsize == 8 and not jax.config.jax_enable_x64:
+        raise ValueError(
+            f"the weights are {dt} but JAX's 64-bit mode is off, so they would be silently "
+            "truncated to float32: enable it (`jax.config.update('jax_enable_x64', True)` or "
+            "`with jax.enable_x64(True):`) or pass `dtype=jnp.float32`."
+        )
+    return dt
+
+
+def _layer(W_aa: np.ndarray, W_ax: np.ndarray, b_a: np.ndarray, dt: np.dtype) -> LayerParams:
+    W_a = np.concatenate([np.asarray(W_aa, dt), np.asarray(W_ax, dt)], axis=1)
+    return LayerParams(W_a=jnp.asarray(W_a), b_a=jnp.asarray(np.asarray(b_a, dt)))
+
+
+def _identity_head(H_out: int, dt: np.dtype) -> HeadParams:
+    return HeadParams(W_y=jnp.asarray(np.eye(H_out, dtype=dt)), b_y=jnp.zeros((H_out,), dt))
+
+
+def _fold_embedding(W_ax: np.ndarray, E: np.ndarray) -> np.ndarray:
+    """``W_ax E^T``: the input matrix over the vocabulary, ``W_ax x`` for ``x = E[id]``.
+
+    Computed in float64 (the product of the two matrices is the only non-exact step of
+    the conversion).
+    """
+    return np.asarray(W_ax, np.float64) @ np.asarray(E, np.float64).T
+
+
+def _resolve_token_inputs(token_inputs: bool | None, embedding: Any) -> bool:
+    if embedding is not None and token_inputs is False:
+        raise ValueError(
+            "`token_inputs=False` contradicts `embedding`: an embedding is folded into W_ax, "
+            "so the converted network reads token ids (leave `token_inputs` as None)."
+        )
+    return embedding is not None or bool(token_inputs)
+
+
+def _np(x: Any) -> np.ndarray:
+    """A NumPy copy of a JAX array (transposes and slices of it are then exact)."""
+    return np.array(x)
+
+
+# --------------------------------------------------------------------------- PyTorch
+
+
+def _torch_np(torch: Any, t: Any) -> np.ndarray:
+    t = t.detach().cpu()
+    if t.dtype == torch.bfloat16:
+        t = t.float()  # exact: bfloat16 is a truncated float32
+    return np.array(t.numpy())
+
+
+def from_torch(
+    rnn: Any,
+    linear: Any = None,
+    *,
+    embedding: Any = None,
+    token_inputs: bool | None = None,
+    dtype: Any = None,
+) -> RNNParams:
+    """Convert a ``torch.nn.RNN`` (and its output ``torch.nn.Linear``) to :class:`~rnn_jax.RNNParams`.
+
+    Any ``num_layers``, ``bidirectional``, ``nonlinearity`` (``"tanh"``/``"relu"``),
+    ``bias`` and ``batch_first``. Per layer ``k`` and direction (``_reverse`` for the
+    backward one): ``W_a = [weight_hh_l{k} | weight_ih_l{k}]`` and
+    ``b_a = bias_ih_l{k} + bias_hh_l{k}`` (zero without bias). The result has
+    ``merge="concat"``, PyTorch's only merge.
+
+    The module's ``dropout`` (between layers, in training) is not a weight and is not
+    carried: pass ``dropout=`` to :func:`rnn_jax.rnn_layers` when training.
+
+    Args:
+        rnn: a ``torch.nn.RNN``. ``nn.LSTM``/``nn.GRU`` (other cells) and ``proj_size``
+            are rejected with a ``ValueError``.
+        linear: the output layer ``torch.nn.Linear(H_out, C)`` applied to ``output``
+            (``H_out = 2H`` if bidirectional). ``None``: the head is the identity
+            (``W_y = I``, ``b_y = 0``, ``C = H_out``), so :func:`rnn_jax.rnn_apply`
+            returns exactly the RNN's ``output``; replace it with
+            ``dataclasses.replace(params, head=init_head(...))`` to train a new head.
+        embedding: a ``torch.nn.Embedding(V, D)`` feeding the RNN. It is folded into the
+            first layer, ``W_ax = weight_ih_l0 @ embedding.weight.T`` of shape ``(H, V)``,
+            and the result reads token ids (``token_inputs=True``). Embeddings with
+            ``max_norm`` (rows renormalised at lookup) are rejected.
+        token_inputs: mark the result as reading token ids (the RNN's ``input_size`` is
+            then the vocabulary size and PyTorch's inputs are one-hot vectors). ``None``:
+            true exactly when ``embedding`` is given.
+        dtype: dtype of the result; ``None`` keeps the module's (float32 by default;
+            float64 needs JAX's 64-bit mode).
+
+    Returns:
+        :class:`~rnn_jax.RNNParams` with the module's activation.
+
+    Raises:
+        ImportError: PyTorch is not installed.
+        ValueError: an unsupported module, or sizes that do not fit together.
+
+    Example:
+        >>> import pytest; torch = pytest.importorskip("torch")
+        >>> import jax.numpy as jnp
+        >>> from rnn_jax import rnn_layers
+        >>> from rnn_jax.interop import from_torch
+        >>> rnn = torch.nn.RNN(3, 5, num_layers=2, bidirectional=True, batch_first=True)
+        >>> params = from_torch(rnn)
+        >>> x = torch.randn(2, 4, 3)
+        >>> output, h_n = rnn(x)
+        >>> a_seq, a_last = rnn_layers(params, jnp.asarray(x.numpy()))
+        >>> bool(jnp.allclose(a_seq, output.detach().numpy(), atol=1e-5))
+        True
+        >>> bool(jnp.allclose(a_last, h_n.detach().numpy(), atol=1e-5))
+        True
+    """
+    torch = _import_torch()
+    nn = torch.nn
+    if not isinstance(rnn, nn.RNNBase):
+        raise ValueError(f"`rnn` must be a torch.nn.RNN, got {type(rnn).__name__}.")
+    if rnn.mode not in _TORCH_MODES:
+        raise ValueError(
+            f"`rnn` must be a torch.nn.RNN (the simple tanh/relu cell), got "
+            f"{type(rnn).__name__} (mode {rnn.mode!r}): LSTM and GRU cells are not this "
+            "library's recurrence."
+        )
+    if getattr(rnn, "proj_size", 0):
+        raise ValueError(f"`rnn.proj_size` must be 0 (no projection), got {rnn.proj_size}.")
+    token_inputs = _resolve_token_inputs(token_inputs, embedding)
+    H, L = rnn.hidden_size, rnn.num_layers
+    dirs = 2 if rnn.bidirectional else 1
+    H_out = dirs * H
+    dt = _target_dtype(_torch_np(torch, rnn.weight_hh_l0).dtype, dtype)
+
+    E = None
+    if embedding is not None:
+        if not isinstance(embedding, nn.Embedding):
+            raise ValueError(
+                f"`embedding` must be a torch.nn.Embedding, got {type(embedding).__name__}."
+            )
+        if embedding.max_norm is not None:
+            raise ValueError(
+                f"`embedding.max_norm` must be None (renormalising rows at lookup is not a "
+                f"linear map), got {embedding.max_norm}."
+            )
+        if embedding.embedding_dim != rnn.input_size:
+            raise ValueError(
+                f"`embedding` must have embedding_dim = rnn.input_size = {rnn.input_size}, "
+                f"got {embedding.embedding_dim}."
+            )
+        E = _torch_np(torch, embedding.weight)
+
+    layers = []
+    for k in range(L):
+        directions = []
+        for d in range(dirs):
+            sfx = f"_l{k}" + ("_reverse" if d == 1 else "")
+            W_ih = _torch_np(torch, getattr(rnn, "weight_ih" + sfx))
+            W_hh = _torch_np(torch, getattr(rnn, "weight_hh" + sfx))
+            if rnn.bias:
+                b_a = _torch_np(torch, getattr(rnn, "bias_ih" + sfx)) + _torch_np(
+                    torch, getattr(rnn, "bias_hh" + sfx)
+                )
+            else:
+                b_a = np.zeros((H,), W_hh.dtype)
+            if k == 0 and E is not None:
+                W_ih = _fold_embedding(W_ih, E)
+            directions.append(_layer(W_hh, W_ih, b_a, dt))
+        layers.append(tuple(directions))
+
+    if linear is None:
+        head = _identity_head(H_out, dt)
+    else:
+        if not isinstance(linear, nn.Linear):
+            raise ValueError(
+                f"`linear` must be a torch.nn.Linear or None, got {type(linear).__name__}."
+            )
+        if linear.in_features != H_out:
+            raise ValueError(
+                f"`linear.in_features` must be the RNN's output width "
+                f"{'2H' if dirs == 2 else 'H'} = {H_out}, got {linear.in_features}."
+            )
+        W_y = _torch_np(torch, linear.weight)
+        if linear.bias is None:
+            b_y = np.zeros((linear.out_features,), W_y.dtype)
+        else:
+            b_y = _torch_np(torch, linear.bias)
+        head = HeadParams(
+            W_y=jnp.asarray(np.asarray(W_y, dt)), b_y=jnp.asarray(np.asarray(b_y, dt))
+        )
+
+    params = RNNParams(
+        layers=tuple(layers),
+        head=head,
+        activation=_TORCH_MODES[rnn.mode],
+        merge="concat",
+        token_inputs=token_inputs,
+    )
+    check_params(params)
+    return params
+
+
+def to_torch(params: RNNParams, *, batch_first: bool = True) -> tuple[Any, Any]:
+    """Convert :class:`~rnn_jax.RNNParams` to ``(torch.nn.RNN, torch.nn.Linear)``.
+
+    ``weight_hh_l{k} = W_aa``, ``weight_ih_l{k} = W_ax``, ``bias_ih_l{k} = b_a`` and
+    ``bias_hh_l{k} = 0`` (``_reverse`` for the backward direction); the ``Linear`` holds
+    the head, ``weight = W_y``, ``bias = b_y``. The modules are on the CPU in the
+    parameters' dtype (float16/32/64); building them leaves the global torch RNG as it
+    was.
+
+    For a network with ``token_inputs`` the RNN's ``input_size`` is the vocabulary
+    size and it reads one-hot vectors (``torch.nn.functional.one_hot(ids, V).float()``).
+
+    Args:
+        params: :class:`~rnn_jax.RNNParams`; a bidirectional network must have
+            ``merge="concat"`` (PyTorch concatenates the directions).
+        batch_first: the returned RNN's layout; ``True`` (default) matches rnn_jax's
+            ``(B, T, D)``.
+
+    Returns:
+        ``(rnn, linear)``; ``linear(rnn(x)[0])`` is :func:`rnn_jax.rnn_apply`.
+
+    Raises:
+        ImportError: PyTorch is not installed.
+        ValueError: a bidirectional network merged other than by concatenation.
+
+    Example:
+        >>> import pytest; torch = pytest.importorskip("torch")
+        >>> import jax
+        >>> from rnn_jax import init_rnn
+        >>> from rnn_jax.interop import to_torch
+        >>> rnn, linear = to_torch(init_rnn(jax.random.key(0), 3, 5, 2, num_layers=2))
+        >>> rnn
+        RNN(3, 5, num_layers=2, batch_first=True)
+        >>> linear
+        Linear(in_features=5, out_features=2, bias=True)
+    """
+    torch = _import_torch()
+    check_params(params)
+    if params.bidirectional and params.merge != "concat":
+        raise ValueError(
+            f"`params.merge` must be 'concat' for a bidirectional network to convert to "
+            f"torch.nn.RNN (which concatenates the directions), got {params.merge!r}."
+        )
+    H, D, C = params.hidden_size, params.input_size, params.output_size
+    np_dtype = _np(params.head.W_y).dtype
+    torch_dtypes = {
+        np.dtype(np.float16): torch.float16,
+        np.dtype(np.float32): torch.float32,
+        np.dtype(np.float64): torch.float64,
+    }
+    if np_dtype not in torch_dtypes:
+        raise ValueError(
+            f"`params` must hold float16, float32 or float64 arrays to convert to PyTorch, "
+            f"got {np_dtype}."
+        )
+    tdt = torch_dtypes[np_dtype]
+    # Build the modules without moving the caller's global torch RNG (their random
+    # initialisation is overwritten below anyway).
+    with torch.random.fork_rng(devices=[]):
+        rnn = torch.nn.RNN(
+            input_size=D,
+            hidden_size=H,
+            num_layers=params.num_layers,
+            nonlinearity=params.activation,
+            bias=True,
+            batch_first=batch_first,
+            bidirectional=params.bidirectional,
+            dtype=tdt,
+        )
+        linear = torch.nn.Linear(params.merged_size, C, bias=True, dtype=tdt)
+
+    def put(tensor: Any, value: Any) -> None:
+        tensor.copy_(torch.from_numpy(np.array(value, dtype=np_dtype)))
+
+    with torch.no_grad():
+        for k, layer in enumerate(params.layers):
+            for d, p in enumerate(layer):
+                sfx = f"_l{k}" + ("_reverse" if d == 1 else "")
+                W_a = _np(p.W_a)
+                put(getattr(rnn, "weight_hh" + sfx), W_a[:, :H])
+                put(getattr(rnn, "weight_ih" + sfx), W_a[:, H:])
+                put(getattr(rnn, "bias_ih" + sfx), _np(p.b_a))
+                getattr(rnn, "bias_hh" + sfx).zero_()
+        put(linear.weight, _np(params.head.W_y))
+        put(linear.bias, _np(params.head.b_y))
+    return rnn, linear
+
+
+# --------------------------------------------------------------------------- Flax
+
+_LSTM_KEYS = {"ii", "if", "ig", "io", "hi", "hf", "hg", "ho"}
+_GRU_KEYS = {"ir", "iz", "in", "hr", "hz", "hn"}
+_LAYER_KEY = re.compile(r"layers_(\d+)$")
+
+
+def _keys(tree: Any) -> list[str]:
+    return sorted(tree) if isinstance(tree, Mapping) else [type(tree).__name__]
+
+
+def _cell_arrays(cell: Any, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(W_aa, W_ax, b_a)`` from the params of one ``nn.SimpleCell``."""
+    if not isinstance(cell, Mapping):
+        raise ValueError(
+            f"`{where}` must be a SimpleCell's params dict, got {type(cell).__name__}."
+        )
+    keys = set(cell)
+    if keys & _LSTM_KEYS or keys & _GRU_KEYS:
+        kind = "LSTMCell" if keys & _LSTM_KEYS else "GRUCell"
+        raise ValueError(
+            f"`{where}` holds {kind} params (keys {sorted(keys)}); only nn.SimpleCell "
+            "(keys ['h', 'i']) is this library's recurrence."
+        )
+    if keys != {"h", "i"}:
+        raise ValueError(
+            f"`{where}` must be nn.SimpleCell params with keys ['h', 'i'], got {sorted(keys)}."
+        )
+    i, h = cell["i"], cell["h"]
+    if not isinstance(i, Mapping) or set(i) != {"kernel", "bias"}:
+        raise ValueError(f"`{where}['i']` must hold 'kernel' and 'bias', got {_keys(i)}.")
+    if not isinstance(h, Mapping) or set(h) != {"kernel"}:
+        raise ValueError(
+            f"`{where}['h']` must hold only 'kernel' (SimpleCell's recurrent Dense has no "
+            f"bias), got {_keys(h)}."
+        )
+    K_i, b_i, K_h = _np(i["kernel"]), _np(i["bias"]), _np(h["kernel"])
+    H = b_i.shape[-1] if b_i.ndim == 1 else -1
+    if b_i.ndim != 1 or K_h.shape != (H, H) or K_i.ndim != 2 or K_i.shape[1] != H:
+        raise ValueError(
+            f"`{where}` must have i.kernel (D, H), i.bias (H,), h.kernel (H, H), got "
+            f"{tuple(K_i.shape)}, {tuple(b_i.shape)}, {tuple(K_h.shape)}."
+        )
+    return K_h.T, K_i.T, b_i
+
+
+def _flax_layer(tree: Any, where: str) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    if isinstance(tree, Mapping) and set(tree) == {"cell"}:
+        return [_cell_arrays(tree["cell"], f"{where}['cell']")]
+    if isinstance(tree, Mapping) and set(tree) == {"forward_rnn", "backward_rnn"}:
+        out = []
+        for name in ("forward_rnn", "backward_rnn"):
+            sub = tree[name]
+            if not isinstance(sub, Mapping) or set(sub) != {"cell"}:
+                raise ValueError(
+                    f"`{where}['{name}']` must be nn.RNN params {{'cell': ...}}, got keys {_keys(sub)}."
+                )
+            out.append(_cell_arrays(sub["cell"], f"{where}['{name}']['cell']"))
+        return out
+    raise ValueError(
+        f"`{where}` must be the params of nn.RNN(nn.SimpleCell(H)) (keys ['cell']) or of "
+        f"nn.Bidirectional (keys ['backward_rnn', 'forward_rnn']), got keys {_keys(tree)}."
+    )
+
+
+def _flax_network(variables: Any) -> tuple[list[tuple[Any, str]], Any]:
+    """Split Flax params into ``[(layer_tree, where), ...]`` and the head (or None)."""
+    tree = variables
+    if isinstance(tree, Mapping) and "params" in tree:
+        tree = tree["params"]
+    if isinstance(tree, Sequence) and not isinstance(tree, str):
+        return [(t, f"variables[{l}]") for l, t in enumerate(tree)], None
+    if not isinstance(tree, Mapping):
+        raise ValueError(
+            f"`variables` must be a Flax params dict or a list of them, got {type(tree).__name__}."
+        )
+    if "cell" in tree or "forward_rnn" in tree:
+        return [(tree, "variables")], None
+    numbered = {}
+    for k in tree:
+        m = _LAYER_KEY.match(k)
+        if m:
+            numbered[int(m.group(1))] = k
+        elif k != "head":
+            raise ValueError(
+                "`variables` must be the params of nn.RNN(nn.SimpleCell(H)) (['cell']), of "
+                "nn.Bidirectional (['backward_rnn', 'forward_rnn']), a list of those, or of "
+                f"flax_module(...) (['head', 'layers_0', ...]); got keys {sorted(tree)}."
+            )
+    if sorted(numbered) != list(range(len(numbered))) or not numbered:
+        raise ValueError(
+            f"`variables` must hold layers_0 .. layers_{{L-1}} with no gap, got keys {sorted(tree)}."
+        )
+    return [(tree[numbered[l]], f"variables['{numbered[l]}']") for l in range(len(numbered))], (
+        tree.get("head")
+    )
+
+
+def from_flax(
+    variables: Any,
+    *,
+    activation: str = "tanh",
+    merge: str | Callable[[Any, Any], Any] = "concat",
+    head: Any = None,
+    embedding: Any = None,
+    token_inputs: bool | None = None,
+    dtype: Any = None,
+) -> RNNParams:
+    """Convert Flax ``nn.RNN(nn.SimpleCell)`` params to :class:`~rnn_jax.RNNParams`.
+
+    Per cell: ``W_a = [h.kernel.T | i.kernel.T]``, ``b_a = i.bias``. Flax params carry no
+    configuration, so the activation (the cells' ``activation_fn``) and the bidirectional
+    merge (``nn.Bidirectional``'s ``merge_fn``; Flax's default concatenates) are given
+    here. Cells with ``residual=True`` are a different recurrence and are not detected:
+    do not pass them.
+
+    Args:
+        variables: the variables (``{"params": ...}``) or params of
+
+            - ``nn.RNN(nn.SimpleCell(H))``: ``{"cell": {"i": ..., "h": ...}}``;
+            - ``nn.Bidirectional(nn.RNN(nn.SimpleCell(H)), nn.RNN(nn.SimpleCell(H)))``:
+              ``{"forward_rnn": {"cell": ...}, "backward_rnn": {"cell": ...}}``;
+            - a list of those, one per layer (a deep network, bottom layer first);
+            - :func:`flax_module`'s network: ``{"layers_0": ..., ..., "head": ...}``.
+
+        activation: the cells' ``activation_fn``: ``"tanh"`` (``nn.tanh``, Flax's
+            default) or ``"relu"``.
+        merge: how the network merges directions (``"concat"`` for Flax's default).
+        head: the params ``{"kernel": (H_out, C), "bias": (C,)}`` of an ``nn.Dense``
+            output layer (no ``"bias"``: ``use_bias=False``), unless ``variables`` holds
+            one under ``"head"``. Neither: the identity head (``W_y = I``, ``b_y = 0``),
+            so :func:`rnn_jax.rnn_apply` returns the top layer's states.
+        embedding: ``nn.Embed`` params ``{"embedding": (V, D)}`` (or the array) feeding
+            the first layer; folded into ``W_ax = i.kernel.T @ embedding.T``, and the
+            result reads token ids.
+        token_inputs: as :func:`from_torch`.
+        dtype: dtype of the result; ``None`` keeps the params'.
+
+    Returns:
+        :class:`~rnn_jax.RNNParams`.
+
+    Raises:
+        ValueError: params of another cell (``LSTMCell``, ``GRUCell``), an unknown
+            layout, or sizes that do not fit together.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, flax.linen as nn
+        >>> from rnn_jax import rnn_layers
+        >>> from rnn_jax.interop import from_flax
+        >>> flax_rnn = nn.RNN(nn.SimpleCell(8), return_carry=True)
+        >>> xs, lengths = jnp.ones((2, 5, 3)), jnp.array([5, 2])
+        >>> variables = flax_rnn.init(jax.random.key(0), xs)
+        >>> carry, ys = flax_rnn.apply(variables, xs, seq_lengths=lengths)
+        >>> a_seq, a_last = rnn_layers(from_flax(variables), xs, lengths)
+        >>> bool(jnp.allclose(a_last[0], carry, atol=1e-6))
+        True
+        >>> bool(jnp.allclose(a_seq[1, :2], ys[1, :2], atol=1e-6))   # valid steps only
+        True
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"`activation` must be one of {ACTIVATIONS}, got {activation!r}.")
+    token_inputs = _resolve_token_inputs(token_inputs, embedding)
+    layer_trees, inner_head = _flax_network(variables)
+    if inner_head is not None and head is not None:
+        raise ValueError("`head` was given but `variables` already holds one under 'head'.")
+    head = inner_head if head is None else head
+    if not layer_trees:
+        raise ValueError("`variables` must hold at least one layer, got an empty list.")
+
+    arrays = [_flax_layer(t, where) for t, where in layer_trees]
+    dt = _target_dtype(arrays[0][0][0].dtype, dtype)
+    if embedding is not None:
+        E = _np(embedding["embedding"] if isinstance(embedding, Mapping) else embedding)
+        D = arrays[0][0][1].shape[1]
+        if E.ndim != 2 or E.shape[1] != D:
+            raise ValueError(
+                f"`embedding` must have shape (V, D) with D = {D} (the first layer's input "
+                f"size), got {tuple(E.shape)}."
+            )
+        arrays[0] = [(W_aa, _fold_embedding(W_ax, E), b_a) for W_aa, W_ax, b_a in arrays[0]]
+    layers = tuple(tuple(_layer(*cell, dt) for cell in layer) for layer in arrays)
+    H = layers[0][0].hidden_size
+    dirs = len(layers[0])
+    H_out = dirs * H if (dirs == 2 and merge == "concat") else H
+
+    if head is None:
+        head_params = _identity_head(H_out, dt)
+    else:
+        if not isinstance(head, Mapping) or "kernel" not in head or set(head) - {"kernel", "bias"}:
+            raise ValueError(
+                f"`head` must be nn.Dense params {{'kernel': (H_out, C), 'bias': (C,)}}, "
+                f"got {_keys(head)}."
+            )
+        K = _np(head["kernel"])
+        if K.ndim != 2:
+            raise ValueError(f"`head['kernel']` must have shape (H_out, C), got {tuple(K.shape)}.")
+        b = _np(head["bias"]) if "bias" in head else np.zeros((K.shape[1],), K.dtype)
+        head_params = HeadParams(
+            W_y=jnp.asarray(np.asarray(K.T, dt)), b_y=jnp.asarray(np.asarray(b, dt))
+        )
+
+    params = RNNParams(
+        layers=layers,
+        head=head_params,
+        activation=activation,
+        merge=merge,
+        token_inputs=token_inputs,
+    )
+    check_params(params)
+    return params
+
+
+def _flax_cell(p: LayerParams) -> dict[str, Any]:
+    H = p.hidden_size
+    return {
+        "cell": {
+            "i": {"kernel": p.W_a[:, H:].T, "bias": p.b_a},
+            "h": {"kernel": p.W_a[:, :H].T},
+        }
+    }
+
+
+def to_flax(params: RNNParams) -> dict[str, Any]:
+    """Convert :class:`~rnn_jax.RNNParams` to the variables of :func:`flax_module`.
+
+    Returns:
+        ``{"params": {"layers_0": ..., ..., "layers_{L-1}": ..., "head": {"kernel": W_y.T,
+        "bias": b_y}}}`` where each layer is ``{"cell": {"i": {"kernel": W_ax.T, "bias":
+        b_a}, "h": {"kernel": W_aa.T}}}`` (an ``nn.RNN(nn.SimpleCell(H))``) or, if
+        bidirectional, ``{"forward_rnn": {"cell": ...}, "backward_rnn": {"cell": ...}}``
+        (an ``nn.Bidirectional``). ``to_flax(p)["params"]["layers_0"]`` alone, wrapped
+        as ``{"params": ...}``, is the variables of that one Flax module.
+
+    Example:
+        >>> import jax
+        >>> from rnn_jax import init_rnn
+        >>> from rnn_jax.interop import to_flax
+        >>> v = to_flax(init_rnn(jax.random.key(0), 3, 4, 2))
+        >>> jax.tree.map(lambda x: x.shape, v)["params"]["layers_0"]
+        {'cell': {'h': {'kernel': (4, 4)}, 'i': {'bias': (4,), 'kernel': (3, 4)}}}
+    """
+    check_params(params)
+    tree: dict[str, Any] = {}
+    for l, layer in enumerate(params.layers):
+        if len(layer) == 1:
+            tree[f"layers_{l}"] = _flax_cell(layer[0])
+        else:
+            tree[f"layers_{l}"] = {
+                "forward_rnn": _flax_cell(layer[0]),
+                "backward_rnn": _flax_cell(layer[1]),
+            }
+    tree["head"] = {"kernel": params.head.W_y.T, "bias": params.head.b_y}
+    return {"params": tree}
+
+
+@functools.cache
+def _flax_module_class() -> type:
+    nn = importlib.import_module("flax.linen")
+
+    class RNNFlax(nn.Module):
+        """rnn_jax's network as Flax modules (see :func:`flax_module`)."""
+
+        input_size: int
+        hidden_size: int
+        output_size: int
+        num_layers: int = 1
+        bidirectional: bool = False
+        activation: str = "tanh"
+        merge: Any = "concat"
+        token_inputs: bool = False
+
+        def setup(self):
+            g = {"tanh": nn.tanh, "relu": nn.relu}[self.activation]
+
+            def rnn():
+                return nn.RNN(nn.SimpleCell(self.hidden_size, activation_fn=g))
+
+            merge_fn = functools.partial(merge_directions, self.merge)
+            self.layers = [
+                nn.Bidirectional(rnn(), rnn(), merge_fn=merge_fn) if self.bidirectional else rnn()
+                for _ in range(self.num_layers)
+            ]
+            self.head = nn.Dense(self.output_size)
+
+        def __call__(self, xs, seq_lengths=None):
+            if jnp.issubdtype(xs.dtype, jnp.integer):
+                xs = jax.nn.one_hot(xs, self.input_size, dtype=self.head.param_dtype)
+            h = xs
+            for layer in self.layers:
+                h = layer(h, seq_lengths=seq_lengths)
+            y_hat = self.head(h)
+            if seq_lengths is not None:
+                valid = jnp.arange(xs.shape[1])[None, :] < seq_lengths[:, None]
+                y_hat = jnp.where(valid[:, :, None], y_hat, jnp.zeros_like(y_hat))
+            return y_hat
+
+    return RNNFlax
+
+
+def flax_module(params: RNNParams) -> Any:
+    """The Flax linen module with the architecture of ``params``; its variables are :func:`to_flax`'s.
+
+    It is, written out (``setup`` rather than ``@nn.compact``, so that each cell is named
+    ``cell`` inside its ``nn.RNN``; cells created inside a compact method belong to the
+    enclosing module instead and are named ``SimpleCell_0``, ``SimpleCell_1``, ...)::
+
+        class RNNFlax(nn.Module):
+            def setup(self):
+                def rnn():
+                    return nn.RNN(nn.SimpleCell(H, activation_fn=nn.tanh))   # or nn.relu
+                self.layers = [nn.Bidirectional(rnn(), rnn()) if bidirectional else rnn()
+                               for _ in range(num_layers)]
+                self.head = nn.Dense(C)
+
+            def __call__(self, xs, seq_lengths=None):          # xs: (B, T, D)
+                h = xs                                         # one-hot if token ids
+                for layer in self.layers:
+                    h = layer(h, seq_lengths=seq_lengths)
+                return where(valid, self.head(h), 0)           # zero at padding
+
+    ``module.apply(to_flax(params), xs, seq_lengths=lengths)`` equals
+    :func:`rnn_jax.rnn_apply` ``(params, xs, lengths)`` up to float rounding (integer
+    token ids are one-hot encoded). The merge of a bidirectional network is
+    ``merge_fn``.
+
+    Args:
+        params: :class:`~rnn_jax.RNNParams` (only its configuration is read).
+
+    Returns:
+        an unbound ``flax.linen.Module``.
+    """
+    check_params(params)
+    return _flax_module_class()(
+        input_size=params.input_size,
+        hidden_size=params.hidden_size,
+        output_size=params.output_size,
+        num_layers=params.num_layers,
+        bidirectional=params.bidirectional,
+        activation=params.activation,
+        merge=params.merge,
+        token_inputs=params.token_inputs,
+    )

@@ -1,0 +1,601 @@
+"""rnn_jax.interop: weights to and from torch.nn.RNN and flax.linen nn.RNN(nn.SimpleCell).
+
+The peers are the references here: a converted network must compute what the peer
+computes on the same (padded, variable-length) batch, and a round trip must be exact.
+"""
+
+import dataclasses
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rnn_jax import (
+    HeadParams,
+    LayerParams,
+    RNNParams,
+    check_params,
+    rnn_apply,
+    rnn_classify,
+    rnn_layers,
+    rnn_unroll,
+)
+from rnn_jax.interop import flax_module, from_flax, from_torch, to_flax, to_torch
+
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def torch():
+    return pytest.importorskip(
+        "torch",
+        reason="PyTorch is not installed (`pip install 'rnn_jax[torch]'`): torch interop not tested",
+    )
+
+
+def random_params(
+    seed,
+    D,
+    H,
+    C,
+    *,
+    num_layers=1,
+    bidirectional=False,
+    activation="tanh",
+    merge="concat",
+    token_inputs=False,
+    dtype=np.float32,
+):
+    """RNNParams of init_rnn's shapes with every array (biases included) drawn at random.
+
+    Drawn with NumPy rather than init_rnn + jax.random: no compilation per shape, which
+    keeps the hypothesis tests fast.
+    """
+    rng = np.random.default_rng(seed)
+    dirs = 2 if bidirectional else 1
+    H_out = dirs * H if (bidirectional and merge == "concat") else H
+
+    def draw(*shape):
+        return jnp.asarray((0.5 * rng.normal(size=shape)).astype(dtype))
+
+    layers = tuple(
+        tuple(LayerParams(draw(H, H + (D if l == 0 else H_out)), draw(H)) for _ in range(dirs))
+        for l in range(num_layers)
+    )
+    params = RNNParams(
+        layers=layers,
+        head=HeadParams(draw(C, H_out), draw(C)),
+        activation=activation,
+        merge=merge,
+        token_inputs=token_inputs,
+    )
+    check_params(params)
+    return params
+
+
+def assert_params_identical(p, q):
+    """Same structure and static configuration, bit-identical arrays of the same dtype."""
+    assert jax.tree.structure(p) == jax.tree.structure(q)
+    for u, v in zip(jax.tree.leaves(p), jax.tree.leaves(q), strict=True):
+        assert u.dtype == v.dtype and u.shape == v.shape
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+
+def batch(seed, B, T, D, *, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    xs = rng.normal(size=(B, T, D)).astype(dtype)
+    lengths = rng.integers(1, T + 1, size=B)  # torch packing needs lengths >= 1
+    lengths[0] = T  # so that pad_packed_sequence's output has T steps
+    return xs, lengths.astype(np.int64)
+
+
+def valid(lengths, T):
+    return np.arange(T)[None, :] < np.asarray(lengths)[:, None]
+
+
+# --------------------------------------------------------------------------- PyTorch
+
+
+def torch_run(torch, rnn, xs, lengths):
+    """``(output (B, T, H_out), h_n)`` of ``rnn`` on a packed, unsorted batch, batch-first."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    x = torch.from_numpy(xs)
+    if not rnn.batch_first:
+        x = x.transpose(0, 1)
+    packed = pack_padded_sequence(
+        x, torch.from_numpy(lengths), batch_first=rnn.batch_first, enforce_sorted=False
+    )
+    with torch.no_grad():
+        out, h_n = rnn(packed)
+    out, _ = pad_packed_sequence(out, batch_first=True, total_length=xs.shape[1])
+    return out, h_n
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+def test_from_torch_matches_torch_on_packed_sequences(
+    torch, num_layers, bidirectional, nonlinearity
+):
+    torch.manual_seed(num_layers * 10 + bidirectional)
+    D, H, C, B, T = 3, 4, 2, 5, 7
+    rnn = torch.nn.RNN(
+        D,
+        H,
+        num_layers=num_layers,
+        nonlinearity=nonlinearity,
+        bidirectional=bidirectional,
+        batch_first=True,
+    )
+    dirs = 2 if bidirectional else 1
+    linear = torch.nn.Linear(dirs * H, C)
+    xs, lengths = batch(num_layers, B, T, D)
+    out, h_n = torch_run(torch, rnn, xs, lengths)
+
+    params = from_torch(rnn, linear)
+    assert params.activation == nonlinearity and params.merge == "concat"
+    assert (params.num_layers, params.bidirectional) == (num_layers, bidirectional)
+    assert params.head.W_y.dtype == jnp.float32
+
+    a_seq, a_last = rnn_layers(params, xs, lengths)
+    np.testing.assert_allclose(a_seq, out.numpy(), atol=ATOL)  # zero at padding on both sides
+    np.testing.assert_allclose(a_last, h_n.numpy(), atol=ATOL)
+
+    m = valid(lengths, T)
+    with torch.no_grad():
+        y_torch = linear(out).numpy()
+        h_top = torch.cat([h_n[-2], h_n[-1]], -1) if bidirectional else h_n[-1]
+        y_class = linear(h_top).numpy()
+    y_hat = np.asarray(rnn_apply(params, xs, lengths))
+    np.testing.assert_allclose(y_hat[m], y_torch[m], atol=ATOL)
+    assert np.all(y_hat[~m] == 0)  # torch's linear gives its bias at padding; rnn_apply zero
+    np.testing.assert_allclose(rnn_classify(params, xs, lengths), y_class, atol=ATOL)
+
+
+def test_from_torch_without_bias_and_time_major_module(torch):
+    torch.manual_seed(1)
+    D, H, B, T = 3, 4, 4, 6
+    rnn = torch.nn.RNN(D, H, num_layers=2, bias=False, bidirectional=True)  # batch_first=False
+    xs, lengths = batch(2, B, T, D)
+    out, h_n = torch_run(torch, rnn, xs, lengths)  # fed (T, B, D), unpacked batch-first
+    params = from_torch(rnn)
+    for layer in params.layers:
+        for p in layer:
+            assert np.all(np.asarray(p.b_a) == 0)
+    a_seq, a_last = rnn_layers(params, xs, lengths)
+    np.testing.assert_allclose(a_seq, out.numpy(), atol=ATOL)
+    np.testing.assert_allclose(a_last, h_n.numpy(), atol=ATOL)
+
+
+def test_from_torch_stacks_weights_and_folds_the_two_biases_exactly(torch):
+    torch.manual_seed(2)
+    rnn = torch.nn.RNN(3, 4, num_layers=2, bidirectional=True)
+    params = from_torch(rnn)
+    for k in range(2):
+        for d, sfx in enumerate([f"_l{k}", f"_l{k}_reverse"]):
+            t = {n: getattr(rnn, n + sfx).detach().numpy() for n in ("weight_ih", "weight_hh")}
+            b = {n: getattr(rnn, n + sfx).detach().numpy() for n in ("bias_ih", "bias_hh")}
+            p = params.layers[k][d]
+            np.testing.assert_array_equal(p.W_aa, t["weight_hh"])
+            np.testing.assert_array_equal(p.W_ax, t["weight_ih"])
+            np.testing.assert_array_equal(p.b_a, b["bias_ih"] + b["bias_hh"])
+
+
+def test_from_torch_without_linear_has_the_identity_head(torch):
+    torch.manual_seed(3)
+    H, B, T = 4, 3, 5
+    rnn = torch.nn.RNN(2, H, bidirectional=True, batch_first=True)
+    params = from_torch(rnn)
+    np.testing.assert_array_equal(params.head.W_y, np.eye(2 * H, dtype=np.float32))
+    np.testing.assert_array_equal(params.head.b_y, np.zeros(2 * H, np.float32))
+    xs, lengths = batch(3, B, T, 2)
+    out, _ = torch_run(torch, rnn, xs, lengths)
+    np.testing.assert_allclose(rnn_apply(params, xs, lengths), out.numpy(), atol=ATOL)
+
+
+def test_from_torch_keeps_float64(torch, x64):
+    torch.manual_seed(4)
+    rnn = torch.nn.RNN(3, 4, num_layers=2, bidirectional=True, batch_first=True).double()
+    linear = torch.nn.Linear(8, 2).double()
+    params = from_torch(rnn, linear)
+    assert all(x.dtype == jnp.float64 for x in jax.tree.leaves(params))
+    xs, lengths = batch(4, 4, 6, 3, dtype=np.float64)
+    out, h_n = torch_run(torch, rnn, xs, lengths)
+    a_seq, a_last = rnn_layers(params, xs, lengths)
+    np.testing.assert_allclose(a_seq, out.numpy(), atol=1e-12)
+    np.testing.assert_allclose(a_last, h_n.numpy(), atol=1e-12)
+    assert_params_identical(from_torch(*to_torch(params)), params)
+    assert to_torch(params)[0].weight_hh_l0.dtype == torch.float64
+
+
+def test_from_torch_float64_without_x64_is_an_error_unless_dtype_given(torch):
+    rnn = torch.nn.RNN(3, 4).double()
+    with pytest.raises(
+        ValueError, match=r"float64 but JAX's 64-bit mode is off.*dtype=jnp.float32"
+    ):
+        from_torch(rnn)
+    params = from_torch(rnn, dtype=jnp.float32)
+    assert params.layers[0][0].W_a.dtype == jnp.float32
+
+
+def test_from_torch_folds_an_embedding_and_reads_token_ids(torch):
+    torch.manual_seed(5)
+    V, E, H, C, B, T = 11, 3, 4, 2, 4, 6
+    emb = torch.nn.Embedding(V, E, padding_idx=0)
+    rnn = torch.nn.RNN(E, H, num_layers=2, bidirectional=True, batch_first=True)
+    linear = torch.nn.Linear(2 * H, C)
+    rng = np.random.default_rng(5)
+    ids = rng.integers(0, V, size=(B, T))
+    _, lengths = batch(5, B, T, 1)
+    with torch.no_grad():
+        xs = emb(torch.from_numpy(ids)).numpy()
+    out, h_n = torch_run(torch, rnn, xs, lengths)
+
+    params = from_torch(rnn, linear, embedding=emb)
+    assert params.token_inputs and params.input_size == V
+    assert params.layers[0][0].W_a.shape == (H, H + V)
+    a_seq, a_last = rnn_layers(params, jnp.asarray(ids, jnp.int32), lengths)
+    np.testing.assert_allclose(a_seq, out.numpy(), atol=ATOL)
+    np.testing.assert_allclose(a_last, h_n.numpy(), atol=ATOL)
+
+
+def test_from_torch_token_inputs_is_one_hot_in_torch(torch):
+    torch.manual_seed(6)
+    V, H, B, T = 7, 4, 3, 5
+    rnn = torch.nn.RNN(V, H, batch_first=True)
+    ids = np.random.default_rng(6).integers(0, V, size=(B, T))
+    _, lengths = batch(6, B, T, 1)
+    one_hot = np.eye(V, dtype=np.float32)[ids]
+    out, h_n = torch_run(torch, rnn, one_hot, lengths)
+    params = from_torch(rnn, token_inputs=True)
+    assert params.token_inputs
+    a_seq, a_last = rnn_layers(params, jnp.asarray(ids, jnp.int32), lengths)
+    np.testing.assert_allclose(a_seq, out.numpy(), atol=ATOL)
+    np.testing.assert_allclose(a_last, h_n.numpy(), atol=ATOL)
+    rnn_back, _ = to_torch(params)
+    assert rnn_back.input_size == V
+
+
+@pytest.mark.parametrize(
+    "num_layers, bidirectional, activation",
+    [(1, False, "tanh"), (2, True, "relu"), (3, True, "tanh")],
+)
+def test_to_torch_computes_rnn_apply(torch, num_layers, bidirectional, activation):
+    D, H, C, B, T = 3, 4, 2, 5, 6
+    params = random_params(
+        num_layers,
+        D,
+        H,
+        C,
+        num_layers=num_layers,
+        bidirectional=bidirectional,
+        activation=activation,
+    )
+    rnn, linear = to_torch(params)
+    assert rnn.batch_first and rnn.bias and rnn.nonlinearity == activation
+    assert (rnn.num_layers, rnn.bidirectional, rnn.hidden_size) == (num_layers, bidirectional, H)
+    for k in range(num_layers):
+        for d, sfx in enumerate([f"_l{k}", f"_l{k}_reverse"][: 1 + bidirectional]):
+            p = params.layers[k][d]
+            np.testing.assert_array_equal(getattr(rnn, "bias_ih" + sfx).detach().numpy(), p.b_a)
+            assert np.all(getattr(rnn, "bias_hh" + sfx).detach().numpy() == 0)
+    xs, lengths = batch(7, B, T, D)
+    out, h_n = torch_run(torch, rnn, xs, lengths)
+    a_seq, a_last = rnn_layers(params, xs, lengths)
+    np.testing.assert_allclose(a_seq, out.numpy(), atol=ATOL)
+    np.testing.assert_allclose(a_last, h_n.numpy(), atol=ATOL)
+    m = valid(lengths, T)
+    with torch.no_grad():
+        y_torch = linear(out).numpy()
+    np.testing.assert_allclose(np.asarray(rnn_apply(params, xs, lengths))[m], y_torch[m], atol=ATOL)
+
+    rnn_tm, _ = to_torch(params, batch_first=False)
+    assert not rnn_tm.batch_first
+    np.testing.assert_allclose(torch_run(torch, rnn_tm, xs, lengths)[0].numpy(), out.numpy())
+
+
+@settings(max_examples=5)
+@given(
+    num_layers=st.integers(1, 3),
+    bidirectional=st.booleans(),
+    activation=st.sampled_from(["tanh", "relu"]),
+    sizes=st.tuples(st.integers(1, 4), st.integers(1, 4), st.integers(1, 3)),
+    seed=st.integers(0, 1000),
+)
+def test_torch_round_trip_is_exact(num_layers, bidirectional, activation, sizes, seed):
+    pytest.importorskip("torch", reason="PyTorch is not installed")
+    D, H, C = sizes
+    params = random_params(
+        seed, D, H, C, num_layers=num_layers, bidirectional=bidirectional, activation=activation
+    )
+    assert_params_identical(from_torch(*to_torch(params)), params)
+
+
+def test_to_torch_leaves_the_torch_rng_alone(torch):
+    params = random_params(0, 3, 4, 2, num_layers=2, bidirectional=True)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    to_torch(params)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_to_torch_merge_must_be_concat_when_bidirectional(torch):
+    params = random_params(0, 3, 4, 2, bidirectional=True, merge="sum")
+    with pytest.raises(ValueError, match=r"`params.merge` must be 'concat'.*got 'sum'"):
+        to_torch(params)
+    uni = random_params(0, 3, 4, 2, merge="sum")  # one direction: nothing is merged
+    rnn, _ = to_torch(uni)
+    assert not rnn.bidirectional
+
+
+def test_from_torch_rejects_other_modules(torch):
+    with pytest.raises(
+        ValueError, match=r"`rnn` must be a torch.nn.RNN .*got LSTM \(mode 'LSTM'\)"
+    ):
+        from_torch(torch.nn.LSTM(3, 4))
+    with pytest.raises(ValueError, match=r"got GRU \(mode 'GRU'\)"):
+        from_torch(torch.nn.GRU(3, 4))
+    with pytest.raises(ValueError, match=r"`rnn` must be a torch.nn.RNN, got Linear"):
+        from_torch(torch.nn.Linear(3, 4))
+    rnn = torch.nn.RNN(3, 4)
+    rnn.proj_size = 2  # torch refuses it for nn.RNN at construction; a tampered module
+    with pytest.raises(ValueError, match=r"`rnn.proj_size` must be 0"):
+        from_torch(rnn)
+
+
+def test_from_torch_checks_the_head_and_embedding(torch):
+    rnn = torch.nn.RNN(3, 4, bidirectional=True)
+    with pytest.raises(ValueError, match=r"`linear.in_features` must be .* 2H = 8, got 4"):
+        from_torch(rnn, torch.nn.Linear(4, 2))
+    with pytest.raises(ValueError, match=r"`linear` must be a torch.nn.Linear or None, got RNN"):
+        from_torch(rnn, rnn)
+    with pytest.raises(ValueError, match=r"embedding_dim = rnn.input_size = 3, got 5"):
+        from_torch(rnn, embedding=torch.nn.Embedding(10, 5))
+    with pytest.raises(ValueError, match=r"`embedding.max_norm` must be None"):
+        from_torch(rnn, embedding=torch.nn.Embedding(10, 3, max_norm=1.0))
+    with pytest.raises(ValueError, match=r"`token_inputs=False` contradicts `embedding`"):
+        from_torch(rnn, embedding=torch.nn.Embedding(10, 3), token_inputs=False)
+    with pytest.raises(ValueError, match=r"`embedding` must be a torch.nn.Embedding, got Linear"):
+        from_torch(rnn, embedding=torch.nn.Linear(3, 3))
+
+
+def test_missing_torch_raises_importerror_naming_the_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
+    params = random_params(0, 3, 4, 2)
+    with pytest.raises(ImportError, match=r"pip install torch"):
+        to_torch(params)
+    with pytest.raises(ImportError, match=r"pip install torch"):
+        from_torch(object())
+
+
+def test_importing_rnn_jax_does_not_import_torch():
+    code = (
+        "import rnn_jax, rnn_jax.interop, sys; assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+# --------------------------------------------------------------------------- Flax
+
+
+def flax_cell(H, activation):
+    return nn.SimpleCell(H, activation_fn={"tanh": nn.tanh, "relu": nn.relu}[activation])
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_from_flax_forward_rnn_matches_on_valid_steps(activation):
+    D, H, B, T = 3, 4, 5, 7
+    xs, lengths = batch(10, B, T, D)
+    module = nn.RNN(flax_cell(H, activation), return_carry=True)
+    variables = module.init(jax.random.key(0), xs)
+    carry, ys = module.apply(variables, xs, seq_lengths=lengths)
+
+    params = from_flax(variables, activation=activation)
+    assert params.num_layers == 1 and not params.bidirectional
+    a_seq, a_last = rnn_layers(params, xs, lengths)
+    m = valid(lengths, T)
+    # Flax does not zero the outputs at padding: compare valid steps, and the carries.
+    np.testing.assert_allclose(np.asarray(a_seq)[m], np.asarray(ys)[m], atol=ATOL)
+    np.testing.assert_allclose(a_last[0], carry, atol=ATOL)
+
+
+def test_from_flax_backward_rnn_is_reverse_keep_order():
+    D, H, B, T = 3, 4, 5, 7
+    xs, lengths = batch(11, B, T, D)
+    module = nn.RNN(nn.SimpleCell(H), reverse=True, keep_order=True, return_carry=True)
+    variables = module.init(jax.random.key(1), xs)
+    carry, ys = module.apply(variables, xs, seq_lengths=lengths)
+
+    layer = from_flax(variables).layers[0][0]
+    a_seq, a_last = rnn_unroll(layer, xs, lengths, reverse=True)
+    m = valid(lengths, T)
+    np.testing.assert_allclose(np.asarray(a_seq)[m], np.asarray(ys)[m], atol=ATOL)
+    np.testing.assert_allclose(a_last, carry, atol=ATOL)
+
+
+def test_from_flax_bidirectional_matches_nn_bidirectional():
+    D, H, B, T = 3, 4, 5, 7
+    xs, lengths = batch(12, B, T, D)
+    module = nn.Bidirectional(nn.RNN(nn.SimpleCell(H)), nn.RNN(nn.SimpleCell(H)), return_carry=True)
+    variables = module.init(jax.random.key(2), xs)
+    (carry_f, carry_b), ys = module.apply(variables, xs, seq_lengths=lengths)
+
+    params = from_flax(variables)
+    assert params.bidirectional and params.merge == "concat"
+    a_seq, a_last = rnn_layers(params, xs, lengths)
+    m = valid(lengths, T)
+    np.testing.assert_allclose(np.asarray(a_seq)[m], np.asarray(ys)[m], atol=ATOL)
+    np.testing.assert_allclose(a_last[0], carry_f, atol=ATOL)
+    np.testing.assert_allclose(a_last[1], carry_b, atol=ATOL)
+
+
+def test_from_flax_deep_bidirectional_from_a_list_of_layers():
+    D, H, C, B, T = 3, 4, 2, 5, 7
+    xs, lengths = batch(13, B, T, D)
+    layers = [
+        nn.Bidirectional(nn.RNN(nn.SimpleCell(H)), nn.RNN(nn.SimpleCell(H)), return_carry=True)
+        for _ in range(2)
+    ]
+    dense = nn.Dense(C)
+    h, variables, carries = xs, [], []
+    for l, layer in enumerate(layers):
+        v = layer.init(jax.random.key(3 + l), h)
+        (c_f, c_b), h = layer.apply(v, h, seq_lengths=lengths)  # padding of h is not zero
+        variables.append(v["params"])
+        carries += [c_f, c_b]
+    head = dense.init(jax.random.key(9), h)["params"]
+    y_flax = np.asarray(dense.apply({"params": head}, h))
+
+    params = from_flax(variables, head=head)
+    assert params.num_layers == 2 and params.output_size == C
+    a_seq, a_last = rnn_layers(params, xs, lengths)
+    m = valid(lengths, T)
+    np.testing.assert_allclose(np.asarray(a_seq)[m], np.asarray(h)[m], atol=ATOL)
+    np.testing.assert_allclose(a_last, np.stack(carries), atol=ATOL)
+    np.testing.assert_allclose(np.asarray(rnn_apply(params, xs, lengths))[m], y_flax[m], atol=ATOL)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(num_layers=1, bidirectional=False, activation="tanh", merge="concat"),
+        dict(num_layers=2, bidirectional=True, activation="relu", merge="concat"),
+        dict(num_layers=2, bidirectional=True, activation="tanh", merge="sum"),
+    ],
+)
+def test_to_flax_and_flax_module_compute_rnn_apply(config):
+    D, H, C, B, T = 3, 4, 2, 5, 6
+    params = random_params(20, D, H, C, **config)
+    xs, lengths = batch(20, B, T, D)
+    variables = to_flax(params)
+    y_flax = flax_module(params).apply(variables, xs, seq_lengths=lengths)
+    np.testing.assert_allclose(y_flax, rnn_apply(params, xs, lengths), atol=ATOL)  # padding too
+    back = from_flax(variables, activation=config["activation"], merge=config["merge"])
+    assert_params_identical(back, params)
+
+
+def test_flax_module_init_has_the_to_flax_layout_and_reads_token_ids():
+    V, H, C, B, T = 9, 4, 3, 4, 5
+    params = random_params(21, V, H, C, num_layers=2, bidirectional=True, token_inputs=True)
+    module = flax_module(params)
+    ids = jnp.asarray(np.random.default_rng(21).integers(0, V, size=(B, T)), jnp.int32)
+    _, lengths = batch(21, B, T, 1)
+    fresh = module.init(jax.random.key(0), ids, seq_lengths=lengths)
+    assert jax.tree.structure(fresh) == jax.tree.structure(to_flax(params))
+    converted = from_flax(fresh, token_inputs=True)
+    np.testing.assert_allclose(
+        module.apply(fresh, ids, seq_lengths=lengths),
+        rnn_apply(converted, ids, lengths),
+        atol=ATOL,
+    )
+
+
+def test_from_flax_folds_an_embed():
+    V, E, H, B, T = 10, 3, 4, 4, 6
+    ids = jnp.asarray(np.random.default_rng(22).integers(0, V, size=(B, T)), jnp.int32)
+    _, lengths = batch(22, B, T, 1)
+    embed, rnn = nn.Embed(V, E), nn.RNN(nn.SimpleCell(H), return_carry=True)
+    v_embed = embed.init(jax.random.key(0), ids)
+    x = embed.apply(v_embed, ids)
+    v_rnn = rnn.init(jax.random.key(1), x)
+    carry, ys = rnn.apply(v_rnn, x, seq_lengths=lengths)
+
+    params = from_flax(v_rnn, embedding=v_embed["params"])
+    assert params.token_inputs and params.input_size == V
+    a_seq, a_last = rnn_layers(params, ids, lengths)
+    m = valid(lengths, T)
+    np.testing.assert_allclose(np.asarray(a_seq)[m], np.asarray(ys)[m], atol=ATOL)
+    np.testing.assert_allclose(a_last[0], carry, atol=ATOL)
+
+
+@settings(max_examples=5)
+@given(
+    num_layers=st.integers(1, 3),
+    bidirectional=st.booleans(),
+    merge=st.sampled_from(["concat", "sum", "mean", "product"]),
+    sizes=st.tuples(st.integers(1, 4), st.integers(1, 4), st.integers(1, 3)),
+    seed=st.integers(0, 1000),
+)
+def test_flax_round_trip_is_exact(num_layers, bidirectional, merge, sizes, seed):
+    D, H, C = sizes
+    params = random_params(
+        seed, D, H, C, num_layers=num_layers, bidirectional=bidirectional, merge=merge
+    )
+    assert_params_identical(from_flax(to_flax(params), merge=merge), params)
+
+
+def test_flax_round_trip_keeps_float64(x64):
+    params = random_params(3, 3, 4, 2, num_layers=2, bidirectional=True, dtype=np.float64)
+    back = from_flax(to_flax(params))
+    assert back.layers[1][1].W_a.dtype == jnp.float64
+    assert_params_identical(back, params)
+
+
+def test_from_flax_head_and_identity_head():
+    params = random_params(4, 3, 4, 2, bidirectional=True)
+    v = to_flax(params)["params"]
+    layer_only = {"params": v["layers_0"]}
+    identity = from_flax(layer_only)
+    np.testing.assert_array_equal(identity.head.W_y, np.eye(8, dtype=np.float32))
+    with_head = from_flax(layer_only, head=v["head"])
+    assert_params_identical(with_head, params)
+    no_bias = from_flax(layer_only, head={"kernel": v["head"]["kernel"]})
+    np.testing.assert_array_equal(no_bias.head.b_y, np.zeros(2, np.float32))
+
+
+def test_from_flax_rejects_other_cells_and_layouts():
+    xs = jnp.ones((2, 3, 3))
+    lstm = nn.RNN(nn.LSTMCell(4)).init(jax.random.key(0), xs)
+    with pytest.raises(ValueError, match=r"holds LSTMCell params.*only nn.SimpleCell"):
+        from_flax(lstm)
+    gru = nn.RNN(nn.GRUCell(4)).init(jax.random.key(0), xs)
+    with pytest.raises(ValueError, match=r"holds GRUCell params"):
+        from_flax(gru)
+    with pytest.raises(
+        ValueError, match=r"`variables` must be the params of nn.RNN.*got keys \['foo'\]"
+    ):
+        from_flax({"params": {"foo": {}}})
+    v = to_flax(random_params(0, 3, 4, 2, num_layers=2))["params"]
+    gap = {"layers_0": v["layers_0"], "layers_2": v["layers_1"]}
+    with pytest.raises(ValueError, match=r"layers_0 .. layers_\{L-1\} with no gap"):
+        from_flax(gap)
+    with pytest.raises(ValueError, match=r"`head` was given but `variables` already holds one"):
+        from_flax(v, head=v["head"])
+    with pytest.raises(ValueError, match=r"`activation` must be one of"):
+        from_flax(v, activation="sigmoid")
+    with pytest.raises(ValueError, match=r"`variables\[0\]` must be the params of nn.RNN"):
+        from_flax([{"kernel": 1}])
+    with pytest.raises(ValueError, match=r"`token_inputs=False` contradicts `embedding`"):
+        from_flax(v, embedding=jnp.ones((5, 3)), token_inputs=False)
+    with pytest.raises(ValueError, match=r"`embedding` must have shape \(V, D\) with D = 3"):
+        from_flax(v, embedding=jnp.ones((5, 2)))
+
+
+def test_from_flax_checks_that_the_layers_fit_together():
+    v = to_flax(random_params(0, 3, 4, 2, bidirectional=True))["params"]
+    deep_uni = to_flax(random_params(0, 3, 4, 2, num_layers=2))["params"]
+    # a unidirectional layer 1 (input 4) on top of a bidirectional layer 0 (output 8)
+    with pytest.raises(ValueError, match=r"`params.layers\[1\]` must hold 2 direction"):
+        from_flax([v["layers_0"], deep_uni["layers_1"]])
+    with pytest.raises(
+        ValueError, match=r"`params.head.W_y` must have shape \(C, H_out\) = \(2, 4\)"
+    ):
+        from_flax(v, merge="sum")  # the head reads 2H = 8, a sum merge gives H = 4
+
+
+def test_params_dataclass_replace_keeps_converted_params_usable():
+    """The documented way to train a new head on a converted network."""
+    from rnn_jax import init_head
+
+    params = from_flax(to_flax(random_params(0, 3, 4, 2)))
+    params = dataclasses.replace(params, head=init_head(4, 5, key=jax.random.key(0)))
+    assert rnn_apply(params, jnp.ones((1, 2, 3))).shape == (1, 2, 5)
