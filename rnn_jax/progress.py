@@ -77,10 +77,11 @@ class ProgressBar:
         self._bar.set_postfix(self._postfix, refresh=False)
         self._bar.update(n)
 
-    def set_postfix_metrics(self, metrics: dict[str, float]) -> None:
-        """Shows validation metrics (prefixed ``val_``) next to the loss."""
+    def set_postfix_metrics(self, metrics: dict[str, float], keys: tuple[str, ...] = ()) -> None:
+        """Shows validation metrics (prefixed ``val_``; only ``keys`` if given) next to the loss."""
         for k, v in metrics.items():
-            self._postfix[f"val_{k}"] = f"{v:.4f}"
+            if not keys or k in keys:
+                self._postfix[f"val_{k}"] = f"{v:.4f}"
 
     def close(self) -> None:
         if self._bar is not None:

@@ -224,7 +224,7 @@ def make_train_step(
         (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **dict(aux)}
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **dict(aux)}
         return TrainState(params, opt_state, state.step + 1, state.key), metrics
 
     return jax.jit(train_step) if jit else train_step
@@ -493,7 +493,10 @@ def fit(
                         stopped_early = early_stopping.should_stop
                     if logger is not None:
                         logger.log(step, "val", eval_metrics, epoch=epoch)
-                    bar.set_postfix_metrics(eval_metrics)
+                    bar.set_postfix_metrics(
+                        eval_metrics,
+                        keys=() if early_stopping is None else ("loss", early_stopping.metric),
+                    )
                 done = stopped_early or epoch >= num_epochs
                 due = checkpoint_every is not None and step % checkpoint_every == 0
                 if eval_metrics is not None or done or due:

@@ -30,6 +30,8 @@ class NamesConfig:
         models: which models to train, from ``rnn, birnn, rnn2, birnn2, fc``.
         hidden_size: ``H`` of the RNNs.
         dropout: dropout between stacked RNN layers (2-layer models only).
+        word_dropout: during training, each word is read as ``<UNK>`` with this probability
+            (so the models learn to tag out-of-vocabulary words from their context).
         fc_window: the fully connected network's fixed length ``T``.
         fc_hidden: its hidden width.
         batch_size, num_epochs, learning_rate, warmup_steps, clip_norm: training.
@@ -55,16 +57,17 @@ class NamesConfig:
     models: tuple[str, ...] = ("rnn", "birnn", "rnn2", "birnn2", "fc")
     hidden_size: int = 128
     dropout: float = 0.0
+    word_dropout: float = 0.1
     fc_window: int = 40
-    fc_hidden: int = 64
-    batch_size: int = 32
-    num_epochs: int = 6
-    learning_rate: float = 2e-3
+    fc_hidden: int = 16
+    batch_size: int = 64
+    num_epochs: int = 5
+    learning_rate: float = 3e-3
     warmup_steps: int = 100
     clip_norm: float = 1.0
     eval_every: int | None = None
     patience: int = 3
-    checkpoint_every: int | None = 250
+    checkpoint_every: int | None = 200
     keep_checkpoints: int = 2
     max_len: int = 64
     pad_to_multiple: int = 16
@@ -95,7 +98,7 @@ def default_config(quick: bool = False) -> NamesConfig:
         models=("rnn", "birnn", "fc"),
         hidden_size=64,
         fc_window=32,
-        fc_hidden=32,
+        fc_hidden=8,
         batch_size=32,
         num_epochs=3,
         learning_rate=3e-3,

@@ -63,7 +63,7 @@ def fc_apply(
 ) -> Float[Array, "B T_b"]:
     """Logits for a batch of any length ``T_b``: the first ``T`` tokens fill the window.
 
-    Positions ``t >= T`` (beyond the window) get the logit ``-1e4`` (label 0), without
+    Positions ``t >= T`` (beyond the window) get the logit ``-30.0`` (label 0), without
     gradient; padded positions contribute a zero row of ``X``.
     """
     T, V, H = params.W_1.shape
@@ -78,7 +78,7 @@ def fc_apply(
     h = jnp.tanh(z_1)  # (B, H)
     y = h @ params.W_2.T + params.b_2  # (B, T)
     if T_b > T:
-        return jnp.concatenate([y, jnp.full((B, T_b - T), -1e4, y.dtype)], axis=1)
+        return jnp.concatenate([y, jnp.full((B, T_b - T), -30.0, y.dtype)], axis=1)
     return y[:, :T_b]
 
 

@@ -181,7 +181,11 @@ class ModelRun:
 
     def loss_fn(self, params, batch, *, key):
         ids, labels, lengths = batch
-        logits = self.tagger.apply(params, ids, lengths, key=key, train=True)
+        key_words, key_model = jax.random.split(key)
+        if self.config.word_dropout > 0:  # read a random fraction of the words as <UNK>
+            drop = jax.random.bernoulli(key_words, self.config.word_dropout, ids.shape)
+            ids = jnp.where(drop, jnp.int32(self.vocab.unk_id), ids)
+        logits = self.tagger.apply(params, ids, lengths, key=key_model, train=True)
         if self.tagger.window is not None:  # the FC net predicts nothing beyond its window
             lengths = jnp.minimum(lengths, self.tagger.window)
         return masked_sigmoid_binary_cross_entropy(logits, labels, lengths=lengths)

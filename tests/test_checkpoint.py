@@ -1,0 +1,184 @@
+"""Tests of rnn_jax.checkpoint: round trip, retention, config mismatch, corruption, atomicity."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rnn_jax import init_rnn
+from rnn_jax.checkpoint import (
+    CheckpointError,
+    Checkpointer,
+    ConfigMismatchError,
+    CorruptCheckpointError,
+    config_diff,
+)
+from rnn_jax.train import default_optimizer, init_train_state, make_train_step
+
+
+def _leaves(tree):
+    out = []
+    for x in jax.tree_util.tree_leaves(tree):
+        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x = jax.random.key_data(x)
+        out.append(np.asarray(x))
+    return out
+
+
+def _state(step: int = 0):
+    params = init_rnn(jax.random.key(0), 30, 6, 1, bidirectional=True, token_inputs=True)
+    opt = default_optimizer(1e-2, warmup_steps=2, total_steps=20)
+    state = init_train_state(params, opt, key=jax.random.key(5))
+    if step:
+
+        def loss_fn(p, batch, *, key):
+            return jnp.sum(p.head.W_y**2) + jnp.sum(p.layers[0][0].W_a ** 2)
+
+        train_step = make_train_step(loss_fn, opt)
+        for _ in range(step):
+            state, _ = train_step(state, None)
+    return state
+
+
+def _digest(directory: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_round_trip_is_bit_identical_with_meta_and_extra(tmp_path):
+    state = _state(step=3)
+    with Checkpointer(tmp_path, config={"hidden": 6, "models": ("rnn",)}) as ckpt:
+        ckpt.save(
+            state,
+            meta={"epoch": 1, "position": 7},
+            extra={"vocab": {"tokens": ["<PAD>", "a"]}},
+        )
+        restored, meta = ckpt.restore(_state())
+    assert int(restored.step) == 3
+    assert type(restored.params) is type(state.params)
+    assert restored.params.bidirectional and restored.params.token_inputs
+    assert jax.dtypes.issubdtype(restored.key.dtype, jax.dtypes.prng_key)
+    for a, b in zip(_leaves(restored), _leaves(state), strict=True):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    assert meta["epoch"] == 1 and meta["position"] == 7
+    assert meta["config"] == {"hidden": 6, "models": ["rnn"]}
+    assert meta["extra"] == {"vocab": {"tokens": ["<PAD>", "a"]}}
+
+
+def test_keeps_the_last_n_and_the_best(tmp_path):
+    state = _state()
+    f1 = {2: 0.9, 4: 0.3, 6: 0.5}
+    with Checkpointer(tmp_path, config={}, max_to_keep=2, best_metric="f1") as ckpt:
+        for step in range(1, 8):
+            ckpt.save(
+                state._replace(step=jnp.int32(step)),
+                meta={"epoch": 0, "position": step},
+                metrics={"f1": f1[step]} if step in f1 else None,
+            )
+        assert ckpt.all_steps() == [2, 6, 7]
+        assert ckpt.best_step() == 2
+        restored, meta = ckpt.restore(state, step=2)
+        assert int(restored.step) == 2 and meta["position"] == 2
+
+
+def test_min_mode_best(tmp_path):
+    state = _state()
+    with Checkpointer(tmp_path, config={}, max_to_keep=1, best_metric="loss", best_mode="min") as c:
+        for step, loss in ((1, 0.5), (2, 0.2), (3, 0.4)):
+            c.save(state._replace(step=jnp.int32(step)), meta={}, metrics={"loss": loss})
+        assert c.best_step() == 2
+        assert c.all_steps() == [2, 3]
+
+
+def test_config_mismatch_is_a_clear_error_and_nothing_is_overwritten(tmp_path):
+    state = _state()
+    with Checkpointer(tmp_path, config={"hidden": 6, "lr": 0.1}) as ckpt:
+        ckpt.save(state._replace(step=jnp.int32(4)), meta={})
+    before = _digest(tmp_path)
+    with pytest.raises(ConfigMismatchError, match=r"different configuration \(hidden: stored 6, now 8\)"):
+        Checkpointer(tmp_path, config={"hidden": 8, "lr": 0.1})
+    assert _digest(tmp_path) == before
+
+
+def test_checkpoint_written_under_another_config_is_refused(tmp_path):
+    state = _state()
+    with Checkpointer(tmp_path, config={"hidden": 6}) as ckpt:
+        ckpt.save(state._replace(step=jnp.int32(1)), meta={})
+    # someone edits config.json by hand: the checkpoint's own copy still disagrees
+    (tmp_path / "config.json").write_text(json.dumps({"hidden": 7}))
+    with Checkpointer(tmp_path, config={"hidden": 7}) as ckpt:
+        with pytest.raises(ConfigMismatchError, match="hidden: stored 6, now 7"):
+            ckpt.restore(state)
+
+
+@pytest.mark.parametrize("victim", ["state", "meta"])
+def test_corrupted_checkpoint_is_a_clear_error_and_left_untouched(tmp_path, victim):
+    state = _state()
+    with Checkpointer(tmp_path, config={"a": 1}) as ckpt:
+        ckpt.save(state._replace(step=jnp.int32(3)), meta={"epoch": 0})
+    files = [p for p in (tmp_path / "checkpoints" / "3" / victim).rglob("*") if p.is_file()]
+    assert files
+    for p in files:
+        p.write_bytes(b"\x00garbage\xff" * 3)
+    before = _digest(tmp_path)
+    with Checkpointer(tmp_path, config={"a": 1}) as ckpt:
+        with pytest.raises(CorruptCheckpointError, match=r"checkpoints/3 cannot be read.*left untouched"):
+            ckpt.restore(state)
+        with pytest.raises(CheckpointError, match="never overwritten"):
+            ckpt.save(state._replace(step=jnp.int32(3)), meta={})
+    assert _digest(tmp_path) == before
+
+
+def test_corrupted_config_json_is_a_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(CorruptCheckpointError, match="config.json cannot be read"):
+        Checkpointer(tmp_path, config={})
+
+
+def test_restore_into_a_model_of_another_shape_fails_clearly(tmp_path):
+    state = _state()
+    with Checkpointer(tmp_path, config={}) as ckpt:
+        ckpt.save(state._replace(step=jnp.int32(1)), meta={})
+        other = init_rnn(jax.random.key(0), 30, 7, 1, bidirectional=True, token_inputs=True)
+        template = init_train_state(other, default_optimizer(1e-2), key=jax.random.key(0))
+        with pytest.raises(CorruptCheckpointError):
+            ckpt.restore(template)
+
+
+def test_an_interrupted_write_is_ignored(tmp_path):
+    state = _state()
+    with Checkpointer(tmp_path, config={}) as ckpt:
+        ckpt.save(state._replace(step=jnp.int32(1)), meta={"position": 1})
+    # what a process killed in the middle of writing step 2 leaves behind
+    tmp = tmp_path / "checkpoints" / "2.orbax-checkpoint-tmp-123"
+    (tmp / "state").mkdir(parents=True)
+    (tmp / "state" / "half").write_bytes(b"\x01\x02")
+    with Checkpointer(tmp_path, config={}) as ckpt:
+        assert ckpt.all_steps() == [1]
+        restored, meta = ckpt.restore(state)
+        assert int(restored.step) == 1 and meta["position"] == 1
+        ckpt.save(state._replace(step=jnp.int32(2)), meta={"position": 2})
+        assert ckpt.all_steps() == [1, 2]
+
+
+def test_restore_without_checkpoint_and_bad_arguments(tmp_path):
+    with Checkpointer(tmp_path, config={}) as ckpt:
+        assert ckpt.latest_step() is None and ckpt.best_step() is None
+        with pytest.raises(CheckpointError, match="no checkpoint in"):
+            ckpt.restore(_state())
+    with pytest.raises(ValueError, match="`max_to_keep` must be >= 1"):
+        Checkpointer(tmp_path, config={}, max_to_keep=0)
+
+
+def test_config_diff_lists_nested_differences():
+    assert config_diff({"a": {"b": 1}}, {"a": {"b": 2}}) == ["a.b: stored 1, now 2"]
+    assert config_diff({"t": (1, 2)}, {"t": [1, 2]}) == []
