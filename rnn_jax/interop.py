@@ -31,10 +31,11 @@ correspond to one layer of an :class:`~rnn_jax.RNNParams` are
   only each example's valid part, as rnn_jax does;
 
 and :func:`flax_module` builds the whole network (layers ``layers_0 .. layers_{L-1}`` and
-a ``Dense`` named ``head``) whose variables are :func:`to_flax`'s. Flax does *not* zero
-its outputs at padded steps (they hold the last valid state, or for the backward
-direction whatever the cell computed on the padding); compare valid steps only, or use
-:func:`flax_module`, which masks its outputs like :func:`rnn_jax.rnn_apply`.
+a ``Dense`` named ``head``) whose variables are :func:`to_flax`'s. Flax does *not* mask
+padded steps: the cell keeps running over the padding, so its outputs there are neither
+zero nor the last valid state (only the carry returned with ``return_carry=True`` is taken
+at each example's last valid step). Compare valid steps only, or use :func:`flax_module`,
+which zeroes its outputs at padding like :func:`rnn_jax.rnn_apply`.
 
 Neither PyTorch nor Flax is imported when this module is: PyTorch is imported inside
 :func:`from_torch` and :func:`to_torch` (``pip install torch`` or
