@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from rnn_jax.cell import hidden_activation
+from rnn_jax.bptt import carried_states, scan_reference
 from rnn_jax.params import LayerParams
 
 __all__ = [
@@ -140,7 +140,7 @@ def input_projection(layer: LayerParams, xs: Inputs) -> Float[Array, "T B H"]:
         z = jnp.take(W_ax.T, xs.T, axis=0, mode="fill", fill_value=jnp.nan)
     else:
         z = jnp.einsum("btd,hd->tbh", xs, W_ax)
-    return z + layer.b_a
+    return z + layer.b_a[None, None, :]
 
 
 def recurrence(
@@ -152,31 +152,32 @@ def recurrence(
     activation: str | Callable[[Array], Array] = "tanh",
     reverse: bool = False,
     unroll: int | bool = 1,
+    backward: str = "bptt",
 ) -> tuple[Float[Array, "T B H"], Float[Array, "B H"]]:
     """The loop itself, time-major: ``a<t> = g(z<t> + a<t-1> W_aa^T)`` with masking.
 
     Returns ``(a_seq, a_last)`` where ``a_seq`` is zero at masked steps and ``a_last`` the
     state after each example's last valid step (``a0`` if it has none).
+
+    ``backward="bptt"`` (default) differentiates with the hand-written backward pass of
+    :mod:`rnn_jax.bptt` (saves only the states; weight gradient as one matmul after the
+    loop); ``backward="autodiff"`` lets ``jax.grad`` differentiate the ``lax.scan``.
+    Both compute the same function and the same gradients up to float rounding.
     """
-    g = hidden_activation(activation)
-    W_aa_T = W_aa.T
-
+    if backward == "bptt":
+        h = carried_states(W_aa, z, a0, mask, activation=activation, reverse=reverse, unroll=unroll)
+    elif backward == "autodiff":
+        h = scan_reference(W_aa, z, a0, mask, activation=activation, reverse=reverse, unroll=unroll)
+    else:
+        raise ValueError(f"`backward` must be 'bptt' or 'autodiff', got {backward!r}.")
+    if z.shape[0] == 0:
+        return h, a0
+    # The state after the last step of the scan is the state after the last valid step.
+    a_last = h[0] if reverse else h[-1]
     if mask is None:
-
-        def step(a_prev, z_t):
-            a = g(z_t + a_prev @ W_aa_T)
-            return a, a
-
-        a_last, a_seq = jax.lax.scan(step, a0, z, reverse=reverse, unroll=unroll)
-        return a_seq, a_last
-
-    def masked_step(a_prev, inputs):
-        z_t, m_t = inputs
-        a = g(z_t + a_prev @ W_aa_T)
-        m_t = m_t[:, None]
-        return jnp.where(m_t, a, a_prev), jnp.where(m_t, a, jnp.zeros_like(a))
-
-    a_last, a_seq = jax.lax.scan(masked_step, a0, (z, mask), reverse=reverse, unroll=unroll)
+        return h, a_last
+    # A masked step carries the state but emits exactly zero.
+    a_seq = jnp.where(mask[:, :, None], h, jnp.zeros_like(h))
     return a_seq, a_last
 
 

@@ -1,0 +1,196 @@
+"""A hand-written backward pass through time for the recurrence (a ``jax.custom_vjp``).
+
+The forward loop runs the *carried* states of one masked layer, time-major::
+
+    h<-1> = a0
+    h<t>  = g(z<t> + h<t-1> W_aa^T)   if m<t>      (z<t> = W_ax x<t> + b_a, hoisted)
+          = h<t-1>                    otherwise    (a padded step keeps the state)
+
+``jax.grad`` of a ``lax.scan`` saves every intermediate of the step (pre-activation,
+activation, the selects), zero-fills and copies stacked ``T x B x H`` buffers and adds
+the ``W_aa`` gradient into an accumulator one step at a time. The backward pass here
+uses only what the maths needs:
+
+- the forward saves nothing but the carried states ``h`` (which are its output anyway);
+- the backward scan carries only ``c = dL/dh<t>`` from the future::
+
+      g<t>      = dL/dh<t> (from the outputs) + c
+      dz<t>     = m<t> * g<t> * g'(h<t>)         tanh' = 1 - h^2, relu' = [h > 0]
+      c         = dz<t> W_aa       if m<t>,   g<t> otherwise
+
+- after the loop ``dL/dW_aa = sum_t dz<t>^T h<t-1>`` is **one** ``(H, T*B) @ (T*B, H)``
+  matmul, ``dL/dz = dz`` flows into the input projection (one matmul for dense inputs, a
+  scatter-add into the columns of ``W_ax`` for token ids), and ``dL/da0 = c``.
+
+Gradients are exact (the same maths as ``jax.grad`` of the plain scan, up to float
+rounding): ``tests/test_bptt.py`` checks them against :func:`scan_reference` for both
+directions, masks, ``a0``, both activations, under ``jit`` and ``vmap``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float
+
+__all__ = [
+    "DERIVATIVES",
+    "carried_states",
+    "scan_reference",
+]
+
+# g'(pre) written as a function of the output a = g(pre), so the forward need not save pre.
+DERIVATIVES: dict[str, Callable[[Array], Array]] = {
+    "tanh": lambda a: 1.0 - a * a,
+    "relu": lambda a: (a > 0).astype(a.dtype),
+}
+_FORWARD: dict[str, Callable[[Array], Array]] = {"tanh": jnp.tanh, "relu": jax.nn.relu}
+
+
+def scan_reference(
+    W_aa: Float[Array, "H H"],
+    z: Float[Array, "T B H"],
+    a0: Float[Array, "B H"],
+    mask: Bool[Array, "T B"] | None,
+    *,
+    activation: str | Callable[[Array], Array] = "tanh",
+    reverse: bool = False,
+    unroll: int | bool = 1,
+) -> Float[Array, "T B H"]:
+    """The carried states by a plain ``lax.scan``, differentiated by ``jax.grad``.
+
+    The reference the hand-written backward pass is checked against, and the path taken
+    for a callable activation (whose derivative is not known in closed form).
+    """
+    g = _FORWARD.get(activation, activation) if isinstance(activation, str) else activation
+    W_aa_T = W_aa.T
+
+    if mask is None:
+
+        def step(a_prev, z_t):
+            a = g(z_t + a_prev @ W_aa_T)
+            return a, a
+
+        _, h = jax.lax.scan(step, a0, z, reverse=reverse, unroll=unroll)
+        return h
+
+    def masked_step(a_prev, inputs):
+        z_t, m_t = inputs
+        a = jnp.where(m_t[:, None], g(z_t + a_prev @ W_aa_T), a_prev)
+        return a, a
+
+    _, h = jax.lax.scan(masked_step, a0, (z, mask), reverse=reverse, unroll=unroll)
+    return h
+
+
+def _in_place_scan(step, a0, buf, extra, *, reverse, unroll):
+    """``for t: a, buf[t] = step(a, buf[t], extra[t])``, overwriting ``buf`` in place.
+
+    A ``lax.scan`` would zero-fill a fresh ``(T, B, H)`` output buffer and copy it into
+    the loop; here the input sequence (``z`` forward, ``dL/dh`` backward, both dead after
+    the loop) is itself the output buffer, read and overwritten one step at a time.
+    """
+    T = buf.shape[0]
+
+    def body(i, carry):
+        a, buf = carry
+        t = T - 1 - i if reverse else i
+        x_t = jax.lax.dynamic_index_in_dim(buf, t, keepdims=False)
+        e_t = jax.tree_util.tree_map(
+            lambda e: jax.lax.dynamic_index_in_dim(e, t, keepdims=False), extra
+        )
+        a, y_t = step(a, x_t, e_t)
+        return a, jax.lax.dynamic_update_index_in_dim(buf, y_t, t, 0)
+
+    return jax.lax.fori_loop(0, T, body, (a0, buf), unroll=unroll)
+
+
+def _forward(W_aa, z, a0, mask, activation, reverse, unroll):
+    g = _FORWARD[activation]
+    W_aa_T = W_aa.T
+
+    def step(a_prev, z_t, m_t):
+        a = g(z_t + a_prev @ W_aa_T)
+        if m_t is not None:
+            a = jnp.where(m_t[:, None], a, a_prev)
+        return a, a
+
+    _, h = _in_place_scan(step, a0, z, mask, reverse=reverse, unroll=unroll)
+    return h
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _carried_states(W_aa, z, a0, mask, activation, reverse, unroll):
+    return _forward(W_aa, z, a0, mask, activation, reverse, unroll)
+
+
+def _carried_states_fwd(W_aa, z, a0, mask, activation, reverse, unroll):
+    h = _forward(W_aa, z, a0, mask, activation, reverse, unroll)
+    # The only residual is h itself (the output buffer; nothing is copied).
+    return h, (W_aa, h, a0, mask)
+
+
+def _carried_states_bwd(activation, reverse, unroll, residuals, dh):
+    W_aa, h, a0, mask = residuals
+    g_prime = DERIVATIVES[activation]
+    H = W_aa.shape[0]
+
+    def step(c, dh_t, extra):
+        h_t, m_t = extra
+        g_t = dh_t + c
+        if m_t is None:
+            dz_t = g_t * g_prime(h_t)
+            return dz_t @ W_aa, dz_t
+        m_t = m_t[:, None]
+        dz_t = jnp.where(m_t, g_t * g_prime(h_t), jnp.zeros_like(g_t))
+        return jnp.where(m_t, dz_t @ W_aa, g_t), dz_t
+
+    # The backward loop runs the other way in time and overwrites dL/dh with dL/dz.
+    da0, dz = _in_place_scan(
+        step, jnp.zeros_like(a0), dh, (h, mask), reverse=not reverse, unroll=unroll
+    )
+    # dW_aa = sum_t dz<t>^T h<t-1>: one (H, T*B) @ (T*B, H) matmul, plus the first step's a0.
+    if reverse:
+        dz_first, dz_rest, h_prev_rest = dz[-1], dz[:-1], h[1:]
+    else:
+        dz_first, dz_rest, h_prev_rest = dz[0], dz[1:], h[:-1]
+    dW_aa = dz_rest.reshape(-1, H).T @ h_prev_rest.reshape(-1, H) + dz_first.T @ a0
+    return dW_aa, dz, da0, None
+
+
+_carried_states.defvjp(_carried_states_fwd, _carried_states_bwd)
+
+
+def carried_states(
+    W_aa: Float[Array, "H H"],
+    z: Float[Array, "T B H"],
+    a0: Float[Array, "B H"],
+    mask: Bool[Array, "T B"] | None,
+    *,
+    activation: str | Callable[[Array], Array] = "tanh",
+    reverse: bool = False,
+    unroll: int | bool = 1,
+) -> Float[Array, "T B H"]:
+    """The carried states ``h<t>`` (time-major), with the hand-written backward pass.
+
+    ``h<t>`` is the state after step ``t``: ``g(z<t> + h<t-1> W_aa^T)`` at a valid step,
+    ``h<t-1>`` at a masked one (``h<t+1>`` for ``reverse=True``). A callable activation
+    falls back to :func:`scan_reference` (autodiff).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> W_aa, z, a0 = jnp.eye(3) * 0.5, jnp.ones((4, 2, 3)), jnp.zeros((2, 3))
+        >>> carried_states(W_aa, z, a0, None).shape       # (T, B, H)
+        (4, 2, 3)
+        >>> loss = lambda W: carried_states(W, z, a0, None).sum()
+        >>> jax.grad(loss)(W_aa).shape
+        (3, 3)
+    """
+    if z.shape[0] == 0 or not (isinstance(activation, str) and activation in DERIVATIVES):
+        return scan_reference(
+            W_aa, z, a0, mask, activation=activation, reverse=reverse, unroll=unroll
+        )
+    return _carried_states(W_aa, z, a0, mask, activation, bool(reverse), unroll)
