@@ -1,0 +1,101 @@
+"""A plain loop over the formulation's equations: the reference every test compares to.
+
+    a<t> = g(W_aa a<t-1> + W_ax x<t> + b_a),   ŷ<t> = W_y a<t> + b_y  (logits)
+
+Written for one example at a time with explicit Python loops over valid steps and, for
+token ids, the literal one-hot vector x<t> of the formulation. ``xp`` is ``numpy`` (float64
+reference values) or ``jax.numpy`` (so ``jax.grad`` can differentiate the reference).
+"""
+
+import numpy as np
+
+
+def _g(name, xp):
+    return xp.tanh if name == "tanh" else (lambda z: xp.maximum(z, 0.0))
+
+
+def ref_layer(W_a, b_a, xs, length, a0, *, reverse=False, activation="tanh", xp=np):
+    """One layer, one direction, one example: xs (T, D) dense or (T,) int ids.
+
+    Returns (states (T, H) zero beyond `length`, final state (H,)).
+    """
+    H = b_a.shape[0]
+    W_aa, W_ax = W_a[:, :H], W_a[:, H:]
+    D = W_ax.shape[1]
+    T = xs.shape[0]
+    g = _g(activation, xp)
+    a = a0
+    rows = [xp.zeros(H, dtype=W_a.dtype) for _ in range(T)]
+    steps = reversed(range(length)) if reverse else range(length)
+    for t in steps:
+        if xs.ndim == 1:  # token id: the formulation's one-hot vector, built literally
+            x_t = np.zeros(D)
+            x_t[int(xs[t])] = 1.0
+            x_t = xp.asarray(x_t, dtype=W_a.dtype)
+        else:
+            x_t = xs[t]
+        a = g(W_aa @ a + W_ax @ x_t + b_a)
+        rows[t] = a
+    return xp.stack(rows), a
+
+
+def _merge(name, f, b, xp):
+    if name == "concat":
+        return xp.concatenate([f, b], axis=-1)
+    if name == "sum":
+        return f + b
+    if name == "mean":
+        return 0.5 * (f + b)
+    if name == "product":
+        return f * b
+    raise ValueError(name)
+
+
+def ref_network(layers, head, xs, lengths, a0=None, *, activation="tanh", merge="concat", xp=np):
+    """The whole network for a batch, one example at a time.
+
+    layers: [[(W_a, b_a) per direction] per layer]; head: (W_y, b_y).
+    Returns dict(a_seq (B,T,Hout), a_last (L*dirs,B,H), logits (B,T,C) zero at padding,
+    class_logits (B,C)).
+    """
+    B, T = xs.shape[:2]
+    dirs = len(layers[0])
+    H = layers[0][0][1].shape[0]
+    W_y, b_y = head
+    seqs, finals_all, logits, cls = [], [], [], []
+    for b in range(B):
+        h = xs[b]
+        L_b = int(lengths[b])
+        finals = []
+        for l, layer in enumerate(layers):
+            outs = []
+            for d, (W_a, b_a) in enumerate(layer):
+                init = xp.zeros(H, dtype=W_a.dtype) if a0 is None else a0[l * dirs + d, b]
+                out, last = ref_layer(
+                    W_a, b_a, h, L_b, init, reverse=(d == 1), activation=activation, xp=xp
+                )
+                outs.append(out)
+                finals.append(last)
+            h = outs[0] if dirs == 1 else _merge(merge, outs[0], outs[1], xp)
+        seqs.append(h)
+        finals_all.append(xp.stack(finals))
+        valid = xp.asarray((np.arange(T) < L_b)[:, None])
+        logits.append(xp.where(valid, h @ W_y.T + b_y[None, :], 0.0))
+        top = finals[-1] if dirs == 1 else _merge(merge, finals[-2], finals[-1], xp)
+        cls.append(W_y @ top + b_y)
+    return dict(
+        a_seq=xp.stack(seqs),
+        a_last=xp.stack(finals_all, axis=1),
+        logits=xp.stack(logits),
+        class_logits=xp.stack(cls),
+    )
+
+
+def params_as_numpy(params):
+    """RNNParams -> (layers, head) of float64 NumPy arrays for ref_network."""
+    layers = [
+        [(np.asarray(p.W_a, np.float64), np.asarray(p.b_a, np.float64)) for p in layer]
+        for layer in params.layers
+    ]
+    head = (np.asarray(params.head.W_y, np.float64), np.asarray(params.head.b_y, np.float64))
+    return layers, head

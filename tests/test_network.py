@@ -1,0 +1,441 @@
+"""rnn_layers / rnn_apply / rnn_classify against the float64 NumPy loop of the equations."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from reference import params_as_numpy, ref_network
+
+from rnn_jax import (
+    HeadParams,
+    LayerParams,
+    RNNParams,
+    init_rnn,
+    rnn_apply,
+    rnn_classify,
+    rnn_layers,
+    split_layer,
+    stack_layer,
+)
+
+RTOL, ATOL = 1e-5, 1e-5
+
+
+def _inputs(rng, B, T, D, tokens):
+    if tokens:
+        return jnp.asarray(rng.integers(0, D, size=(B, T)), jnp.int32)
+    return jnp.asarray(rng.normal(size=(B, T, D)), jnp.float32)
+
+
+def _lengths(rng, B, T):
+    # Always include the edge cases 0, 1 and T when the batch is large enough.
+    lengths = rng.integers(0, T + 1, size=B)
+    for i, v in enumerate((0, 1, T)[:B]):
+        lengths[i] = v
+    return jnp.asarray(lengths, jnp.int32)
+
+
+CASES = [
+    # (layers, bidirectional, tokens, activation, merge)
+    (1, False, False, "tanh", "concat"),
+    (1, True, False, "tanh", "concat"),
+    (2, False, True, "tanh", "concat"),
+    (2, True, True, "tanh", "concat"),
+    (3, True, False, "tanh", "sum"),
+    (3, False, False, "relu", "concat"),
+    (2, True, False, "relu", "mean"),
+    (2, True, True, "tanh", "product"),
+]
+
+
+@pytest.mark.parametrize("num_layers,bidirectional,tokens,activation,merge", CASES)
+def test_matches_numpy_reference(num_layers, bidirectional, tokens, activation, merge):
+    rng = np.random.default_rng(num_layers * 10 + bidirectional)
+    B, T, D, H, C = 5, 7, 6, 8, 3
+    params = init_rnn(
+        jax.random.key(num_layers),
+        D,
+        H,
+        C,
+        num_layers=num_layers,
+        bidirectional=bidirectional,
+        activation=activation,
+        merge=merge,
+        token_inputs=tokens,
+        bias_init="lecun_normal" if False else "zeros",
+    )
+    # Non-zero biases so that they are tested too.
+    params = jax.tree_util.tree_map(
+        lambda x: x + 0.1 * jnp.asarray(rng.normal(size=x.shape), x.dtype), params
+    )
+    xs = _inputs(rng, B, T, D, tokens)
+    lengths = _lengths(rng, B, T)
+    a0 = jnp.asarray(rng.normal(size=(num_layers * (1 + bidirectional), B, H)) * 0.5, jnp.float32)
+
+    layers, head = params_as_numpy(params)
+    ref = ref_network(
+        layers,
+        head,
+        np.asarray(xs) if tokens else np.asarray(xs, np.float64),
+        np.asarray(lengths),
+        np.asarray(a0, np.float64),
+        activation=activation,
+        merge=merge,
+    )
+    a_seq, a_last = rnn_layers(params, xs, lengths, a0)
+    np.testing.assert_allclose(a_seq, ref["a_seq"], rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(a_last, ref["a_last"], rtol=RTOL, atol=ATOL)
+    logits = rnn_apply(params, xs, lengths, a0=a0)
+    np.testing.assert_allclose(logits, ref["logits"], rtol=RTOL, atol=ATOL)
+    cls = rnn_classify(params, xs, lengths, a0=a0)
+    np.testing.assert_allclose(cls, ref["class_logits"], rtol=RTOL, atol=ATOL)
+    # Padding emits exactly zero.
+    pad = np.arange(T)[None, :] >= np.asarray(lengths)[:, None]
+    assert np.all(np.asarray(a_seq)[pad] == 0.0)
+    assert np.all(np.asarray(logits)[pad] == 0.0)
+
+
+def test_length_zero_returns_initial_state():
+    params = init_rnn(jax.random.key(0), 3, 4, 2, num_layers=2, bidirectional=True)
+    a0 = jax.random.normal(jax.random.key(1), (4, 2, 4))
+    xs = jax.random.normal(jax.random.key(2), (2, 5, 3))
+    _, a_last = rnn_layers(params, xs, jnp.array([0, 5]), a0)
+    np.testing.assert_array_equal(a_last[:, 0], a0[:, 0])
+
+
+def test_token_ids_equal_explicit_one_hot():
+    V, H, C = 11, 6, 2
+    tok = init_rnn(jax.random.key(0), V, H, C, bidirectional=True, token_inputs=True)
+    dense = RNNParams(tok.layers, tok.head, token_inputs=False)
+    ids = jax.random.randint(jax.random.key(1), (3, 9), 0, V)
+    lengths = jnp.array([9, 4, 0])
+    one_hot = jax.nn.one_hot(ids, V)
+    np.testing.assert_allclose(
+        rnn_apply(tok, ids, lengths), rnn_apply(dense, one_hot, lengths), rtol=1e-6, atol=1e-6
+    )
+
+
+def test_stacked_and_split_forms_give_identical_outputs():
+    params = init_rnn(jax.random.key(0), 4, 5, 3)
+    layer = params.layers[0][0]
+    split = split_layer(layer)
+    W_aa, W_ax, b_a = split
+    xs = jax.random.normal(jax.random.key(1), (2, 6, 4))
+    # The split-form equations, written out directly.
+    a = jnp.zeros((2, 5))
+    outs = []
+    for t in range(6):
+        a = jnp.tanh(a @ W_aa.T + xs[:, t] @ W_ax.T + b_a[None, :])
+        outs.append(a)
+    a_seq, _ = rnn_layers(params, xs)
+    np.testing.assert_allclose(a_seq, jnp.stack(outs, 1), rtol=1e-6, atol=1e-6)
+    rebuilt = RNNParams(((stack_layer(split),),), params.head)
+    np.testing.assert_array_equal(rnn_layers(rebuilt, xs)[0], a_seq)
+
+
+def _grad_case(tokens, bidirectional, num_layers):
+    rng = np.random.default_rng(0)
+    B, T, D, H, C = 3, 5, 4, 3, 2
+    params = init_rnn(
+        jax.random.key(3),
+        D,
+        H,
+        C,
+        num_layers=num_layers,
+        bidirectional=bidirectional,
+        token_inputs=tokens,
+        dtype=jnp.float64,
+    )
+    params = jax.tree_util.tree_map(lambda x: x + 0.1 * rng.normal(size=x.shape), params)
+    xs = (
+        jnp.asarray(rng.integers(0, D, (B, T)))
+        if tokens
+        else jnp.asarray(rng.normal(size=(B, T, D)))
+    )
+    lengths = jnp.array([5, 2, 0])
+    w = jnp.asarray(rng.normal(size=(B, T, C)))
+    return params, xs, lengths, w
+
+
+@pytest.mark.parametrize(
+    "tokens,bidirectional,num_layers", [(False, False, 1), (True, True, 2), (False, True, 3)]
+)
+def test_gradients_match_reference_and_finite_differences(x64, tokens, bidirectional, num_layers):
+    params, xs, lengths, w = _grad_case(tokens, bidirectional, num_layers)
+
+    def loss(p):
+        return jnp.sum(w * rnn_apply(p, xs, lengths)) + jnp.sum(rnn_layers(p, xs, lengths)[1] ** 2)
+
+    def ref_loss(p):
+        layers = [[(q.W_a, q.b_a) for q in layer] for layer in p.layers]
+        out = ref_network(layers, (p.head.W_y, p.head.b_y), xs, np.asarray(lengths), xp=jnp)
+        return jnp.sum(w * out["logits"]) + jnp.sum(out["a_last"] ** 2)
+
+    np.testing.assert_allclose(loss(params), ref_loss(params), rtol=1e-12)
+    grads = jax.grad(loss)(params)
+    ref_grads = jax.grad(ref_loss)(params)
+    chex.assert_trees_all_close(grads, ref_grads, rtol=1e-10, atol=1e-12)
+
+    # Central finite differences along a random direction, float64.
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    rng = np.random.default_rng(1)
+    direction = jax.tree_util.tree_unflatten(treedef, [rng.normal(size=x.shape) for x in leaves])
+    eps = 1e-6
+    shift = lambda s: jax.tree_util.tree_map(lambda p, d: p + s * eps * d, params, direction)  # noqa: E731
+    fd = (loss(shift(1.0)) - loss(shift(-1.0))) / (2 * eps)
+    analytic = sum(
+        jnp.vdot(g, d)
+        for g, d in zip(
+            jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(direction), strict=True
+        )
+    )
+    np.testing.assert_allclose(fd, analytic, rtol=1e-6)
+
+
+def test_gradient_wrt_a0_and_inputs(x64):
+    params, xs, lengths, w = _grad_case(False, True, 2)
+    a0 = jnp.asarray(np.random.default_rng(2).normal(size=(4, 3, 3)))
+
+    def loss(xs, a0):
+        return jnp.sum(w * rnn_apply(params, xs, lengths, a0=a0))
+
+    def ref_loss(xs, a0):
+        layers = [[(q.W_a, q.b_a) for q in layer] for layer in params.layers]
+        out = ref_network(
+            layers, (params.head.W_y, params.head.b_y), xs, np.asarray(lengths), a0, xp=jnp
+        )
+        return jnp.sum(w * out["logits"])
+
+    g = jax.grad(loss, argnums=(0, 1))(xs, a0)
+    g_ref = jax.grad(ref_loss, argnums=(0, 1))(xs, a0)
+    chex.assert_trees_all_close(g, g_ref, rtol=1e-10, atol=1e-12)
+    # Padded inputs get exactly zero gradient.
+    assert np.all(np.asarray(g[0])[1, 2:] == 0.0) and np.all(np.asarray(g[0])[2] == 0.0)
+
+
+# ---------------------------------------------------------------- properties
+
+
+@st.composite
+def batches(draw):
+    # A few shapes only (each new shape compiles); lengths and contents vary freely.
+    B = draw(st.sampled_from([1, 3]))
+    T = draw(st.sampled_from([1, 6]))
+    lengths = draw(st.lists(st.integers(0, T), min_size=B, max_size=B))
+    extra = draw(st.sampled_from([1, 5]))
+    seed = draw(st.integers(0, 2**16))
+    bidirectional = draw(st.booleans())
+    tokens = draw(st.booleans())
+    return B, T, np.array(lengths, np.int32), extra, seed, bidirectional, tokens
+
+
+_apply = jax.jit(rnn_apply)
+_classify = jax.jit(rnn_classify)
+_layers = jax.jit(rnn_layers)
+
+_PARAMS = {
+    (bi, tok): init_rnn(
+        jax.random.key(7), 6, 5, 3, num_layers=2, bidirectional=bi, token_inputs=tok
+    )
+    for bi in (False, True)
+    for tok in (False, True)
+}
+
+
+@given(batches())
+def test_padding_invariance(case):
+    """Outputs at valid positions do not change when padding grows or its contents change."""
+    B, T, lengths, extra, seed, bi, tok = case
+    params = _PARAMS[(bi, tok)]
+    rng = np.random.default_rng(seed)
+    xs = np.asarray(_inputs(rng, B, T, 6, tok))
+    longer = np.array(_inputs(rng, B, T + extra, 6, tok))  # random contents everywhere
+    for b in range(B):
+        longer[b, : lengths[b]] = xs[b, : lengths[b]]
+    y1 = _apply(params, jnp.asarray(xs), jnp.asarray(lengths))
+    y2 = _apply(params, jnp.asarray(longer), jnp.asarray(lengths))
+    c1 = _classify(params, jnp.asarray(xs), jnp.asarray(lengths))
+    c2 = _classify(params, jnp.asarray(longer), jnp.asarray(lengths))
+    np.testing.assert_allclose(y2[:, :T], y1, rtol=1e-5, atol=1e-6)
+    assert np.all(np.asarray(y2)[:, T:] == 0.0)
+    np.testing.assert_allclose(c2, c1, rtol=1e-5, atol=1e-6)
+
+
+@given(batches())
+def test_batch_equals_each_example_alone(case):
+    B, T, lengths, _, seed, bi, tok = case
+    params = _PARAMS[(bi, tok)]
+    xs = _inputs(np.random.default_rng(seed), B, T, 6, tok)
+    a_seq, a_last = _layers(params, xs, jnp.asarray(lengths))
+    for b in range(B):
+        s, l = _layers(params, xs[b : b + 1], jnp.asarray(lengths[b : b + 1]))
+        np.testing.assert_allclose(s[0], a_seq[b], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(l[:, 0], a_last[:, b], rtol=1e-5, atol=1e-6)
+
+
+@given(batches())
+def test_jit_and_no_jit_agree(case):
+    B, T, lengths, _, seed, bi, tok = case
+    params = _PARAMS[(bi, tok)]
+    xs = _inputs(np.random.default_rng(seed), B, T, 6, tok)
+    eager = rnn_apply(params, xs, jnp.asarray(lengths))
+    jitted = _apply(params, xs, jnp.asarray(lengths))
+    np.testing.assert_allclose(jitted, eager, rtol=1e-5, atol=1e-6)
+
+
+def test_second_call_does_not_retrace():
+    params = init_rnn(jax.random.key(0), 4, 5, 2, bidirectional=True)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def f(params, xs, lengths):
+        return rnn_apply(params, xs, lengths)
+
+    for seed in range(3):
+        xs = jax.random.normal(jax.random.key(seed), (3, 6, 4))
+        f(params, xs, jnp.array([6, seed, 1]))
+    # New parameter values of the same shapes do not retrace either.
+    f(jax.tree_util.tree_map(lambda x: x + 1.0, params), xs, jnp.array([1, 2, 3]))
+
+
+def test_optax_updates_the_stacked_parameters():
+    params = init_rnn(jax.random.key(0), 4, 5, 2, num_layers=2, bidirectional=True)
+    xs = jax.random.normal(jax.random.key(1), (3, 6, 4))
+    opt = optax.adam(1e-2)
+    state = opt.init(params)
+    grads = jax.grad(lambda p: jnp.sum(rnn_apply(p, xs) ** 2))(params)
+    updates, state = opt.update(grads, state, params)
+    new = optax.apply_updates(params, updates)
+    assert isinstance(new, RNNParams) and new.merge == params.merge
+    for old, upd in zip(
+        jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(new), strict=True
+    ):
+        assert old.shape == upd.shape and not np.array_equal(old, upd)
+
+
+def test_dropout():
+    params = init_rnn(jax.random.key(0), 4, 16, 2, num_layers=2)
+    xs = jax.random.normal(jax.random.key(1), (3, 6, 4))
+    base = rnn_apply(params, xs)
+    with pytest.raises(ValueError, match="`key` is required when `dropout` > 0"):
+        rnn_apply(params, xs, dropout=0.5)
+    with pytest.raises(ValueError, match=r"`dropout` must lie in \[0, 1\), got 1.0"):
+        rnn_apply(params, xs, dropout=1.0, key=jax.random.key(0))
+    d1 = rnn_apply(params, xs, dropout=0.5, key=jax.random.key(2))
+    d2 = rnn_apply(params, xs, dropout=0.5, key=jax.random.key(2))
+    d3 = rnn_apply(params, xs, dropout=0.5, key=jax.random.key(3))
+    np.testing.assert_array_equal(d1, d2)
+    assert not np.allclose(d1, base) and not np.allclose(d1, d3)
+    # Dropout acts between layers only: a one-layer network is unaffected.
+    one = init_rnn(jax.random.key(0), 4, 16, 2)
+    np.testing.assert_array_equal(
+        rnn_apply(one, xs, dropout=0.5, key=jax.random.key(2)), rnn_apply(one, xs)
+    )
+
+
+def test_merge_callable():
+    params = init_rnn(jax.random.key(0), 3, 4, 2, bidirectional=True, merge=jnp.maximum)
+    xs = jax.random.normal(jax.random.key(1), (2, 5, 3))
+    a_seq, a_last = rnn_layers(params, xs, jnp.array([5, 3]))
+    fwd = rnn_layers(
+        RNNParams(((params.layers[0][0],),), HeadParams(params.head.W_y, params.head.b_y)),
+        xs,
+        jnp.array([5, 3]),
+    )[0]
+    assert a_seq.shape == (2, 5, 4)
+    assert np.all(np.asarray(a_seq) >= np.asarray(fwd) - 1e-7)
+
+
+def test_output_activation():
+    params = init_rnn(jax.random.key(0), 3, 4, 5)
+    xs = jax.random.normal(jax.random.key(1), (2, 5, 3))
+    probs = rnn_apply(params, xs, jnp.array([5, 2]), output_activation="softmax")
+    np.testing.assert_allclose(np.asarray(probs).sum(-1), [[1] * 5, [1, 1, 0, 0, 0]], rtol=1e-6)
+    logits = rnn_classify(params, xs, output_activation=None)
+    np.testing.assert_allclose(
+        rnn_classify(params, xs, output_activation="sigmoid"), jax.nn.sigmoid(logits), rtol=1e-6
+    )
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_errors_name_the_argument():
+    params = init_rnn(jax.random.key(0), 4, 5, 2, num_layers=2, bidirectional=True)
+    tok = init_rnn(jax.random.key(0), 10, 5, 2, token_inputs=True)
+    xs = jnp.zeros((3, 6, 4))
+    with pytest.raises(
+        ValueError, match=r"`xs` must have feature size D = 4 .* got shape \(3, 6, 5\)"
+    ):
+        rnn_apply(params, jnp.zeros((3, 6, 5)))
+    with pytest.raises(
+        ValueError,
+        match=r"`xs` must have shape \(B, T, D\) or \(B, T\) for token ids, got \(6, 4\, 1, 1\)",
+    ):
+        rnn_apply(params, jnp.zeros((6, 4, 1, 1)))
+    with pytest.raises(
+        ValueError, match=r"`xs` of shape \(3, 6\) has dtype float32: token ids must be integers"
+    ):
+        rnn_apply(tok, jnp.zeros((3, 6)))
+    with pytest.raises(
+        ValueError, match=r"`xs` token ids must lie in \[0, 10\) .* got values in \[0, 10\]"
+    ):
+        rnn_apply(tok, jnp.array([[0, 10]]))
+    with pytest.raises(
+        ValueError, match=r"`xs` token ids must lie in \[0, 10\) .* got values in \[-1, 3\]"
+    ):
+        rnn_apply(tok, jnp.array([[-1, 3]]))
+    with pytest.raises(
+        ValueError, match="`xs` holds integer token ids but `params` was built for dense inputs"
+    ):
+        rnn_apply(params, jnp.array([[0, 1]]))
+    with pytest.raises(
+        ValueError, match=r"`lengths` must lie in \[0, T\] = \[0, 6\], got values in \[0, 7\]"
+    ):
+        rnn_apply(params, xs, jnp.array([0, 7, 3]))
+    with pytest.raises(
+        ValueError, match=r"`lengths` must lie in \[0, T\] = \[0, 6\], got values in \[-1, 3\]"
+    ):
+        rnn_apply(params, xs, jnp.array([-1, 2, 3]))
+    with pytest.raises(ValueError, match=r"`lengths` must have shape \(B,\) = \(3,\), got \(2,\)"):
+        rnn_apply(params, xs, jnp.array([1, 2]))
+    with pytest.raises(ValueError, match="`lengths` must be integers, got dtype float32"):
+        rnn_apply(params, xs, jnp.array([1.0, 2.0, 3.0]))
+    with pytest.raises(
+        ValueError, match=r"`mask` must have shape \(B, T\) = \(3, 6\), got \(6, 3\)"
+    ):
+        rnn_apply(params, xs, mask=jnp.ones((6, 3), bool))
+    with pytest.raises(ValueError, match="Pass either `lengths` or `mask`, not both"):
+        rnn_apply(params, xs, jnp.array([1, 2, 3]), mask=jnp.ones((3, 6), bool))
+    with pytest.raises(
+        ValueError,
+        match=r"`a0` must have shape \(num_layers \* directions, B, H\) = \(4, 3, 5\), got \(3, 5\)",
+    ):
+        rnn_layers(params, xs, a0=jnp.zeros((3, 5)))
+    bad = RNNParams(
+        ((params.layers[0][0], LayerParams(jnp.zeros((5, 8)), jnp.zeros(5))), params.layers[1]),
+        params.head,
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"`params.layers\[0\]\[1\].W_a` must have shape \(H, H \+ D\) = \(5, 9\), got \(5, 8\)",
+    ):
+        rnn_apply(bad, xs)
+    bad_head = RNNParams(params.layers, HeadParams(jnp.zeros((2, 5)), jnp.zeros(2)))
+    with pytest.raises(
+        ValueError,
+        match=r"`params.head.W_y` must have shape \(C, H_out\) = \(2, 10\), got \(2, 5\)",
+    ):
+        rnn_apply(bad_head, xs)
+
+
+def test_out_of_range_ids_under_jit_give_nan_not_a_wrong_column():
+    tok = init_rnn(jax.random.key(0), 10, 5, 2, token_inputs=True)
+    ids = jnp.array([[1, 2, 10], [1, 2, 3]])
+    out = jax.jit(rnn_apply)(tok, ids)
+    assert np.all(np.isfinite(out[1])) and np.all(np.isfinite(out[0, :2]))
+    assert np.all(np.isnan(out[0, 2]))

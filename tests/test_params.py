@@ -1,0 +1,154 @@
+"""Parameters: shapes, initialisers, converters, pytree behaviour, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rnn_jax import (
+    LayerParams,
+    RNNParams,
+    SplitLayerParams,
+    count_params,
+    init_head,
+    init_layer,
+    init_rnn,
+    split_layer,
+    stack_layer,
+)
+
+
+def _normal_bias(key, shape, dtype):
+    return 0.3 * jax.random.normal(key, shape, dtype)
+
+
+def test_default_initialisation():
+    layer = init_layer(7, 16, key=jax.random.key(0))
+    assert layer.W_a.shape == (16, 23) and layer.b_a.shape == (16,)
+    W_aa, W_ax, b_a = split_layer(layer)
+    np.testing.assert_allclose(W_aa @ W_aa.T, np.eye(16), atol=1e-5)  # orthogonal
+    limit = np.sqrt(6.0 / (7 + 16))  # Glorot uniform over fan_in D, fan_out H
+    assert np.all(np.abs(W_ax) <= limit) and np.abs(W_ax).max() > 0.5 * limit
+    np.testing.assert_array_equal(b_a, 0.0)
+    head = init_head(16, 3, key=jax.random.key(1))
+    assert head.W_y.shape == (3, 16) and np.all(head.b_y == 0.0)
+
+
+def test_initialisers_are_selectable():
+    layer = init_layer(
+        3,
+        4,
+        key=jax.random.key(0),
+        recurrent_init="zeros",
+        input_init="lecun_normal",
+        bias_init=lambda key, shape, dtype: jnp.full(shape, 0.5, dtype),
+    )
+    np.testing.assert_array_equal(layer.W_aa, 0.0)
+    np.testing.assert_array_equal(layer.b_a, 0.5)
+    assert np.std(np.asarray(layer.W_ax)) > 0
+
+
+def test_key_is_required_and_explicit():
+    with pytest.raises(TypeError):
+        init_layer(3, 4)  # no default key
+    with pytest.raises(TypeError):
+        init_layer(3, 4, jax.random.key(0))  # keyword-only
+    with pytest.raises(ValueError, match="`key` must be a jax.random key array, got int"):
+        init_rnn(0, 3, 4, 2)
+    a = init_rnn(jax.random.key(0), 3, 4, 2)
+    b = init_rnn(jax.random.key(0), 3, 4, 2)
+    c = init_rnn(jax.random.key(1), 3, 4, 2)
+    np.testing.assert_array_equal(a.layers[0][0].W_a, b.layers[0][0].W_a)
+    assert not np.array_equal(a.layers[0][0].W_a, c.layers[0][0].W_a)
+
+
+def test_deep_bidirectional_layout():
+    p = init_rnn(jax.random.key(0), 5, 4, 3, num_layers=3, bidirectional=True)
+    assert [[q.W_a.shape for q in layer] for layer in p.layers] == [
+        [(4, 9)] * 2,
+        [(4, 12)] * 2,
+        [(4, 12)] * 2,
+    ]
+    assert p.head.W_y.shape == (3, 8)
+    assert (p.num_layers, p.num_directions, p.hidden_size, p.input_size, p.output_size) == (
+        3,
+        2,
+        4,
+        5,
+        3,
+    )
+    assert not np.array_equal(p.layers[0][0].W_a, p.layers[0][1].W_a)  # distinct keys per direction
+    s = init_rnn(jax.random.key(0), 5, 4, 3, num_layers=2, bidirectional=True, merge="sum")
+    assert s.layers[1][0].W_a.shape == (4, 8) and s.head.W_y.shape == (3, 4)
+    assert count_params(p) == 2 * (4 * 9 + 4) + 4 * (4 * 12 + 4) + 3 * 8 + 3
+
+
+def test_converters_round_trip_exactly():
+    layer = init_layer(6, 5, key=jax.random.key(0), bias_init=_normal_bias)
+    split = split_layer(layer)
+    assert split.W_aa.shape == (5, 5) and split.W_ax.shape == (5, 6)
+    back = stack_layer(split)
+    np.testing.assert_array_equal(back.W_a, layer.W_a)
+    np.testing.assert_array_equal(back.b_a, layer.b_a)
+    again = split_layer(back)
+    for x, y in zip(split, again, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_pytree_leaves_are_arrays_and_config_is_static():
+    p = init_rnn(jax.random.key(0), 3, 4, 2, bidirectional=True, activation="relu", merge="mean")
+    leaves, treedef = jax.tree_util.tree_flatten(p)
+    assert len(leaves) == 2 * 2 + 2
+    q = jax.tree_util.tree_unflatten(treedef, leaves)
+    assert isinstance(q, RNNParams) and (q.activation, q.merge) == ("relu", "mean")
+    assert p.config() == dict(
+        input_size=3,
+        hidden_size=4,
+        output_size=2,
+        num_layers=1,
+        bidirectional=True,
+        activation="relu",
+        merge="mean",
+        token_inputs=False,
+    )
+    doubled = jax.tree_util.tree_map(lambda x: 2 * x, p)
+    assert doubled.activation == "relu"
+
+
+def test_errors():
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match="`hidden_size` must be a positive int, got 0"):
+        init_rnn(key, 3, 0, 2)
+    with pytest.raises(ValueError, match="`input_size` must be a positive int, got 2.5"):
+        init_rnn(key, 2.5, 4, 2)
+    with pytest.raises(ValueError, match="`num_layers` must be a positive int, got -1"):
+        init_rnn(key, 3, 4, 2, num_layers=-1)
+    with pytest.raises(
+        ValueError, match=r"`activation` must be one of \('tanh', 'relu'\), got 'sigmoid'"
+    ):
+        init_rnn(key, 3, 4, 2, activation="sigmoid")
+    with pytest.raises(ValueError, match=r"`merge` must be one of .* got 'max'"):
+        init_rnn(key, 3, 4, 2, merge="max")
+    with pytest.raises(
+        ValueError, match=r"`recurrent_init` must be a callable or one of .* got 'eye'"
+    ):
+        init_rnn(key, 3, 4, 2, recurrent_init="eye")
+    nan_init = lambda key, shape, dtype: jnp.full(shape, jnp.nan, dtype)  # noqa: E731
+    with pytest.raises(ValueError, match=r"`input_init` produced non-finite values \(NaN or inf\)"):
+        init_rnn(key, 3, 4, 2, input_init=nan_init)
+    with pytest.raises(
+        ValueError, match=r"`recurrent_init\(...\)` must have shape \(4, 4\), got \(3,\)"
+    ):
+        init_layer(3, 4, key=key, recurrent_init=lambda k, s, d: jnp.zeros(3))
+    with pytest.raises(ValueError, match=r"`W_aa` must have shape \(4, 4\), got \(4, 3\)"):
+        stack_layer(SplitLayerParams(jnp.zeros((4, 3)), jnp.zeros((4, 2)), jnp.zeros(4)))
+    with pytest.raises(
+        ValueError, match=r"`W_ax` must have shape \(H, D\) with H = 4, got \(3, 2\)"
+    ):
+        stack_layer(SplitLayerParams(jnp.zeros((4, 4)), jnp.zeros((3, 2)), jnp.zeros(4)))
+
+
+def test_layer_properties():
+    layer = LayerParams(jnp.arange(12.0).reshape(2, 6), jnp.zeros(2))
+    assert (layer.hidden_size, layer.input_size) == (2, 4)
+    np.testing.assert_array_equal(layer.W_aa, [[0, 1], [6, 7]])

@@ -1,0 +1,121 @@
+"""rnn_unroll: one layer, one direction, against the NumPy loop; masking semantics."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from reference import ref_layer
+
+from rnn_jax import init_layer, lengths_to_mask, rnn_cell, rnn_unroll
+
+_unroll = jax.jit(rnn_unroll, static_argnames=("reverse", "activation", "unroll"))
+
+
+def _normal_bias(key, shape, dtype):
+    return 0.3 * jax.random.normal(key, shape, dtype)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.parametrize("tokens", [False, True])
+def test_matches_numpy_loop(reverse, activation, tokens):
+    rng = np.random.default_rng(0)
+    B, T, D, H = 4, 6, 5, 3
+    layer = init_layer(D, H, key=jax.random.key(0), bias_init=_normal_bias)
+    xs = (
+        jnp.asarray(rng.integers(0, D, (B, T)))
+        if tokens
+        else jnp.asarray(rng.normal(size=(B, T, D)), jnp.float32)
+    )
+    lengths = jnp.array([0, 1, T, 3])
+    a0 = jnp.asarray(rng.normal(size=(B, H)), jnp.float32)
+    a_seq, a_last = _unroll(layer, xs, lengths, a0=a0, reverse=reverse, activation=activation)
+    W_a, b_a = (np.asarray(v, np.float64) for v in layer)
+    for b in range(B):
+        ref_seq, ref_last = ref_layer(
+            W_a,
+            b_a,
+            np.asarray(xs[b], np.float64) if not tokens else np.asarray(xs[b]),
+            int(lengths[b]),
+            np.asarray(a0[b], np.float64),
+            reverse=reverse,
+            activation=activation,
+        )
+        np.testing.assert_allclose(a_seq[b], ref_seq, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a_last[b], ref_last, rtol=1e-5, atol=1e-6)
+
+
+def test_unmasked_equals_scan_of_the_cell():
+    layer = init_layer(3, 4, key=jax.random.key(0))
+    xs = jax.random.normal(jax.random.key(1), (2, 5, 3))
+    a_seq, a_last = rnn_unroll(layer, xs)
+
+    def one(x):  # single-sequence maths, vmapped over the batch
+        return jax.lax.scan(lambda a, x_t: rnn_cell(layer, a, x_t), jnp.zeros(4), x)
+
+    last, seq = jax.vmap(one)(xs)
+    np.testing.assert_allclose(a_seq, seq, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(a_last, last, rtol=1e-6, atol=1e-6)
+
+
+def test_mask_equals_lengths_and_holes_keep_the_state():
+    layer = init_layer(3, 4, key=jax.random.key(0))
+    xs = jax.random.normal(jax.random.key(1), (2, 5, 3))
+    lengths = jnp.array([5, 2])
+    by_len = rnn_unroll(layer, xs, lengths)
+    by_mask = rnn_unroll(layer, xs, mask=lengths_to_mask(lengths, 5))
+    for x, y in zip(by_len, by_mask, strict=True):
+        np.testing.assert_array_equal(x, y)
+    # A mask with a hole: the masked step emits zero and passes the state through.
+    mask = jnp.array([[True, False, True, True, True]] * 2)
+    seq, _ = rnn_unroll(layer, xs, mask=mask)
+    skipped = jnp.concatenate([xs[:, :1], xs[:, 2:]], axis=1)
+    ref, _ = rnn_unroll(layer, skipped)
+    np.testing.assert_array_equal(seq[:, 1], 0.0)
+    np.testing.assert_allclose(seq[:, 2:], ref[:, 1:], rtol=1e-5, atol=1e-6)
+
+
+@given(
+    lengths=st.lists(st.integers(0, 6), min_size=3, max_size=3),
+    seed=st.integers(0, 1000),
+    reverse=st.booleans(),
+)
+def test_reverse_starts_at_the_last_valid_token(lengths, seed, reverse):
+    """Reversing the valid part of each example by hand gives the same states."""
+    layer = init_layer(3, 4, key=jax.random.key(0))
+    xs = np.asarray(jax.random.normal(jax.random.key(seed), (3, 6, 3)))
+    lengths = np.asarray(lengths, np.int32)
+    seq, last = _unroll(layer, jnp.asarray(xs), jnp.asarray(lengths), reverse=True)
+    for b, L in enumerate(lengths):
+        flipped = xs[b : b + 1, :L][:, ::-1]
+        if L == 0:
+            np.testing.assert_array_equal(last[b], 0.0)
+            continue
+        f_seq, f_last = _unroll(layer, jnp.asarray(np.ascontiguousarray(flipped)), reverse=False)
+        np.testing.assert_allclose(seq[b, :L], f_seq[0, ::-1], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(last[b], f_last[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(seq[b, L:], 0.0)
+
+
+def test_unroll_factor_does_not_change_results():
+    layer = init_layer(3, 4, key=jax.random.key(0))
+    xs = jax.random.normal(jax.random.key(1), (2, 9, 3))
+    base = rnn_unroll(layer, xs, jnp.array([9, 4]))
+    for unroll in (2, 4, True):
+        out = rnn_unroll(layer, xs, jnp.array([9, 4]), unroll=unroll)
+        np.testing.assert_allclose(out[0], base[0], rtol=1e-6, atol=1e-7)
+
+
+def test_errors():
+    layer = init_layer(3, 4, key=jax.random.key(0))
+    xs = jnp.zeros((2, 5, 3))
+    with pytest.raises(ValueError, match=r"`a0` must have shape \(B, H\) = \(2, 4\), got \(4,\)"):
+        rnn_unroll(layer, xs, a0=jnp.zeros(4))
+    with pytest.raises(ValueError, match=r"`xs` must have feature size D = 3"):
+        rnn_unroll(layer, jnp.zeros((2, 5, 4)))
+    with pytest.raises(ValueError, match="`mask` must be boolean, got dtype int32"):
+        rnn_unroll(layer, xs, mask=jnp.ones((2, 5), jnp.int32))
+    with pytest.raises(ValueError, match="`xs` must be floats"):
+        rnn_unroll(layer, jnp.zeros((2, 5, 3), jnp.complex64))
