@@ -6,8 +6,26 @@
 See README.md for the task families and the API contract.
 """
 
+from rnn_jax import interop as interop
+from rnn_jax.batching import Batch as Batch
+from rnn_jax.batching import bucket_batches as bucket_batches
+from rnn_jax.batching import iterate_batches as iterate_batches
+from rnn_jax.batching import mask_to_lengths as mask_to_lengths
+from rnn_jax.batching import pad_batch as pad_batch
+from rnn_jax.batching import padding_fraction as padding_fraction
 from rnn_jax.cell import CellParams as CellParams
 from rnn_jax.cell import rnn_cell as rnn_cell
+from rnn_jax.losses import masked_mean_squared_error as masked_mean_squared_error
+from rnn_jax.losses import (
+    masked_sigmoid_binary_cross_entropy as masked_sigmoid_binary_cross_entropy,
+)
+from rnn_jax.losses import masked_softmax_cross_entropy as masked_softmax_cross_entropy
+from rnn_jax.metrics import AccuracyCounts as AccuracyCounts
+from rnn_jax.metrics import ConfusionCounts as ConfusionCounts
+from rnn_jax.metrics import accuracy_counts as accuracy_counts
+from rnn_jax.metrics import binary_confusion_counts as binary_confusion_counts
+from rnn_jax.metrics import binary_precision_recall_f1 as binary_precision_recall_f1
+from rnn_jax.metrics import masked_accuracy as masked_accuracy
 from rnn_jax.network import check_params as check_params
 from rnn_jax.network import merge_directions as merge_directions
 from rnn_jax.network import rnn_apply as rnn_apply
@@ -25,22 +43,45 @@ from rnn_jax.params import split_layer as split_layer
 from rnn_jax.params import stack_layer as stack_layer
 from rnn_jax.recurrence import lengths_to_mask as lengths_to_mask
 from rnn_jax.recurrence import rnn_unroll as rnn_unroll
+from rnn_jax.vocab import Vocabulary as Vocabulary
+from rnn_jax.vocab import char_tokenize as char_tokenize
+from rnn_jax.vocab import one_hot as one_hot
+from rnn_jax.vocab import tokenize as tokenize
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "interop",
+    "AccuracyCounts",
+    "Batch",
     "CellParams",
+    "ConfusionCounts",
     "HeadParams",
     "LayerParams",
     "RNNParams",
     "SplitLayerParams",
+    "Vocabulary",
+    "accuracy_counts",
+    "binary_confusion_counts",
+    "binary_precision_recall_f1",
+    "bucket_batches",
+    "char_tokenize",
     "check_params",
     "count_params",
     "init_head",
     "init_layer",
     "init_rnn",
+    "iterate_batches",
     "lengths_to_mask",
+    "mask_to_lengths",
+    "masked_accuracy",
+    "masked_mean_squared_error",
+    "masked_sigmoid_binary_cross_entropy",
+    "masked_softmax_cross_entropy",
     "merge_directions",
+    "one_hot",
+    "pad_batch",
+    "padding_fraction",
     "rnn_apply",
     "rnn_cell",
     "rnn_classify",
@@ -48,4 +89,5 @@ __all__ = [
     "rnn_unroll",
     "split_layer",
     "stack_layer",
+    "tokenize",
 ]

