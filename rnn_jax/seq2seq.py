@@ -1,0 +1,448 @@
+"""Encoder–decoder (sequence-to-sequence) RNNs: ``T_y`` need not equal ``T_x``.
+
+An encoder RNN (any depth, uni- or bidirectional) reads the source ``x<1..T_x>``; its
+final states initialise a decoder RNN that reads the previous target token and predicts
+the next one:
+
+.. math::
+
+    c_l = [\\overrightarrow{a}_l^{<T_x>}; \\overleftarrow{a}_l^{<1>}]
+    \\qquad \\text{(encoder layer } l \\text{, final states of both directions)}
+
+    a_l^{<0>} = c_l \\;\\; (\\text{bridge} = \\text{"concat"}) \\quad\\text{or}\\quad
+    a_l^{<0>} = \\tanh(W_b c_l + b_b) \\;\\; (\\text{bridge} = \\text{"project"})
+
+    a_1^{<t>} = g(W_{aa} a_1^{<t-1>} + W_{ax} [y^{<t-1>}; c] + b_a), \\qquad
+    \\hat y^{<t>} = \\mathrm{softmax}(W_y a_L^{<t>} + b_y)
+
+with ``y<0> = <BOS>``; generation stops at ``<EOS>``. With ``bridge="concat"`` the
+decoder's hidden size is ``directions * H_enc`` (a bidirectional encoder's two final
+states are concatenated, no parameters); ``"project"`` learns a ``tanh`` bridge per decoder
+layer and allows any decoder size. With ``feed_context=True`` the top encoder layer's
+``c`` is also part of the decoder's input at every step (Cho et al., 2014); otherwise the
+decoder's input is the previous token alone (Sutskever et al., 2014). No attention.
+
+Decoder layer ``l`` starts from encoder layer ``l`` when both have the same depth,
+otherwise every decoder layer starts from the top encoder layer.
+
+Token ids index columns of ``W_ax`` directly (the one-hot × ``W_ax`` of the formulation):
+there is no separate embedding. Training uses teacher forcing: the decoder reads
+``[<BOS>, y<1>, ..., y<T_y - 1>]`` and is scored on ``[y<1>, ..., y<T_y - 1>, <EOS>]``
+with a loss masked to each target's length.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from rnn_jax.seq2seq import init_seq2seq, seq2seq_apply, seq2seq_loss
+    >>> params = init_seq2seq(jax.random.key(0), 30, 20, hidden_size=16, bidirectional=True)
+    >>> params.decoder[0].W_a.shape            # (H_dec, H_dec + V_tgt), H_dec = 2 * 16
+    (32, 52)
+    >>> src = jnp.array([[5, 6, 7, 8], [9, 10, 0, 0]])      # (B, T_x), padded
+    >>> tgt = jnp.array([[4, 5, 3], [6, 3, 0]])              # (B, T_y), ends in <EOS> = 3
+    >>> logits = seq2seq_apply(params, src, jnp.array([4, 2]),
+    ...                        jnp.array([[2, 4, 5], [2, 6, 0]]), jnp.array([3, 2]))
+    >>> logits.shape                           # (B, T_y, V_tgt)
+    (2, 3, 20)
+    >>> loss = seq2seq_loss(params, src, jnp.array([4, 2]), tgt, jnp.array([3, 2]), bos_id=2)
+    >>> bool(jnp.isfinite(loss))
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+from rnn_jax.cell import rnn_cell
+from rnn_jax.losses import masked_softmax_cross_entropy
+from rnn_jax.network import rnn_layers
+from rnn_jax.params import ACTIVATIONS, HeadParams, LayerParams, RNNParams, init_head, init_layer
+from rnn_jax.recurrence import (
+    check_inputs,
+    check_lengths,
+    input_projection,
+    lengths_to_mask,
+    recurrence,
+)
+
+__all__ = [
+    "BRIDGES",
+    "DecoderState",
+    "Seq2SeqParams",
+    "decoder_initial_state",
+    "decoder_step",
+    "encode",
+    "init_seq2seq",
+    "seq2seq_apply",
+    "seq2seq_loss",
+    "shift_right",
+]
+
+BRIDGES = ("concat", "project")
+
+
+@dataclasses.dataclass(frozen=True)
+class Seq2SeqParams:
+    """Parameters of an encoder–decoder RNN (a pytree; configuration is static).
+
+    Attributes:
+        encoder: ``encoder[l][d]``, the :class:`~rnn_jax.LayerParams` of encoder layer ``l``,
+            direction ``d`` (0 forward, 1 backward); layer 0 reads source token ids
+            (``W_a`` of shape ``(H_enc, H_enc + V_src)``).
+        decoder: ``decoder[l]``, uni-directional decoder layers. Layer 0 reads the previous
+            target token id (and the context ``c`` if ``feed_context``):
+            ``W_a`` of shape ``(H_dec, H_dec + V_tgt [+ C])``.
+        head: ``W_y (V_tgt, H_dec)``, ``b_y (V_tgt,)``.
+        bridge: for ``bridge_type="project"``, one :class:`~rnn_jax.HeadParams` per decoder
+            layer mapping ``c_l`` (width ``C = directions * H_enc``) to ``a_l<0>``; else ``()``.
+        activation: ``g``, ``"tanh"`` or ``"relu"`` (encoder and decoder).
+        bridge_type: ``"concat"`` or ``"project"``.
+        feed_context: whether the decoder reads ``c`` at every step.
+    """
+
+    encoder: tuple[tuple[LayerParams, ...], ...]
+    decoder: tuple[LayerParams, ...]
+    head: HeadParams
+    bridge: tuple[HeadParams, ...] = ()
+    activation: str = "tanh"
+    bridge_type: str = "concat"
+    feed_context: bool = False
+
+    def __post_init__(self):
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"`activation` must be one of {ACTIVATIONS}, got {self.activation!r}.")
+        if self.bridge_type not in BRIDGES:
+            raise ValueError(f"`bridge_type` must be one of {BRIDGES}, got {self.bridge_type!r}.")
+
+    @property
+    def num_directions(self) -> int:
+        return len(self.encoder[0])
+
+    @property
+    def encoder_hidden_size(self) -> int:
+        return self.encoder[0][0].hidden_size
+
+    @property
+    def decoder_hidden_size(self) -> int:
+        return self.decoder[0].hidden_size
+
+    @property
+    def context_size(self) -> int:
+        """``C = directions * H_enc``, the width of ``c_l``."""
+        return self.num_directions * self.encoder_hidden_size
+
+    @property
+    def source_vocab_size(self) -> int:
+        return self.encoder[0][0].input_size
+
+    @property
+    def target_vocab_size(self) -> int:
+        return self.head.b_y.shape[-1]
+
+    def config(self) -> dict[str, Any]:
+        """The static configuration, JSON-serialisable (for checkpoints)."""
+        return dict(
+            source_vocab_size=self.source_vocab_size,
+            target_vocab_size=self.target_vocab_size,
+            hidden_size=self.encoder_hidden_size,
+            decoder_hidden_size=self.decoder_hidden_size,
+            num_layers=len(self.encoder),
+            decoder_layers=len(self.decoder),
+            bidirectional=self.num_directions == 2,
+            bridge=self.bridge_type,
+            feed_context=self.feed_context,
+            activation=self.activation,
+        )
+
+
+jax.tree_util.register_dataclass(
+    Seq2SeqParams,
+    data_fields=["encoder", "decoder", "head", "bridge"],
+    meta_fields=["activation", "bridge_type", "feed_context"],
+)
+
+
+class DecoderState(NamedTuple):
+    """The decoder's recurrent state; every leaf has the batch axis first.
+
+    Attributes:
+        a: ``(B, L_dec, H_dec)``, the state ``a_l<t>`` of every decoder layer.
+        context: ``(B, C)``, the top encoder layer's ``c`` (read at every step when
+            ``feed_context``; carried but unused otherwise).
+    """
+
+    a: Float[Array, "B L H"]
+    context: Float[Array, "B C"]
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+    return int(value)
+
+
+def init_seq2seq(
+    key: jax.Array,
+    source_vocab_size: int,
+    target_vocab_size: int,
+    *,
+    hidden_size: int = 128,
+    num_layers: int = 1,
+    bidirectional: bool = False,
+    decoder_layers: int | None = None,
+    bridge: str = "concat",
+    decoder_hidden_size: int | None = None,
+    feed_context: bool = False,
+    activation: str = "tanh",
+) -> Seq2SeqParams:
+    """Initialise an encoder–decoder RNN.
+
+    Args:
+        key: PRNG key (required), split into named sub-keys for encoder, decoder, bridge
+            and head.
+        source_vocab_size: ``V_src`` (source token ids lie in ``[0, V_src)``).
+        target_vocab_size: ``V_tgt``.
+        hidden_size: encoder ``H_enc``.
+        num_layers: encoder depth.
+        bidirectional: a forward and a backward encoder layer at every depth.
+        decoder_layers: decoder depth (default: ``num_layers``).
+        bridge: ``"concat"`` (``H_dec = directions * H_enc``, the decoder starts from the
+            concatenated final encoder states) or ``"project"`` (learned ``tanh`` bridge).
+        decoder_hidden_size: ``H_dec`` for ``bridge="project"`` (default
+            ``directions * H_enc``); must be left ``None`` or equal that for ``"concat"``.
+        feed_context: feed ``c`` to the decoder at every step.
+        activation: ``g``.
+
+    Returns:
+        :class:`Seq2SeqParams`.
+    """
+    if not isinstance(key, jax.Array):
+        raise ValueError(f"`key` must be a jax.random key array, got {type(key).__name__}.")
+    V_src = _positive_int("source_vocab_size", source_vocab_size)
+    V_tgt = _positive_int("target_vocab_size", target_vocab_size)
+    H_enc = _positive_int("hidden_size", hidden_size)
+    L_enc = _positive_int("num_layers", num_layers)
+    L_dec = _positive_int("decoder_layers", L_enc if decoder_layers is None else decoder_layers)
+    if bridge not in BRIDGES:
+        raise ValueError(f"`bridge` must be one of {BRIDGES}, got {bridge!r}.")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"`activation` must be one of {ACTIVATIONS}, got {activation!r}.")
+    dirs = 2 if bidirectional else 1
+    C = dirs * H_enc
+    if decoder_hidden_size is None:
+        H_dec = C
+    else:
+        H_dec = _positive_int("decoder_hidden_size", decoder_hidden_size)
+        if bridge == "concat" and H_dec != C:
+            raise ValueError(
+                f"`decoder_hidden_size` must equal directions * hidden_size = {C} with "
+                f'bridge="concat", got {H_dec}; use bridge="project" for another size.'
+            )
+    k_enc, k_dec, k_bridge, k_head = jax.random.split(key, 4)
+    enc_keys = jax.random.split(k_enc, L_enc * dirs)
+    encoder = tuple(
+        tuple(
+            init_layer(V_src if l == 0 else C, H_enc, key=enc_keys[l * dirs + d])
+            for d in range(dirs)
+        )
+        for l in range(L_enc)
+    )
+    dec_keys = jax.random.split(k_dec, L_dec)
+    D0 = V_tgt + (C if feed_context else 0)
+    decoder = tuple(
+        init_layer(D0 if l == 0 else H_dec, H_dec, key=dec_keys[l]) for l in range(L_dec)
+    )
+    bridges = ()
+    if bridge == "project":
+        bridges = tuple(init_head(C, H_dec, key=k) for k in jax.random.split(k_bridge, L_dec))
+    head = init_head(H_dec, V_tgt, key=k_head)
+    return Seq2SeqParams(
+        encoder=encoder,
+        decoder=decoder,
+        head=head,
+        bridge=bridges,
+        activation=activation,
+        bridge_type=bridge,
+        feed_context=bool(feed_context),
+    )
+
+
+def _encoder_view(params: Seq2SeqParams) -> RNNParams:
+    # rnn_layers wants an RNNParams; the head is a constant placeholder, never used.
+    C = params.context_size
+    head = HeadParams(
+        jnp.zeros((1, C), params.head.W_y.dtype), jnp.zeros((1,), params.head.W_y.dtype)
+    )
+    return RNNParams(
+        layers=params.encoder,
+        head=head,
+        activation=params.activation,
+        merge="concat",
+        token_inputs=True,
+    )
+
+
+def encode(
+    params: Seq2SeqParams, src: Int[Array, "B T_x"], src_lengths: Int[Array, " B"]
+) -> Float[Array, "L_enc B C"]:
+    """Run the encoder: ``c_l`` for every encoder layer, ``(L_enc, B, directions * H_enc)``.
+
+    ``c_l`` is the forward state after each source's last valid token, concatenated with
+    the backward state after its first token. A source of length 0 gives ``c_l = 0``.
+    """
+    src = check_inputs(src, params.source_vocab_size, name="src")
+    if not jnp.issubdtype(src.dtype, jnp.integer):
+        raise ValueError(f"`src` must be integer token ids (B, T_x), got dtype {src.dtype}.")
+    B, T_x = src.shape
+    src_lengths = check_lengths(src_lengths, B, T_x, name="src_lengths")
+    _, finals = rnn_layers(_encoder_view(params), src, src_lengths)  # (L * dirs, B, H)
+    L, dirs, H = len(params.encoder), params.num_directions, params.encoder_hidden_size
+    finals = finals.reshape(L, dirs, B, H)
+    return jnp.concatenate([finals[:, d] for d in range(dirs)], axis=-1)  # (L, B, dirs * H)
+
+
+def decoder_initial_state(params: Seq2SeqParams, c: Float[Array, "L_enc B C"]) -> DecoderState:
+    """``a_l<0>`` of every decoder layer from the encoder's ``c_l`` (the bridge)."""
+    L_enc, L_dec = c.shape[0], len(params.decoder)
+    a0 = []
+    for l in range(L_dec):
+        c_l = c[l] if L_enc == L_dec else c[-1]
+        if params.bridge_type == "project":
+            W_b, b_b = params.bridge[l]
+            c_l = jnp.tanh(c_l @ W_b.T + b_b[None, :])
+        a0.append(c_l)
+    return DecoderState(a=jnp.stack(a0, axis=1), context=c[-1])
+
+
+def _split_first_layer(params: Seq2SeqParams) -> tuple[LayerParams, Array]:
+    """Decoder layer 0 as a token-input layer ``[W_aa | W_ax^tok]`` and its ``W_ax^ctx``."""
+    layer = params.decoder[0]
+    H, V = params.decoder_hidden_size, params.target_vocab_size
+    return LayerParams(layer.W_a[:, : H + V], layer.b_a), layer.W_a[:, H + V :]
+
+
+def _context_term(params: Seq2SeqParams, context: Float[Array, "B C"]) -> Float[Array, "B H"]:
+    if not params.feed_context:
+        return jnp.zeros((context.shape[0], params.decoder_hidden_size), context.dtype)
+    _, W_ax_ctx = _split_first_layer(params)
+    return context @ W_ax_ctx.T
+
+
+def decoder_step(
+    params: Seq2SeqParams, state: DecoderState, y_prev: Int[Array, " B"]
+) -> tuple[DecoderState, Float[Array, "B V"]]:
+    """One decoding step for a batch: ``(state<t-1>, y<t-1>) -> (state<t>, logits<t>)``.
+
+    Each layer is :func:`~rnn_jax.rnn_cell` applied per example (``vmap`` over the
+    batch); layer 0 reads the token id as a column of ``W_ax`` (and ``c`` through the
+    bias when ``feed_context``). This is the ``step_fn`` the functions of
+    :mod:`rnn_jax.generate` take.
+    """
+    layer0, _ = _split_first_layer(params)
+    ctx_term = _context_term(params, state.context)  # (B, H)
+
+    def one_example(a_prev, y_t, ctx_b):
+        a_new = []
+        x_t = y_t
+        for l, layer in enumerate(params.decoder):
+            if l == 0:
+                layer = LayerParams(layer0.W_a, layer0.b_a + ctx_b)
+            a_l, x_t = rnn_cell(layer, a_prev[l], x_t, activation=params.activation)
+            a_new.append(a_l)
+        return jnp.stack(a_new)
+
+    a = jax.vmap(one_example)(state.a, y_prev, ctx_term)
+    logits = a[:, -1] @ params.head.W_y.T + params.head.b_y[None, :]
+    return DecoderState(a=a, context=state.context), logits
+
+
+def shift_right(tgt: Int[Array, "B T_y"], bos_id: int) -> Int[Array, "B T_y"]:
+    """The teacher-forced decoder input: ``[<BOS>, y<1>, ..., y<T_y - 1>]``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> shift_right(jnp.array([[7, 8, 3]]), bos_id=2).tolist()
+        [[2, 7, 8]]
+    """
+    bos = jnp.full((tgt.shape[0], 1), bos_id, tgt.dtype)
+    return jnp.concatenate([bos, tgt[:, :-1]], axis=1)
+
+
+def seq2seq_apply(
+    params: Seq2SeqParams,
+    src: Int[Array, "B T_x"],
+    src_lengths: Int[Array, " B"],
+    tgt_in: Int[Array, "B T_y"],
+    tgt_lengths: Int[Array, " B"],
+) -> Float[Array, "B T_y V"]:
+    """Teacher-forced decoding: logits of ``y<t>`` given the source and ``tgt_in<1..t>``.
+
+    Equal (up to float rounding) to running :func:`decoder_step` in a Python loop over
+    ``tgt_in``; the decoder layers run through :func:`rnn_jax.recurrence.recurrence` with
+    the input projections hoisted out of the loop. Source and target lengths differ per
+    example; logits at padded target steps are exactly zero.
+
+    Args:
+        params: :class:`Seq2SeqParams`.
+        src: source token ids ``(B, T_x)``.
+        src_lengths: ``(B,)`` in ``[0, T_x]``.
+        tgt_in: decoder input ids ``(B, T_y)``, usually ``shift_right(tgt, bos_id)``.
+        tgt_lengths: ``(B,)`` in ``[0, T_y]``.
+
+    Returns:
+        Logits ``(B, T_y, V_tgt)``.
+    """
+    c = encode(params, src, src_lengths)
+    B = c.shape[1]
+    tgt_in = check_inputs(tgt_in, params.target_vocab_size, name="tgt_in")
+    if tgt_in.ndim != 2 or tgt_in.shape[0] != B:
+        raise ValueError(
+            f"`tgt_in` must be integer ids of shape (B, T_y) with B = {B}, got {tuple(tgt_in.shape)}."
+        )
+    T_y = tgt_in.shape[1]
+    tgt_lengths = check_lengths(tgt_lengths, B, T_y, name="tgt_lengths")
+    state = decoder_initial_state(params, c)
+    mask_tb = lengths_to_mask(tgt_lengths, T_y).T  # (T_y, B)
+    layer0, _ = _split_first_layer(params)
+    H = params.decoder_hidden_size
+    h = None
+    for l, layer in enumerate(params.decoder):
+        if l == 0:
+            z = input_projection(layer0, tgt_in) + _context_term(params, state.context)[None]
+        else:
+            z = jnp.einsum("tbd,hd->tbh", h, layer.W_a[:, H:]) + layer.b_a[None, None, :]
+        h, _ = recurrence(layer.W_a[:, :H], z, state.a[:, l], mask_tb, activation=params.activation)
+    logits = jnp.einsum("tbh,vh->btv", h, params.head.W_y) + params.head.b_y[None, None, :]
+    return jnp.where(mask_tb.T[:, :, None], logits, jnp.zeros_like(logits))
+
+
+def seq2seq_loss(
+    params: Seq2SeqParams,
+    src: Int[Array, "B T_x"],
+    src_lengths: Int[Array, " B"],
+    tgt: Int[Array, "B T_y"],
+    tgt_lengths: Int[Array, " B"],
+    *,
+    bos_id: int,
+    reduction: str = "mean",
+) -> Float[Array, ""]:
+    """Teacher-forced cross-entropy, masked to each target's length.
+
+    Args:
+        params, src, src_lengths: as :func:`seq2seq_apply`.
+        tgt: target ids ``(B, T_y)`` *ending in* ``<EOS>`` (so the model learns to stop),
+            padded after it.
+        tgt_lengths: ``(B,)``, counting the ``<EOS>``.
+        bos_id: the ``<BOS>`` id the decoder reads first.
+        reduction: ``"mean"`` over valid target tokens of the batch, ``"sum"`` or
+            ``"none"`` (see :func:`rnn_jax.losses.masked_softmax_cross_entropy`).
+
+    Returns:
+        The loss.
+    """
+    logits = seq2seq_apply(params, src, src_lengths, shift_right(tgt, bos_id), tgt_lengths)
+    return masked_softmax_cross_entropy(logits, tgt, lengths=tgt_lengths, reduction=reduction)
