@@ -107,9 +107,7 @@ def apply_overrides(config: Any, overrides: dict[str, str]) -> Any:
     for key, text in overrides.items():
         head, _, rest = key.partition(".")
         if head not in names:
-            raise ValueError(
-                f"unknown config key `{key}`; valid keys: {', '.join(sorted(names))}"
-            )
+            raise ValueError(f"unknown config key `{key}`; valid keys: {', '.join(sorted(names))}")
         if rest:
             nested.setdefault(head, {})[rest] = text
         else:
@@ -174,11 +172,18 @@ def parse_args(
     parser.add_argument("--quick", action="store_true", help="the quick configuration")
     args, unknown = parser.parse_known_args(argv)
     overrides: dict[str, str] = {}
+    inputs = list(args.inputs)
     i = 0
     while i < len(unknown):
         item = unknown[i]
+        if not item.startswith("-"):  # a positional input after an override
+            inputs.append(item)
+            i += 1
+            continue
         if not item.startswith("--config."):
-            parser.error(f"unrecognised argument {item!r} (config overrides are --config.KEY=VALUE)")
+            parser.error(
+                f"unrecognised argument {item!r} (config overrides are --config.KEY=VALUE)"
+            )
         key = item[len("--config.") :]
         if "=" in key:
             key, value = key.split("=", 1)
@@ -197,7 +202,7 @@ def parse_args(
     except ValueError as err:
         parser.error(str(err))
     workdir = Path(args.workdir).expanduser() if args.workdir else None
-    return args.command, config, workdir, list(args.inputs)
+    return args.command, config, workdir, inputs
 
 
 def main(
@@ -218,7 +223,10 @@ def main(
     from rnn_jax.train import NonFiniteLossError
 
     command, config, workdir, inputs = parse_args(
-        argv, prog=prog, commands=list(commands), default_config=default_config,
+        argv,
+        prog=prog,
+        commands=list(commands),
+        default_config=default_config,
         description=description,
     )
     try:

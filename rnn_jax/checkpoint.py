@@ -104,7 +104,9 @@ def config_diff(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
             for k in sorted(set(a) | set(b)):
                 walk(a.get(k, "<missing>"), b.get(k, "<missing>"), f"{prefix}{k}.")
         elif a != b:
-            out.append(f"{prefix[:-1]}: stored {a!r}, now {b!r}".replace("'<missing>'", "<missing>"))
+            out.append(
+                f"{prefix[:-1]}: stored {a!r}, now {b!r}".replace("'<missing>'", "<missing>")
+            )
 
     walk(stored, current, "")
     return out
@@ -205,7 +207,7 @@ class Checkpointer:
             raise ConfigMismatchError(
                 f"{where} belongs to a run with a different configuration ("
                 + "; ".join(diff)
-                + f"). Nothing was overwritten. Use a fresh --workdir, or rerun with the "
+                + "). Nothing was overwritten. Use a fresh --workdir, or rerun with the "
                 "stored configuration to resume."
             )
 
@@ -328,9 +330,7 @@ class Checkpointer:
                 )
         key = saved["key"]
         if jax.dtypes.issubdtype(template.key.dtype, jax.dtypes.prng_key):
-            key = jax.random.wrap_key_data(
-                key, impl=jax.random.key_impl(template.key)
-            )
+            key = jax.random.wrap_key_data(key, impl=jax.random.key_impl(template.key))
         state = TrainState(
             params=saved["params"], opt_state=saved["opt_state"], step=saved["step"], key=key
         )

@@ -53,7 +53,9 @@ class ProgressBar:
         description: a label.
     """
 
-    def __init__(self, total: int, *, initial: int = 0, enabled: bool = True, description: str = ""):
+    def __init__(
+        self, total: int, *, initial: int = 0, enabled: bool = True, description: str = ""
+    ):
         self._bar = None
         self._postfix: dict[str, str] = {}
         if enabled:

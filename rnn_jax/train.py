@@ -176,7 +176,10 @@ def default_optimizer(
         )
     elif warmup_steps > 0:
         schedule = optax.join_schedules(
-            [optax.linear_schedule(0.0, learning_rate, warmup_steps), optax.constant_schedule(learning_rate)],
+            [
+                optax.linear_schedule(0.0, learning_rate, warmup_steps),
+                optax.constant_schedule(learning_rate),
+            ],
             [warmup_steps],
         )
     else:

@@ -13,8 +13,8 @@ import pytest
 
 from rnn_jax import init_rnn
 from rnn_jax.checkpoint import (
-    CheckpointError,
     Checkpointer,
+    CheckpointError,
     ConfigMismatchError,
     CorruptCheckpointError,
     config_diff,
@@ -104,7 +104,9 @@ def test_config_mismatch_is_a_clear_error_and_nothing_is_overwritten(tmp_path):
     with Checkpointer(tmp_path, config={"hidden": 6, "lr": 0.1}) as ckpt:
         ckpt.save(state._replace(step=jnp.int32(4)), meta={})
     before = _digest(tmp_path)
-    with pytest.raises(ConfigMismatchError, match=r"different configuration \(hidden: stored 6, now 8\)"):
+    with pytest.raises(
+        ConfigMismatchError, match=r"different configuration \(hidden: stored 6, now 8\)"
+    ):
         Checkpointer(tmp_path, config={"hidden": 8, "lr": 0.1})
     assert _digest(tmp_path) == before
 
@@ -131,7 +133,9 @@ def test_corrupted_checkpoint_is_a_clear_error_and_left_untouched(tmp_path, vict
         p.write_bytes(b"\x00garbage\xff" * 3)
     before = _digest(tmp_path)
     with Checkpointer(tmp_path, config={"a": 1}) as ckpt:
-        with pytest.raises(CorruptCheckpointError, match=r"checkpoints/3 cannot be read.*left untouched"):
+        with pytest.raises(
+            CorruptCheckpointError, match=r"checkpoints/3 cannot be read.*left untouched"
+        ):
             ckpt.restore(state)
         with pytest.raises(CheckpointError, match="never overwritten"):
             ckpt.save(state._replace(step=jnp.int32(3)), meta={})

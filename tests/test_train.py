@@ -201,7 +201,9 @@ def test_fit_stops_on_nan_and_keeps_the_last_good_checkpoint(tmp_path):
     loss_fn, epoch_batches, n = _regression_problem(nan_at=bad_batch)
     step = make_train_step(loss_fn, opt)
     ckpt = Checkpointer(tmp_path / "run", config={"lr": 0.05}, max_to_keep=2)
-    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 5 .*last good checkpoint is step 4"):
+    with pytest.raises(
+        NonFiniteLossError, match=r"loss is nan at step 5 .*last good checkpoint is step 4"
+    ):
         fit(
             _fresh_state(opt),
             step,
@@ -239,7 +241,9 @@ def test_fit_resumed_after_interruption_is_bit_identical(tmp_path):
                     raise KeyboardInterrupt
                 yield b
 
-        ckpt = Checkpointer(directory, config={"x": 1}, max_to_keep=2, best_metric="loss", best_mode="min")
+        ckpt = Checkpointer(
+            directory, config={"x": 1}, max_to_keep=2, best_metric="loss", best_mode="min"
+        )
         logger = MetricsLogger(directory)
         try:
             return fit(

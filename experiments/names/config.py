@@ -27,6 +27,9 @@ class NamesConfig:
         split_seed: seed of the fixed train/validation/test split (80/10/10 by sentence).
         max_train_sentences: use only the first N training sentences (``None``: all).
         vocab_size: the most frequent training words kept (case preserved), plus ``<UNK>``.
+        unk_shapes: split ``<UNK>`` by word shape: ``<UNK-Cap>`` for an unknown word with a
+            capital initial, ``<UNK-num>`` for one with a digit, ``<UNK>`` otherwise (without
+            them an unknown name and an unknown verb look identical to the model).
         models: which models to train, from ``rnn, birnn, rnn2, birnn2, fc``.
         hidden_size: ``H`` of the RNNs.
         dropout: dropout between stacked RNN layers (2-layer models only).
@@ -54,6 +57,7 @@ class NamesConfig:
     split_seed: int = 0
     max_train_sentences: int | None = None
     vocab_size: int = 10_000
+    unk_shapes: bool = True
     models: tuple[str, ...] = ("rnn", "birnn", "rnn2", "birnn2", "fc")
     hidden_size: int = 128
     dropout: float = 0.0

@@ -74,9 +74,9 @@ def fc_apply(
         ids_w = jnp.concatenate([ids, jnp.zeros((B, T - T_b), ids.dtype)], axis=1)
     valid = jnp.arange(T)[None, :] < lengths[:, None]  # (B, T): rows of X that are one-hot
     rows = params.W_1[jnp.arange(T)[None, :], ids_w]  # (B, T, H) = W_1[:, t·V + x<t>]
-    z_1 = jnp.sum(jnp.where(valid[:, :, None], rows, 0.0), axis=1) + params.b_1
+    z_1 = jnp.sum(jnp.where(valid[:, :, None], rows, 0.0), axis=1) + params.b_1[None, :]
     h = jnp.tanh(z_1)  # (B, H)
-    y = h @ params.W_2.T + params.b_2  # (B, T)
+    y = h @ params.W_2.T + params.b_2[None, :]  # (B, T)
     if T_b > T:
         return jnp.concatenate([y, jnp.full((B, T_b - T), -30.0, y.dtype)], axis=1)
     return y[:, :T_b]

@@ -42,7 +42,7 @@ from rnn_jax.train import (
     init_train_state,
     make_train_step,
 )
-from rnn_jax.vocab import Vocabulary
+from rnn_jax.vocab import DEFAULT_SPECIALS, Vocabulary
 
 EXAMPLES = (
     "Sherlock Holmes and John Watson lived at 221B Baker Street in London.",
@@ -60,6 +60,7 @@ class Split:
     words: list[list[str]]
     ids: list[np.ndarray]
     labels: list[np.ndarray]
+    unk_ids: list[np.ndarray] | None = None  # the id each word would get if it were unknown
 
 
 @dataclasses.dataclass
@@ -77,6 +78,32 @@ def load_sentences(config: NamesConfig) -> list[list[tuple[str, str]]]:
     return load_tagged_sentences(config.data_dir)
 
 
+UNK_SHAPES = ("<UNK-Cap>", "<UNK-num>")
+
+
+def unknown_id(vocab: Vocabulary, word: str) -> int:
+    """The id of ``word`` read as unknown: ``<UNK>``, or its shape class if the vocabulary has them.
+
+    With shape classes, an unknown word starting with a capital letter is ``<UNK-Cap>``, one
+    containing a digit ``<UNK-num>``, anything else ``<UNK>``.
+    """
+    if UNK_SHAPES[0] in vocab.specials:
+        if word[:1].isupper():
+            return vocab.token_to_id(UNK_SHAPES[0])
+        if any(ch.isdigit() for ch in word):
+            return vocab.token_to_id(UNK_SHAPES[1])
+    return vocab.unk_id
+
+
+def encode_words(vocab: Vocabulary, words: list[str]) -> np.ndarray:
+    """Token ids of ``words``; out-of-vocabulary words get :func:`unknown_id`."""
+    ids = vocab.encode(words)
+    for t, w in enumerate(words):
+        if ids[t] == vocab.unk_id:
+            ids[t] = unknown_id(vocab, w)
+    return ids
+
+
 def load_data(config: NamesConfig, vocab: Vocabulary | None = None) -> Data:
     """The fixed 80/10/10 split by sentence, the vocabulary (built on train) and encodings."""
     sentences = load_sentences(config)
@@ -87,16 +114,21 @@ def load_data(config: NamesConfig, vocab: Vocabulary | None = None) -> Data:
         train_idx = train_idx[: config.max_train_sentences]
     words = [[w for w, _ in s] for s in sentences]
     if vocab is None:
+        specials = DEFAULT_SPECIALS + (UNK_SHAPES if config.unk_shapes else ())
         vocab = Vocabulary.build(
-            [words[i] for i in train_idx], max_size=config.vocab_size, lower=False
+            [words[i] for i in train_idx],
+            max_size=config.vocab_size,
+            lower=False,
+            specials=specials,
         )
 
     def make(indices) -> Split:
         ws = [words[i] for i in indices]
         return Split(
             words=ws,
-            ids=[vocab.encode(w) for w in ws],
+            ids=[encode_words(vocab, w) for w in ws],
             labels=[name_labels([t for _, t in sentences[i]]) for i in indices],
+            unk_ids=[np.array([unknown_id(vocab, x) for x in w], np.int32) for w in ws],
         )
 
     return Data(vocab, make(train_idx), make(val_idx), make(test_idx))
@@ -130,9 +162,9 @@ def eval_batches(
         fill = batch_size - len(idx)
         seqs = [ids[i] for i in idx] + [np.zeros(0, np.int32)] * fill
         labs = [labels[i] for i in idx] + [np.zeros(0, np.int32)] * fill
-        marks = [
-            (np.ones(len(ids[i]), bool) if scored is None else scored[i]) for i in idx
-        ] + [np.zeros(0, bool)] * fill
+        marks = [(np.ones(len(ids[i]), bool) if scored is None else scored[i]) for i in idx] + [
+            np.zeros(0, bool)
+        ] * fill
         x, lengths = pad_batch(seqs, max_len=T)
         y, _ = pad_batch(labs, max_len=T)
         m, _ = pad_batch(marks, max_len=T, dtype=bool)
@@ -180,11 +212,11 @@ class ModelRun:
         )
 
     def loss_fn(self, params, batch, *, key):
-        ids, labels, lengths = batch
+        ids, labels, lengths, unk_ids = batch
         key_words, key_model = jax.random.split(key)
-        if self.config.word_dropout > 0:  # read a random fraction of the words as <UNK>
+        if self.config.word_dropout > 0:  # read a random fraction of the words as unknown
             drop = jax.random.bernoulli(key_words, self.config.word_dropout, ids.shape)
-            ids = jnp.where(drop, jnp.int32(self.vocab.unk_id), ids)
+            ids = jnp.where(drop, unk_ids, ids)
         logits = self.tagger.apply(params, ids, lengths, key=key_model, train=True)
         if self.tagger.window is not None:  # the FC net predicts nothing beyond its window
             lengths = jnp.minimum(lengths, self.tagger.window)
@@ -258,16 +290,22 @@ class ModelRun:
             for b in iterate_batches(
                 train.ids,
                 train.labels,
+                train.unk_ids,
                 batch_size=c.batch_size,
                 key=jax.random.fold_in(self.k_data, epoch),
-                pad_values=(data.vocab.pad_id, 0),
+                pad_values=(data.vocab.pad_id, 0, data.vocab.pad_id),
                 drop_last=True,
                 start=start,
                 pad_to_multiple=c.pad_to_multiple,
                 max_len=c.max_len,
             ):
-                ids, labels = b.fields
-                yield jnp.asarray(ids), jnp.asarray(labels), jnp.asarray(b.lengths)
+                ids, labels, unk_ids = b.fields
+                yield (
+                    jnp.asarray(ids),
+                    jnp.asarray(labels),
+                    jnp.asarray(b.lengths),
+                    jnp.asarray(unk_ids),
+                )
 
         ckpt = self.checkpointer()
         logger = MetricsLogger(self.dir, tensorboard=c.tensorboard)
@@ -366,20 +404,19 @@ def future_context_subsets(data: Data) -> dict[str, list[np.ndarray]]:
       has seen nothing else);
     - ``ambiguous word``: word forms seen in training both as a name and as not a name
       (``Apple``, ``May``, ``Bush``, ...);
-    - ``<UNK>``: out-of-vocabulary words (the model sees only ``<UNK>``, so only the context
-      can tell).
+    - ``unknown word``: out-of-vocabulary words (the model sees only ``<UNK>`` or its shape
+      class, so the context must tell).
     """
     seen: dict[str, set[int]] = {}
     for ws, ys in zip(data.train.words, data.train.labels, strict=True):
         for w, y in zip(ws, ys, strict=True):
             seen.setdefault(w, set()).add(int(y))
     ambiguous = {w for w, s in seen.items() if len(s) == 2}
-    unk = data.vocab.unk_id
     test = data.test
     return {
         "first word": [np.arange(len(x)) == 0 for x in test.ids],
         "ambiguous word": [np.array([w in ambiguous for w in ws], bool) for ws in test.words],
-        "<UNK>": [x == unk for x in test.ids],
+        "unknown word": [np.array([w not in data.vocab for w in ws], bool) for ws in test.words],
     }
 
 
@@ -464,7 +501,7 @@ def predict_texts(workdir: Path, texts: list[str]) -> str:
     config = read_config(workdir)
     vocab = load_vocab(workdir)
     tokens = [vocab.tokenize(t) for t in texts]
-    ids = [vocab.encode(t) for t in tokens]
+    ids = [encode_words(vocab, t) for t in tokens]
     outputs: dict[str, list[np.ndarray]] = {"baseline": baseline_predict(tokens)}
     for name in config.models:
         run = ModelRun(config, name, vocab, workdir)
@@ -476,9 +513,7 @@ def predict_texts(workdir: Path, texts: list[str]) -> str:
     for i, text in enumerate(texts):
         lines.append(f"> {text}")
         for name, preds in outputs.items():
-            tagged = " ".join(
-                f"{w}/{int(y)}" for w, y in zip(tokens[i], preds[i], strict=True)
-            )
+            tagged = " ".join(f"{w}/{int(y)}" for w, y in zip(tokens[i], preds[i], strict=True))
             lines.append(f"  {name:<{width}}  {tagged}")
             lines.append(f"  {'':<{width}}  names: {_bracket(tokens[i], preds[i])}")
     return "\n".join(lines)
@@ -513,9 +548,7 @@ def evaluate_all(config: NamesConfig, workdir: Path, data: Data) -> dict[str, An
             "test_tokens": int(sum(len(x) for x in test.ids)),
             "test_names": int(sum(int(y.sum()) for y in test.labels)),
             "vocab_size": len(data.vocab),
-            "test_unk_fraction": float(
-                np.mean(np.concatenate(test.ids) == data.vocab.unk_id)
-            ),
+            "test_unk_fraction": float(np.mean(np.concatenate(test.ids) < data.vocab.num_specials)),
             "test_sentences_within_fc_window": int(sum(len(x) <= window for x in test.ids)),
         },
         "models": {},
