@@ -27,6 +27,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from rnn_jax.bptt import carried_states, scan_reference
@@ -59,7 +60,9 @@ def check_inputs(xs: Any, input_size: int, *, name: str = "xs") -> Array:
                 f"`{name}` as integer token ids must have shape (B, T), got {tuple(xs.shape)}."
             )
         if _is_concrete(xs) and xs.size:
-            lo, hi = int(jnp.min(xs)), int(jnp.max(xs))
+            # NumPy, not jnp: under a jit trace even a closed-over constant's jnp.min is traced.
+            host = np.asarray(xs)
+            lo, hi = int(host.min()), int(host.max())
             if lo < 0 or hi >= input_size:
                 raise ValueError(
                     f"`{name}` token ids must lie in [0, {input_size}) (the vocabulary size), "
@@ -95,7 +98,8 @@ def check_lengths(lengths: Any, B: int, T: int, *, name: str = "lengths") -> Arr
     if not jnp.issubdtype(lengths.dtype, jnp.integer):
         raise ValueError(f"`{name}` must be integers, got dtype {lengths.dtype}.")
     if _is_concrete(lengths) and B:
-        lo, hi = int(jnp.min(lengths)), int(jnp.max(lengths))
+        host = np.asarray(lengths)
+        lo, hi = int(host.min()), int(host.max())
         if lo < 0 or hi > T:
             raise ValueError(f"`{name}` must lie in [0, T] = [0, {T}], got values in [{lo}, {hi}].")
     return lengths

@@ -439,3 +439,14 @@ def test_out_of_range_ids_under_jit_give_nan_not_a_wrong_column():
     out = jax.jit(rnn_apply)(tok, ids)
     assert np.all(np.isfinite(out[1])) and np.all(np.isfinite(out[0, :2]))
     assert np.all(np.isnan(out[0, 2]))
+
+
+def test_closed_over_inputs_under_jit_are_checked_at_trace_time():
+    """Constants captured by a jitted function are concrete: validated, never a trace error."""
+    tok = init_rnn(jax.random.key(0), 10, 5, 2, token_inputs=True)
+    ids, lengths = jnp.array([[1, 2, 3], [4, 5, 6]]), jnp.array([3, 1])
+    out = jax.jit(lambda p: rnn_apply(p, ids, lengths))(tok)
+    np.testing.assert_allclose(out, rnn_apply(tok, ids, lengths), rtol=1e-6)
+    bad = jnp.array([[1, 2, 10], [4, 5, 6]])
+    with pytest.raises(ValueError, match=r"`xs` token ids must lie in \[0, 10\)"):
+        jax.jit(lambda p: rnn_apply(p, bad, lengths))(tok)
