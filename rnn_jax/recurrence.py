@@ -141,9 +141,17 @@ def input_projection(layer: LayerParams, xs: Inputs) -> Float[Array, "T B H"]:
     H = layer.hidden_size
     W_ax = layer.W_a[:, H:]
     if is_token_ids(xs):
-        z = jnp.take(W_ax.T, xs.T, axis=0, mode="fill", fill_value=jnp.nan)
+        # Gather rows of the whole W_a^T (the columns H + id of W_a): slicing W_ax first
+        # makes XLA copy and transpose the (H, V) block on every call, and its gradient
+        # 4x slower. Negative ids are sent out of range too, so they also give NaN.
+        V = W_ax.shape[1]
+        rows = jnp.where(xs.T < 0, H + V, xs.T + H)
+        z = jnp.take(layer.W_a.T, rows, axis=0, mode="fill", fill_value=jnp.nan)
     else:
-        z = jnp.einsum("btd,hd->tbh", xs, W_ax)
+        # Transpose the (narrower) inputs to time-major first, then one plain matmul whose
+        # output is already (T, B, H): an einsum "btd,hd->tbh" makes XLA:CPU emit a
+        # transposing dot that is 4x slower (benchmarks/RESULTS.md).
+        z = jax.lax.dot_general(jnp.swapaxes(xs, 0, 1), W_ax, (((2,), (1,)), ((), ())))
     return z + layer.b_a[None, None, :]
 
 
