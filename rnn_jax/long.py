@@ -1,0 +1,220 @@
+"""Long sequences: training in O(sqrt(T)) memory, and truncated backpropagation through time.
+
+The default training path already keeps only the hidden states for the backward pass
+(:mod:`rnn_jax.bptt`), ``T x B x H`` per layer. For very long sequences this module adds:
+
+- :func:`rnn_loss_remat`: the per-step softmax cross-entropy of a (deep, unidirectional)
+  RNN, computed chunk by chunk inside ``jax.checkpoint``: the forward keeps only the
+  state at each chunk boundary, the backward recomputes one chunk at a time. With chunks
+  of ``k = ceil(sqrt(T))`` steps the memory is ``O(sqrt(T) * B * H)`` instead of
+  ``O(T * B * H)``, for one extra forward pass. Same loss and same gradients as the full
+  computation (up to float rounding).
+- :func:`truncated_bptt`: split the sequence into chunks, take one optimiser step per
+  chunk, and carry the state into the next chunk through ``stop_gradient`` (gradients
+  never cross a chunk boundary), the classic truncated BPTT of language models.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from rnn_jax import init_rnn
+    >>> params = init_rnn(jax.random.key(0), 50, 16, 50, token_inputs=True)
+    >>> ids = jax.random.randint(jax.random.key(1), (2, 30), 0, 50)   # (B, T)
+    >>> labels = jnp.roll(ids, -1, axis=1)
+    >>> loss = rnn_loss_remat(params, ids, labels, chunk_size=8)
+    >>> loss.shape, bool(loss > 0)
+    ((), True)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array, Bool, Float, Int
+
+from rnn_jax.network import _prepare, check_params
+from rnn_jax.params import RNNParams
+from rnn_jax.recurrence import input_projection, recurrence
+
+__all__ = ["chunk_loss", "rnn_loss_remat", "truncated_bptt"]
+
+Inputs = Float[Array, "B T D"] | Int[Array, "B T"]
+
+
+def chunk_loss(
+    params: RNNParams,
+    a_prev: Float[Array, "L B H"],
+    xs: Inputs,
+    labels: Int[Array, "B K"],
+    mask_tb: Bool[Array, "K B"],
+) -> tuple[Float[Array, ""], Float[Array, "L B H"]]:
+    """Summed cross-entropy of one chunk of ``K`` steps and the states after it.
+
+    Args:
+        params: a unidirectional :class:`~rnn_jax.RNNParams`.
+        a_prev: the state of every layer before the chunk, ``(num_layers, B, H)``.
+        xs: the chunk's inputs, batch-major ``(B, K, D)`` or ids ``(B, K)``.
+        labels: ``(B, K)`` integer classes.
+        mask_tb: time-major validity ``(K, B)``.
+
+    Returns:
+        ``(sum of the per-step losses at valid steps, states after the chunk)``.
+    """
+    H = params.hidden_size
+    h, finals = None, []
+    for l, (layer,) in enumerate(params.layers):
+        if l == 0:
+            z = input_projection(layer, xs)
+        else:
+            z = jnp.einsum("tbd,hd->tbh", h, layer.W_a[:, H:]) + layer.b_a[None, None, :]
+        h, a_last = recurrence(
+            layer.W_a[:, :H], z, a_prev[l], mask_tb, activation=params.activation
+        )
+        finals.append(a_last)
+    logits = jnp.einsum("tbh,ch->tbc", h, params.head.W_y) + params.head.b_y[None, None, :]
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels.T)
+    return jnp.sum(jnp.where(mask_tb, ce, jnp.zeros_like(ce))), jnp.stack(finals)
+
+
+def _chunked(params, xs, labels, lengths, chunk_size, name="chunk_size"):
+    """Validate, pad ``T`` to a multiple of ``chunk_size`` and split into chunks."""
+    check_params(params)
+    if params.bidirectional:
+        raise ValueError(
+            "`params` must be unidirectional: a backward direction needs the whole sequence, "
+            "so it cannot be run chunk by chunk."
+        )
+    xs, m, _ = _prepare(params, xs, lengths, None, None, 0.0, None)
+    B, T = xs.shape[:2]
+    if tuple(labels.shape) != (B, T):
+        raise ValueError(
+            f"`labels` must have shape (B, T) = ({B}, {T}), got {tuple(labels.shape)}."
+        )
+    if m is None:
+        m = jnp.ones((B, T), bool)
+    if chunk_size is None:
+        chunk_size = max(1, math.isqrt(T - 1) + 1 if T > 1 else 1)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
+        raise ValueError(f"`{name}` must be a positive int, got {chunk_size!r}.")
+    n = -(-T // chunk_size)
+    pad = n * chunk_size - T
+    if pad:  # padded steps are masked: they carry the state and add no loss
+        xs = jnp.pad(xs, [(0, 0), (0, pad)] + [(0, 0)] * (xs.ndim - 2))
+        labels = jnp.pad(labels, [(0, 0), (0, pad)])
+        m = jnp.pad(m, [(0, 0), (0, pad)])
+
+    def split(x):  # (B, n*k, ...) -> (n, B, k, ...)
+        return jnp.swapaxes(x.reshape(B, n, chunk_size, *x.shape[2:]), 0, 1)
+
+    masks_tb = jnp.swapaxes(split(m), 1, 2)  # (n, k, B)
+    return split(xs), split(labels), masks_tb, jnp.sum(m)
+
+
+def rnn_loss_remat(
+    params: RNNParams,
+    xs: Inputs,
+    labels: Int[Array, "B T"],
+    lengths: Int[Array, " B"] | None = None,
+    *,
+    chunk_size: int | None = None,
+) -> Float[Array, ""]:
+    """Mean per-step softmax cross-entropy over valid steps, in ``O(sqrt(T))`` memory.
+
+    The same value as ``masked mean of softmax_cross_entropy(rnn_apply(params, xs,
+    lengths), labels)``, and the same gradient, but the forward keeps only the states
+    at chunk boundaries (``jax.checkpoint`` around each chunk); the backward recomputes
+    one chunk at a time.
+
+    Args:
+        params: a unidirectional :class:`~rnn_jax.RNNParams` (any depth).
+        xs: ``(B, T, D)`` floats or ``(B, T)`` token ids.
+        labels: ``(B, T)`` integer classes in ``[0, C)``.
+        lengths: ``(B,)`` valid lengths, or ``None``.
+        chunk_size: steps per chunk; default ``ceil(sqrt(T))``.
+
+    Returns:
+        The scalar loss (0 when no step is valid).
+    """
+    x_chunks, y_chunks, m_chunks, n_valid = _chunked(params, xs, labels, lengths, chunk_size)
+    B, H, L = x_chunks.shape[1], params.hidden_size, params.num_layers
+    a0 = jnp.zeros((L, B, H), params.layers[0][0].W_a.dtype)
+
+    @jax.checkpoint
+    def body(a_prev, chunk):
+        x, y, m = chunk
+        loss, a = chunk_loss(params, a_prev, x, y, m)
+        return a, loss
+
+    _, losses = jax.lax.scan(body, a0, (x_chunks, y_chunks, m_chunks))
+    return jnp.sum(losses) / jnp.maximum(n_valid, 1)
+
+
+def truncated_bptt(
+    params: RNNParams,
+    opt_state: Any,
+    xs: Inputs,
+    labels: Int[Array, "B T"],
+    lengths: Int[Array, " B"] | None = None,
+    *,
+    optimizer: optax.GradientTransformation,
+    chunk_size: int,
+    a0: Float[Array, "L B H"] | None = None,
+) -> tuple[RNNParams, Any, Float[Array, " N"], Float[Array, "L B H"]]:
+    """Truncated BPTT: one optimiser step per chunk of ``chunk_size`` steps.
+
+    The state after a chunk starts the next one through ``jax.lax.stop_gradient``, so
+    each chunk's gradient stops at its first step. ``jit`` it with
+    ``static_argnames=("optimizer", "chunk_size")``.
+
+    Args:
+        params, opt_state: a unidirectional :class:`~rnn_jax.RNNParams` and its
+            optimiser state.
+        xs, labels, lengths: as :func:`rnn_loss_remat`.
+        optimizer: the ``optax`` transformation.
+        chunk_size: steps per chunk (the truncation length).
+        a0: initial states ``(num_layers, B, H)``; zeros if ``None``.
+
+    Returns:
+        ``(params, opt_state, losses, a_last)``: the updated parameters and state, the
+        mean loss of each chunk ``(N,)``, and the final states (to carry into the next
+        batch of a stream).
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optax
+        >>> from rnn_jax import init_rnn
+        >>> params = init_rnn(jax.random.key(0), 20, 8, 20, token_inputs=True)
+        >>> opt = optax.adam(1e-2)
+        >>> ids = jax.random.randint(jax.random.key(1), (3, 40), 0, 20)
+        >>> params, opt_state, losses, a = truncated_bptt(
+        ...     params, opt.init(params), ids, ids, optimizer=opt, chunk_size=10)
+        >>> losses.shape, a.shape
+        ((4,), (1, 3, 8))
+    """
+    x_chunks, y_chunks, m_chunks, _ = _chunked(params, xs, labels, lengths, chunk_size)
+    B, H, L = x_chunks.shape[1], params.hidden_size, params.num_layers
+    if a0 is None:
+        a0 = jnp.zeros((L, B, H), params.layers[0][0].W_a.dtype)
+    elif tuple(jnp.shape(a0)) != (L, B, H):
+        raise ValueError(
+            f"`a0` must have shape (num_layers, B, H) = ({L}, {B}, {H}), got {tuple(jnp.shape(a0))}."
+        )
+
+    def mean_chunk_loss(params, a_prev, x, y, m):
+        loss, a = chunk_loss(params, a_prev, x, y, m)
+        return loss / jnp.maximum(jnp.sum(m), 1), a
+
+    def body(carry, chunk):
+        params, opt_state, a_prev = carry
+        x, y, m = chunk
+        (loss, a), grads = jax.value_and_grad(mean_chunk_loss, has_aux=True)(
+            params, jax.lax.stop_gradient(a_prev), x, y, m
+        )
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state, a), loss
+
+    (params, opt_state, a_last), losses = jax.lax.scan(
+        body, (params, opt_state, a0), (x_chunks, y_chunks, m_chunks)
+    )
+    return params, opt_state, losses, a_last

@@ -1,0 +1,129 @@
+"""Long sequences: the rematerialising loss and truncated BPTT."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from rnn_jax import init_rnn, rnn_apply
+from rnn_jax.long import rnn_loss_remat, truncated_bptt
+
+
+def _full_loss(params, xs, labels, lengths):
+    logits = rnn_apply(params, xs, lengths)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    if lengths is None:
+        return jnp.mean(ce)
+    mask = jnp.arange(labels.shape[1])[None, :] < lengths[:, None]
+    return jnp.sum(jnp.where(mask, ce, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
+
+
+@pytest.mark.parametrize("token_ids", [False, True])
+@pytest.mark.parametrize("chunk_size", [None, 7])
+def test_remat_loss_and_gradient_equal_full(token_ids, chunk_size):
+    B, T, D, H, C = 3, 17, 5, 6, 4
+    k_p, k_x, k_y, k_l = jax.random.split(jax.random.key(0), 4)
+    params = init_rnn(k_p, D, H, C, num_layers=2, token_inputs=token_ids)
+    xs = jax.random.randint(k_x, (B, T), 0, D) if token_ids else jax.random.normal(k_x, (B, T, D))
+    labels = jax.random.randint(k_y, (B, T), 0, C)
+    lengths = jax.random.randint(k_l, (B,), 0, T + 1)
+    for ls in (None, lengths):
+        full, g_full = jax.jit(jax.value_and_grad(_full_loss))(params, xs, labels, ls)
+        remat, g_remat = jax.jit(
+            jax.value_and_grad(
+                lambda p, ls=ls: rnn_loss_remat(p, xs, labels, ls, chunk_size=chunk_size)
+            )
+        )(params)
+        np.testing.assert_allclose(float(remat), float(full), rtol=1e-5)
+        for a, b in zip(
+            jax.tree_util.tree_leaves(g_remat), jax.tree_util.tree_leaves(g_full), strict=True
+        ):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def _grad_temp_bytes(loss, params):
+    m = jax.jit(jax.grad(loss)).lower(params).compile().memory_analysis()
+    return m.temp_size_in_bytes + m.output_size_in_bytes
+
+
+def test_remat_memory_grows_like_sqrt_t():
+    """XLA's buffer count: the full gradient grows ~linearly in T, the remat one ~sqrt(T)."""
+    B, D, H, C = 4, 3, 32, 2
+    params = init_rnn(jax.random.key(0), D, H, C)
+
+    def sizes(T):
+        xs = jnp.zeros((B, T, D))
+        labels = jnp.zeros((B, T), jnp.int32)
+        full = _grad_temp_bytes(lambda p: _full_loss(p, xs, labels, None), params)
+        remat = _grad_temp_bytes(lambda p: rnn_loss_remat(p, xs, labels), params)
+        return full, remat
+
+    full_small, remat_small = sizes(400)
+    full_big, remat_big = sizes(6400)  # 16x longer
+    states_big = 6400 * B * H * 4
+    assert full_big > states_big  # the full gradient keeps every state ...
+    assert full_big / full_small > 8  # ... and grows ~linearly
+    assert remat_big < states_big / 4  # remat keeps far less than the states
+    assert remat_big / remat_small < 6  # ... and grows ~sqrt(16) = 4
+
+
+def test_truncated_bptt_cuts_gradients_at_chunk_boundaries():
+    B, T, V, H = 2, 12, 7, 5
+    params = init_rnn(jax.random.key(0), V, H, V, token_inputs=True)
+    ids = jax.random.randint(jax.random.key(1), (B, T), 0, V)
+    labels = jnp.roll(ids, -1, axis=1)
+    # With SGD of rate 0 nothing changes, so the reported chunk losses are the losses of
+    # the full unroll's steps in each chunk: the state is carried exactly.
+    opt = optax.sgd(0.0)
+    new_params, _, losses, a_last = truncated_bptt(
+        params, opt.init(params), ids, labels, optimizer=opt, chunk_size=4
+    )
+    logits = rnn_apply(params, ids)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    np.testing.assert_allclose(
+        np.asarray(losses), np.asarray(ce.reshape(B, 3, 4).mean(axis=(0, 2))), rtol=1e-5
+    )
+    assert a_last.shape == (1, B, H)
+    chex_equal = jax.tree_util.tree_map(lambda a, b: bool(jnp.all(a == b)), new_params, params)
+    assert all(jax.tree_util.tree_leaves(chex_equal))
+
+    # The gradient of a chunk stops at its first step: the step-1 gradient of the second
+    # chunk is the gradient of a fresh unroll of that chunk from the carried (constant) state.
+    def first_chunk_grad_through(p, a_prev):
+        from rnn_jax.long import chunk_loss
+
+        m = jnp.ones((4, B), bool)
+        return chunk_loss(p, a_prev, ids[:, 4:8], labels[:, 4:8], m)[0]
+
+    g = jax.grad(first_chunk_grad_through, argnums=1)(params, jnp.zeros((1, B, H)))
+    assert g.shape == (1, B, H)  # the carried state has a gradient inside chunk_loss ...
+    opt = optax.sgd(0.1)
+    p1, _, _, _ = jax.jit(truncated_bptt, static_argnames=("optimizer", "chunk_size"))(
+        params, opt.init(params), ids, labels, optimizer=opt, chunk_size=4
+    )
+    # ... but truncated_bptt trains without NaNs and changes every parameter.
+    for a, b in zip(jax.tree_util.tree_leaves(p1), jax.tree_util.tree_leaves(params), strict=True):
+        assert np.all(np.isfinite(np.asarray(a))) and not np.array_equal(
+            np.asarray(a), np.asarray(b)
+        )
+
+
+def test_errors_name_the_argument():
+    params = init_rnn(jax.random.key(0), 3, 4, 2, bidirectional=True)
+    xs = jnp.zeros((2, 5, 3))
+    labels = jnp.zeros((2, 5), jnp.int32)
+    with pytest.raises(ValueError, match="`params` must be unidirectional"):
+        rnn_loss_remat(params, xs, labels)
+    params = init_rnn(jax.random.key(0), 3, 4, 2)
+    with pytest.raises(ValueError, match=r"`labels` must have shape \(B, T\) = \(2, 5\)"):
+        rnn_loss_remat(params, xs, labels[:, :3])
+    with pytest.raises(ValueError, match="`chunk_size` must be a positive int"):
+        rnn_loss_remat(params, xs, labels, chunk_size=0)
+    opt = optax.sgd(0.1)
+    with pytest.raises(ValueError, match=r"`a0` must have shape \(num_layers, B, H\)"):
+        truncated_bptt(
+            params, opt.init(params), xs, labels, optimizer=opt, chunk_size=2, a0=jnp.zeros((2, 4))
+        )
