@@ -222,7 +222,7 @@ def sample(
     max_len = _check_int("max_len", max_len, minimum=1)
     if not isinstance(key, jax.Array):
         raise ValueError(f"`key` must be a jax.random key array, got {type(key).__name__}.")
-    if not isinstance(temperature, jax.Array) and not float(temperature) > 0.0:
+    if not isinstance(temperature, jax.core.Tracer) and not float(temperature) > 0.0:
         raise ValueError(f"`temperature` must be > 0, got {temperature!r}.")
     if top_k is not None:
         top_k = _check_int("top_k", top_k, minimum=1)
@@ -322,7 +322,7 @@ def beam_search(
     _check_state(state, start_ids.shape[0])
     max_len = _check_int("max_len", max_len, minimum=1)
     beam_width = _check_int("beam_width", beam_width, minimum=1)
-    if not float(alpha) >= 0.0:
+    if not isinstance(alpha, jax.core.Tracer) and not float(alpha) >= 0.0:
         raise ValueError(f"`alpha` must be >= 0, got {alpha!r}.")
     return _beam(
         step_fn, params, state, start_ids, jnp.float32(alpha), beam_width, max_len, eos_id,
