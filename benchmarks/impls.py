@@ -187,6 +187,8 @@ def build_torch(w: Workload) -> Impl:
 
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
+    # benchmarks/gpu_check.sh sets cuda (cuDNN nn.RNN); float(loss) synchronises.
+    device = torch.device(os.environ.get("RNN_JAX_BENCH_DEVICE", "cpu"))
 
     class Model(nn.Module):
         def __init__(self):
@@ -219,9 +221,10 @@ def build_torch(w: Workload) -> Impl:
     mask = (
         None
         if lengths is None
-        else (torch.arange(w.T)[None, :] < lengths[:, None]).reshape(-1).float()
+        else (torch.arange(w.T)[None, :] < lengths[:, None]).reshape(-1).float().to(device)
     )
-    model = Model()
+    xs, labels = xs.to(device), labels.to(device)  # lengths stay on the CPU (packing wants that)
+    model = Model().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
     ce = nn.CrossEntropyLoss(reduction="none")
 

@@ -41,10 +41,16 @@ PEERS = ("rnn_jax", "flax", "haiku", "torch")
 
 def machine_info() -> dict:
     import flax
-    import haiku
     import jax
     import optax
     import torch
+
+    try:
+        import haiku
+
+        haiku_version = haiku.__version__
+    except ImportError:
+        haiku_version = "not installed"
 
     cpu = platform.processor()
     try:
@@ -65,7 +71,8 @@ def machine_info() -> dict:
         "jax": jax.__version__,
         "jax_backend": jax.default_backend(),
         "flax": flax.__version__,
-        "haiku": haiku.__version__,
+        "haiku": haiku_version,
+        "jax_devices": [str(d) for d in jax.devices()],
         "optax": optax.__version__,
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
