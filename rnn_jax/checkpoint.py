@@ -31,7 +31,7 @@ Example:
     >>> state = init_train_state({"w": jnp.ones(3)}, opt, key=jax.random.key(0))
     >>> with tempfile.TemporaryDirectory() as d:
     ...     ckpt = Checkpointer(d, config={"hidden": 8})
-    ...     ckpt.save(state._replace(step=jnp.int32(5)), meta={"epoch": 0, "position": 5})
+    ...     _ = ckpt.save(state._replace(step=jnp.int32(5)), meta={"epoch": 0, "position": 5})
     ...     restored, meta = ckpt.restore(state)
     ...     int(restored.step), meta["position"], ckpt.all_steps()
     (5, 5, [5])

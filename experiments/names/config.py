@@ -63,7 +63,7 @@ class NamesConfig:
     dropout: float = 0.0
     word_dropout: float = 0.1
     fc_window: int = 40
-    fc_hidden: int = 16
+    fc_hidden: int = 64
     batch_size: int = 64
     num_epochs: int = 5
     learning_rate: float = 3e-3

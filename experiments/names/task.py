@@ -405,7 +405,10 @@ def future_context_subsets(data: Data) -> dict[str, list[np.ndarray]]:
     - ``ambiguous word``: word forms seen in training both as a name and as not a name
       (``Apple``, ``May``, ``Bush``, ...);
     - ``unknown word``: out-of-vocabulary words (the model sees only ``<UNK>`` or its shape
-      class, so the context must tell).
+      class, so the context must tell);
+    - ``unknown first word``: both at once: a capitalised unknown word at ``t = 0`` looks the
+      same to a left-to-right reader whether it is a name or not; only the words after it
+      can tell.
     """
     seen: dict[str, set[int]] = {}
     for ws, ys in zip(data.train.words, data.train.labels, strict=True):
@@ -417,6 +420,10 @@ def future_context_subsets(data: Data) -> dict[str, list[np.ndarray]]:
         "first word": [np.arange(len(x)) == 0 for x in test.ids],
         "ambiguous word": [np.array([w in ambiguous for w in ws], bool) for ws in test.words],
         "unknown word": [np.array([w not in data.vocab for w in ws], bool) for ws in test.words],
+        "unknown first word": [
+            np.array([t == 0 and w not in data.vocab for t, w in enumerate(ws)], bool)
+            for ws in test.words
+        ],
     }
 
 
@@ -601,7 +608,44 @@ def evaluate_all(config: NamesConfig, workdir: Path, data: Data) -> dict[str, An
         results["models"][name]["eval_seconds"] = time.perf_counter() - t0
     (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (workdir / "results.md").write_text(format_results(results) + "\n")
+    plot_comparison(results, workdir, workdir / "comparison.png")
     return results
+
+
+def plot_comparison(results: dict[str, Any], workdir: Path, out_path: Path) -> Path:
+    """Validation F1 during training (every model) and the position-shift probe, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rnn_jax.progress import read_metrics
+
+    fig, (ax_val, ax_shift) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name in results["models"]:
+        if name == "baseline":
+            ax_val.axhline(
+                results["models"][name]["test"]["f1"],
+                color="grey",
+                ls="--",
+                label="baseline (test)",
+            )
+            continue
+        val = [r for r in read_metrics(workdir / name / "metrics.jsonl") if r["split"] == "val"]
+        ax_val.plot([r["step"] for r in val], [r["f1"] for r in val], marker=".", label=name)
+    ax_val.set(title="validation F1 (name class)", xlabel="step", ylim=(0, 1))
+    ax_val.grid(alpha=0.3)
+    ax_val.legend(fontsize=8)
+    for name, per_k in results["shift_probe"].items():
+        ks = sorted(per_k, key=int)
+        ax_shift.plot([int(k) for k in ks], [per_k[k]["f1"] for k in ks], marker="o", label=name)
+    ax_shift.set(title="position shift: test F1 vs k", xlabel="k (tokens prepended)", ylim=(0, 1))
+    ax_shift.grid(alpha=0.3)
+    ax_shift.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return out_path
 
 
 def format_results(results: dict[str, Any]) -> str:

@@ -1,0 +1,471 @@
+"""The character language model: data, baselines, training, evaluation and sampling.
+
+Each sentence of the tagged corpus becomes its words joined by single spaces (the corpus is
+tokenised, so punctuation stands apart: ``"the Net 's story ."``). The model reads
+``[<BOS>, c<1>, ..., c<n>]`` and predicts ``[c<1>, ..., c<n>, <EOS>]``:
+
+.. math::
+
+    a^{<t>} = \\tanh(W_{aa} a^{<t-1>} + W_{ax} x^{<t>} + b_a), \\qquad
+    \\hat y^{<t>} = \\mathrm{softmax}(W_y a^{<t>} + b_y)
+
+Bits per character (BPC) = ``-Σ log2 ŷ<t>_{c<t+1>} / N`` over every predicted symbol of
+the held-out sentences (each character and each sentence's ``<EOS>``).
+
+Run directory layout::
+
+    DIR/run_config.json, DIR/config.json, DIR/vocab.json, DIR/checkpoints/,
+    DIR/metrics.jsonl, DIR/curves.png, DIR/results.json, DIR/results.md
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments.charlm.config import CharLMConfig
+from experiments.cli import config_from_dict, config_to_dict
+from rnn_jax.batching import iterate_batches, num_batches, pad_batch
+from rnn_jax.checkpoint import Checkpointer
+from rnn_jax.data import load_tagged_sentences, parse_tagged_text, split_by_sentence
+from rnn_jax.generate import lm_initial_state, lm_step, sample
+from rnn_jax.losses import masked_softmax_cross_entropy
+from rnn_jax.network import rnn_apply
+from rnn_jax.params import RNNParams, count_params, init_rnn
+from rnn_jax.progress import MetricsLogger, plot_metrics
+from rnn_jax.train import (
+    EarlyStopping,
+    default_optimizer,
+    evaluate,
+    fit,
+    init_train_state,
+    make_train_step,
+)
+from rnn_jax.vocab import Vocabulary
+
+__all__ = [
+    "bigram_bpc",
+    "eval_command",
+    "load_texts",
+    "sample_command",
+    "train_command",
+    "unigram_bpc",
+]
+
+_PRESENTATION = (
+    "progress",
+    "eval_batch_size",
+    "temperatures",
+    "num_samples",
+    "sample_len",
+    "seeds",
+    "log_every",
+    "bigram_smoothing",
+    "data_dir",
+)
+_LN2 = math.log(2.0)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_texts(config: CharLMConfig) -> dict[str, list[str]]:
+    """The sentences as texts, split 80/10/10 by sentence (the names experiment's split)."""
+    if config.corpus_file is not None:
+        sentences = parse_tagged_text(Path(config.corpus_file).read_text(encoding="utf-8"))
+    else:
+        sentences = load_tagged_sentences(config.data_dir)
+    texts = [" ".join(w for w, _ in s) for s in sentences]
+    train, val, test = split_by_sentence(len(texts), seed_or_key=config.split_seed)
+    if config.max_train_sentences is not None:
+        train = train[: config.max_train_sentences]
+    return {name: [texts[i] for i in idx] for name, idx in zip(("train", "val", "test"), (train, val, test), strict=True)}  # fmt: skip
+
+
+def lm_pairs(vocab: Vocabulary, texts: list[str], max_len: int | None = None):
+    """``(inputs [<BOS>, c<1..n>], targets [c<1..n>, <EOS>])`` id arrays per text."""
+    xs, ys = [], []
+    for text in texts:
+        ids = vocab.encode(text)
+        x = np.concatenate([[vocab.bos_id], ids]).astype(np.int32)
+        y = np.concatenate([ids, [vocab.eos_id]]).astype(np.int32)
+        if max_len is not None:
+            x, y = x[:max_len], y[:max_len]
+        xs.append(x)
+        ys.append(y)
+    return xs, ys
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+def _target_ids(vocab: Vocabulary) -> np.ndarray:
+    """Ids a model can be asked to predict: every id but <PAD> and <BOS>."""
+    return np.array([i for i in range(len(vocab)) if i not in (vocab.pad_id, vocab.bos_id)])
+
+
+def unigram_bpc(vocab: Vocabulary, train_y: list[np.ndarray], test_y: list[np.ndarray]) -> float:
+    """BPC of add-one-smoothed character frequencies of the training targets."""
+    V = len(vocab)
+    counts = np.bincount(np.concatenate(train_y), minlength=V).astype(np.float64)
+    allowed = np.zeros(V, bool)
+    allowed[_target_ids(vocab)] = True
+    p = np.where(allowed, counts + 1.0, 0.0)
+    p /= p.sum()
+    y = np.concatenate(test_y)
+    return float(-np.mean(np.log2(p[y])))
+
+
+def bigram_bpc(
+    vocab: Vocabulary,
+    train: tuple[list[np.ndarray], list[np.ndarray]],
+    test: tuple[list[np.ndarray], list[np.ndarray]],
+    k: float,
+) -> float:
+    """BPC of add-``k`` bigram probabilities ``p(c<t+1> | c<t>)`` (``<BOS>`` starts)."""
+    V = len(vocab)
+    counts = np.zeros((V, V))
+    np.add.at(counts, (np.concatenate(train[0]), np.concatenate(train[1])), 1.0)
+    allowed = np.zeros(V, bool)
+    allowed[_target_ids(vocab)] = True
+    p = np.where(allowed[None, :], counts + k, 0.0)
+    p /= p.sum(axis=1, keepdims=True)
+    x, y = np.concatenate(test[0]), np.concatenate(test[1])
+    return float(-np.mean(np.log2(p[x, y])))
+
+
+# --------------------------------------------------------------------------- model
+
+
+def init_params(config: CharLMConfig, vocab: Vocabulary, key: jax.Array) -> RNNParams:
+    V = len(vocab)
+    return init_rnn(key, V, config.hidden_size, V, num_layers=config.num_layers,
+                    token_inputs=True)  # fmt: skip
+
+
+def _keys(config: CharLMConfig):
+    return jax.random.split(jax.random.key(config.seed), 4)  # init, data, steps, samples
+
+
+def _optimizer(config: CharLMConfig, total_steps: int):
+    return default_optimizer(
+        config.learning_rate,
+        clip_norm=config.clip_norm,
+        warmup_steps=config.warmup_steps,
+        total_steps=max(total_steps, config.warmup_steps + 1),
+    )
+
+
+@jax.jit
+def _eval_step(params, batch):
+    x, y, lengths = batch
+    logits = rnn_apply(params, x, lengths)
+    nll = masked_softmax_cross_entropy(logits, y, lengths=lengths, reduction="sum")
+    return {"nll": nll, "count": jnp.sum(lengths)}
+
+
+def model_bpc(params, config: CharLMConfig, pairs) -> dict[str, float]:
+    xs, ys = pairs
+    batches = (
+        (jnp.asarray(b.fields[0]), jnp.asarray(b.fields[1]), jnp.asarray(b.lengths))
+        for b in iterate_batches(
+            xs,
+            ys,
+            batch_size=config.eval_batch_size,
+            key=None,
+            shuffle=False,
+            bucket=True,
+            pad_to_multiple=32,
+        )  # fmt: skip
+    )
+    totals = evaluate(_eval_step, params, batches)
+    nats = float(totals["nll"]) / float(totals["count"])
+    return {"loss": nats, "bpc": nats / _LN2}
+
+
+# --------------------------------------------------------------------------- run directory
+
+
+def _checkpoint_config(config: CharLMConfig) -> dict[str, Any]:
+    return {k: v for k, v in config_to_dict(config).items() if k not in _PRESENTATION}
+
+
+def _checkpointer(config: CharLMConfig, workdir: Path) -> Checkpointer:
+    return Checkpointer(workdir, config=_checkpoint_config(config), max_to_keep=2,
+                        best_metric="bpc", best_mode="min")  # fmt: skip
+
+
+def read_config(workdir: Path) -> CharLMConfig:
+    path = workdir / "run_config.json"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} does not exist: train first with "
+            f"`python -m experiments.charlm train --workdir {workdir}`."
+        )
+    return config_from_dict(CharLMConfig, json.loads(path.read_text()))
+
+
+def load_vocab(workdir: Path) -> Vocabulary:
+    path = workdir / "vocab.json"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} does not exist: train first with "
+            f"`python -m experiments.charlm train --workdir {workdir}`."
+        )
+    return Vocabulary.load(path)
+
+
+def best_params(config: CharLMConfig, vocab: Vocabulary, workdir: Path) -> RNNParams:
+    k_init, _, k_steps, _ = _keys(config)
+    template = init_train_state(init_params(config, vocab, k_init), _optimizer(config, 1),
+                                key=k_steps)  # fmt: skip
+    ckpt = _checkpointer(config, workdir)
+    try:
+        step = ckpt.best_step() or ckpt.latest_step()
+        if step is None:
+            raise FileNotFoundError(
+                f"no checkpoint in {workdir}: train first with "
+                f"`python -m experiments.charlm train --workdir {workdir}`."
+            )
+        state, _ = ckpt.restore(template, step=step)
+        return state.params
+    finally:
+        ckpt.close()
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train(config: CharLMConfig, vocab: Vocabulary, texts, workdir: Path) -> dict[str, Any]:
+    k_init, k_data, k_steps, _ = _keys(config)
+    xs, ys = lm_pairs(vocab, texts["train"], config.max_len)
+    val = lm_pairs(vocab, texts["val"])
+    steps_per_epoch = num_batches(len(xs), config.batch_size, drop_last=True)
+    optimizer = _optimizer(config, steps_per_epoch * config.num_epochs)
+    params0 = init_params(config, vocab, k_init)
+    state = init_train_state(params0, optimizer, key=k_steps)
+
+    # Batches are bucketed by length, so a per-batch token mean would weigh a token of a
+    # batch of short sentences far more than one of a batch of long ones (and the first
+    # character of a one-symbol "sentence" like "." far too much). Dividing the batch's sum
+    # by a constant, the expected number of symbols in a batch, weighs every symbol alike.
+    symbols_per_batch = config.batch_size * float(np.mean([len(y) for y in ys]))
+
+    def loss_fn(params, batch, *, key):
+        x, y, lengths = batch
+        logits = rnn_apply(params, x, lengths, dropout=config.dropout,
+                           key=key if config.dropout > 0 else None)  # fmt: skip
+        nll = masked_softmax_cross_entropy(logits, y, lengths=lengths, reduction="sum")
+        return nll / symbols_per_batch
+
+    train_step = make_train_step(loss_fn, optimizer)
+
+    def epoch_batches(epoch: int, start: int):
+        for b in iterate_batches(
+            xs,
+            ys,
+            batch_size=config.batch_size,
+            key=jax.random.fold_in(k_data, epoch),
+            pad_values=vocab.pad_id,
+            drop_last=True,
+            start=start,
+            pad_to_multiple=32,
+        ):
+            yield (jnp.asarray(b.fields[0]), jnp.asarray(b.fields[1]), jnp.asarray(b.lengths))
+
+    ckpt = _checkpointer(config, workdir)
+    logger = MetricsLogger(workdir)
+    try:
+        result = fit(
+            state,
+            train_step,
+            epoch_batches,
+            num_epochs=config.num_epochs,
+            steps_per_epoch=steps_per_epoch,
+            evaluate_fn=lambda params: model_bpc(params, config, val),
+            eval_every=config.eval_every,
+            early_stopping=EarlyStopping("bpc", mode="min", patience=config.patience),
+            checkpointer=ckpt,
+            logger=logger,
+            progress=config.progress,
+            log_every=config.log_every,
+            description="charlm",
+        )
+    finally:
+        logger.close()
+        ckpt.close()
+    plot_metrics(workdir / "metrics.jsonl", workdir / "curves.png", title="charlm")
+    return {
+        "train_seconds": result.train_seconds,
+        "steps": int(result.state.step),
+        "best_step": result.best_step,
+        "stopped_early": result.stopped_early,
+        "val": result.best_metrics,
+        "num_params": count_params(params0),
+    }
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+@functools.partial(jax.jit, static_argnames=("max_len", "eos_id", "bos_id"))
+def _sample(params, seed_ids, seed_lengths, key, temperature, *, max_len, eos_id, bos_id):
+    state, start = lm_initial_state(params, seed_ids, seed_lengths, bos_id=bos_id)
+    return sample(lm_step, params, state, start, max_len=max_len, eos_id=eos_id, key=key,
+                  temperature=temperature)  # fmt: skip
+
+
+def generate_samples(
+    params: RNNParams,
+    vocab: Vocabulary,
+    seeds: list[str],
+    temperatures: tuple[float, ...],
+    *,
+    num_samples: int,
+    max_len: int,
+    key: jax.Array,
+) -> list[dict[str, Any]]:
+    """``num_samples`` continuations of every seed text at every temperature."""
+    out = []
+    for i, seed in enumerate(seeds):
+        ids = vocab.encode(seed)
+        seed_ids, seed_lengths = pad_batch([ids] * num_samples, pad_value=vocab.pad_id)
+        if seed_ids.shape[1] == 0:
+            seed_ids = np.zeros((num_samples, 1), np.int32)
+        for j, temperature in enumerate(temperatures):
+            tokens, lengths = _sample(
+                params, jnp.asarray(seed_ids), jnp.asarray(seed_lengths),
+                jax.random.fold_in(jax.random.fold_in(key, i), j), jnp.float32(temperature),
+                max_len=max_len, eos_id=vocab.eos_id, bos_id=vocab.bos_id,
+            )  # fmt: skip
+            tokens, lengths = np.asarray(tokens), np.asarray(lengths)
+            texts = [
+                seed + "".join(vocab.decode(tokens[r, : lengths[r]])) for r in range(num_samples)
+            ]
+            out.append({"seed": seed, "temperature": temperature, "samples": texts})
+    return out
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def run_evaluation(config: CharLMConfig, vocab: Vocabulary, texts, workdir: Path) -> dict[str, Any]:
+    params = best_params(config, vocab, workdir)
+    train_pairs = lm_pairs(vocab, texts["train"])
+    val_pairs, test_pairs = lm_pairs(vocab, texts["val"]), lm_pairs(vocab, texts["test"])
+    k_best = min(
+        config.bigram_smoothing, key=lambda k: bigram_bpc(vocab, train_pairs, val_pairs, k)
+    )
+    test_symbols = int(sum(len(y) for y in test_pairs[1]))
+    unknown = int(sum(np.sum(y == vocab.unk_id) for y in test_pairs[1]))
+    results: dict[str, Any] = {
+        "sentences": {k: len(v) for k, v in texts.items()},
+        "test_symbols": test_symbols,
+        "test_unknown_characters": unknown,
+        "vocab_size": len(vocab),
+        "num_params": count_params(params),
+        "bpc": {
+            "unigram": unigram_bpc(vocab, train_pairs[1], test_pairs[1]),
+            f"bigram (add-{k_best})": bigram_bpc(vocab, train_pairs, test_pairs, k_best),
+            "rnn": model_bpc(params, config, test_pairs)["bpc"],
+        },
+        "val_bpc_rnn": model_bpc(params, config, val_pairs)["bpc"],
+        "device": jax.devices()[0].device_kind,
+        "jax": jax.__version__,
+    }
+    results["samples"] = generate_samples(
+        params, vocab, list(config.seeds), tuple(config.temperatures),
+        num_samples=config.num_samples, max_len=config.sample_len, key=_keys(config)[3],
+    )  # fmt: skip
+    return results
+
+
+def format_results(results: dict[str, Any]) -> str:
+    s = results["sentences"]
+    lines = [
+        f"sentences: {s['train']} train / {s['val']} val / {s['test']} test; "
+        f"{results['test_symbols']} held-out symbols (characters + one <EOS> per sentence; "
+        f"{results['test_unknown_characters']} unknown characters); vocabulary "
+        f"{results['vocab_size']}; RNN parameters {results['num_params']:,}",
+        "",
+        "| model | test bits per character |",
+        "|---|---|",
+    ]
+    lines += [f"| {name} | {bpc:.3f} |" for name, bpc in results["bpc"].items()]
+    lines += ["", "samples (seed text, then the model's continuation):", ""]
+    for entry in results["samples"]:
+        seed = repr(entry["seed"]) if entry["seed"] else "(from nothing)"
+        lines.append(f"- seed {seed}, temperature {entry['temperature']}:")
+        lines += [f"    - `{text}`" for text in entry["samples"]]
+    return "\n".join(lines)
+
+
+def _write_results(workdir: Path, results: dict[str, Any]) -> None:
+    (workdir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    (workdir / "results.md").write_text(format_results(results) + "\n")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def train_command(config: CharLMConfig, workdir: Path, inputs: list[str]) -> int:
+    """Trains (resuming if ``workdir`` holds checkpoints), evaluates, prints samples."""
+    if inputs:
+        raise ValueError(f"`train` takes no inputs, got {inputs!r}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    texts = load_texts(config)
+    if (workdir / "vocab.json").exists():
+        vocab = load_vocab(workdir)
+    else:
+        vocab = Vocabulary.build(texts["train"], level="char", max_size=None)
+        vocab.save(workdir / "vocab.json")
+    (workdir / "run_config.json").write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
+    print(
+        f"data: {len(texts['train'])} train / {len(texts['val'])} val / {len(texts['test'])} "
+        f"test sentences; {len(vocab)} characters",
+        file=sys.stderr,
+    )
+    summary = train(config, vocab, texts, workdir)
+    results = run_evaluation(config, vocab, texts, workdir)
+    results["train"] = summary
+    _write_results(workdir, results)
+    print(format_results(results))
+    return 0
+
+
+def eval_command(config: CharLMConfig, workdir: Path, inputs: list[str]) -> int:
+    """Evaluates the best checkpoint of ``workdir`` with its stored configuration."""
+    stored = read_config(workdir)
+    config = dataclasses.replace(stored, **{k: getattr(config, k) for k in _PRESENTATION})
+    vocab = load_vocab(workdir)
+    results = run_evaluation(config, vocab, load_texts(config), workdir)
+    _write_results(workdir, results)
+    print(format_results(results))
+    return 0
+
+
+def sample_command(config: CharLMConfig, workdir: Path, inputs: list[str]) -> int:
+    """Continues each seed text given (none: from nothing) at every temperature."""
+    stored = read_config(workdir)
+    config = dataclasses.replace(stored, **{k: getattr(config, k) for k in _PRESENTATION})
+    vocab = load_vocab(workdir)
+    params = best_params(config, vocab, workdir)
+    seeds = list(inputs) or [""]
+    key = jax.random.fold_in(_keys(config)[3], 1)
+    for entry in generate_samples(params, vocab, seeds, tuple(config.temperatures),
+                                  num_samples=config.num_samples, max_len=config.sample_len,
+                                  key=key):  # fmt: skip
+        seed = repr(entry["seed"]) if entry["seed"] else "(from nothing)"
+        print(f"seed {seed}, temperature {entry['temperature']}:")
+        for text in entry["samples"]:
+            print(f"  {text}")
+    return 0
