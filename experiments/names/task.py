@@ -655,7 +655,7 @@ def format_results(results: dict[str, Any]) -> str:
     lines = [
         f"Test split: {d['test_sentences']} sentences, {d['test_tokens']} tokens, "
         f"{d['test_names']} name tokens ({100 * d['test_unk_fraction']:.1f}% of test tokens are "
-        f"<UNK>). Name class (NNP/NNPS), token level.",
+        f"out of vocabulary). Name class (NNP/NNPS), token level.",
         "",
         f"| model | layers | parameters | train time | val F1 | test precision | test recall "
         f"| **test F1** | test F1, sentences ≤ {window} tokens |",
@@ -663,11 +663,12 @@ def format_results(results: dict[str, Any]) -> str:
     ]
     for name, r in results["models"].items():
         val = r.get("val") or {}
+        val_f1 = f"{val['f1']:.3f}" if "f1" in val else "-"
         t = r.get("train_seconds")
         lines.append(
             f"| {name} | {r['layers']} | {r['params']:,} | "
             f"{'-' if not t else f'{t:.0f} s'} | "
-            f"{val.get('f1', float('nan')):.3f} | {r['test']['precision']:.3f} | "
+            f"{val_f1} | {r['test']['precision']:.3f} | "
             f"{r['test']['recall']:.3f} | **{r['test']['f1']:.3f}** | "
             f"{r['test_within_window']['f1']:.3f} |"
         )
