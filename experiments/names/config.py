@@ -98,14 +98,10 @@ def default_config(quick: bool = False) -> NamesConfig:
     if not quick:
         return NamesConfig()
     return NamesConfig(
-        max_train_sentences=6000,
         models=("rnn", "birnn", "fc"),
         hidden_size=64,
         fc_window=32,
-        fc_hidden=8,
-        batch_size=32,
-        num_epochs=3,
-        learning_rate=3e-3,
+        fc_hidden=16,
+        num_epochs=2,
         warmup_steps=50,
-        checkpoint_every=200,
     )
