@@ -374,6 +374,7 @@ def fit(
     early_stopping: EarlyStopping | None = None,
     checkpointer: Any = None,
     checkpoint_every: int | None = None,
+    checkpoint_extra: dict[str, Any] | None = None,
     logger: Any = None,
     progress: bool = True,
     log_every: int = 10,
@@ -408,6 +409,8 @@ def fit(
         checkpointer: a :class:`rnn_jax.checkpoint.Checkpointer` or ``None``.
         checkpoint_every: also checkpoint every this many steps (evaluations and the end of
             training are always checkpointed); ``None``: only those.
+        checkpoint_extra: JSON stored in every checkpoint (e.g.
+            ``{"vocab": vocab.to_json_dict()}``).
         logger: a :class:`rnn_jax.progress.MetricsLogger` or ``None``.
         progress: show a progress bar (loss, step rate, ETA).
         log_every: write a training-metrics record every this many steps.
@@ -455,7 +458,7 @@ def fit(
             "elapsed_seconds": elapsed_before + time.perf_counter() - start_time,
             "early_stopping": None if early_stopping is None else early_stopping.state_dict(),
         }
-        checkpointer.save(state, meta=meta, metrics=metrics)
+        checkpointer.save(state, meta=meta, extra=checkpoint_extra, metrics=metrics)
 
     stopped_early = early_stopping is not None and early_stopping.should_stop
     start_time = time.perf_counter()

@@ -302,6 +302,8 @@ def _crash_resume(tmp_path: Path, kills: int, seed: int):
     want, meta_ref = _final_state(ref, corpus)
     assert int(got.step) == int(want.step) > 20
     assert meta["finished"] and meta_ref["finished"]
+    assert meta["extra"]["vocab"] == meta_ref["extra"]["vocab"]  # the vocabulary travels along
+    assert meta["extra"]["vocab"]["specials"][:2] == ["<PAD>", "<UNK>"]
     for a, b in zip(_leaves(got), _leaves(want), strict=True):
         assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
     return killed_mid_write

@@ -309,6 +309,12 @@ class ModelRun:
 
         ckpt = self.checkpointer()
         logger = MetricsLogger(self.dir, tensorboard=c.tensorboard)
+        if c.tensorboard and not logger.tensorboard_enabled:
+            print(
+                "tensorboard=true but no writer is installed (pip install tensorboardX); "
+                "metrics go to metrics.jsonl only",
+                file=sys.stderr,
+            )
         try:
             result = fit(
                 state,
@@ -321,6 +327,7 @@ class ModelRun:
                 early_stopping=EarlyStopping("f1", mode="max", patience=c.patience),
                 checkpointer=ckpt,
                 checkpoint_every=c.checkpoint_every,
+                checkpoint_extra={"vocab": data.vocab.to_json_dict()},
                 logger=logger,
                 progress=c.progress,
                 log_every=c.log_every,
