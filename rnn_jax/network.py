@@ -144,7 +144,7 @@ def _layers_time_major(
             if l == 0:
                 z = input_projection(p, h)
             else:
-                z = jnp.einsum("tbd,hd->tbh", h, p.W_a[:, H:]) + p.b_a
+                z = jnp.einsum("tbd,hd->tbh", h, p.W_a[:, H:]) + p.b_a[None, None, :]
             a_init = jnp.zeros((B, H), p.W_a.dtype) if a0 is None else a0[l * dirs + d]
             a_seq, a_last = recurrence(
                 p.W_a[:, :H],
@@ -221,7 +221,8 @@ def rnn_layers(
 
 
 def _head(head: HeadParams, a: Array, output_activation: Activation | None) -> Array:
-    return output_activation_fn(output_activation)(a @ head.W_y.T + head.b_y)
+    logits = a @ head.W_y.T
+    return output_activation_fn(output_activation)(logits + jnp.broadcast_to(head.b_y, logits.shape))
 
 
 def rnn_apply(
