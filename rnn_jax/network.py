@@ -251,10 +251,12 @@ def rnn_apply(
     """
     xs, m, a0 = _prepare(params, xs, lengths, mask, a0, dropout, key)
     h, _ = _layers_time_major(params, xs, None if m is None else m.T, a0, dropout, key, unroll)
-    y_hat = _head(params.head, jnp.swapaxes(h, 0, 1), output_activation)
+    # The head reads the time-major states (T, B, H_out) in place; only the small
+    # (T, B, C) result is transposed.
+    y_hat = _head(params.head, h, output_activation)
     if m is not None:
-        y_hat = jnp.where(m[:, :, None], y_hat, jnp.zeros_like(y_hat))
-    return y_hat
+        y_hat = jnp.where(m.T[:, :, None], y_hat, jnp.zeros_like(y_hat))
+    return jnp.swapaxes(y_hat, 0, 1)
 
 
 def rnn_classify(
