@@ -15,6 +15,19 @@ from rnn_jax.batching import pad_batch as pad_batch
 from rnn_jax.batching import padding_fraction as padding_fraction
 from rnn_jax.cell import CellParams as CellParams
 from rnn_jax.cell import rnn_cell as rnn_cell
+from rnn_jax.ctc import ctc_greedy_decode as ctc_greedy_decode
+from rnn_jax.ctc import ctc_loss as ctc_loss
+from rnn_jax.ctc import ctc_prefix_beam_search as ctc_prefix_beam_search
+from rnn_jax.ctc import rnn_ctc_loss as rnn_ctc_loss
+from rnn_jax.generate import BeamSearchResult as BeamSearchResult
+from rnn_jax.generate import beam_search as beam_search
+from rnn_jax.generate import greedy_decode as greedy_decode
+from rnn_jax.generate import lm_initial_state as lm_initial_state
+from rnn_jax.generate import lm_step as lm_step
+from rnn_jax.generate import sample as sample
+from rnn_jax.long import chunk_loss as chunk_loss
+from rnn_jax.long import rnn_loss_remat as rnn_loss_remat
+from rnn_jax.long import truncated_bptt as truncated_bptt
 from rnn_jax.losses import masked_mean_squared_error as masked_mean_squared_error
 from rnn_jax.losses import (
     masked_sigmoid_binary_cross_entropy as masked_sigmoid_binary_cross_entropy,
@@ -43,6 +56,15 @@ from rnn_jax.params import split_layer as split_layer
 from rnn_jax.params import stack_layer as stack_layer
 from rnn_jax.recurrence import lengths_to_mask as lengths_to_mask
 from rnn_jax.recurrence import rnn_unroll as rnn_unroll
+from rnn_jax.seq2seq import DecoderState as DecoderState
+from rnn_jax.seq2seq import Seq2SeqParams as Seq2SeqParams
+from rnn_jax.seq2seq import decoder_initial_state as decoder_initial_state
+from rnn_jax.seq2seq import decoder_step as decoder_step
+from rnn_jax.seq2seq import encode as encode
+from rnn_jax.seq2seq import init_seq2seq as init_seq2seq
+from rnn_jax.seq2seq import seq2seq_apply as seq2seq_apply
+from rnn_jax.seq2seq import seq2seq_loss as seq2seq_loss
+from rnn_jax.seq2seq import shift_right as shift_right
 from rnn_jax.vocab import Vocabulary as Vocabulary
 from rnn_jax.vocab import char_tokenize as char_tokenize
 from rnn_jax.vocab import one_hot as one_hot
@@ -54,29 +76,43 @@ __all__ = [
     "interop",
     "AccuracyCounts",
     "Batch",
+    "BeamSearchResult",
     "CellParams",
     "ConfusionCounts",
+    "DecoderState",
     "HeadParams",
     "LayerParams",
     "RNNParams",
+    "Seq2SeqParams",
     "SplitLayerParams",
     "Vocabulary",
     "accuracy_counts",
+    "beam_search",
     "binary_confusion_counts",
     "binary_precision_recall_f1",
     "bucket_batches",
     "char_tokenize",
     "check_params",
+    "chunk_loss",
     "count_params",
+    "ctc_greedy_decode",
+    "ctc_loss",
+    "ctc_prefix_beam_search",
+    "decoder_initial_state",
+    "decoder_step",
+    "encode",
+    "greedy_decode",
     "init_head",
     "init_layer",
     "init_rnn",
+    "init_seq2seq",
     "iterate_batches",
     "lengths_to_mask",
+    "lm_initial_state",
+    "lm_step",
     "mask_to_lengths",
     "masked_accuracy",
     "masked_mean_squared_error",
-    "masked_sigmoid_binary_cross_entropy",
     "masked_softmax_cross_entropy",
     "merge_directions",
     "one_hot",
@@ -85,9 +121,16 @@ __all__ = [
     "rnn_apply",
     "rnn_cell",
     "rnn_classify",
+    "rnn_ctc_loss",
     "rnn_layers",
+    "rnn_loss_remat",
     "rnn_unroll",
+    "sample",
+    "seq2seq_apply",
+    "seq2seq_loss",
+    "shift_right",
     "split_layer",
     "stack_layer",
     "tokenize",
+    "truncated_bptt",
 ]
