@@ -235,3 +235,66 @@ def main(
         print(f"{prog} {command}: error: {err}", file=sys.stderr)
         return 1
     return 0 if status is None else int(status)
+
+
+# --------------------------------------------------------------------------- run directories
+
+
+def _trained_file(workdir: Path, filename: str, experiment: str) -> Path:
+    path = Path(workdir) / filename
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} does not exist: train first with "
+            f"`python -m experiments.{experiment} train --workdir {workdir}`."
+        )
+    return path
+
+
+def read_run_config(
+    workdir: Path, cls: type, experiment: str, filename: str = "config.json"
+) -> Any:
+    """The configuration a training run stored in ``workdir`` (a clear error if none)."""
+    path = _trained_file(workdir, filename, experiment)
+    return config_from_dict(cls, json.loads(path.read_text()))
+
+
+def load_run_vocab(workdir: Path, experiment: str, filename: str = "vocab.json"):
+    """The vocabulary a training run stored in ``workdir`` (a clear error if none)."""
+    from rnn_jax.vocab import Vocabulary
+
+    return Vocabulary.load(_trained_file(workdir, filename, experiment))
+
+
+def fit_logged(state, train_step, epoch_batches, *, workdir: Path, checkpointer, name: str,
+               tensorboard: bool = False, **fit_kwargs) -> dict[str, Any]:  # fmt: skip
+    """:func:`rnn_jax.train.fit` with the run directory's metrics log, curves and summary.
+
+    Logs metrics to ``workdir/metrics.jsonl`` (and TensorBoard if asked and installed),
+    closes the log and the checkpointer however training ends, plots ``curves.png`` and
+    returns the summary every experiment reports.
+    """
+    from rnn_jax.progress import MetricsLogger, plot_metrics
+    from rnn_jax.train import fit
+
+    workdir = Path(workdir)
+    logger = MetricsLogger(workdir, tensorboard=tensorboard)
+    if tensorboard and not logger.tensorboard_enabled:
+        print(
+            "tensorboard=true but no writer is installed (pip install tensorboardX); "
+            "metrics go to metrics.jsonl only",
+            file=sys.stderr,
+        )
+    try:
+        result = fit(state, train_step, epoch_batches, checkpointer=checkpointer, logger=logger,
+                     description=name, **fit_kwargs)  # fmt: skip
+    finally:
+        logger.close()
+        checkpointer.close()
+    plot_metrics(workdir / "metrics.jsonl", workdir / "curves.png", title=name)
+    return {
+        "train_seconds": result.train_seconds,
+        "best_step": result.best_step,
+        "steps": int(result.state.step),
+        "stopped_early": result.stopped_early,
+        "val": result.best_metrics,
+    }

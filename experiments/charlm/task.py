@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.charlm.config import CharLMConfig
-from experiments.cli import config_from_dict, config_to_dict
+from experiments.cli import config_to_dict, fit_logged, load_run_vocab, read_run_config
 from rnn_jax.batching import iterate_batches, num_batches, pad_batch
 from rnn_jax.checkpoint import Checkpointer
 from rnn_jax.data import load_tagged_sentences, parse_tagged_text, split_by_sentence
@@ -41,12 +41,10 @@ from rnn_jax.generate import lm_initial_state, lm_step, sample
 from rnn_jax.losses import masked_softmax_cross_entropy
 from rnn_jax.network import rnn_apply
 from rnn_jax.params import RNNParams, count_params, init_rnn
-from rnn_jax.progress import MetricsLogger, plot_metrics
 from rnn_jax.train import (
     EarlyStopping,
     default_optimizer,
     evaluate,
-    fit,
     init_train_state,
     make_train_step,
 )
@@ -205,23 +203,11 @@ def _checkpointer(config: CharLMConfig, workdir: Path) -> Checkpointer:
 
 
 def read_config(workdir: Path) -> CharLMConfig:
-    path = workdir / "run_config.json"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} does not exist: train first with "
-            f"`python -m experiments.charlm train --workdir {workdir}`."
-        )
-    return config_from_dict(CharLMConfig, json.loads(path.read_text()))
+    return read_run_config(workdir, CharLMConfig, "charlm", "run_config.json")
 
 
 def load_vocab(workdir: Path) -> Vocabulary:
-    path = workdir / "vocab.json"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} does not exist: train first with "
-            f"`python -m experiments.charlm train --workdir {workdir}`."
-        )
-    return Vocabulary.load(path)
+    return load_run_vocab(workdir, "charlm")
 
 
 def best_params(config: CharLMConfig, vocab: Vocabulary, workdir: Path) -> RNNParams:
@@ -283,35 +269,22 @@ def train(config: CharLMConfig, vocab: Vocabulary, texts, workdir: Path) -> dict
             yield (jnp.asarray(b.fields[0]), jnp.asarray(b.fields[1]), jnp.asarray(b.lengths))
 
     ckpt = _checkpointer(config, workdir)
-    logger = MetricsLogger(workdir)
-    try:
-        result = fit(
-            state,
-            train_step,
-            epoch_batches,
-            num_epochs=config.num_epochs,
-            steps_per_epoch=steps_per_epoch,
-            evaluate_fn=lambda params: model_bpc(params, config, val),
-            eval_every=config.eval_every,
-            early_stopping=EarlyStopping("bpc", mode="min", patience=config.patience),
-            checkpointer=ckpt,
-            logger=logger,
-            progress=config.progress,
-            log_every=config.log_every,
-            description="charlm",
-        )
-    finally:
-        logger.close()
-        ckpt.close()
-    plot_metrics(workdir / "metrics.jsonl", workdir / "curves.png", title="charlm")
-    return {
-        "train_seconds": result.train_seconds,
-        "steps": int(result.state.step),
-        "best_step": result.best_step,
-        "stopped_early": result.stopped_early,
-        "val": result.best_metrics,
-        "num_params": count_params(params0),
-    }
+    summary = fit_logged(
+        state,
+        train_step,
+        epoch_batches,
+        workdir=workdir,
+        checkpointer=ckpt,
+        name="charlm",
+        num_epochs=config.num_epochs,
+        steps_per_epoch=steps_per_epoch,
+        evaluate_fn=lambda params: model_bpc(params, config, val),
+        eval_every=config.eval_every,
+        early_stopping=EarlyStopping("bpc", mode="min", patience=config.patience),
+        progress=config.progress,
+        log_every=config.log_every,
+    )
+    return {**summary, "num_params": count_params(params0)}
 
 
 # --------------------------------------------------------------------------- sampling

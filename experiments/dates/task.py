@@ -25,14 +25,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.cli import config_from_dict, config_to_dict, read_inputs
+from experiments.cli import config_to_dict, fit_logged, load_run_vocab, read_inputs, read_run_config
 from experiments.dates.config import DatesConfig
 from rnn_jax.batching import iterate_batches, num_batches, pad_batch
 from rnn_jax.checkpoint import Checkpointer
 from rnn_jax.data import make_dates
 from rnn_jax.generate import beam_search, greedy_decode
 from rnn_jax.params import count_params
-from rnn_jax.progress import MetricsLogger, plot_metrics
 from rnn_jax.seq2seq import (
     Seq2SeqParams,
     decoder_initial_state,
@@ -44,7 +43,6 @@ from rnn_jax.seq2seq import (
 from rnn_jax.train import (
     EarlyStopping,
     default_optimizer,
-    fit,
     init_train_state,
     make_train_step,
 )
@@ -229,23 +227,14 @@ def _template(config: DatesConfig, data: Data):
 
 
 def read_config(workdir: Path) -> DatesConfig:
-    path = workdir / "run_config.json"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} does not exist: train first with "
-            f"`python -m experiments.dates train --workdir {workdir}`."
-        )
-    return config_from_dict(DatesConfig, json.loads(path.read_text()))
+    return read_run_config(workdir, DatesConfig, "dates", "run_config.json")
 
 
 def load_vocabs(workdir: Path) -> tuple[Vocabulary, Vocabulary]:
-    for name in ("src_vocab.json", "tgt_vocab.json"):
-        if not (workdir / name).exists():
-            raise FileNotFoundError(
-                f"{workdir / name} does not exist: train first with "
-                f"`python -m experiments.dates train --workdir {workdir}`."
-            )
-    return Vocabulary.load(workdir / "src_vocab.json"), Vocabulary.load(workdir / "tgt_vocab.json")
+    return (
+        load_run_vocab(workdir, "dates", "src_vocab.json"),
+        load_run_vocab(workdir, "dates", "tgt_vocab.json"),
+    )
 
 
 def best_params(config: DatesConfig, data: Data, workdir: Path) -> Seq2SeqParams:
@@ -305,35 +294,22 @@ def train(config: DatesConfig, data: Data, workdir: Path) -> dict[str, Any]:
         return {"exact": float(np.mean([p == t for p, t in zip(pred, val_tgt, strict=True)]))}
 
     ckpt = _checkpointer(config, workdir)
-    logger = MetricsLogger(workdir)
-    try:
-        result = fit(
-            state,
-            train_step,
-            epoch_batches,
-            num_epochs=config.num_epochs,
-            steps_per_epoch=steps_per_epoch,
-            evaluate_fn=evaluate_fn,
-            eval_every=config.eval_every,
-            early_stopping=EarlyStopping("exact", mode="max", patience=config.patience),
-            checkpointer=ckpt,
-            logger=logger,
-            progress=config.progress,
-            log_every=config.log_every,
-            description="dates",
-        )
-    finally:
-        logger.close()
-        ckpt.close()
-    plot_metrics(workdir / "metrics.jsonl", workdir / "curves.png", title="dates")
-    return {
-        "train_seconds": result.train_seconds,
-        "steps": int(result.state.step),
-        "best_step": result.best_step,
-        "stopped_early": result.stopped_early,
-        "val": result.best_metrics,
-        "num_params": count_params(params0),
-    }
+    summary = fit_logged(
+        state,
+        train_step,
+        epoch_batches,
+        workdir=workdir,
+        checkpointer=ckpt,
+        name="dates",
+        num_epochs=config.num_epochs,
+        steps_per_epoch=steps_per_epoch,
+        evaluate_fn=evaluate_fn,
+        eval_every=config.eval_every,
+        early_stopping=EarlyStopping("exact", mode="max", patience=config.patience),
+        progress=config.progress,
+        log_every=config.log_every,
+    )
+    return {**summary, "num_params": count_params(params0)}
 
 
 # --------------------------------------------------------------------------- evaluation

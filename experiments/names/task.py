@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.cli import config_from_dict, config_to_dict
+from experiments.cli import config_to_dict, fit_logged, load_run_vocab, read_run_config
 from experiments.names.config import MODEL_SPECS, NamesConfig
 from experiments.names.models import Tagger, make_tagger
 from rnn_jax.batching import iterate_batches, num_batches, pad_batch
@@ -33,12 +33,10 @@ from rnn_jax.data import load_tagged_sentences, name_labels, parse_tagged_text, 
 from rnn_jax.losses import masked_sigmoid_binary_cross_entropy
 from rnn_jax.metrics import ConfusionCounts, binary_confusion_counts
 from rnn_jax.params import count_params
-from rnn_jax.progress import MetricsLogger, plot_metrics
 from rnn_jax.train import (
     EarlyStopping,
     default_optimizer,
     evaluate,
-    fit,
     init_train_state,
     make_train_step,
 )
@@ -308,42 +306,24 @@ class ModelRun:
                 )
 
         ckpt = self.checkpointer()
-        logger = MetricsLogger(self.dir, tensorboard=c.tensorboard)
-        if c.tensorboard and not logger.tensorboard_enabled:
-            print(
-                "tensorboard=true but no writer is installed (pip install tensorboardX); "
-                "metrics go to metrics.jsonl only",
-                file=sys.stderr,
-            )
-        try:
-            result = fit(
-                state,
-                train_step,
-                epoch_batches,
-                num_epochs=c.num_epochs,
-                steps_per_epoch=steps_per_epoch,
-                evaluate_fn=lambda params: self.evaluate(params, data.val),
-                eval_every=c.eval_every,
-                early_stopping=EarlyStopping("f1", mode="max", patience=c.patience),
-                checkpointer=ckpt,
-                checkpoint_every=c.checkpoint_every,
-                checkpoint_extra={"vocab": data.vocab.to_json_dict()},
-                logger=logger,
-                progress=c.progress,
-                log_every=c.log_every,
-                description=self.name,
-            )
-        finally:
-            logger.close()
-            ckpt.close()
-        plot_metrics(self.dir / "metrics.jsonl", self.dir / "curves.png", title=self.name)
-        return {
-            "train_seconds": result.train_seconds,
-            "best_step": result.best_step,
-            "steps": int(result.state.step),
-            "stopped_early": result.stopped_early,
-            "val": result.best_metrics,
-        }
+        return fit_logged(
+            state,
+            train_step,
+            epoch_batches,
+            workdir=self.dir,
+            checkpointer=ckpt,
+            name=self.name,
+            tensorboard=c.tensorboard,
+            num_epochs=c.num_epochs,
+            steps_per_epoch=steps_per_epoch,
+            evaluate_fn=lambda params: self.evaluate(params, data.val),
+            eval_every=c.eval_every,
+            early_stopping=EarlyStopping("f1", mode="max", patience=c.patience),
+            checkpoint_every=c.checkpoint_every,
+            checkpoint_extra={"vocab": data.vocab.to_json_dict()},
+            progress=c.progress,
+            log_every=c.log_every,
+        )
 
 
 def finalize_counts(totals: dict[str, Any]) -> dict[str, float]:
@@ -441,23 +421,11 @@ def _write_config(workdir: Path, config: NamesConfig) -> None:
 
 
 def read_config(workdir: Path) -> NamesConfig:
-    path = workdir / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} does not exist: train first with "
-            f"`python -m experiments.names train --workdir {workdir}`."
-        )
-    return config_from_dict(NamesConfig, json.loads(path.read_text()))
+    return read_run_config(workdir, NamesConfig, "names")
 
 
 def load_vocab(workdir: Path) -> Vocabulary:
-    path = workdir / "vocab.json"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} does not exist: train first with "
-            f"`python -m experiments.names train --workdir {workdir}`."
-        )
-    return Vocabulary.load(path)
+    return load_run_vocab(workdir, "names")
 
 
 def train_command(config: NamesConfig, workdir: Path, inputs: list[str]) -> int:
