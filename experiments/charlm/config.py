@@ -62,10 +62,10 @@ def default_config(quick: bool = False) -> CharLMConfig:
     if not quick:
         return CharLMConfig()
     return CharLMConfig(
-        max_train_sentences=4000,
+        max_train_sentences=16000,
         max_len=160,
         hidden_size=128,
-        num_epochs=2,
+        num_epochs=5,
         warmup_steps=50,
         num_samples=2,
         sample_len=100,
