@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 WORKDIR ?= runs/names-quick
 JOBS   ?= 2
 
-.PHONY: install data test test-all demo demo-full bench bench-quick lint format clean
+.PHONY: install data test test-all demo demo-full bench-install bench bench-quick lint format clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,10 +34,14 @@ demo: $(STAMP) data
 demo-full: $(STAMP) data
 	$(PY) -m experiments.names demo --workdir runs/names-full
 
-bench: $(STAMP)
+# The benchmarks compare against PyTorch, so they need the torch extra.
+bench-install: $(STAMP)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q -e '.[benchmarks,torch]'
+
+bench: bench-install
 	$(PY) -m benchmarks.run
 
-bench-quick: $(STAMP)
+bench-quick: bench-install
 	$(PY) -m benchmarks.run --quick
 
 lint: $(STAMP)

@@ -18,8 +18,10 @@ PY="${PYTHON:-python}"
   "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.backends.cudnn.version())" 2>&1
 } | tee "$OUT/machine.txt"
 
-# 1. correctness on the GPU (JAX picks the GPU by default when one is present)
-"$PY" -m pytest -q -p no:cacheprovider -m "not slow" \
+# 1. correctness on the GPU (JAX picks the GPU by default when one is present). float32
+#    matmuls on NVIDIA GPUs default to TF32 (10-bit mantissa): the float64-reference tests
+#    check float32 rounding, so ask for full float32 precision here.
+JAX_DEFAULT_MATMUL_PRECISION=highest "$PY" -m pytest -q -p no:cacheprovider -m "not slow" \
   tests/test_recurrence.py tests/test_network.py tests/test_bptt.py tests/test_long.py \
   2>&1 | tee "$OUT/tests.txt"
 echo "tests exit code: ${PIPESTATUS[0]}" | tee -a "$OUT/tests.txt"
