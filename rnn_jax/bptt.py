@@ -36,6 +36,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
+from rnn_jax.cell import hidden_activation
+
 __all__ = [
     "DERIVATIVES",
     "carried_states",
@@ -47,7 +49,6 @@ DERIVATIVES: dict[str, Callable[[Array], Array]] = {
     "tanh": lambda a: 1.0 - a * a,
     "relu": lambda a: (a > 0).astype(a.dtype),
 }
-_FORWARD: dict[str, Callable[[Array], Array]] = {"tanh": jnp.tanh, "relu": jax.nn.relu}
 
 
 def scan_reference(
@@ -65,7 +66,7 @@ def scan_reference(
     The reference the hand-written backward pass is checked against, and the path taken
     for a callable activation (whose derivative is not known in closed form).
     """
-    g = _FORWARD.get(activation, activation) if isinstance(activation, str) else activation
+    g = hidden_activation(activation)
     W_aa_T = W_aa.T
 
     if mask is None:
@@ -109,7 +110,7 @@ def _in_place_scan(step, a0, buf, extra, *, reverse, unroll):
 
 
 def _forward(W_aa, z, a0, mask, activation, reverse, unroll):
-    g = _FORWARD[activation]
+    g = hidden_activation(activation)
     W_aa_T = W_aa.T
 
     def step(a_prev, z_t, m_t):
