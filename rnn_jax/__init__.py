@@ -28,6 +28,7 @@ from rnn_jax.generate import sample as sample
 from rnn_jax.long import chunk_loss as chunk_loss
 from rnn_jax.long import rnn_loss_remat as rnn_loss_remat
 from rnn_jax.long import truncated_bptt as truncated_bptt
+from rnn_jax.lookup import column_lookup as column_lookup
 from rnn_jax.losses import masked_mean_squared_error as masked_mean_squared_error
 from rnn_jax.losses import (
     masked_sigmoid_binary_cross_entropy as masked_sigmoid_binary_cross_entropy,
@@ -97,6 +98,7 @@ __all__ = [
     "count_params",
     "ctc_greedy_decode",
     "ctc_loss",
+    "column_lookup",
     "ctc_prefix_beam_search",
     "decoder_initial_state",
     "decoder_step",

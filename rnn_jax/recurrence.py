@@ -31,6 +31,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from rnn_jax.bptt import carried_states, scan_reference
+from rnn_jax.lookup import column_lookup
 from rnn_jax.params import LayerParams
 
 __all__ = [
@@ -141,12 +142,9 @@ def input_projection(layer: LayerParams, xs: Inputs) -> Float[Array, "T B H"]:
     H = layer.hidden_size
     W_ax = layer.W_a[:, H:]
     if is_token_ids(xs):
-        # Gather rows of the whole W_a^T (the columns H + id of W_a): slicing W_ax first
-        # makes XLA copy and transpose the (H, V) block on every call, and its gradient
-        # 4x slower. Negative ids are sent out of range too, so they also give NaN.
-        V = W_ax.shape[1]
-        rows = jnp.where(xs.T < 0, H + V, xs.T + H)
-        z = jnp.take(layer.W_a.T, rows, axis=0, mode="fill", fill_value=jnp.nan)
+        # Columns H + id of the whole W_a (slicing W_ax first would copy the (H, V) block
+        # on every call), gathered and scatter-added in sorted-id order: rnn_jax.lookup.
+        z = column_lookup(layer.W_a, xs.T, offset=H, num_columns=W_ax.shape[1])
     else:
         # Transpose the (narrower) inputs to time-major first, then one plain matmul whose
         # output is already (T, B, H): an einsum "btd,hd->tbh" makes XLA:CPU emit a
