@@ -18,9 +18,11 @@ uses only what the maths needs:
       dz<t>     = m<t> * g<t> * g'(h<t>)         tanh' = 1 - h^2, relu' = [h > 0]
       c         = dz<t> W_aa       if m<t>,   g<t> otherwise
 
-- after the loop ``dL/dW_aa = sum_t dz<t>^T h<t-1>`` is **one** ``(H, T*B) @ (T*B, H)``
-  matmul, ``dL/dz = dz`` flows into the input projection (one matmul for dense inputs, a
-  scatter-add into the columns of ``W_ax`` for token ids), and ``dL/da0 = c``.
+- after the loop ``dL/dW_aa = sum_t dz<t>^T h<t-1>`` is a few large matmuls over blocks
+  of about 1,024 rows (one matmul over all ``T*B`` rows would make XLA copy two shifted
+  ``(T - 1, B, H)`` slices), ``dL/dz = dz`` flows into the input projection (one matmul
+  for dense inputs, a sorted scatter-add into the columns of ``W_a`` for token ids:
+  :mod:`rnn_jax.lookup`), and ``dL/da0 = c``.
 
 Gradients are exact (the same maths as ``jax.grad`` of the plain scan, up to float
 rounding): ``tests/test_bptt.py`` checks them against :func:`scan_reference` for both
@@ -109,6 +111,41 @@ def _in_place_scan(step, a0, buf, extra, *, reverse, unroll):
     return jax.lax.fori_loop(0, T, body, (a0, buf), unroll=unroll)
 
 
+# Rows (steps x batch) per block of the weight-gradient matmul: large enough for a
+# matmul near peak, small enough (a few MiB) to stay in cache (benchmarks/RESULTS.md).
+_BLOCK_ROWS = 1024
+
+
+def _shifted_outer_sum(lhs, rhs, *, lhs_offset: int, rhs_offset: int):
+    """``sum_j lhs[j + lhs_offset]^T @ rhs[j + rhs_offset]`` over the ``T - 1`` shifted pairs.
+
+    ``lhs[1:]`` and ``rhs[:-1]`` as operands of one matmul would make XLA copy both
+    ``(T - 1, B, H)`` slices first (two extra state-sized buffers, ``156 MiB`` at
+    ``T = 10,000, B = 16, H = 128``); a loop over blocks of about ``_BLOCK_ROWS`` rows
+    copies one cache-sized block at a time and is as fast or faster.
+    """
+    T, B, H = lhs.shape
+    pairs = T - 1
+    acc = jnp.zeros((H, rhs.shape[-1]), jnp.result_type(lhs, rhs))
+    if pairs <= 0:
+        return acc
+    K = max(1, min(pairs, _BLOCK_ROWS // max(B, 1)))
+    n_blocks = pairs // K
+
+    def block(j, acc):
+        left = jax.lax.dynamic_slice_in_dim(lhs, j * K + lhs_offset, K).reshape(K * B, H)
+        right = jax.lax.dynamic_slice_in_dim(rhs, j * K + rhs_offset, K).reshape(K * B, -1)
+        return acc + left.T @ right
+
+    acc = jax.lax.fori_loop(0, n_blocks, block, acc)
+    done = n_blocks * K
+    if done < pairs:  # the last, shorter block
+        left = lhs[done + lhs_offset : pairs + lhs_offset].reshape(-1, H)
+        right = rhs[done + rhs_offset : pairs + rhs_offset].reshape(left.shape[0], -1)
+        acc = acc + left.T @ right
+    return acc
+
+
 def _forward(W_aa, z, a0, mask, activation, reverse, unroll):
     g = hidden_activation(activation)
     W_aa_T = W_aa.T
@@ -137,7 +174,6 @@ def _carried_states_fwd(W_aa, z, a0, mask, activation, reverse, unroll):
 def _carried_states_bwd(activation, reverse, unroll, residuals, dh):
     W_aa, h, a0, mask = residuals
     g_prime = DERIVATIVES[activation]
-    H = W_aa.shape[0]
 
     def step(c, dh_t, extra):
         h_t, m_t = extra
@@ -153,12 +189,11 @@ def _carried_states_bwd(activation, reverse, unroll, residuals, dh):
     da0, dz = _in_place_scan(
         step, jnp.zeros_like(a0), dh, (h, mask), reverse=not reverse, unroll=unroll
     )
-    # dW_aa = sum_t dz<t>^T h<t-1>: one (H, T*B) @ (T*B, H) matmul, plus the first step's a0.
+    # dW_aa = sum_t dz<t>^T h<t-1> (h<-1> = a0), as block matmuls after the loop.
     if reverse:
-        dz_first, dz_rest, h_prev_rest = dz[-1], dz[:-1], h[1:]
+        dW_aa = _shifted_outer_sum(dz, h, lhs_offset=0, rhs_offset=1) + dz[-1].T @ a0
     else:
-        dz_first, dz_rest, h_prev_rest = dz[0], dz[1:], h[:-1]
-    dW_aa = dz_rest.reshape(-1, H).T @ h_prev_rest.reshape(-1, H) + dz_first.T @ a0
+        dW_aa = _shifted_outer_sum(dz, h, lhs_offset=1, rhs_offset=0) + dz[0].T @ a0
     return dW_aa, dz, da0, None
 
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rnn_jax import init_rnn, rnn_apply
+from rnn_jax import bptt, init_rnn, rnn_apply
 from rnn_jax.bptt import carried_states, scan_reference
 from rnn_jax.recurrence import recurrence
 
@@ -181,3 +181,16 @@ def test_network_gradients_equal_autodiff(
         jax.tree_util.tree_leaves(g_new), jax.tree_util.tree_leaves(g_ref), strict=True
     ):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=5e-5, atol=5e-5)
+
+
+@pytest.mark.parametrize("T", [1, 2, 7, 8])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_weight_gradient_blocks_and_remainder(monkeypatch, T, reverse):
+    # Blocks of 6 rows with B = 2: three steps per block, so T = 8 (7 pairs) has two
+    # blocks and a remainder, T = 7 exactly two blocks, T <= 2 no full block.
+    monkeypatch.setattr(bptt, "_BLOCK_ROWS", 6)
+    W_aa, z, a0, mask, w = _problem(T, 2, 4, seed=T, masked=True)
+    args = (W_aa, z, a0)
+    g_new = jax.grad(_loss("bptt", "tanh", reverse, mask, w), argnums=(0, 1, 2))(*args)
+    g_ref = jax.grad(_loss("autodiff", "tanh", reverse, mask, w), argnums=(0, 1, 2))(*args)
+    _assert_grads_close(g_new, g_ref)
