@@ -3,6 +3,8 @@
 - ``backward``: the hand-written backward pass vs ``jax.grad`` of the ``lax.scan``;
 - ``unroll``: the ``lax.scan`` unroll factor of the library's loops;
 - ``one-hot``: token ids as a column lookup vs one-hot vectors times ``W_ax``;
+- ``lookup``: the sorted column lookup of :mod:`rnn_jax.lookup` (custom backward) vs a
+  plain ``jnp.take`` of ``W_a.T`` differentiated by ``jax.grad``;
 - ``long_memory``: XLA's count of the training step's buffers at ``T = 10,000`` for the
   default mode, autodiff, and the rematerialising mode of :mod:`rnn_jax.long`.
 """
@@ -69,6 +71,24 @@ def _one_hot(w: Workload):
     )
 
 
+def _plain_take(w: Workload):
+    """The library with ``jnp.take(W_a.T, H + ids)`` (and ``jax.grad``) for the lookup."""
+    import jax.numpy as jnp
+
+    from rnn_jax import recurrence
+
+    def plain(W, ids, *, offset=0, num_columns=None):
+        rows = jnp.where(ids < 0, W.shape[1], ids + offset)
+        return jnp.take(W.T, rows, axis=0, mode="fill", fill_value=jnp.nan)
+
+    original = recurrence.column_lookup
+    recurrence.column_lookup = plain
+    try:  # compiled ahead of time inside, so the patch only needs to last the build
+        return build_rnn_jax(w, name="take")
+    finally:
+        recurrence.column_lookup = original
+
+
 def run_ablations(reps: int) -> list[dict]:
     out = []
     for w in MAIN:
@@ -92,6 +112,13 @@ def run_ablations(reps: int) -> list[dict]:
     )
     out.append({"ablation": "one-hot", "workload": w.name, "results": r})
     print(f"ablation one-hot: {r}", flush=True)
+    for w in (by_name("W1"), by_name("W4")):
+        r = _alternate(
+            {"sorted": partial(build_rnn_jax, w, name="sorted"), "take": partial(_plain_take, w)},
+            reps,
+        )
+        out.append({"ablation": "lookup", "workload": w.name, "results": r})
+        print(f"ablation lookup {w.name}: {r}", flush=True)
     return out
 
 

@@ -89,6 +89,32 @@ def markdown(results: dict) -> str:
                 f"{f['peak_gflops']:.0f} GFLOP/s → floor {_ms(f['forward'])} ms forward, "
                 f"{_ms(f['train'])} ms train."
             )
+        below = []
+        for r in main:
+            I, f = r["impls"], r["floor"]
+            for peer in ("torch", "flax"):
+                if peer not in I:
+                    continue
+                for kind, key in (("train", "train_s"), ("forward", "forward_s")):
+                    tgt = (
+                        TARGETS_TRAIN[peer]
+                        if kind == "train"
+                        else TARGETS_FWD[peer][r["workload"]["name"]]
+                    )
+                    need = I[peer][key] / tgt
+                    if need < f[kind]:
+                        below.append(
+                            f"- {r['workload']['name']} {kind}, {tgt}× {peer}: needs "
+                            f"{_ms(need)} ms, the floor is {_ms(f[kind])} ms."
+                        )
+        if below:
+            L += [
+                "",
+                "Targets that lie below the floor on this machine (faster than the dependent "
+                "matmul chains and the FLOPs allow, so no implementation can meet them here):",
+                "",
+                *below,
+            ]
         if "W1" in {r["workload"]["name"] for r in main} and "W4" in {
             r["workload"]["name"] for r in main
         }:

@@ -59,6 +59,7 @@ def scan_reference(
     a0: Float[Array, "B H"],
     mask: Bool[Array, "T B"] | None,
     *,
+    bias: Float[Array, " H"] | None = None,
     activation: str | Callable[[Array], Array] = "tanh",
     reverse: bool = False,
     unroll: int | bool = 1,
@@ -70,11 +71,12 @@ def scan_reference(
     """
     g = hidden_activation(activation)
     W_aa_T = W_aa.T
+    b = jnp.zeros(W_aa.shape[:1], z.dtype) if bias is None else bias
 
     if mask is None:
 
         def step(a_prev, z_t):
-            a = g(z_t + a_prev @ W_aa_T)
+            a = g(z_t + b[None, :] + a_prev @ W_aa_T)
             return a, a
 
         _, h = jax.lax.scan(step, a0, z, reverse=reverse, unroll=unroll)
@@ -82,7 +84,7 @@ def scan_reference(
 
     def masked_step(a_prev, inputs):
         z_t, m_t = inputs
-        a = jnp.where(m_t[:, None], g(z_t + a_prev @ W_aa_T), a_prev)
+        a = jnp.where(m_t[:, None], g(z_t + b[None, :] + a_prev @ W_aa_T), a_prev)
         return a, a
 
     _, h = jax.lax.scan(masked_step, a0, (z, mask), reverse=reverse, unroll=unroll)
@@ -146,12 +148,12 @@ def _shifted_outer_sum(lhs, rhs, *, lhs_offset: int, rhs_offset: int):
     return acc
 
 
-def _forward(W_aa, z, a0, mask, activation, reverse, unroll):
+def _forward(W_aa, z, a0, mask, b, activation, reverse, unroll):
     g = hidden_activation(activation)
     W_aa_T = W_aa.T
 
     def step(a_prev, z_t, m_t):
-        a = g(z_t + a_prev @ W_aa_T)
+        a = g(z_t + b[None, :] + a_prev @ W_aa_T)
         if m_t is not None:
             a = jnp.where(m_t[:, None], a, a_prev)
         return a, a
@@ -160,13 +162,13 @@ def _forward(W_aa, z, a0, mask, activation, reverse, unroll):
     return h
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def _carried_states(W_aa, z, a0, mask, activation, reverse, unroll):
-    return _forward(W_aa, z, a0, mask, activation, reverse, unroll)
+@partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def _carried_states(W_aa, z, a0, mask, b, activation, reverse, unroll):
+    return _forward(W_aa, z, a0, mask, b, activation, reverse, unroll)
 
 
-def _carried_states_fwd(W_aa, z, a0, mask, activation, reverse, unroll):
-    h = _forward(W_aa, z, a0, mask, activation, reverse, unroll)
+def _carried_states_fwd(W_aa, z, a0, mask, b, activation, reverse, unroll):
+    h = _forward(W_aa, z, a0, mask, b, activation, reverse, unroll)
     # The only residual is h itself (the output buffer; nothing is copied).
     return h, (W_aa, h, a0, mask)
 
@@ -175,26 +177,27 @@ def _carried_states_bwd(activation, reverse, unroll, residuals, dh):
     W_aa, h, a0, mask = residuals
     g_prime = DERIVATIVES[activation]
 
-    def step(c, dh_t, extra):
+    def step(carry, dh_t, extra):
+        c, db = carry
         h_t, m_t = extra
         g_t = dh_t + c
         if m_t is None:
             dz_t = g_t * g_prime(h_t)
-            return dz_t @ W_aa, dz_t
+            return (dz_t @ W_aa, db + dz_t.sum(0)), dz_t
         m_t = m_t[:, None]
         dz_t = jnp.where(m_t, g_t * g_prime(h_t), jnp.zeros_like(g_t))
-        return jnp.where(m_t, dz_t @ W_aa, g_t), dz_t
+        return (jnp.where(m_t, dz_t @ W_aa, g_t), db + dz_t.sum(0)), dz_t
 
-    # The backward loop runs the other way in time and overwrites dL/dh with dL/dz.
-    da0, dz = _in_place_scan(
-        step, jnp.zeros_like(a0), dh, (h, mask), reverse=not reverse, unroll=unroll
-    )
+    # The backward loop runs the other way in time and overwrites dL/dh with dL/dz; the
+    # bias gradient is summed step by step while dz<t> is in cache.
+    carry0 = (jnp.zeros_like(a0), jnp.zeros(dh.shape[-1:], dh.dtype))
+    (da0, db), dz = _in_place_scan(step, carry0, dh, (h, mask), reverse=not reverse, unroll=unroll)
     # dW_aa = sum_t dz<t>^T h<t-1> (h<-1> = a0), as block matmuls after the loop.
     if reverse:
         dW_aa = _shifted_outer_sum(dz, h, lhs_offset=0, rhs_offset=1) + dz[-1].T @ a0
     else:
         dW_aa = _shifted_outer_sum(dz, h, lhs_offset=1, rhs_offset=0) + dz[0].T @ a0
-    return dW_aa, dz, da0, None
+    return dW_aa, dz, da0, None, db
 
 
 _carried_states.defvjp(_carried_states_fwd, _carried_states_bwd)
@@ -206,15 +209,18 @@ def carried_states(
     a0: Float[Array, "B H"],
     mask: Bool[Array, "T B"] | None,
     *,
+    bias: Float[Array, " H"] | None = None,
     activation: str | Callable[[Array], Array] = "tanh",
     reverse: bool = False,
     unroll: int | bool = 1,
 ) -> Float[Array, "T B H"]:
     """The carried states ``h<t>`` (time-major), with the hand-written backward pass.
 
-    ``h<t>`` is the state after step ``t``: ``g(z<t> + h<t-1> W_aa^T)`` at a valid step,
+    ``h<t>`` is the state after step ``t``: ``g(z<t> + b + h<t-1> W_aa^T)`` at a valid step,
     ``h<t-1>`` at a masked one (``h<t+1>`` for ``reverse=True``). A callable activation
-    falls back to :func:`scan_reference` (autodiff).
+    falls back to :func:`scan_reference` (autodiff). ``bias`` (``b``, default zero) is
+    added inside the loop, so the ``(T, B, H)`` input term ``z`` is never rewritten for it
+    (one pass and one state-sized buffer fewer than adding it to ``z`` first).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -227,6 +233,8 @@ def carried_states(
     """
     if z.shape[0] == 0 or not (isinstance(activation, str) and activation in DERIVATIVES):
         return scan_reference(
-            W_aa, z, a0, mask, activation=activation, reverse=reverse, unroll=unroll
+            W_aa, z, a0, mask, bias=bias, activation=activation, reverse=reverse, unroll=unroll
         )
-    return _carried_states(W_aa, z, a0, mask, activation, bool(reverse), unroll)
+    # In z's dtype, so that its gradient (summed from dz) has the primal's dtype.
+    b = jnp.zeros(z.shape[-1:], z.dtype) if bias is None else jnp.asarray(bias).astype(z.dtype)
+    return _carried_states(W_aa, z, a0, mask, b, activation, bool(reverse), unroll)

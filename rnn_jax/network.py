@@ -42,7 +42,7 @@ from rnn_jax.cell import Activation, output_activation_fn
 from rnn_jax.params import HeadParams, RNNParams
 from rnn_jax.recurrence import (
     check_inputs,
-    input_projection,
+    input_term,
     recurrence,
     resolve_mask,
 )
@@ -142,15 +142,16 @@ def _layers_time_major(
         outs = []
         for d, p in enumerate(layer):
             if l == 0:
-                z = input_projection(p, h)
+                z = input_term(p, h)
             else:
-                z = jnp.einsum("tbd,hd->tbh", h, p.W_a[:, H:]) + p.b_a[None, None, :]
+                z = jnp.einsum("tbd,hd->tbh", h, p.W_a[:, H:])
             a_init = jnp.zeros((B, H), p.W_a.dtype) if a0 is None else a0[l * dirs + d]
             a_seq, a_last = recurrence(
                 p.W_a[:, :H],
                 z,
                 a_init,
                 mask_tb,
+                bias=p.b_a,
                 activation=params.activation,
                 reverse=(d == 1),
                 unroll=unroll,
@@ -222,7 +223,9 @@ def rnn_layers(
 
 def _head(head: HeadParams, a: Array, output_activation: Activation | None) -> Array:
     logits = a @ head.W_y.T
-    return output_activation_fn(output_activation)(logits + jnp.broadcast_to(head.b_y, logits.shape))
+    return output_activation_fn(output_activation)(
+        logits + jnp.broadcast_to(head.b_y, logits.shape)
+    )
 
 
 def rnn_apply(

@@ -36,6 +36,7 @@ from rnn_jax.params import LayerParams
 
 __all__ = [
     "input_projection",
+    "input_term",
     "lengths_to_mask",
     "recurrence",
     "rnn_unroll",
@@ -134,6 +135,15 @@ def resolve_mask(lengths: Any, mask: Any, B: int, T: int) -> Bool[Array, "B T"] 
 def input_projection(layer: LayerParams, xs: Inputs) -> Float[Array, "T B H"]:
     """``z<t> = W_ax x<t> + b_a`` for every step at once, time-major ``(T, B, H)``.
 
+    See :func:`input_term` (the same without ``b_a``, which :func:`recurrence` can add
+    inside its loop).
+    """
+    return input_term(layer, xs) + layer.b_a[None, None, :]
+
+
+def input_term(layer: LayerParams, xs: Inputs) -> Float[Array, "T B H"]:
+    """``W_ax x<t>`` for every step at once, time-major ``(T, B, H)`` (no bias).
+
     Dense inputs: one matmul. Token ids: one gather of the columns ``W_ax[:, id]``
     (the product of ``W_ax`` with a one-hot vector, without building it). Ids out of
     range under ``jit`` (where they cannot be checked) give NaN, never a silently wrong
@@ -149,8 +159,39 @@ def input_projection(layer: LayerParams, xs: Inputs) -> Float[Array, "T B H"]:
         # Transpose the (narrower) inputs to time-major first, then one plain matmul whose
         # output is already (T, B, H): an einsum "btd,hd->tbh" makes XLA:CPU emit a
         # transposing dot that is 4x slower (benchmarks/RESULTS.md).
-        z = jax.lax.dot_general(jnp.swapaxes(xs, 0, 1), W_ax, (((2,), (1,)), ((), ())))
-    return z + layer.b_a[None, None, :]
+        z = _dense_term(W_ax, jnp.swapaxes(xs, 0, 1))
+    return z
+
+
+@jax.custom_vjp
+def _dense_term(W_ax: Array, xs_tm: Array) -> Array:
+    """``xs_tm @ W_ax.T`` for time-major ``(T, B, D)`` inputs.
+
+    Its weight gradient ``sum_n dz[n]^T x[n]`` needs one operand transposed; left to
+    itself XLA transposes ``dz`` (``(T*B, H)``, a state-sized copy), here the narrower
+    ``x`` is (``(T*B, D)``, usually ``D <= H``).
+    """
+    return jax.lax.dot_general(xs_tm, W_ax, (((2,), (1,)), ((), ())))
+
+
+def _dense_term_fwd(W_ax, xs_tm):
+    return _dense_term(W_ax, xs_tm), (W_ax, xs_tm)
+
+
+def _dense_term_bwd(residuals, dz):
+    W_ax, xs_tm = residuals
+    H, D = W_ax.shape
+    x = xs_tm.reshape(-1, D)
+    d = dz.reshape(-1, H)
+    if D <= H:
+        dW_ax = (x.T @ d).T
+    else:
+        dW_ax = d.T @ x
+    dxs = jax.lax.dot_general(dz, W_ax, (((2,), (0,)), ((), ())))
+    return dW_ax.astype(W_ax.dtype), dxs.astype(xs_tm.dtype)
+
+
+_dense_term.defvjp(_dense_term_fwd, _dense_term_bwd)
 
 
 def recurrence(
@@ -159,12 +200,16 @@ def recurrence(
     a0: Float[Array, "B H"],
     mask: Bool[Array, "T B"] | None,
     *,
+    bias: Float[Array, " H"] | None = None,
     activation: str | Callable[[Array], Array] = "tanh",
     reverse: bool = False,
     unroll: int | bool = 1,
     backward: str = "bptt",
 ) -> tuple[Float[Array, "T B H"], Float[Array, "B H"]]:
-    """The loop itself, time-major: ``a<t> = g(z<t> + a<t-1> W_aa^T)`` with masking.
+    """The loop itself, time-major: ``a<t> = g(z<t> + b + a<t-1> W_aa^T)`` with masking.
+
+    ``bias`` (``b``, default zero) is added inside the loop; pass ``z`` without it
+    (:func:`input_term`) to save a pass over the ``(T, B, H)`` input term.
 
     Returns ``(a_seq, a_last)`` where ``a_seq`` is zero at masked steps and ``a_last`` the
     state after each example's last valid step (``a0`` if it has none).
@@ -175,9 +220,13 @@ def recurrence(
     Both compute the same function and the same gradients up to float rounding.
     """
     if backward == "bptt":
-        h = carried_states(W_aa, z, a0, mask, activation=activation, reverse=reverse, unroll=unroll)
+        h = carried_states(
+            W_aa, z, a0, mask, bias=bias, activation=activation, reverse=reverse, unroll=unroll
+        )
     elif backward == "autodiff":
-        h = scan_reference(W_aa, z, a0, mask, activation=activation, reverse=reverse, unroll=unroll)
+        h = scan_reference(
+            W_aa, z, a0, mask, bias=bias, activation=activation, reverse=reverse, unroll=unroll
+        )
     else:
         raise ValueError(f"`backward` must be 'bptt' or 'autodiff', got {backward!r}.")
     if z.shape[0] == 0:
@@ -246,12 +295,12 @@ def rnn_unroll(
         a0 = jnp.zeros((B, H), W_a.dtype)
     elif tuple(jnp.shape(a0)) != (B, H):
         raise ValueError(f"`a0` must have shape (B, H) = ({B}, {H}), got {tuple(jnp.shape(a0))}.")
-    z = input_projection(layer, xs)
     a_seq, a_last = recurrence(
         layer.W_a[:, :H],
-        z,
+        input_term(layer, xs),
         a0,
         None if m is None else m.T,
+        bias=layer.b_a,
         activation=activation,
         reverse=reverse,
         unroll=unroll,

@@ -194,3 +194,31 @@ def test_weight_gradient_blocks_and_remainder(monkeypatch, T, reverse):
     g_new = jax.grad(_loss("bptt", "tanh", reverse, mask, w), argnums=(0, 1, 2))(*args)
     g_ref = jax.grad(_loss("autodiff", "tanh", reverse, mask, w), argnums=(0, 1, 2))(*args)
     _assert_grads_close(g_new, g_ref)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+def test_bias_inside_the_loop_equals_bias_added_to_z(reverse, masked):
+    W_aa, z, a0, mask, w = _problem(6, 3, 4, seed=11, masked=masked, kind="holes")
+    b = jax.random.normal(jax.random.key(5), (4,))
+
+    def loss(backward, inside):
+        def f(W_aa, z, a0, b):
+            if inside:
+                a_seq, a_last = recurrence(
+                    W_aa, z, a0, mask, bias=b, reverse=reverse, backward=backward
+                )
+            else:
+                a_seq, a_last = recurrence(
+                    W_aa, z + b[None, None, :], a0, mask, reverse=reverse, backward=backward
+                )
+            return jnp.sum(w * a_seq) + jnp.sum(jnp.sin(a_last))
+
+        return f
+
+    args = (W_aa, z, a0, b)
+    ref = jax.grad(loss("autodiff", False), argnums=(0, 1, 2, 3))(*args)
+    for backward in ("bptt", "autodiff"):
+        got = jax.grad(loss(backward, True), argnums=(0, 1, 2, 3))(*args)
+        for name, x, y in zip(("W_aa", "z", "a0", "b"), got, ref, strict=True):
+            np.testing.assert_allclose(x, y, rtol=2e-5, atol=2e-5, err_msg=f"{backward} {name}")

@@ -119,3 +119,23 @@ def test_errors():
         rnn_unroll(layer, xs, mask=jnp.ones((2, 5), jnp.int32))
     with pytest.raises(ValueError, match="`xs` must be floats"):
         rnn_unroll(layer, jnp.zeros((2, 5, 3), jnp.complex64))
+
+
+@pytest.mark.parametrize(("D", "H"), [(3, 5), (7, 4)])  # narrow and wide inputs
+def test_input_term_gradients_equal_autodiff(x64, D, H):
+    from rnn_jax.recurrence import input_projection, input_term
+
+    k1, k2, k3 = jax.random.split(jax.random.key(D), 3)
+    layer = init_layer(D, H, key=k1)
+    layer = jax.tree.map(lambda a: a.astype(jnp.float64), layer)
+    xs = jax.random.normal(k2, (2, 6, D), jnp.float64)
+    w = jax.random.normal(k3, (6, 2, H), jnp.float64)
+
+    def plain(layer, xs):  # the definition, differentiated by jax.grad
+        return jnp.einsum("btd,hd->tbh", xs, layer.W_a[:, H:])
+
+    for f in (input_term, lambda p, x: input_projection(p, x) - p.b_a[None, None, :]):
+        g = jax.grad(lambda p, x, f=f: jnp.sum(w * jnp.sin(f(p, x))), argnums=(0, 1))(layer, xs)
+        g_ref = jax.grad(lambda p, x: jnp.sum(w * jnp.sin(plain(p, x))), argnums=(0, 1))(layer, xs)
+        np.testing.assert_allclose(g[0].W_a, g_ref[0].W_a, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(g[1], g_ref[1], rtol=1e-12, atol=1e-12)
