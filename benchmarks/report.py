@@ -135,6 +135,9 @@ def markdown(results: dict) -> str:
             "",
             "## Sweeps (base B=16, T=100, H=128, dense D=32): training step, µs per token",
             "",
+            "T=100 and B=16 are both the base configuration, measured twice: their difference "
+            "shows the noise of calls that take about 1 ms.",
+            "",
         ]
         L += ["| point | " + " | ".join(impls) + " | forward µs/token rnn_jax / flax / torch |"]
         L += ["|" + "---|" * (len(impls) + 2)]
