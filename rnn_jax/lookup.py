@@ -40,11 +40,13 @@ _INT32_MAX = 2**31 - 1
 def _sorted_rows(W: Array, ids: Array, offset: int, num_columns: int):
     """Rows of ``W.T`` to gather, sorted, and the position each came from."""
     n = ids.size
-    flat = ids.reshape(-1).astype(jnp.int32)
+    flat = ids.reshape(-1)
     # Out of range (either side) -> the first row past W.T: the gather fills it with NaN
-    # and the scatter-add drops it.
+    # and the scatter-add drops it. Checked before the cast to int32, so that a wide id
+    # cannot wrap around into a valid one.
     sentinel = W.shape[1]
-    rows = jnp.where((flat < 0) | (flat >= num_columns), sentinel, flat + offset)
+    valid = (flat >= 0) & (flat < num_columns)
+    rows = jnp.where(valid, flat.astype(jnp.int32) + offset, sentinel)
     position = jnp.arange(n, dtype=jnp.int32)
     if (sentinel + 1) * n <= _INT32_MAX:
         key = jnp.sort(rows * n + position)

@@ -103,3 +103,11 @@ def test_empty_ids():
 def test_bad_arguments_raise(W, ids, kwargs, match):
     with pytest.raises(ValueError, match=match):
         column_lookup(W, ids, **kwargs)
+
+
+def test_wide_ids_do_not_wrap_into_valid_columns(x64):
+    W = jnp.arange(6.0).reshape(2, 3)
+    ids = jnp.array([2**32 + 1, 1], dtype=jnp.int64)  # the first is 1 modulo 2**32
+    out = jax.jit(column_lookup)(W, ids)
+    assert bool(jnp.isnan(out[0]).all())
+    np.testing.assert_array_equal(out[1], W[:, 1])
