@@ -130,6 +130,71 @@ def build_rnn_jax(w: Workload, *, name: str = "rnn_jax", backward: str = "bptt")
         network.recurrence = original
 
 
+def build_rnn_jax_dp(w: Workload) -> Impl:
+    """rnn_jax with the batch split over every JAX device (:mod:`rnn_jax.parallel`).
+
+    On a CPU this needs the process to expose several CPU devices
+    (``python -m benchmarks.run --cpu-devices N``); the training step is the library's
+    :func:`~rnn_jax.parallel.make_parallel_train_step` (per-shard masked means weighted by
+    their valid tokens: the same loss and gradient as the whole batch on one device),
+    the forward :func:`~rnn_jax.parallel.parallel_sums` of the masked loss sum and count.
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    import rnn_jax
+    from rnn_jax.parallel import batch_mesh, make_parallel_train_step, parallel_sums, shard_batch
+    from rnn_jax.train import init_train_state
+
+    mesh = batch_mesh()
+    if len(mesh.devices.ravel()) < 2:
+        raise RuntimeError("rnn_jax_dp needs several devices (run with --cpu-devices N)")
+    params = rnn_jax.init_rnn(
+        jax.random.key(0),
+        w.input_size,
+        w.H,
+        w.C,
+        num_layers=w.layers,
+        bidirectional=w.bidirectional,
+        token_inputs=w.D is None,
+    )
+    xs, labels, lengths = w.data()
+    if lengths is None:
+        lengths = np.full((w.B,), w.T, np.int32)
+    batch = shard_batch((xs, labels, lengths), mesh)
+    opt = optax.adam(LEARNING_RATE)
+
+    def sums(params, batch):
+        xs, labels, lengths = batch
+        logits = rnn_jax.rnn_apply(params, xs, lengths)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        mask = jnp.arange(labels.shape[1])[None, :] < lengths[:, None]
+        return jnp.sum(jnp.where(mask, ce, 0.0)), jnp.sum(mask).astype(ce.dtype)
+
+    def loss_fn(params, batch, *, key):
+        s, n = sums(params, batch)
+        return s / jnp.maximum(n, 1.0)
+
+    t0 = time.perf_counter()
+    step = make_parallel_train_step(loss_fn, opt, mesh, weight_fn=lambda b: jnp.sum(b[2]))
+    fwd_sums = parallel_sums(sums, mesh)
+    state = {"s": init_train_state(params, opt, key=jax.random.key(0))}
+    state["s"], _ = step(state["s"], batch)  # compiles (the first step is not timed)
+    jax.block_until_ready(fwd_sums(state["s"].params, batch))
+    compile_s = time.perf_counter() - t0
+
+    def forward():
+        s, n = fwd_sums(state["s"].params, batch)
+        return float(s / n)
+
+    def train():
+        state["s"], metrics = step(state["s"], batch)
+        return float(metrics["loss"])
+
+    return Impl("rnn_jax_dp", forward, train, compile_s)
+
+
 def build_flax(w: Workload) -> Impl:
     import flax.linen as nn
     import jax
@@ -258,6 +323,7 @@ BUILDERS: dict[str, Callable[[Workload], Impl]] = {
     "flax": build_flax,
     "haiku": build_haiku,
     "torch": build_torch,
+    "rnn_jax_dp": build_rnn_jax_dp,
 }
 ABLATIONS: dict[str, Callable[[Workload], Impl]] = {
     "rnn_jax[autodiff]": partial(build_rnn_jax, name="rnn_jax[autodiff]", backward="autodiff"),

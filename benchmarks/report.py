@@ -126,6 +126,34 @@ def markdown(results: dict) -> str:
                     f"Masking cost (rnn_jax W4 / W1, same shapes): train "
                     f"{w4['train_s'] / w1['train_s']:.3f}×, forward {w4['forward_s'] / w1['forward_s']:.3f}× (target ≤ 1.05).",
                 ]
+    dp = [r for r in main if "rnn_jax_dp" in r["impls"] and "rnn_jax" in r["impls"]]
+    if dp:
+        n_dev = len(results["machine"].get("jax_devices", [])) or "several"
+        L += [
+            "",
+            f"## Data parallel: rnn_jax_dp, the batch split over {n_dev} CPU devices",
+            "",
+            "The same runs, one more implementation: `rnn_jax.parallel.make_parallel_train_step` "
+            "(forward: `parallel_sums`) with one JAX CPU device per core, each running the "
+            "single-device code on its share of the batch, then summing the gradients "
+            "(the loss and gradient of the whole batch, exactly). The tables above are "
+            "single-device rnn_jax; this is the same library using both cores the way "
+            "JAX uses several devices. Ratios are speed-ups of rnn_jax_dp (> 1: faster).",
+            "",
+            "| workload | train ms | vs rnn_jax | vs torch | vs flax | forward ms | vs rnn_jax | vs torch | vs flax |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in dp:
+            I = r["impls"]
+            row = [r["workload"]["name"]]
+            for kind in ("train_s", "forward_s"):
+                row.append(_ms(I["rnn_jax_dp"][kind]))
+                for peer in ("rnn_jax", "torch", "flax"):
+                    if peer in I:
+                        row.append(f"{I[peer][kind] / I['rnn_jax_dp'][kind]:.2f}×")
+                    else:
+                        row.append("—")
+            L.append("| " + " | ".join(row) + " |")
     sweeps = [r for r in results["workloads"] if r["workload"]["group"] != "main"]
     if sweeps:
         impls = [
@@ -209,14 +237,16 @@ def plot(results: dict, path: Path) -> None:
         if r["workload"]["group"] != "main":
             sweeps.setdefault(r["workload"]["group"], []).append(r)
     impls = ["rnn_jax", "flax", "haiku", "torch"]
+    bar_impls = impls + (["rnn_jax_dp"] if any("rnn_jax_dp" in r["impls"] for r in main) else [])
+    width = 0.8 / len(bar_impls)
     ncols = 2 + len(sweeps)
     fig, axes = plt.subplots(1, ncols, figsize=(5 * ncols, 4))
     axes = np.atleast_1d(axes)
     for ax, kind in zip(axes[:2], ("train", "forward"), strict=True):
         x = np.arange(len(main))
-        for k, i in enumerate(impls):
+        for k, i in enumerate(bar_impls):
             vals = [r["impls"][i][f"{kind}_tokens_per_s"] if i in r["impls"] else 0 for r in main]
-            ax.bar(x + (k - 1.5) * 0.2, vals, 0.2, label=i)
+            ax.bar(x + (k - (len(bar_impls) - 1) / 2) * width, vals, width, label=i)
         ax.set_xticks(x, [r["workload"]["name"] for r in main])
         ax.set_ylabel("tokens / s")
         ax.set_title(f"{kind} (higher is better)")

@@ -14,6 +14,11 @@ memory over one training step, measured in a fresh subprocess per implementation
 workload; for JAX also XLA's count of the step's buffers), and for rnn_jax the fraction
 of the floor (:mod:`benchmarks.floor`) reached.
 
+The process exposes one JAX CPU device per core (``--cpu-devices``). Every peer, and
+``rnn_jax``, runs on the first device as a single-device user would; ``rnn_jax_dp`` (W1-W5
+only) splits the batch over all of them with :mod:`rnn_jax.parallel`, which is how a JAX
+program uses several cores for a recurrence whose per-step matmul XLA:CPU runs on one.
+
 Writes ``benchmarks/results.json``, ``benchmarks/RESULTS.md`` and
 ``benchmarks/results.png`` (``--out`` for another folder).
 """
@@ -104,6 +109,9 @@ def probe_memory(impl: str, workload: str) -> dict:
 
 def memory_subprocess(impl: str, w: Workload) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.run", "--probe-memory", impl, w.name]
+    import jax
+
+    cmd += ["--cpu-devices", str(len(jax.devices()))]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=True)
         return json.loads(out.stdout.strip().splitlines()[-1])
@@ -171,8 +179,23 @@ def main(argv=None) -> None:
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--no-ablations", action="store_true")
     p.add_argument("--out", type=Path, default=HERE)
+    p.add_argument(
+        "--cpu-devices",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="CPU devices JAX exposes (default: one per core); with several, rnn_jax_dp "
+        "(the batch split over them) is timed on W1-W5 too",
+    )
     p.add_argument("--probe-memory", nargs=2, metavar=("IMPL", "WORKLOAD"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.cpu_devices < 1:
+        p.error(f"--cpu-devices must be >= 1, got {args.cpu_devices}")
+
+    import jax
+
+    # Before anything starts the CPU backend. Single-device code (every peer, and rnn_jax
+    # itself) runs on the first device as before: measured unchanged.
+    jax.config.update("jax_num_cpu_devices", args.cpu_devices)
 
     if args.probe_memory:
         print(json.dumps(probe_memory(*args.probe_memory)))
@@ -196,8 +219,12 @@ def main(argv=None) -> None:
     def save():
         json_path.write_text(json.dumps(results, indent=1))
 
+    data_parallel = len(jax.devices()) > 1 and "rnn_jax_dp" not in args.impls
     for w in tqdm(workloads, desc="workloads"):
-        res = time_workload(w, args.impls, reps)
+        impls = list(args.impls)
+        if data_parallel and w.group == "main" and "rnn_jax" in impls:
+            impls.append("rnn_jax_dp")
+        res = time_workload(w, impls, reps)
         results["workloads"].append(res)
         line = ", ".join(
             f"{n} {r['train_s'] * 1e3:.1f}/{r['forward_s'] * 1e3:.1f} ms"
