@@ -53,6 +53,19 @@ DERIVATIVES: dict[str, Callable[[Array], Array]] = {
 }
 
 
+def varying_like(x: Array, like: Array) -> Array:
+    """``x`` (same value) typed like ``like`` inside ``shard_map``: device-varying over its axes.
+
+    Under ``shard_map`` a loop whose carry starts from a device-invariant value (zeros, a
+    replicated ``a0`` or weight) and becomes device-varying (it mixes in the sharded
+    inputs) has carry types that differ, which ``check_vma=True`` rejects. Adding a zero
+    taken from ``like`` gives ``x`` the varying type; its gradient is summed over the
+    devices (the transpose of that broadcast), which is the gradient of a replicated
+    value. Outside ``shard_map`` it is ``x + 0``.
+    """
+    return x + jnp.zeros_like(like, dtype=x.dtype, shape=())
+
+
 def scan_reference(
     W_aa: Float[Array, "H H"],
     z: Float[Array, "T B H"],
@@ -72,6 +85,7 @@ def scan_reference(
     g = hidden_activation(activation)
     W_aa_T = W_aa.T
     b = jnp.zeros(W_aa.shape[:1], z.dtype) if bias is None else bias
+    a0 = varying_like(a0, z)
 
     if mask is None:
 
@@ -133,7 +147,7 @@ def _shifted_outer_sum(lhs, rhs, *, lhs_offset: int, rhs_offset: int):
     """
     T, B, H = lhs.shape
     pairs = T - 1
-    acc = jnp.zeros((H, rhs.shape[-1]), jnp.result_type(lhs, rhs))
+    acc = varying_like(jnp.zeros((H, rhs.shape[-1]), jnp.result_type(lhs, rhs)), lhs)
     if pairs <= 0:
         return acc
     K = max(1, min(pairs, _BLOCK_ROWS // max(B, 1)))
@@ -195,7 +209,7 @@ def _carried_states_bwd(activation, reverse, unroll, residuals, dh):
 
     # The backward loop runs the other way in time and overwrites dL/dh with dL/dz; the
     # bias gradient is summed step by step while dz<t> is in cache.
-    carry0 = (jnp.zeros_like(a0), jnp.zeros(dh.shape[-1:], dh.dtype))
+    carry0 = (jnp.zeros_like(a0), varying_like(jnp.zeros(dh.shape[-1:], dh.dtype), dh))
     # With B = 1 (or H = 1) the batch sum (or the matmul) is a no-op, XLA recomputes
     # dz<t> inside both of its consumers (the matmul and the in-place write) and then
     # copies the whole buffer on every step to keep the read before the write: 10x slower
@@ -254,4 +268,6 @@ def carried_states(
         )
     # In z's dtype, so that its gradient (summed from dz) has the primal's dtype.
     b = jnp.zeros(z.shape[-1:], z.dtype) if bias is None else jnp.asarray(bias).astype(z.dtype)
+    # Under shard_map: every operand typed like the sharded z (see varying_like).
+    W_aa, a0, b = (varying_like(x, z) for x in (W_aa, a0, b))
     return _carried_states(W_aa, z, a0, mask, b, activation, bool(reverse), unroll)

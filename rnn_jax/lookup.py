@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
+from rnn_jax.bptt import varying_like
+
 __all__ = ["column_lookup"]
 
 _INT32_MAX = 2**31 - 1
@@ -136,4 +138,6 @@ def column_lookup(
         )
     if ids.size == 0:
         return jnp.zeros((*ids.shape, W.shape[0]), W.dtype)
-    return _column_lookup(W, ids, int(offset), int(num_columns))
+    # Under shard_map with sharded ids: W typed device-varying like them (XLA fuses the
+    # "+ 0" into the gather; the gradient is summed over devices). See varying_like.
+    return _column_lookup(varying_like(W, ids), ids, int(offset), int(num_columns))

@@ -121,7 +121,62 @@ def _check_a0(a0: Any, params: RNNParams, B: int) -> Array:
     return jnp.asarray(a0)
 
 
+def _explicit_batch_axes(xs: Array) -> tuple[Any, Any] | None:
+    """``(mesh, axes)`` if the batch axis of ``xs`` is sharded over explicit mesh axes."""
+    try:
+        sharding = jax.typeof(xs).sharding
+        spec = sharding.spec
+    except AttributeError:  # not a typed JAX value (or an older JAX)
+        return None
+    if len(spec) == 0 or spec[0] is None:
+        return None
+    return sharding.mesh, spec[0]
+
+
 def _layers_time_major(
+    params: RNNParams,
+    xs: Inputs,
+    mask_tb: Bool[Array, "T B"] | None,
+    a0: Float[Array, "LD B H"] | None,
+    dropout: float,
+    key: jax.Array | None,
+    unroll: int | bool,
+) -> tuple[Float[Array, "T Bo Hout"], Float[Array, "LD B H"]]:
+    """All layers, time-major; over a batch sharded on explicit mesh axes, one shard per device.
+
+    Examples never interact, so with ``xs`` sharded along its batch axis (``jax.make_mesh``
+    axes are explicit by default) each device runs the single-device code on its own
+    examples under ``shard_map``; the replicated parameters' gradients are summed over the
+    devices by ``shard_map``'s own differentiation. (Under an auto-sharded mesh, XLA's
+    partitioner handles the same code.)
+    """
+    found = _explicit_batch_axes(xs)
+    if found is None:
+        return _layers_local(params, xs, mask_tb, a0, dropout, key, unroll)
+    mesh, axes = found
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    def placed(x, spec):
+        return None if x is None else jax.sharding.reshard(x, NamedSharding(mesh, spec))
+
+    mask_tb = placed(mask_tb, P(None, axes))
+    a0 = placed(a0, P(None, axes))
+
+    def local(params, xs, mask_tb, a0, key):
+        if key is not None:  # a different dropout mask on every shard
+            key = jax.random.fold_in(key, jax.lax.axis_index(axes))
+        return _layers_local(params, xs, mask_tb, a0, dropout, key, unroll)
+
+    return jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(P(), P(axes), P(None, axes), P(None, axes), P()),
+        out_specs=(P(None, axes), P(None, axes)),
+    )(params, xs, mask_tb, a0, key)
+
+
+def _layers_local(
     params: RNNParams,
     xs: Inputs,
     mask_tb: Bool[Array, "T B"] | None,

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
-from rnn_jax.bptt import carried_states, scan_reference
+from rnn_jax.bptt import carried_states, scan_reference, varying_like
 from rnn_jax.lookup import column_lookup
 from rnn_jax.params import LayerParams
 
@@ -159,7 +159,7 @@ def input_term(layer: LayerParams, xs: Inputs) -> Float[Array, "T B H"]:
         # Transpose the (narrower) inputs to time-major first, then one plain matmul whose
         # output is already (T, B, H): an einsum "btd,hd->tbh" makes XLA:CPU emit a
         # transposing dot that is 4x slower (benchmarks/RESULTS.md).
-        z = _dense_term(W_ax, jnp.swapaxes(xs, 0, 1))
+        z = _dense_term(varying_like(W_ax, xs), jnp.swapaxes(xs, 0, 1))
     return z
 
 

@@ -24,3 +24,44 @@ def x64():
     """Run a test with 64-bit floats enabled (for float64 reference comparisons)."""
     with jax.enable_x64(True):
         yield
+
+
+@pytest.fixture
+def on_cpu_devices():
+    """``run(code, n=2) -> dict``: run ``code`` in a fresh Python with ``n`` CPU devices.
+
+    The device count is fixed when JAX starts, so tests of several devices need their own
+    process. ``code`` runs after ``jax`` is imported with ``n`` devices and strict rank
+    promotion, with ``tests/`` importable, and must print one JSON object as its last line.
+    """
+    import json
+    import subprocess
+    import sys
+    import textwrap
+
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+
+    def run(code: str, n: int = 2) -> dict:
+        prelude = textwrap.dedent(
+            f"""
+            import sys
+            sys.path.insert(0, {tests_dir!r})
+            import jax
+            jax.config.update("jax_num_cpu_devices", {n})
+            jax.config.update("jax_numpy_rank_promotion", "raise")
+            assert len(jax.devices()) == {n}, jax.devices()
+            """
+        )
+        env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+        env.pop("XLA_FLAGS", None)
+        proc = subprocess.run(
+            [sys.executable, "-c", prelude + textwrap.dedent(code)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    return run

@@ -450,3 +450,76 @@ def test_closed_over_inputs_under_jit_are_checked_at_trace_time():
     bad = jnp.array([[1, 2, 10], [4, 5, 6]])
     with pytest.raises(ValueError, match=r"`xs` token ids must lie in \[0, 10\)"):
         jax.jit(lambda p: rnn_apply(p, bad, lengths))(tok)
+
+
+_SHARDED = """
+    import json
+    import jax.numpy as jnp, numpy as np
+    from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+    import rnn_jax
+
+    B, T, V, D, H, C = 4, 7, 11, 6, 5, 3
+    rng = np.random.default_rng(0)
+    out = {}
+    mesh = jax.make_mesh((2,), ("b",), axis_types=(AxisType.Explicit,))
+    shard = lambda x, spec=P("b"): jax.device_put(x, NamedSharding(mesh, spec))
+    for token in (True, False):
+        for bi in (False, True):
+            params = rnn_jax.init_rnn(
+                jax.random.key(0), V if token else D, H, C, num_layers=2,
+                bidirectional=bi, token_inputs=token,
+            )
+            xs = (rng.integers(0, V, (B, T)).astype(np.int32) if token
+                  else rng.standard_normal((B, T, D)).astype(np.float32))
+            lengths = np.array([7, 1, 3, 0], np.int32)
+            a0 = rng.standard_normal((2 * (2 if bi else 1), B, H)).astype(np.float32)
+
+            def loss(p, xs, lengths, a0):
+                logits = rnn_jax.rnn_apply(p, xs, lengths, a0=a0)
+                _, finals = rnn_jax.rnn_layers(p, xs, lengths, a0)
+                return jnp.sum(jnp.sin(logits)) + jnp.sum(finals**2)
+
+            name = f"{'ids' if token else 'dense'}-{'bi' if bi else 'uni'}"
+            ref_val, ref_grad = jax.value_and_grad(loss)(params, xs, lengths, a0)
+            ref_logits = rnn_jax.rnn_apply(params, xs)  # no lengths: every step valid
+
+            def err(val, grad):
+                g = max(float(jnp.max(jnp.abs(a - b))) for a, b in
+                        zip(jax.tree.leaves(grad), jax.tree.leaves(ref_grad), strict=True))
+                return [abs(float(val) - float(ref_val)), g]
+
+            # 1. plain jit over a batch sharded on explicit mesh axes (a0 left replicated)
+            with jax.set_mesh(mesh):
+                args = (shard(xs), shard(lengths), a0)
+                val, grad = jax.jit(jax.value_and_grad(loss))(params, *args)
+                logits = jax.jit(rnn_jax.rnn_apply)(params, shard(xs))
+                spec = str(jax.typeof(logits).sharding.spec)
+                drop = jax.jit(lambda p, x: rnn_jax.rnn_apply(
+                    p, x, dropout=0.5, key=jax.random.key(3)))(params, shard(xs))
+            out[name + " explicit"] = err(val, grad) + [
+                float(jnp.max(jnp.abs(logits - ref_logits))), spec,
+                bool(jnp.all(jnp.isfinite(drop))),
+            ]
+            # 2. the user's own shard_map (check_vma=True), gradients summed over devices
+            def local(p, xs, lengths, a0):
+                v, g = jax.value_and_grad(loss)(p, xs, lengths, a0)
+                return jax.lax.psum(v, "b"), g
+            f = jax.jit(jax.shard_map(
+                local, mesh=mesh, in_specs=(P(), P("b"), P("b"), P(None, "b")),
+                out_specs=(P(), P()),
+            ))
+            val, grad = f(params, shard(xs), shard(lengths), shard(a0, P(None, "b")))
+            out[name + " shard_map"] = err(val, grad)
+    print(json.dumps(out))
+    """
+
+
+def test_batch_sharded_over_two_devices_equals_one_device(on_cpu_devices):
+    out = on_cpu_devices(_SHARDED)
+    assert len(out) == 8, out
+    for name, res in out.items():
+        assert res[0] < 1e-4 and res[1] < 1e-4, (name, res)  # loss and every gradient
+        if name.endswith("explicit"):
+            assert res[2] < 1e-5, (name, res)  # logits without lengths
+            assert res[3].startswith("P('b'"), (name, res)  # the output stays sharded
+            assert res[4], (name, res)  # dropout on shards runs and stays finite

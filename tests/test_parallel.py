@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -90,23 +84,18 @@ def test_bad_arguments():
 
 
 # Several CPU devices need a fresh process (the device count is fixed when JAX starts).
-_TWO_DEVICES = textwrap.dedent(
-    """
-    import json, sys
-    import jax
-    jax.config.update("jax_num_cpu_devices", 2)
+_TWO_DEVICES = """
+    import json
     import jax.numpy as jnp, numpy as np, optax
-    sys.path.insert(0, {tests!r})
     from test_parallel import _tagging_problem, _loss_fn, _valid_tokens
     import rnn_jax
     from rnn_jax.parallel import batch_mesh, make_parallel_train_step, parallel_sums, shard_batch
     from rnn_jax.train import init_train_state, make_train_step
 
-    assert len(jax.devices()) == 2, jax.devices()
     params, batch = _tagging_problem()
     opt = optax.sgd(0.5)
     mesh = batch_mesh()
-    out = {{}}
+    out = {}
     s1 = s2 = s3 = init_train_state(params, opt, key=jax.random.key(1))
     s1, m1 = make_train_step(_loss_fn, opt)(s1, batch)
     s2, m2 = make_parallel_train_step(_loss_fn, opt, mesh, weight_fn=_valid_tokens)(s2, batch)
@@ -132,7 +121,7 @@ _TWO_DEVICES = textwrap.dedent(
         loss_sum = rnn_jax.masked_softmax_cross_entropy(
             logits, labels, lengths=lengths, reduction="sum"
         )
-        return {{"loss_sum": loss_sum, "count": jnp.sum(lengths)}}
+        return {"loss_sum": loss_sum, "count": jnp.sum(lengths)}
 
     got = parallel_sums(sums, mesh)(params, batch)
     want = sums(params, batch)
@@ -143,18 +132,10 @@ _TWO_DEVICES = textwrap.dedent(
         out["odd_batch_error"] = str(e)
     print(json.dumps(out))
     """
-)
 
 
-def test_two_cpu_devices_equal_the_whole_batch_on_one():
-    code = _TWO_DEVICES.format(tests=os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+def test_two_cpu_devices_equal_the_whole_batch_on_one(on_cpu_devices):
+    out = on_cpu_devices(_TWO_DEVICES)
     # Shards hold 8 and 9 valid tokens of 17: the weighted combination is exact ...
     assert out["params_err"] < 1e-5, out
     np.testing.assert_allclose(out["loss"][1], out["loss"][0], rtol=1e-6)
