@@ -42,6 +42,7 @@ from rnn_jax.cell import Activation, output_activation_fn
 from rnn_jax.params import HeadParams, RNNParams
 from rnn_jax.recurrence import (
     check_inputs,
+    explicit_batch_axes,
     input_term,
     recurrence,
     resolve_mask,
@@ -121,18 +122,6 @@ def _check_a0(a0: Any, params: RNNParams, B: int) -> Array:
     return jnp.asarray(a0)
 
 
-def _explicit_batch_axes(xs: Array) -> tuple[Any, Any] | None:
-    """``(mesh, axes)`` if the batch axis of ``xs`` is sharded over explicit mesh axes."""
-    try:
-        sharding = jax.typeof(xs).sharding
-        spec = sharding.spec
-    except AttributeError:  # not a typed JAX value (or an older JAX)
-        return None
-    if len(spec) == 0 or spec[0] is None:
-        return None
-    return sharding.mesh, spec[0]
-
-
 def _layers_time_major(
     params: RNNParams,
     xs: Inputs,
@@ -150,7 +139,7 @@ def _layers_time_major(
     devices by ``shard_map``'s own differentiation. (Under an auto-sharded mesh, XLA's
     partitioner handles the same code.)
     """
-    found = _explicit_batch_axes(xs)
+    found = explicit_batch_axes(xs)
     if found is None:
         return _layers_local(params, xs, mask_tb, a0, dropout, key, unroll)
     mesh, axes = found

@@ -21,6 +21,13 @@ devices (``jax.config.update("jax_num_cpu_devices", n)`` before JAX starts, or
 once. The gradients of large embedding tables are summed across devices every step,
 which on CPU costs about as much as it saves (``benchmarks/RESULTS.md``).
 
+The same split happens without this module when a batch is sharded over *explicit* mesh
+axes (the default of ``jax.make_mesh``) and passed to ``rnn_apply`` / ``rnn_layers`` /
+``rnn_classify`` under plain ``jit``: the network then runs one ``shard_map`` shard per
+device itself. All of rnn_jax's loops also run inside a user's own ``shard_map`` (with
+``check_vma=True``). What this module adds is the exact weighting of per-shard means and
+a complete optimiser step.
+
 Example:
     >>> import jax, jax.numpy as jnp, optax
     >>> from rnn_jax.train import init_train_state
@@ -172,7 +179,7 @@ def make_parallel_train_step(
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
         return TrainState(params, opt_state, state.step + 1, state.key), metrics
 
-    # check_vma=False: the per-device code is ordinary single-device code (its loops start
+    # check_vma=False: `loss_fn` is arbitrary single-device code (a user's loop may start
     # from device-invariant zeros); the cross-device sums above are explicit.
     step = jax.jit(
         jax.shard_map(

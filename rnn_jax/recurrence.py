@@ -116,6 +116,22 @@ def check_mask(mask: Any, B: int, T: int, *, name: str = "mask") -> Array:
     return mask
 
 
+def explicit_batch_axes(xs: Any) -> tuple[Any, Any] | None:
+    """``(mesh, axes)`` if the batch (first) axis of ``xs`` is sharded over explicit mesh axes.
+
+    Then the layer functions run one ``shard_map`` shard per device (examples never
+    interact); ``None`` otherwise (one device, auto-sharded meshes, inside ``shard_map``).
+    """
+    try:
+        sharding = jax.typeof(xs).sharding
+        spec = sharding.spec
+    except AttributeError:  # not a typed JAX value
+        return None
+    if len(spec) == 0 or spec[0] is None:
+        return None
+    return sharding.mesh, spec[0]
+
+
 def lengths_to_mask(lengths: Int[Array, " B"], T: int) -> Bool[Array, "B T"]:
     """``mask[b, t] = t < lengths[b]``."""
     return jnp.arange(T)[None, :] < lengths[:, None]
@@ -295,14 +311,35 @@ def rnn_unroll(
         a0 = jnp.zeros((B, H), W_a.dtype)
     elif tuple(jnp.shape(a0)) != (B, H):
         raise ValueError(f"`a0` must have shape (B, H) = ({B}, {H}), got {tuple(jnp.shape(a0))}.")
-    a_seq, a_last = recurrence(
-        layer.W_a[:, :H],
-        input_term(layer, xs),
-        a0,
-        None if m is None else m.T,
-        bias=layer.b_a,
-        activation=activation,
-        reverse=reverse,
-        unroll=unroll,
-    )
+    m_tb = None if m is None else m.T
+
+    def run(layer, xs, a0, m_tb):
+        return recurrence(
+            layer.W_a[:, :H],
+            input_term(layer, xs),
+            a0,
+            m_tb,
+            bias=layer.b_a,
+            activation=activation,
+            reverse=reverse,
+            unroll=unroll,
+        )
+
+    found = explicit_batch_axes(xs)
+    if found is None:
+        a_seq, a_last = run(layer, xs, a0, m_tb)
+    else:  # a batch sharded over explicit mesh axes: one shard per device
+        mesh, axes = found
+        from jax.sharding import NamedSharding
+        from jax.sharding import PartitionSpec as P
+
+        a0 = jax.sharding.reshard(a0, NamedSharding(mesh, P(axes)))
+        if m_tb is not None:
+            m_tb = jax.sharding.reshard(m_tb, NamedSharding(mesh, P(None, axes)))
+        a_seq, a_last = jax.shard_map(
+            run,
+            mesh=mesh,
+            in_specs=(P(), P(axes), P(axes), P(None, axes)),
+            out_specs=(P(None, axes), P(axes)),
+        )(layer, xs, a0, m_tb)
     return jnp.swapaxes(a_seq, 0, 1), a_last

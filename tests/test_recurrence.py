@@ -139,3 +139,49 @@ def test_input_term_gradients_equal_autodiff(x64, D, H):
         g_ref = jax.grad(lambda p, x: jnp.sum(w * jnp.sin(plain(p, x))), argnums=(0, 1))(layer, xs)
         np.testing.assert_allclose(g[0].W_a, g_ref[0].W_a, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(g[1], g_ref[1], rtol=1e-12, atol=1e-12)
+
+
+_SHARDED_UNROLL = """
+    import json
+    import jax.numpy as jnp, numpy as np
+    from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+    from rnn_jax import init_layer, rnn_unroll
+
+    B, T, V, D, H = 4, 6, 9, 3, 5
+    rng = np.random.default_rng(1)
+    mesh = jax.make_mesh((2,), ("b",), axis_types=(AxisType.Explicit,))
+    shard = lambda x: jax.device_put(x, NamedSharding(mesh, P("b")))
+    out = {}
+    for token in (True, False):
+        layer = init_layer(V if token else D, H, key=jax.random.key(2))
+        xs = (rng.integers(0, V, (B, T)).astype(np.int32) if token
+              else rng.standard_normal((B, T, D)).astype(np.float32))
+        lengths = np.array([6, 0, 2, 5], np.int32)
+        for reverse in (False, True):
+            def loss(layer, xs, lengths):
+                a_seq, a_last = rnn_unroll(layer, xs, lengths, reverse=reverse)
+                return jnp.sum(jnp.sin(a_seq)) + jnp.sum(a_last**2), (a_seq, a_last)
+
+            (ref, (ref_seq, ref_last)), ref_g = jax.value_and_grad(loss, has_aux=True)(
+                layer, xs, lengths)
+            with jax.set_mesh(mesh):
+                (val, (seq, last)), g = jax.jit(jax.value_and_grad(loss, has_aux=True))(
+                    layer, shard(xs), shard(lengths))
+            out[f"{token}-{reverse}"] = [
+                abs(float(val) - float(ref)),
+                float(jnp.max(jnp.abs(seq - ref_seq))),
+                float(jnp.max(jnp.abs(last - ref_last))),
+                max(float(jnp.max(jnp.abs(a - b))) for a, b in
+                    zip(jax.tree.leaves(g), jax.tree.leaves(ref_g), strict=True)),
+                str(jax.typeof(seq).sharding.spec),
+            ]
+    print(json.dumps(out))
+    """
+
+
+def test_rnn_unroll_on_a_batch_sharded_over_two_devices(on_cpu_devices):
+    out = on_cpu_devices(_SHARDED_UNROLL)
+    assert len(out) == 4, out
+    for name, (d_loss, d_seq, d_last, d_grad, spec) in out.items():
+        assert max(d_loss, d_seq, d_last, d_grad) < 1e-5, (name, out[name])
+        assert spec.startswith("P('b'"), (name, spec)
