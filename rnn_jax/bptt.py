@@ -114,18 +114,20 @@ def _in_place_scan(step, a0, buf, extra, *, reverse, unroll, in_place=True):
     ``in_place=False`` writes a separate buffer instead (see :func:`_carried_states_bwd`).
     """
     T = buf.shape[0]
+    # t is always in [0, T): no index normalisation (one select fewer per access, and
+    # per step at small sizes these scalar ops cost as much as the arithmetic).
+    get = partial(jax.lax.dynamic_index_in_dim, keepdims=False, allow_negative_indices=False)
+    put = partial(jax.lax.dynamic_update_index_in_dim, axis=0, allow_negative_indices=False)
 
     def body(i, carry):
         a, src, out = carry
         t = T - 1 - i if reverse else i
-        x_t = jax.lax.dynamic_index_in_dim(src, t, keepdims=False)
-        e_t = jax.tree_util.tree_map(
-            lambda e: jax.lax.dynamic_index_in_dim(e, t, keepdims=False), extra
-        )
+        x_t = get(src, t)
+        e_t = jax.tree_util.tree_map(lambda e: get(e, t), extra)
         a, y_t = step(a, x_t, e_t)
         if out is None:
-            return a, jax.lax.dynamic_update_index_in_dim(src, y_t, t, 0), None
-        return a, src, jax.lax.dynamic_update_index_in_dim(out, y_t, t, 0)
+            return a, put(src, y_t, t), None
+        return a, src, put(out, y_t, t)
 
     out0 = None if in_place else jnp.zeros_like(buf)
     a, src, out = jax.lax.fori_loop(0, T, body, (a0, buf, out0), unroll=unroll)
@@ -154,8 +156,12 @@ def _shifted_outer_sum(lhs, rhs, *, lhs_offset: int, rhs_offset: int):
     n_blocks = pairs // K
 
     def block(j, acc):
-        left = jax.lax.dynamic_slice_in_dim(lhs, j * K + lhs_offset, K).reshape(K * B, H)
-        right = jax.lax.dynamic_slice_in_dim(rhs, j * K + rhs_offset, K).reshape(K * B, -1)
+        left = jax.lax.dynamic_slice_in_dim(
+            lhs, j * K + lhs_offset, K, allow_negative_indices=False
+        ).reshape(K * B, H)
+        right = jax.lax.dynamic_slice_in_dim(
+            rhs, j * K + rhs_offset, K, allow_negative_indices=False
+        ).reshape(K * B, -1)
         return acc + left.T @ right
 
     acc = jax.lax.fori_loop(0, n_blocks, block, acc)
