@@ -99,14 +99,12 @@ def _jax_impl(name, w: Workload, params, logits_fn) -> Impl:
     return Impl(name, forward, train, compile_s, xla_bytes)
 
 
-def build_rnn_jax(w: Workload, *, name: str = "rnn_jax", backward: str = "bptt") -> Impl:
+def _rnn_jax_params(w: Workload):
     import jax
 
     import rnn_jax
-    from rnn_jax import network
-    from rnn_jax.recurrence import recurrence
 
-    params = rnn_jax.init_rnn(
+    return rnn_jax.init_rnn(
         jax.random.key(0),
         w.input_size,
         w.H,
@@ -115,6 +113,14 @@ def build_rnn_jax(w: Workload, *, name: str = "rnn_jax", backward: str = "bptt")
         bidirectional=w.bidirectional,
         token_inputs=w.D is None,
     )
+
+
+def build_rnn_jax(w: Workload, *, name: str = "rnn_jax", backward: str = "bptt") -> Impl:
+    import rnn_jax
+    from rnn_jax import network
+    from rnn_jax.recurrence import recurrence
+
+    params = _rnn_jax_params(w)
 
     def logits_fn(params, xs, lengths):
         return rnn_jax.rnn_apply(params, xs, lengths)
@@ -150,15 +156,7 @@ def build_rnn_jax_dp(w: Workload) -> Impl:
     mesh = batch_mesh()
     if len(mesh.devices.ravel()) < 2:
         raise RuntimeError("rnn_jax_dp needs several devices (run with --cpu-devices N)")
-    params = rnn_jax.init_rnn(
-        jax.random.key(0),
-        w.input_size,
-        w.H,
-        w.C,
-        num_layers=w.layers,
-        bidirectional=w.bidirectional,
-        token_inputs=w.D is None,
-    )
+    params = _rnn_jax_params(w)
     xs, labels, lengths = w.data()
     if lengths is None:
         lengths = np.full((w.B,), w.T, np.int32)

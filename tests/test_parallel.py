@@ -28,6 +28,15 @@ def _loss_fn(params, batch, *, key):
     return rnn_jax.masked_softmax_cross_entropy(logits, labels, lengths=lengths)
 
 
+def _sums(params, batch):
+    ids, labels, lengths = batch
+    logits = rnn_jax.rnn_apply(params, ids, lengths)
+    loss_sum = rnn_jax.masked_softmax_cross_entropy(
+        logits, labels, lengths=lengths, reduction="sum"
+    )
+    return {"loss_sum": loss_sum, "count": jnp.sum(lengths)}
+
+
 def _valid_tokens(batch):
     return jnp.sum(batch[2])
 
@@ -53,16 +62,8 @@ def test_one_device_mesh_reproduces_make_train_step():
 def test_parallel_sums_one_device():
     params, batch = _tagging_problem()
 
-    def sums(params, batch):
-        ids, labels, lengths = batch
-        logits = rnn_jax.rnn_apply(params, ids, lengths)
-        loss_sum = rnn_jax.masked_softmax_cross_entropy(
-            logits, labels, lengths=lengths, reduction="sum"
-        )
-        return {"loss_sum": loss_sum, "count": jnp.sum(lengths)}
-
-    got = parallel_sums(sums, batch_mesh(jax.devices()[:1]))(params, batch)
-    want = sums(params, batch)
+    got = parallel_sums(_sums, batch_mesh(jax.devices()[:1]))(params, batch)
+    want = _sums(params, batch)
     np.testing.assert_allclose(got["loss_sum"], want["loss_sum"], rtol=1e-6)
     assert float(got["count"]) == float(want["count"]) == 17.0
 
@@ -87,7 +88,7 @@ def test_bad_arguments():
 _TWO_DEVICES = """
     import json
     import jax.numpy as jnp, numpy as np, optax
-    from test_parallel import _tagging_problem, _loss_fn, _valid_tokens
+    from test_parallel import _tagging_problem, _loss_fn, _sums, _valid_tokens
     import rnn_jax
     from rnn_jax.parallel import batch_mesh, make_parallel_train_step, parallel_sums, shard_batch
     from rnn_jax.train import init_train_state, make_train_step
@@ -115,16 +116,8 @@ _TWO_DEVICES = """
         (s.device.id, list(s.data.shape), s.index[0].start or 0) for s in placed.addressable_shards
     )
 
-    def sums(params, batch):
-        ids, labels, lengths = batch
-        logits = rnn_jax.rnn_apply(params, ids, lengths)
-        loss_sum = rnn_jax.masked_softmax_cross_entropy(
-            logits, labels, lengths=lengths, reduction="sum"
-        )
-        return {"loss_sum": loss_sum, "count": jnp.sum(lengths)}
-
-    got = parallel_sums(sums, mesh)(params, batch)
-    want = sums(params, batch)
+    got = parallel_sums(_sums, mesh)(params, batch)
+    want = _sums(params, batch)
     out["sums"] = [float(got["loss_sum"]), float(want["loss_sum"]), float(got["count"])]
     try:
         make_parallel_train_step(_loss_fn, opt, mesh)(s1, tuple(a[:3] for a in batch))
