@@ -44,6 +44,7 @@ from rnn_jax.recurrence import (
     check_inputs,
     explicit_batch_axes,
     input_term,
+    on_batch_shards,
     recurrence,
     resolve_mask,
 )
@@ -142,27 +143,22 @@ def _layers_time_major(
     found = explicit_batch_axes(xs)
     if found is None:
         return _layers_local(params, xs, mask_tb, a0, dropout, key, unroll)
-    mesh, axes = found
-    from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    def placed(x, spec):
-        return None if x is None else jax.sharding.reshard(x, NamedSharding(mesh, spec))
-
-    mask_tb = placed(mask_tb, P(None, axes))
-    a0 = placed(a0, P(None, axes))
+    mesh, axes = found
 
     def local(params, xs, mask_tb, a0, key):
         if key is not None:  # a different dropout mask on every shard
             key = jax.random.fold_in(key, jax.lax.axis_index(axes))
         return _layers_local(params, xs, mask_tb, a0, dropout, key, unroll)
 
-    return jax.shard_map(
+    return on_batch_shards(
         local,
-        mesh=mesh,
+        mesh,
+        (params, xs, mask_tb, a0, key),
         in_specs=(P(), P(axes), P(None, axes), P(None, axes), P()),
         out_specs=(P(None, axes), P(None, axes)),
-    )(params, xs, mask_tb, a0, key)
+    )
 
 
 def _layers_local(

@@ -132,6 +132,23 @@ def explicit_batch_axes(xs: Any) -> tuple[Any, Any] | None:
     return sharding.mesh, spec[0]
 
 
+def on_batch_shards(fn: Callable, mesh: Any, args: tuple, in_specs: tuple, out_specs: Any) -> Any:
+    """``fn(*args)`` under ``shard_map`` over ``mesh``: one shard of the batch per device.
+
+    Arguments with a non-empty spec are first resharded to it (a no-op when they already
+    have it, e.g. a replicated ``a0`` becomes batch-sharded); ``P()`` ones and ``None``
+    pass as they are.
+    """
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    placed = tuple(
+        a if a is None or spec == P() else jax.sharding.reshard(a, NamedSharding(mesh, spec))
+        for a, spec in zip(args, in_specs, strict=True)
+    )
+    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs)(*placed)
+
+
 def lengths_to_mask(lengths: Int[Array, " B"], T: int) -> Bool[Array, "B T"]:
     """``mask[b, t] = t < lengths[b]``."""
     return jnp.arange(T)[None, :] < lengths[:, None]
@@ -329,17 +346,14 @@ def rnn_unroll(
     if found is None:
         a_seq, a_last = run(layer, xs, a0, m_tb)
     else:  # a batch sharded over explicit mesh axes: one shard per device
-        mesh, axes = found
-        from jax.sharding import NamedSharding
         from jax.sharding import PartitionSpec as P
 
-        a0 = jax.sharding.reshard(a0, NamedSharding(mesh, P(axes)))
-        if m_tb is not None:
-            m_tb = jax.sharding.reshard(m_tb, NamedSharding(mesh, P(None, axes)))
-        a_seq, a_last = jax.shard_map(
+        mesh, axes = found
+        a_seq, a_last = on_batch_shards(
             run,
-            mesh=mesh,
+            mesh,
+            (layer, xs, a0, m_tb),
             in_specs=(P(), P(axes), P(axes), P(None, axes)),
             out_specs=(P(None, axes), P(axes)),
-        )(layer, xs, a0, m_tb)
+        )
     return jnp.swapaxes(a_seq, 0, 1), a_last
