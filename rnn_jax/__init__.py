@@ -7,6 +7,7 @@ See README.md for the task families and the API contract.
 """
 
 from rnn_jax import interop as interop
+from rnn_jax._checks import lengths_to_mask as lengths_to_mask
 from rnn_jax.batching import Batch as Batch
 from rnn_jax.batching import bucket_batches as bucket_batches
 from rnn_jax.batching import iterate_batches as iterate_batches
@@ -55,7 +56,6 @@ from rnn_jax.params import init_layer as init_layer
 from rnn_jax.params import init_rnn as init_rnn
 from rnn_jax.params import split_layer as split_layer
 from rnn_jax.params import stack_layer as stack_layer
-from rnn_jax.recurrence import lengths_to_mask as lengths_to_mask
 from rnn_jax.recurrence import rnn_unroll as rnn_unroll
 from rnn_jax.seq2seq import DecoderState as DecoderState
 from rnn_jax.seq2seq import Seq2SeqParams as Seq2SeqParams

@@ -37,9 +37,9 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, Int
 
+from rnn_jax._checks import check_lengths, lengths_to_mask
 from rnn_jax.network import rnn_apply
 from rnn_jax.params import RNNParams
-from rnn_jax.recurrence import check_lengths, lengths_to_mask
 
 __all__ = [
     "ctc_greedy_decode",

@@ -52,10 +52,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from rnn_jax._checks import check_lengths
 from rnn_jax.cell import rnn_cell
 from rnn_jax.network import check_params, rnn_layers
 from rnn_jax.params import LayerParams, RNNParams
-from rnn_jax.recurrence import check_lengths
 
 __all__ = [
     "BeamSearchResult",

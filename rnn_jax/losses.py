@@ -34,76 +34,18 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
+from rnn_jax._checks import resolve_mask
+
 __all__ = [
     "masked_mean_squared_error",
     "masked_sigmoid_binary_cross_entropy",
     "masked_softmax_cross_entropy",
-    "resolve_mask",
 ]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
 
 # --------------------------------------------------------------------------- helpers
-def resolve_mask(
-    mask: ArrayLike | None,
-    lengths: ArrayLike | None,
-    shape: tuple[int, ...],
-    *,
-    what: str = "labels",
-) -> Bool[Array, "..."] | None:
-    """Turns ``mask`` or ``lengths`` into a boolean mask of ``shape`` (or ``None``).
-
-    Args:
-        mask: boolean (or integer 0/1) array of exactly ``shape``, ``True`` at
-            valid positions; or ``None``.
-        lengths: integer array ``(B,)`` with ``shape == (B, T)``; position
-            ``(b, t)`` is valid iff ``t < lengths[b]``. Values are expected in
-            ``[0, T]`` (not checkable under ``jit``). Or ``None``.
-        shape: the shape of the positions, ``(B, T)`` for sequences.
-        what: the name of the argument whose shape ``shape`` is, for messages.
-
-    Returns:
-        ``None`` when both are ``None`` (every position is valid), else a
-        ``bool`` array of ``shape``.
-
-    Raises:
-        ValueError: both given, a wrong shape, or a float dtype.
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> resolve_mask(None, jnp.array([2, 0]), (2, 3)).astype(int).tolist()
-        [[1, 1, 0], [0, 0, 0]]
-    """
-    shape = tuple(shape)
-    if mask is not None and lengths is not None:
-        raise ValueError("pass either `mask` or `lengths`, not both")
-    if mask is not None:
-        mask = jnp.asarray(mask)
-        if mask.shape != shape:
-            raise ValueError(
-                f"`mask` must have shape {what}.shape = {shape}, got {tuple(mask.shape)}"
-            )
-        if mask.dtype == jnp.bool_:
-            return mask
-        if jnp.issubdtype(mask.dtype, jnp.integer):
-            return mask != 0
-        raise ValueError(f"`mask` must be bool (or integer 0/1), got dtype {mask.dtype}")
-    if lengths is not None:
-        lengths = jnp.asarray(lengths)
-        if len(shape) != 2:
-            raise ValueError(
-                f"`lengths` needs {what} with 2 position axes (B, T), got {what}.shape = {shape}"
-            )
-        B, T = shape
-        if lengths.shape != (B,):
-            raise ValueError(f"`lengths` must have shape (B,) = ({B},), got {tuple(lengths.shape)}")
-        if not jnp.issubdtype(lengths.dtype, jnp.integer):
-            raise ValueError(f"`lengths` must have an integer dtype, got {lengths.dtype}")
-        return jnp.arange(T)[None, :] < lengths[:, None]
-    return None
-
-
 def _check_reduction(reduction: str) -> None:
     if reduction not in _REDUCTIONS:
         raise ValueError(f"`reduction` must be one of {_REDUCTIONS}, got {reduction!r}")
@@ -181,7 +123,7 @@ def masked_softmax_cross_entropy(
         )
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise ValueError(f"`labels` must have an integer dtype, got {labels.dtype}")
-    mask = resolve_mask(mask, lengths, labels.shape)
+    mask = resolve_mask(lengths, mask, labels.shape, what="labels")
     if mask is not None:
         logits = jnp.where(_expand_to(mask, logits.ndim), logits, 0.0)
         labels = jnp.where(mask, labels, 0)
@@ -252,7 +194,7 @@ def masked_sigmoid_binary_cross_entropy(
     if not jnp.issubdtype(logits.dtype, jnp.floating):
         raise ValueError(f"`logits` must have a floating dtype, got {logits.dtype}")
     labels = labels.astype(logits.dtype)
-    mask = resolve_mask(mask, lengths, labels.shape)
+    mask = resolve_mask(lengths, mask, labels.shape, what="labels")
     if mask is not None:
         logits = jnp.where(mask, logits, 0.0)
         labels = jnp.where(mask, labels, 0.0)
@@ -334,7 +276,7 @@ def masked_mean_squared_error(
         positions = tuple(preds.shape[:2])
     else:
         positions = tuple(preds.shape)
-    mask = resolve_mask(mask, lengths, positions, what="preds[positions]")
+    mask = resolve_mask(lengths, mask, positions, what="preds[positions]")
     if mask is not None:
         full = _expand_to(mask, preds.ndim)
         preds = jnp.where(full, preds, 0.0)

@@ -35,7 +35,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
-from rnn_jax.losses import resolve_mask
+from rnn_jax._checks import resolve_mask
 
 __all__ = [
     "AccuracyCounts",
@@ -247,7 +247,7 @@ def binary_confusion_counts(
     labels = _check_labels(labels)
     y_hat = predicted_labels(predictions, labels.shape, from_logits=from_logits) != 0
     y = labels != 0
-    valid = resolve_mask(mask, lengths, labels.shape)
+    valid = resolve_mask(lengths, mask, labels.shape, what="labels")
     if valid is None:
         valid = jnp.ones(labels.shape, dtype=jnp.bool_)
 
@@ -306,7 +306,7 @@ def accuracy_counts(
     labels = _check_labels(labels)
     y_hat = predicted_labels(predictions, labels.shape, from_logits=from_logits)
     correct = y_hat == labels.astype(jnp.int32)
-    valid = resolve_mask(mask, lengths, labels.shape)
+    valid = resolve_mask(lengths, mask, labels.shape, what="labels")
     if valid is None:
         return AccuracyCounts(
             jnp.sum(correct, dtype=jnp.int32), jnp.asarray(correct.size, dtype=jnp.int32)

@@ -38,16 +38,10 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
+from rnn_jax._checks import check_inputs, resolve_mask
 from rnn_jax.cell import Activation, output_activation_fn
 from rnn_jax.params import HeadParams, RNNParams
-from rnn_jax.recurrence import (
-    check_inputs,
-    explicit_batch_axes,
-    input_term,
-    on_batch_shards,
-    recurrence,
-    resolve_mask,
-)
+from rnn_jax.recurrence import explicit_batch_axes, input_term, on_batch_shards, recurrence
 
 __all__ = [
     "check_params",
@@ -211,7 +205,7 @@ def _prepare(params, xs, lengths, mask, a0, dropout, key):
             "initialise with init_rnn(..., token_inputs=True) or pass floats (B, T, D)."
         )
     B, T = xs.shape[:2]
-    m = resolve_mask(lengths, mask, B, T)
+    m = resolve_mask(lengths, mask, (B, T))
     if a0 is not None:
         a0 = _check_a0(a0, params, B)
     if not 0.0 <= dropout < 1.0:

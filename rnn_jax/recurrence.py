@@ -27,9 +27,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
+from rnn_jax._checks import check_inputs, is_token_ids, lengths_to_mask, resolve_mask
 from rnn_jax.bptt import carried_states, scan_reference, varying_like
 from rnn_jax.lookup import column_lookup
 from rnn_jax.params import LayerParams
@@ -43,77 +43,6 @@ __all__ = [
 ]
 
 Inputs = Float[Array, "B T D"] | Int[Array, "B T"]
-
-
-def _is_concrete(x: Any) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
-def is_token_ids(xs: Array) -> bool:
-    return jnp.issubdtype(jnp.asarray(xs).dtype, jnp.integer)
-
-
-def check_inputs(xs: Any, input_size: int, *, name: str = "xs") -> Array:
-    """Validate ``xs``: floats ``(B, T, D)`` or integer token ids ``(B, T)`` below ``D``."""
-    xs = jnp.asarray(xs) if not isinstance(xs, jax.Array) else xs
-    if is_token_ids(xs):
-        if xs.ndim != 2:
-            raise ValueError(
-                f"`{name}` as integer token ids must have shape (B, T), got {tuple(xs.shape)}."
-            )
-        if _is_concrete(xs) and xs.size:
-            # NumPy, not jnp: under a jit trace even a closed-over constant's jnp.min is traced.
-            host = np.asarray(xs)
-            lo, hi = int(host.min()), int(host.max())
-            if lo < 0 or hi >= input_size:
-                raise ValueError(
-                    f"`{name}` token ids must lie in [0, {input_size}) (the vocabulary size), "
-                    f"got values in [{lo}, {hi}]."
-                )
-        return xs
-    if not jnp.issubdtype(xs.dtype, jnp.floating):
-        raise ValueError(
-            f"`{name}` must be floats (B, T, D) or integer ids (B, T), got dtype {xs.dtype}."
-        )
-    if xs.ndim == 2:
-        raise ValueError(
-            f"`{name}` of shape {tuple(xs.shape)} has dtype {xs.dtype}: token ids must be integers "
-            f"(cast with xs.astype(jnp.int32)), and dense inputs must have shape (B, T, D)."
-        )
-    if xs.ndim != 3:
-        raise ValueError(
-            f"`{name}` must have shape (B, T, D) or (B, T) for token ids, got {tuple(xs.shape)}."
-        )
-    if xs.shape[-1] != input_size:
-        raise ValueError(
-            f"`{name}` must have feature size D = {input_size} (the layer's input size), "
-            f"got shape {tuple(xs.shape)}."
-        )
-    return xs
-
-
-def check_lengths(lengths: Any, B: int, T: int, *, name: str = "lengths") -> Array:
-    """Validate ``lengths``: integers of shape ``(B,)`` in ``[0, T]`` (values checked when concrete)."""
-    lengths = jnp.asarray(lengths)
-    if lengths.shape != (B,):
-        raise ValueError(f"`{name}` must have shape (B,) = ({B},), got {tuple(lengths.shape)}.")
-    if not jnp.issubdtype(lengths.dtype, jnp.integer):
-        raise ValueError(f"`{name}` must be integers, got dtype {lengths.dtype}.")
-    if _is_concrete(lengths) and B:
-        host = np.asarray(lengths)
-        lo, hi = int(host.min()), int(host.max())
-        if lo < 0 or hi > T:
-            raise ValueError(f"`{name}` must lie in [0, T] = [0, {T}], got values in [{lo}, {hi}].")
-    return lengths
-
-
-def check_mask(mask: Any, B: int, T: int, *, name: str = "mask") -> Array:
-    mask = jnp.asarray(mask)
-    if mask.shape != (B, T):
-        raise ValueError(f"`{name}` must have shape (B, T) = ({B}, {T}), got {tuple(mask.shape)}.")
-    if mask.dtype != jnp.bool_:
-        raise ValueError(f"`{name}` must be boolean, got dtype {mask.dtype}.")
-    return mask
 
 
 def explicit_batch_axes(xs: Any) -> tuple[Any, Any] | None:
@@ -147,22 +76,6 @@ def on_batch_shards(fn: Callable, mesh: Any, args: tuple, in_specs: tuple, out_s
         for a, spec in zip(args, in_specs, strict=True)
     )
     return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs)(*placed)
-
-
-def lengths_to_mask(lengths: Int[Array, " B"], T: int) -> Bool[Array, "B T"]:
-    """``mask[b, t] = t < lengths[b]``."""
-    return jnp.arange(T)[None, :] < lengths[:, None]
-
-
-def resolve_mask(lengths: Any, mask: Any, B: int, T: int) -> Bool[Array, "B T"] | None:
-    """One boolean mask from ``lengths`` or ``mask`` (not both); ``None`` means all valid."""
-    if lengths is not None and mask is not None:
-        raise ValueError("Pass either `lengths` or `mask`, not both.")
-    if lengths is not None:
-        return lengths_to_mask(check_lengths(lengths, B, T), T)
-    if mask is not None:
-        return check_mask(mask, B, T)
-    return None
 
 
 def input_projection(layer: LayerParams, xs: Inputs) -> Float[Array, "T B H"]:
@@ -323,7 +236,7 @@ def rnn_unroll(
         )
     xs = check_inputs(xs, layer.input_size)
     B, T = xs.shape[:2]
-    m = resolve_mask(lengths, mask, B, T)
+    m = resolve_mask(lengths, mask, (B, T))
     if a0 is None:
         a0 = jnp.zeros((B, H), W_a.dtype)
     elif tuple(jnp.shape(a0)) != (B, H):

@@ -57,17 +57,12 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from rnn_jax._checks import check_inputs, check_lengths, lengths_to_mask
 from rnn_jax.cell import rnn_cell
 from rnn_jax.losses import masked_softmax_cross_entropy
 from rnn_jax.network import rnn_layers
 from rnn_jax.params import ACTIVATIONS, HeadParams, LayerParams, RNNParams, init_head, init_layer
-from rnn_jax.recurrence import (
-    check_inputs,
-    check_lengths,
-    input_projection,
-    lengths_to_mask,
-    recurrence,
-)
+from rnn_jax.recurrence import input_projection, recurrence
 
 __all__ = [
     "BRIDGES",

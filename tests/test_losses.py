@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rnn_jax._checks import resolve_mask
 from rnn_jax.losses import (
     masked_mean_squared_error,
     masked_sigmoid_binary_cross_entropy,
     masked_softmax_cross_entropy,
-    resolve_mask,
 )
 
 RTOL = 1e-5
@@ -324,13 +324,13 @@ def test_shape_errors_are_pinned():
         masked_softmax_cross_entropy(z, y, jnp.ones((3,), bool))
     with pytest.raises(ValueError, match=r"`lengths` must have shape \(B,\) = \(2,\), got \(3,\)"):
         masked_softmax_cross_entropy(z, y, lengths=jnp.array([1, 2, 3]))
-    with pytest.raises(ValueError, match="either `mask` or `lengths`, not both"):
+    with pytest.raises(ValueError, match="either `lengths` or `mask`, not both"):
         masked_softmax_cross_entropy(z, y, jnp.ones((2, 3), bool), lengths=jnp.array([1, 2]))
     with pytest.raises(ValueError, match="`labels` must have an integer dtype, got float32"):
         masked_softmax_cross_entropy(z, jnp.zeros((2, 3)))
     with pytest.raises(ValueError, match="`reduction` must be one of"):
         masked_softmax_cross_entropy(z, y, reduction="avg")
-    with pytest.raises(ValueError, match="`mask` must be bool .* got dtype float32"):
+    with pytest.raises(ValueError, match="`mask` must be boolean .* got dtype float32"):
         masked_softmax_cross_entropy(z, y, jnp.ones((2, 3)))
     with pytest.raises(
         ValueError,
@@ -345,8 +345,8 @@ def test_shape_errors_are_pinned():
         masked_mean_squared_error(jnp.zeros((2, 3)), jnp.zeros((3, 2)))
     with pytest.raises(ValueError, match=r"`mask` must have a prefix of preds.shape"):
         masked_mean_squared_error(jnp.zeros((2, 3, 2)), jnp.zeros((2, 3, 2)), jnp.ones((3,), bool))
-    with pytest.raises(ValueError, match=r"`lengths` needs labels with 2 position axes"):
-        resolve_mask(None, jnp.array([1]), (4,))
+    with pytest.raises(ValueError, match=r"`lengths` needs labels with two position axes"):
+        resolve_mask(jnp.array([1]), None, (4,), what="labels")
 
 
 def test_shape_errors_raise_under_jit():

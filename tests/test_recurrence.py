@@ -115,8 +115,20 @@ def test_errors():
         rnn_unroll(layer, xs, a0=jnp.zeros(4))
     with pytest.raises(ValueError, match=r"`xs` must have feature size D = 3"):
         rnn_unroll(layer, jnp.zeros((2, 5, 4)))
-    with pytest.raises(ValueError, match="`mask` must be boolean, got dtype int32"):
-        rnn_unroll(layer, xs, mask=jnp.ones((2, 5), jnp.int32))
+    with pytest.raises(
+        ValueError, match=r"`mask` must be boolean \(or integer 0/1\), got dtype float32"
+    ):
+        rnn_unroll(layer, xs, mask=jnp.ones((2, 5), jnp.float32))
+    with pytest.raises(
+        ValueError, match=r"`mask` as integers must hold only 0 and 1, got values in \[0, 2\]"
+    ):
+        rnn_unroll(layer, xs, mask=jnp.array([[1, 1, 2, 0, 0], [1, 0, 0, 0, 0]]))
+    # An integer 0/1 mask means the same as the boolean one (as in the losses).
+    int_mask = jnp.array([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0]])
+    for a, b in zip(
+        rnn_unroll(layer, xs, mask=int_mask), rnn_unroll(layer, xs, mask=int_mask == 1), strict=True
+    ):
+        assert jnp.array_equal(a, b)
     with pytest.raises(ValueError, match="`xs` must be floats"):
         rnn_unroll(layer, jnp.zeros((2, 5, 3), jnp.complex64))
 
