@@ -34,7 +34,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, Bool, Int
+from jaxtyping import ArrayLike, Bool, Int
+
+from rnn_jax._checks import lengths_to_mask
 
 __all__ = [
     "Batch",
@@ -175,36 +177,6 @@ def pad_batch(
     for i, (a, n) in enumerate(zip(arrays, lengths, strict=True)):
         padded[i, :n] = a[:n]
     return padded, lengths
-
-
-def lengths_to_mask(lengths: Int[ArrayLike, " B"], T: int) -> Bool[Array, "B T"] | np.ndarray:
-    """The step mask ``mask[i, t] = t < lengths[i]``.
-
-    A NumPy input gives a NumPy result; a JAX array gives a JAX result (usable under ``jit``;
-    the range check on ``lengths`` then only runs when it is concrete).
-
-    Example:
-      >>> lengths_to_mask([2, 0, 3], 3)
-      array([[ True,  True, False],
-             [False, False, False],
-             [ True,  True,  True]])
-    """
-    if isinstance(T, bool) or not isinstance(T, int | np.integer) or T < 0:
-        raise ValueError(f"`T` must be a non-negative int, got {T!r}")
-    if isinstance(lengths, jax.Array):
-        if lengths.ndim != 1 or not jnp.issubdtype(lengths.dtype, jnp.integer):
-            raise ValueError(
-                f"`lengths` must be a 1-D integer array (B,), got {lengths.dtype}{lengths.shape}"
-            )
-        xp, arr = jnp, lengths
-        concrete = not isinstance(lengths, jax.core.Tracer)
-    else:
-        xp, arr, concrete = np, _lengths_array(lengths), True
-    if concrete and arr.size and (int(arr.min()) < 0 or int(arr.max()) > T):
-        raise ValueError(
-            f"`lengths` must lie in [0, T] = [0, {T}], got values in [{int(arr.min())}, {int(arr.max())}]"
-        )
-    return xp.arange(T)[None, :] < arr[:, None]
 
 
 def mask_to_lengths(mask: Bool[ArrayLike, "B T"]) -> Int[np.ndarray, " B"]:

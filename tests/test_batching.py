@@ -109,11 +109,11 @@ def test_mask_errors():
         ValueError, match=r"`lengths` must lie in \[0, T\] = \[0, 2\], got values in \[1, 3\]"
     ):
         lengths_to_mask([1, 3], 2)
-    with pytest.raises(ValueError, match=r"`lengths` must have an integer dtype, got float64"):
+    with pytest.raises(ValueError, match=r"`lengths` must be integers, got dtype float64\."):
         lengths_to_mask([1.0], 2)
-    with pytest.raises(ValueError, match=r"`lengths` must be 1-D \(N,\), got shape \(1, 1\)"):
+    with pytest.raises(ValueError, match=r"`lengths` must have shape \(B,\), got \(1, 1\)\."):
         lengths_to_mask([[1]], 2)
-    with pytest.raises(ValueError, match=r"`T` must be a non-negative int, got -1"):
+    with pytest.raises(ValueError, match=r"`T` must be an int >= 0, got -1\."):
         lengths_to_mask([0], -1)
     with pytest.raises(ValueError, match=r"`mask` must be a prefix mask .* row 1 is \[1, 0, 1\]"):
         mask_to_lengths(np.array([[True, False, False], [True, False, True]]))
@@ -383,3 +383,17 @@ def test_iterate_batches_errors_are_eager():
         ValueError, match=r"`fields` must hold at least one sequence field, got none"
     ):
         iterate_batches(batch_size=1, key=key)
+
+
+def test_one_lengths_to_mask_for_the_library():
+    import rnn_jax
+    from rnn_jax import _checks
+
+    assert rnn_jax.lengths_to_mask is lengths_to_mask is _checks.lengths_to_mask
+    assert isinstance(lengths_to_mask(np.array([1, 2]), 2), np.ndarray)  # host in, host out
+    assert isinstance(lengths_to_mask([1, 2], 2), np.ndarray)
+    assert lengths_to_mask([], 3).shape == (0, 3)
+    assert isinstance(lengths_to_mask(jnp.array([1, 2]), 2), jax.Array)
+    for lengths in ([1, 3], np.array([1, 3]), jnp.array([1, 3])):
+        with pytest.raises(ValueError, match=r"`lengths` must lie in \[0, T\] = \[0, 2\]"):
+            lengths_to_mask(lengths, 2)
