@@ -91,6 +91,68 @@ def _numpy_rng(key: Any) -> np.random.Generator:
 
 
 # --------------------------------------------------------------------------- padding
+def _sequence_array(seq: Any, i: int) -> np.ndarray:
+    """``sequences[i]`` as a numeric NumPy array, or a ``ValueError`` naming it."""
+    try:
+        a = np.asarray(seq)
+    except ValueError as e:  # NumPy: "inhomogeneous shape after 1 dimensions"
+        raise ValueError(
+            f"`sequences[{i}]` must be a rectangular array (T_i, *F): its steps have different "
+            f"shapes (ragged nesting), e.g. {_preview(seq)}."
+        ) from e
+    if a.dtype == object:
+        raise ValueError(
+            f"`sequences[{i}]` must be a rectangular array (T_i, *F) of numbers, got ragged or "
+            f"mixed contents, e.g. {_preview(seq)}."
+        )
+    if a.size and not (a.dtype == np.bool_ or np.issubdtype(a.dtype, np.number)):
+        raise ValueError(
+            f"`sequences[{i}]` must hold numbers (ids or features), got dtype {a.dtype} "
+            f"(encode tokens to ids first, e.g. with Vocabulary.encode)."
+        )
+    return a
+
+
+def _preview(seq: Any, limit: int = 60) -> str:
+    text = repr(seq)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_fits(values: np.ndarray, dtype: np.dtype, name: str) -> None:
+    """``ValueError`` when casting ``values`` to ``dtype`` would change one (no silent casts).
+
+    Into an integer dtype: every value must be a finite integer in the dtype's range (so
+    ``2**40`` does not wrap into ``int32`` and a pad value of ``0.5`` or NaN is not truncated;
+    an integral float such as ``-1.0`` is fine). Into a float dtype: finite values must not
+    overflow to ``inf``.
+    """
+    numeric = np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)
+    if not values.size or not numeric or np.can_cast(values.dtype, dtype, "safe"):
+        return
+    flat = values.reshape(-1)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        ok = (flat >= info.min) & (flat <= info.max)
+        if np.issubdtype(flat.dtype, np.floating):
+            ok &= np.isfinite(flat) & (flat == np.round(flat))
+        expected = f"integers in [{info.min}, {info.max}]"
+        fix = "an integer value in range, or a wider or float `dtype=` (int64 needs jax x64)"
+    elif np.issubdtype(dtype, np.floating):
+        ok = ~np.isfinite(flat) | (np.abs(flat) <= np.finfo(dtype).max)
+        expected = f"finite values up to {np.finfo(dtype).max:g} in magnitude"
+        fix = "dtype=np.float64, or rescale the data"
+    else:
+        return
+    if ok.all():
+        return
+    k = int(np.argmin(ok))
+    value = flat[k].item()
+    if values.ndim:
+        index = "".join(f"[{int(j)}]" for j in np.unravel_index(k, values.shape))
+        what = f"{name[:-1]}{index}` = {value!r}"
+    else:
+        what = f"{name} = {value!r}"
+    raise ValueError(f"{what} does not fit the {dtype} padded array ({expected}); pass {fix}.")
 
 
 def pad_batch(
@@ -121,6 +183,13 @@ def pad_batch(
     Returns:
       ``(padded (B, T, *F), lengths (B,) int32)``.
 
+    Raises:
+      ValueError: a value or ``pad_value`` that the output dtype cannot hold exactly (an id
+        beyond ``int32`` such as ``2**40``, a pad value ``0.5`` or NaN into integer sequences,
+        a float beyond ``float32``): nothing is wrapped or truncated silently, and the message
+        names the value and ``sequences[i]``; ragged nesting (``sequences[i]`` whose steps
+        differ in shape), non-numeric contents, or sequences whose feature shapes differ.
+
     Example:
       >>> padded, lengths = pad_batch([[1, 2, 3], [4]], pad_value=0)
       >>> padded
@@ -136,19 +205,19 @@ def pad_batch(
         raise ValueError(
             f"`sequences` must be a sequence of sequences, got shape {sequences.shape}"
         )
-    arrays = [np.asarray(s) for s in sequences]
+    arrays = [_sequence_array(s, i) for i, s in enumerate(sequences)]
     if not arrays:
-        raise ValueError("`sequences` must hold at least one sequence, got 0")
+        raise ValueError("`sequences` must hold at least one sequence, got 0.")
     if max_len is not None:
         if isinstance(max_len, bool) or not isinstance(max_len, int | np.integer) or max_len < 0:
-            raise ValueError(f"`max_len` must be a non-negative int, got {max_len!r}")
+            raise ValueError(f"`max_len` must be a non-negative int, got {max_len!r}.")
         if pad_to_multiple is not None:
-            raise ValueError("`max_len` and `pad_to_multiple` are exclusive, got both")
+            raise ValueError("`max_len` and `pad_to_multiple` are exclusive, got both.")
     if pad_to_multiple is not None:
         pad_to_multiple = _positive_int(pad_to_multiple, "pad_to_multiple")
     for i, a in enumerate(arrays):
         if a.ndim == 0:
-            raise ValueError(f"`sequences[{i}]` must have a time axis, got a scalar")
+            raise ValueError(f"`sequences[{i}]` must have a time axis, got a scalar.")
     nonempty = [a for a in arrays if a.size or a.ndim > 1]
     feature_shape = nonempty[0].shape[1:] if nonempty else ()
     for i, a in enumerate(arrays):
@@ -157,7 +226,7 @@ def pad_batch(
         if a.shape[1:] != feature_shape:
             raise ValueError(
                 f"`sequences[{i}]` must have trailing feature shape {feature_shape} "
-                f"(like the first non-empty sequence), got {a.shape[1:]}"
+                f"(like the first non-empty sequence), got {a.shape[1:]}."
             )
     if dtype is None:
         common = np.result_type(*nonempty) if nonempty else np.dtype(np.int32)
@@ -167,6 +236,10 @@ def pad_batch(
             dtype = np.float32
         else:
             dtype = common
+    dtype = np.dtype(dtype)
+    for i, a in enumerate(arrays):
+        _check_fits(a, dtype, f"`sequences[{i}]`")
+    _check_fits(np.asarray(pad_value), dtype, "`pad_value`")
     lengths = np.asarray([a.shape[0] for a in arrays], dtype=np.int32)
     if max_len is not None:
         lengths = np.minimum(lengths, max_len).astype(np.int32)

@@ -397,3 +397,42 @@ def test_one_lengths_to_mask_for_the_library():
     for lengths in ([1, 3], np.array([1, 3]), jnp.array([1, 3])):
         with pytest.raises(ValueError, match=r"`lengths` must lie in \[0, T\] = \[0, 2\]"):
             lengths_to_mask(lengths, 2)
+
+
+@pytest.mark.parametrize(
+    "sequences, kwargs, message",
+    [
+        ([[2**40, 1], [3]], {}, r"`sequences\[0\]\[0\]` = 1099511627776 does not fit the int32"),
+        ([[1], [3, -(2**31) - 1]], {}, r"`sequences\[1\]\[1\]` = -2147483649 does not fit"),
+        ([[1, 2], [3]], {"pad_value": 0.5}, r"`pad_value` = 0\.5 does not fit the int32"),
+        ([[1, 2], [3]], {"pad_value": float("nan")}, r"`pad_value` = nan does not fit the int32"),
+        ([[1, 2], [3]], {"pad_value": 300, "dtype": np.uint8}, r"`pad_value` = 300 does not fit"),
+        ([[1.5], [2.0]], {"dtype": np.int32}, r"`sequences\[0\]\[0\]` = 1\.5 does not fit"),
+        ([np.array([1e39, 0.0])], {}, r"`sequences\[0\]\[0\]` = 1e\+39 does not fit the float32"),
+        ([[1], [[2, 3], [4]]], {}, r"`sequences\[1\]` must be a rectangular array"),
+        ([["a", "b"]], {}, r"`sequences\[0\]` must hold numbers .* got dtype <U1"),
+    ],
+    ids=[
+        "id-beyond-int32",
+        "id-below-int32",
+        "float-pad-into-ints",
+        "nan-pad-into-ints",
+        "pad-beyond-uint8",
+        "fractional-into-int-dtype",
+        "float-beyond-float32",
+        "ragged-nesting",
+        "strings",
+    ],
+)
+def test_pad_batch_never_casts_silently(sequences, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        pad_batch(sequences, **kwargs)
+
+
+def test_pad_batch_lossless_casts_still_work():
+    padded, _ = pad_batch([[2**31 - 1, 1], [3]], pad_value=-1.0)  # integral float pad: exact
+    assert padded.dtype == np.int32 and padded.tolist() == [[2**31 - 1, 1], [3, -1]]
+    padded, _ = pad_batch([[0.5], []], pad_value=float("nan"))  # NaN pad into floats: fine
+    assert np.isnan(padded[1, 0]) and padded[0, 0] == 0.5
+    padded, _ = pad_batch([[True, False], [True]], pad_value=False)
+    assert padded.tolist() == [[1, 0], [1, 0]]
