@@ -23,9 +23,11 @@ of decreasing corpus count.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
+import sys
 import tempfile
 import unicodedata
 from collections import Counter
@@ -69,8 +71,24 @@ _TOKEN_RE = re.compile(
 )
 
 
+_VARIATION_SELECTORS = (*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0))
+
+
+@functools.cache
+def _format_characters() -> dict[int, None]:
+    """A ``str.translate`` table deleting the invisible characters that carry no text.
+
+    Every Unicode format character (category Cf) and the variation selectors (U+FE00-FE0F,
+    U+E0100-E01EF). Built once, on the first non-ASCII text.
+    """
+    cf = (c for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Cf")
+    return dict.fromkeys((*cf, *_VARIATION_SELECTORS))
+
+
 def _normalize(text: str, lower: bool) -> str:
-    text = unicodedata.normalize("NFC", text)
+    """NFC, invisible characters (see ``_format_characters``) removed, lower-cased if ``lower``."""
+    if not text.isascii():  # ASCII has no format characters and is already NFC
+        text = unicodedata.normalize("NFC", text.translate(_format_characters()))
     return text.lower() if lower else text
 
 
@@ -82,7 +100,10 @@ def tokenize(text: str, *, lower: bool = False) -> list[str]:
     (``"3.14"``, ``"1,000"``); a run of Unicode word characters is one token (``"221B"``,
     ``"Zürich"``, ``"東京"``), also across inner hyphens and non-clitic apostrophes
     (``"well-known"``, ``"O'Brien"``); every other non-space character is its own token.
-    The text is NFC-normalised first.
+    The text is NFC-normalised first, and invisible format characters (Unicode category
+    Cf: zero-width space U+200B, byte-order mark U+FEFF, soft hyphen U+00AD, zero-width
+    (non-)joiners U+200C/U+200D, ...) and the variation selectors (U+FE00-FE0F, e.g. the
+    emoji selector U+FE0F) are removed, so they never become tokens or split a word.
 
     Args:
       text: the text.
@@ -102,6 +123,8 @@ def tokenize(text: str, *, lower: bool = False) -> list[str]:
 
 def char_tokenize(text: str, *, lower: bool = False) -> list[str]:
     """Splits text into characters (NFC code points, so ``"é"`` is one token), spaces included.
+
+    Invisible format characters are removed first, as in :func:`tokenize`.
 
     Example:
       >>> char_tokenize("Hé!")
@@ -154,11 +177,34 @@ def one_hot(ids: Int[Array, " T"], V: int) -> Float[Array, "T V"]:
 
 def _positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive int, got {value!r}")
+        raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
     return int(value)
 
 
-@dataclass(frozen=True)
+_REPR_TOKENS = 8  # tokens shown by repr(vocab)
+
+
+def _check_token(token: str, i: int, *, lower: bool, regular: bool) -> None:
+    """``tokens[i]`` must be valid Unicode and, if a regular word, findable by a lookup."""
+    try:
+        token.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(
+            f"`tokens[{i}]` = {token!r} holds the lone surrogate U+{ord(token[e.start]):04X}, "
+            "which is not valid Unicode text (and cannot be saved as UTF-8); decode the corpus "
+            "with errors='replace' or clean it."
+        ) from None
+    if regular and _normalize(token, lower) != token:
+        rule = "NFC, invisible format characters removed"
+        if lower:
+            rule += ", lower-cased because `lower` is True"
+        raise ValueError(
+            f"`tokens[{i}]` = {token!r} can never be looked up: lookups normalise text "
+            f"({rule}) to {_normalize(token, lower)!r}; fix the token or the `lower` flag."
+        )
+
+
+@dataclass(frozen=True, repr=False)
 class Vocabulary:
     """An immutable token <-> id mapping.
 
@@ -209,8 +255,18 @@ class Vocabulary:
         if self.level not in ("word", "char"):
             raise ValueError(f"`level` must be 'word' or 'char', got {self.level!r}")
         if not isinstance(self.lower, bool):
-            raise ValueError(f"`lower` must be a bool, got {self.lower!r}")
+            raise ValueError(f"`lower` must be a bool, got {self.lower!r}.")
+        for i, t in enumerate(self.tokens):
+            _check_token(t, i, lower=self.lower, regular=i >= self.num_specials)
         object.__setattr__(self, "_index", {t: i for i, t in enumerate(self.tokens)})
+
+    def __repr__(self) -> str:
+        shown = ", ".join(repr(t) for t in self.tokens[:_REPR_TOKENS])
+        more = f", ... {len(self.tokens) - _REPR_TOKENS} more" if len(self) > _REPR_TOKENS else ""
+        return (
+            f"Vocabulary(size={len(self)}, level={self.level!r}, lower={self.lower}, "
+            f"tokens=[{shown}{more}])"
+        )
 
     # ---------------------------------------------------------------- construction
 
@@ -249,7 +305,12 @@ class Vocabulary:
         if isinstance(corpus, str | bytes):
             raise ValueError(
                 "`corpus` must be an iterable of texts or token sequences, got a single "
-                f"{type(corpus).__name__}; wrap it in a list"
+                f"{type(corpus).__name__}; wrap it in a list."
+            )
+        if not isinstance(corpus, Iterable):
+            raise ValueError(
+                "`corpus` must be an iterable of texts or token sequences, got "
+                f"{type(corpus).__name__}."
             )
         if max_size is not None:
             max_size = _positive_int(max_size, "max_size")
@@ -275,7 +336,7 @@ class Vocabulary:
             toks = list(item)
             if not all(isinstance(t, str) for t in toks):
                 raise ValueError(f"`corpus[{i}]` must contain only str tokens")
-            counts.update(_normalize(t, lower) for t in toks if t)
+            counts.update(n for n in (_normalize(t, lower) for t in toks) if n)
         special_set = set(specials)
         ranked = sorted(
             ((t, c) for t, c in counts.items() if c >= min_count and t not in special_set),
@@ -350,7 +411,20 @@ class Vocabulary:
           >>> v.encode("a b c", add_bos=True, add_eos=True)
           array([2, 4, 5, 1, 3], dtype=int32)
         """
-        toks = self.tokenize(tokens_or_text) if isinstance(tokens_or_text, str) else tokens_or_text
+        if isinstance(tokens_or_text, str):
+            toks = self.tokenize(tokens_or_text)
+        elif isinstance(tokens_or_text, Iterable) and not isinstance(tokens_or_text, bytes):
+            toks = list(tokens_or_text)
+            for i, t in enumerate(toks):
+                if not isinstance(t, str):
+                    raise ValueError(
+                        f"`tokens_or_text[{i}]` must be a str token, got {type(t).__name__}."
+                    )
+        else:
+            raise ValueError(
+                "`tokens_or_text` must be a str or a sequence of str tokens, got "
+                f"{type(tokens_or_text).__name__}."
+            )
         ids = [self.token_to_id(t) for t in toks]
         if add_bos:
             ids.insert(0, self.bos_id)
@@ -402,6 +476,10 @@ class Vocabulary:
           >>> lengths
           array([3, 1], dtype=int32)
         """
+        if isinstance(texts, str | bytes) or not isinstance(texts, Iterable):
+            raise ValueError(
+                f"`texts` must be a sequence of texts or token sequences, got {type(texts).__name__}."
+            )
         seqs = [self.encode(t, add_bos=add_bos, add_eos=add_eos) for t in texts]
         return pad_batch(seqs, pad_value=self.pad_id, pad_to_multiple=pad_to_multiple)
 
