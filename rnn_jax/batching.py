@@ -52,7 +52,7 @@ __all__ = [
 
 def _positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive int, got {value!r}")
+        raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
     return int(value)
 
 
@@ -63,29 +63,29 @@ def _round_up(n: int, multiple: int | None) -> int:
 def _lengths_array(lengths: ArrayLike, name: str = "lengths") -> np.ndarray:
     arr = np.asarray(lengths)
     if arr.ndim != 1:
-        raise ValueError(f"`{name}` must be 1-D (N,), got shape {arr.shape}")
+        raise ValueError(f"`{name}` must be 1-D (N,), got shape {arr.shape}.")
     if arr.size == 0:
         return arr.astype(np.int64)
     if not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"`{name}` must have an integer dtype, got {arr.dtype}")
+        raise ValueError(f"`{name}` must have an integer dtype, got {arr.dtype}.")
     if arr.min() < 0:
-        raise ValueError(f"`{name}` must be >= 0, got minimum {int(arr.min())}")
+        raise ValueError(f"`{name}` must be >= 0, got minimum {int(arr.min())}.")
     return arr.astype(np.int64)
 
 
 def _numpy_rng(key: Any) -> np.random.Generator:
     """A NumPy generator seeded from the bits of a JAX PRNG key (typed or legacy uint32[2])."""
     if not isinstance(key, jax.Array):
-        raise ValueError(f"`key` must be a JAX PRNG key, got {type(key).__name__}")
+        raise ValueError(f"`key` must be a JAX PRNG key, got {type(key).__name__}.")
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         if key.shape != ():
-            raise ValueError(f"`key` must be a single key of shape (), got shape {key.shape}")
+            raise ValueError(f"`key` must be a single key of shape (), got shape {key.shape}.")
         data = jax.random.key_data(key)
     elif key.dtype == jnp.uint32 and key.shape == (2,):
         data = key
     else:
         raise ValueError(
-            f"`key` must be a JAX PRNG key (jax.random.key), got dtype {key.dtype}, shape {key.shape}"
+            f"`key` must be a JAX PRNG key (jax.random.key), got dtype {key.dtype}, shape {key.shape}."
         )
     return np.random.default_rng(np.asarray(data, dtype=np.uint32).ravel().tolist())
 
@@ -203,7 +203,7 @@ def pad_batch(
     """
     if isinstance(sequences, np.ndarray | jax.Array) and sequences.ndim < 1:
         raise ValueError(
-            f"`sequences` must be a sequence of sequences, got shape {sequences.shape}"
+            f"`sequences` must be a sequence of sequences, got shape {sequences.shape}."
         )
     arrays = [_sequence_array(s, i) for i, s in enumerate(sequences)]
     if not arrays:
@@ -265,13 +265,13 @@ def mask_to_lengths(mask: Bool[ArrayLike, "B T"]) -> Int[np.ndarray, " B"]:
     """
     arr = np.asarray(mask)
     if arr.ndim != 2 or arr.dtype != np.bool_:
-        raise ValueError(f"`mask` must be a 2-D bool array (B, T), got {arr.dtype}{arr.shape}")
+        raise ValueError(f"`mask` must be a 2-D bool array (B, T), got {arr.dtype}{arr.shape}.")
     lengths = arr.sum(axis=1).astype(np.int32)
     bad = np.nonzero((lengths_to_mask(lengths, arr.shape[1]) != arr).any(axis=1))[0]
     if bad.size:
         raise ValueError(
             f"`mask` must be a prefix mask (True then False in each row), "
-            f"row {int(bad[0])} is {arr[bad[0]].astype(int).tolist()}"
+            f"row {int(bad[0])} is {arr[bad[0]].astype(int).tolist()}."
         )
     return lengths
 
@@ -287,10 +287,10 @@ def padding_fraction(lengths_batch: Int[ArrayLike, " B"], *, T: int | None = Non
     """
     lengths = _lengths_array(lengths_batch, "lengths_batch")
     if lengths.size == 0:
-        raise ValueError("`lengths_batch` must hold at least one length, got 0")
+        raise ValueError("`lengths_batch` must hold at least one length, got 0.")
     T = int(lengths.max()) if T is None else T
     if T < int(lengths.max()):
-        raise ValueError(f"`T` must be >= max(lengths_batch) = {int(lengths.max())}, got {T}")
+        raise ValueError(f"`T` must be >= max(lengths_batch) = {int(lengths.max())}, got {T}.")
     if T == 0:
         return 0.0
     cells = lengths.size * T
@@ -349,7 +349,7 @@ def bucket_batches(
     lens = _lengths_array(lengths)
     batch_size = _positive_int(batch_size, "batch_size")
     if bucket_width is not None and num_buckets is not None:
-        raise ValueError("`bucket_width` and `num_buckets` are exclusive, got both")
+        raise ValueError("`bucket_width` and `num_buckets` are exclusive, got both.")
     rng = _numpy_rng(key)
     n = lens.size
     if num_buckets is not None:
@@ -467,26 +467,26 @@ def iterate_batches(
       validated when this is called, not at the first ``next``.
     """
     if not fields:
-        raise ValueError("`fields` must hold at least one sequence field, got none")
+        raise ValueError("`fields` must hold at least one sequence field, got none.")
     n = len(fields[0])
     lengths = np.asarray([len(s) for s in fields[0]], dtype=np.int64)
     for k, f in enumerate(fields[1:], start=1):
         if len(f) != n:
             raise ValueError(
-                f"`fields[{k}]` must have N = {n} examples like `fields[0]`, got {len(f)}"
+                f"`fields[{k}]` must have N = {n} examples like `fields[0]`, got {len(f)}."
             )
         lens_k = np.asarray([len(s) for s in f], dtype=np.int64)
         if (bad := np.nonzero(lens_k != lengths)[0]).size:
             i = int(bad[0])
             raise ValueError(
                 f"`fields[{k}][{i}]` must have the length of `fields[0][{i}]` = {lengths[i]}, "
-                f"got {lens_k[i]}"
+                f"got {lens_k[i]}."
             )
     extras = [np.asarray(e) for e in extras]
     for k, e in enumerate(extras):
         if e.ndim == 0 or e.shape[0] != n:
             raise ValueError(
-                f"`extras[{k}]` must have leading dimension N = {n}, got shape {e.shape}"
+                f"`extras[{k}]` must have leading dimension N = {n}, got shape {e.shape}."
             )
     if isinstance(pad_values, int | float | np.number):
         pads = [pad_values] * len(fields)
@@ -494,7 +494,7 @@ def iterate_batches(
         pads = list(pad_values)
         if len(pads) != len(fields):
             raise ValueError(
-                f"`pad_values` must be a scalar or one value per field ({len(fields)}), got {len(pads)}"
+                f"`pad_values` must be a scalar or one value per field ({len(fields)}), got {len(pads)}."
             )
     batch_size = _positive_int(batch_size, "batch_size")
     if pad_to_multiple is not None:
@@ -508,7 +508,7 @@ def iterate_batches(
         or not 0 <= start <= total
     ):
         raise ValueError(
-            f"`start` must be an int in [0, {total}] (batches this epoch), got {start!r}"
+            f"`start` must be an int in [0, {total}] (batches this epoch), got {start!r}."
         )
 
     if shuffle and bucket:

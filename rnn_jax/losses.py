@@ -68,7 +68,7 @@ _REDUCTIONS = ("mean", "sum", "none")
 # --------------------------------------------------------------------------- helpers
 def _check_reduction(reduction: str) -> None:
     if reduction not in _REDUCTIONS:
-        raise ValueError(f"`reduction` must be one of {_REDUCTIONS}, got {reduction!r}")
+        raise ValueError(f"`reduction` must be one of {_REDUCTIONS}, got {reduction!r}.")
 
 
 def _reduce(per_position: Array, mask: Array | None, reduction: str) -> Array:
@@ -140,11 +140,11 @@ def masked_softmax_cross_entropy(
     logits = jnp.asarray(logits)
     labels = jnp.asarray(labels)
     if logits.ndim < 1:
-        raise ValueError(f"`logits` must have a class axis (..., C), got shape {logits.shape}")
+        raise ValueError(f"`logits` must have a class axis (..., C), got shape {logits.shape}.")
     if labels.shape != logits.shape[:-1]:
         raise ValueError(
             f"`labels` must have shape logits.shape[:-1] = {tuple(logits.shape[:-1])}, "
-            f"got {tuple(labels.shape)}"
+            f"got {tuple(labels.shape)}."
         )
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise ValueError(f"`labels` must have an integer dtype, got {labels.dtype}.")
@@ -223,10 +223,10 @@ def masked_sigmoid_binary_cross_entropy(
     if logits.shape != labels.shape:
         raise ValueError(
             f"`logits` must have shape labels.shape = {tuple(labels.shape)} or labels.shape + (1,) "
-            f"= {(*labels.shape, 1)}, got {tuple(logits.shape)}"
+            f"= {(*labels.shape, 1)}, got {tuple(logits.shape)}."
         )
     if not jnp.issubdtype(logits.dtype, jnp.floating):
-        raise ValueError(f"`logits` must have a floating dtype, got {logits.dtype}")
+        raise ValueError(f"`logits` must have a floating dtype, got {logits.dtype}.")
     if not (labels.dtype == jnp.bool_ or jnp.issubdtype(labels.dtype, jnp.number)):
         raise ValueError(f"`labels` must be bool, integer or float, got dtype {labels.dtype}.")
     mask = resolve_mask(lengths, mask, labels.shape, what="labels")
@@ -242,7 +242,7 @@ def masked_sigmoid_binary_cross_entropy(
     else:
         pos_weight = jnp.asarray(pos_weight, dtype=logits.dtype)
         if pos_weight.shape != ():
-            raise ValueError(f"`pos_weight` must be a scalar, got shape {tuple(pos_weight.shape)}")
+            raise ValueError(f"`pos_weight` must be a scalar, got shape {tuple(pos_weight.shape)}.")
         per_position = -(
             pos_weight * labels * jax.nn.log_sigmoid(logits)
             + (1.0 - labels) * jax.nn.log_sigmoid(-logits)
@@ -301,20 +301,20 @@ def masked_mean_squared_error(
     targets = jnp.asarray(targets)
     if targets.shape != preds.shape:
         raise ValueError(
-            f"`targets` must have shape preds.shape = {tuple(preds.shape)}, got {tuple(targets.shape)}"
+            f"`targets` must have shape preds.shape = {tuple(preds.shape)}, got {tuple(targets.shape)}."
         )
     if mask is not None:
         mask_shape = tuple(jnp.shape(mask))
         if mask_shape != tuple(preds.shape[: len(mask_shape)]):
             raise ValueError(
                 f"`mask` must have a prefix of preds.shape = {tuple(preds.shape)} as its shape, "
-                f"got {mask_shape}"
+                f"got {mask_shape}."
             )
         positions = mask_shape
     elif lengths is not None:
         if preds.ndim < 2:
             raise ValueError(
-                f"`lengths` needs preds with at least 2 axes (B, T, ...), got {tuple(preds.shape)}"
+                f"`lengths` needs preds with at least 2 axes (B, T, ...), got {tuple(preds.shape)}."
             )
         positions = tuple(preds.shape[:2])
     else:

@@ -193,12 +193,12 @@ def predicted_labels(
         if predictions.shape != labels_shape:
             raise ValueError(
                 f"`predictions` must have shape labels.shape = {labels_shape}, "
-                f"got {tuple(predictions.shape)} (pass from_logits=True for logits)"
+                f"got {tuple(predictions.shape)} (pass from_logits=True for logits)."
             )
         if not (predictions.dtype == jnp.bool_ or jnp.issubdtype(predictions.dtype, jnp.integer)):
             raise ValueError(
                 f"`predictions` must be integer or bool labels, got dtype {predictions.dtype} "
-                "(pass from_logits=True for logits)"
+                "(pass from_logits=True for logits)."
             )
         return predictions.astype(jnp.int32)
     if predictions.shape == labels_shape:
@@ -209,7 +209,7 @@ def predicted_labels(
         return jnp.argmax(predictions, axis=-1).astype(jnp.int32)
     raise ValueError(
         f"`predictions` (logits) must have shape labels.shape = {labels_shape} or "
-        f"labels.shape + (C,), got {tuple(predictions.shape)}"
+        f"labels.shape + (C,), got {tuple(predictions.shape)}."
     )
 
 

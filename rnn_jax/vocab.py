@@ -117,7 +117,7 @@ def tokenize(text: str, *, lower: bool = False) -> list[str]:
       ['Holmes', "'s", 'pipe', ',', 'is', "n't", 'it', '?', 'It', "'s", 'in', 'Zürich', '!']
     """
     if not isinstance(text, str):
-        raise ValueError(f"`text` must be a str, got {type(text).__name__}")
+        raise ValueError(f"`text` must be a str, got {type(text).__name__}.")
     return _TOKEN_RE.findall(_normalize(text, lower))
 
 
@@ -131,7 +131,7 @@ def char_tokenize(text: str, *, lower: bool = False) -> list[str]:
       ['H', 'é', '!']
     """
     if not isinstance(text, str):
-        raise ValueError(f"`text` must be a str, got {type(text).__name__}")
+        raise ValueError(f"`text` must be a str, got {type(text).__name__}.")
     return list(_normalize(text, lower))
 
 
@@ -163,15 +163,15 @@ def one_hot(ids: Int[Array, " T"], V: int) -> Float[Array, "T V"]:
       True
     """
     if isinstance(V, bool) or not isinstance(V, int | np.integer) or V <= 0:
-        raise ValueError(f"`V` must be a positive int, got {V!r}")
+        raise ValueError(f"`V` must be a positive int, got {V!r}.")
     if not isinstance(ids, jax.Array):
         ids = np.asarray(ids)
     if not jnp.issubdtype(ids.dtype, jnp.integer):
-        raise ValueError(f"`ids` must have an integer dtype, got {ids.dtype}")
+        raise ValueError(f"`ids` must have an integer dtype, got {ids.dtype}.")
     if not isinstance(ids, jax.core.Tracer) and ids.size:
         lo, hi = int(ids.min()), int(ids.max())
         if lo < 0 or hi >= V:
-            raise ValueError(f"`ids` must lie in [0, V) = [0, {V}), got values in [{lo}, {hi}]")
+            raise ValueError(f"`ids` must lie in [0, V) = [0, {V}), got values in [{lo}, {hi}].")
     return jax.nn.one_hot(ids, int(V), dtype=jnp.float32)
 
 
@@ -234,26 +234,26 @@ class Vocabulary:
         object.__setattr__(self, "tokens", tuple(self.tokens))
         object.__setattr__(self, "counts", tuple(int(c) for c in self.counts))
         if not all(isinstance(t, str) and t for t in self.tokens):
-            raise ValueError("`tokens` must be non-empty strings")
+            raise ValueError("`tokens` must be non-empty strings.")
         if len(set(self.tokens)) != len(self.tokens):
             dup = next(t for t, c in Counter(self.tokens).items() if c > 1)
-            raise ValueError(f"`tokens` must be distinct, got {dup!r} more than once")
+            raise ValueError(f"`tokens` must be distinct, got {dup!r} more than once.")
         if isinstance(self.num_specials, bool) or not isinstance(self.num_specials, int):
-            raise ValueError(f"`num_specials` must be an int, got {self.num_specials!r}")
+            raise ValueError(f"`num_specials` must be an int, got {self.num_specials!r}.")
         if not len(DEFAULT_SPECIALS) <= self.num_specials <= len(self.tokens):
             raise ValueError(
                 f"`num_specials` must be in [{len(DEFAULT_SPECIALS)}, len(tokens)] = "
-                f"[{len(DEFAULT_SPECIALS)}, {len(self.tokens)}], got {self.num_specials}"
+                f"[{len(DEFAULT_SPECIALS)}, {len(self.tokens)}], got {self.num_specials}."
             )
         if len(self.counts) != len(self.tokens) - self.num_specials:
             raise ValueError(
                 f"`counts` must have one entry per regular word "
-                f"({len(self.tokens) - self.num_specials}), got {len(self.counts)}"
+                f"({len(self.tokens) - self.num_specials}), got {len(self.counts)}."
             )
         if any(c < 1 for c in self.counts):
-            raise ValueError("`counts` must be positive")
+            raise ValueError("`counts` must be positive.")
         if self.level not in ("word", "char"):
-            raise ValueError(f"`level` must be 'word' or 'char', got {self.level!r}")
+            raise ValueError(f"`level` must be 'word' or 'char', got {self.level!r}.")
         if not isinstance(self.lower, bool):
             raise ValueError(f"`lower` must be a bool, got {self.lower!r}.")
         for i, t in enumerate(self.tokens):
@@ -316,12 +316,12 @@ class Vocabulary:
             max_size = _positive_int(max_size, "max_size")
         min_count = _positive_int(min_count, "min_count")
         if level not in ("word", "char"):
-            raise ValueError(f"`level` must be 'word' or 'char', got {level!r}")
+            raise ValueError(f"`level` must be 'word' or 'char', got {level!r}.")
         specials = tuple(specials)
         if len(specials) < len(DEFAULT_SPECIALS):
             raise ValueError(
                 f"`specials` must name at least the {len(DEFAULT_SPECIALS)} roles "
-                f"{DEFAULT_SPECIALS}, got {specials}"
+                f"{DEFAULT_SPECIALS}, got {specials}."
             )
         split = tokenize if level == "word" else char_tokenize
         counts: Counter[str] = Counter()  # insertion order = first occurrence
@@ -331,11 +331,11 @@ class Vocabulary:
                 continue
             if isinstance(item, bytes) or not isinstance(item, Iterable):
                 raise ValueError(
-                    f"`corpus[{i}]` must be a str or a sequence of str, got {type(item).__name__}"
+                    f"`corpus[{i}]` must be a str or a sequence of str, got {type(item).__name__}."
                 )
             toks = list(item)
             if not all(isinstance(t, str) for t in toks):
-                raise ValueError(f"`corpus[{i}]` must contain only str tokens")
+                raise ValueError(f"`corpus[{i}]` must contain only str tokens.")
             counts.update(n for n in (_normalize(t, lower) for t in toks) if n)
         special_set = set(specials)
         ranked = sorted(
@@ -383,15 +383,15 @@ class Vocabulary:
     def token_to_id(self, token: str) -> int:
         """The id of ``token`` (normalised like the corpus), ``unk_id`` when unknown."""
         if not isinstance(token, str):
-            raise ValueError(f"`token` must be a str, got {type(token).__name__}")
+            raise ValueError(f"`token` must be a str, got {type(token).__name__}.")
         return self._index.get(_normalize(token, self.lower), self.unk_id)
 
     def id_to_token(self, id: int) -> str:
         """The token of ``id``; ``ValueError`` when ``id`` is not in ``[0, len(self))``."""
         if isinstance(id, bool) or not isinstance(id, int | np.integer):
-            raise ValueError(f"`id` must be an int, got {type(id).__name__}")
+            raise ValueError(f"`id` must be an int, got {type(id).__name__}.")
         if not 0 <= id < len(self.tokens):
-            raise ValueError(f"`id` must be in [0, {len(self.tokens)}), got {id}")
+            raise ValueError(f"`id` must be in [0, {len(self.tokens)}), got {id}.")
         return self.tokens[int(id)]
 
     # ---------------------------------------------------------------- encode / decode
@@ -440,13 +440,13 @@ class Vocabulary:
         """
         arr = np.asarray(ids)
         if arr.ndim != 1:
-            raise ValueError(f"`ids` must be 1-D (T,), got shape {arr.shape}")
+            raise ValueError(f"`ids` must be 1-D (T,), got shape {arr.shape}.")
         if arr.size and not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(f"`ids` must have an integer dtype, got {arr.dtype}")
+            raise ValueError(f"`ids` must have an integer dtype, got {arr.dtype}.")
         if arr.size and (arr.min() < 0 or arr.max() >= len(self.tokens)):
             raise ValueError(
                 f"`ids` must lie in [0, {len(self.tokens)}), got values in "
-                f"[{int(arr.min())}, {int(arr.max())}]"
+                f"[{int(arr.min())}, {int(arr.max())}]."
             )
         out = [self.tokens[i] for i in arr.tolist()]
         if strip_special:
@@ -493,14 +493,14 @@ class Vocabulary:
         """Decodes each row of ``ids`` (up to its length, when ``lengths`` is given)."""
         arr = np.asarray(ids)
         if arr.ndim != 2:
-            raise ValueError(f"`ids` must be 2-D (B, T), got shape {arr.shape}")
+            raise ValueError(f"`ids` must be 2-D (B, T), got shape {arr.shape}.")
         if lengths is None:
             lens = [arr.shape[1]] * arr.shape[0]
         else:
             lens = np.asarray(lengths)
             if lens.shape != (arr.shape[0],):
                 raise ValueError(
-                    f"`lengths` must have shape (B,) = ({arr.shape[0]},), got {lens.shape}"
+                    f"`lengths` must have shape (B,) = ({arr.shape[0]},), got {lens.shape}."
                 )
         return [
             self.decode(row[: int(n)], strip_special=strip_special)
@@ -525,18 +525,18 @@ class Vocabulary:
     def from_json_dict(cls, doc: Any) -> Vocabulary:
         """Inverse of :meth:`to_json_dict`; ``ValueError`` when ``doc`` is not a vocabulary."""
         if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
-            raise ValueError(f"not an {_FORMAT} document (missing or wrong 'format' field)")
+            raise ValueError(f"not an {_FORMAT} document (missing or wrong 'format' field).")
         if doc.get("version") != _FORMAT_VERSION:
             raise ValueError(
                 f"unsupported {_FORMAT} version {doc.get('version')!r}; "
-                f"this library reads version {_FORMAT_VERSION}"
+                f"this library reads version {_FORMAT_VERSION}."
             )
         expected = {"specials": list, "tokens": list, "counts": list, "lower": bool, "level": str}
         for name, typ in expected.items():
             if not isinstance(doc.get(name), typ):
-                raise ValueError(f"field {name!r} must be a {typ.__name__}, got {doc.get(name)!r}")
+                raise ValueError(f"field {name!r} must be a {typ.__name__}, got {doc.get(name)!r}.")
         if not all(isinstance(c, int) and not isinstance(c, bool) for c in doc["counts"]):
-            raise ValueError("field 'counts' must hold integers")
+            raise ValueError("field 'counts' must hold integers.")
         return cls(
             tokens=tuple(doc["specials"]) + tuple(doc["tokens"]),
             counts=tuple(doc["counts"]),
@@ -578,4 +578,6 @@ class Vocabulary:
                 doc = json.load(f)
             return cls.from_json_dict(doc)
         except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
-            raise ValueError(f"{os.fspath(path)!r} is not a valid vocabulary file: {e}") from e
+            raise ValueError(
+                f"{os.fspath(path)!r} is not a valid vocabulary file: {str(e).rstrip('.')}."
+            ) from e
