@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -464,7 +465,10 @@ def iterate_batches(
 
     Returns:
       An iterator of :class:`Batch` ``(fields, lengths, extras, indices)``. The arguments are
-      validated when this is called, not at the first ``next``.
+      validated when this is called, not at the first ``next``; the *values* of the sequences
+      (and whether ``pad_values`` fit their dtype, see :func:`pad_batch`) are checked as each
+      batch is padded, with messages naming the example as ``fields[k][i]`` (``i`` its index
+      in the data set).
     """
     if not fields:
         raise ValueError("`fields` must hold at least one sequence field, got none.")
@@ -541,8 +545,11 @@ def _generate(fields, pads, extras, lengths, plan, pad_to_multiple, max_len) -> 
         if max_len is not None:
             T = min(T, max_len)
         padded = []
-        for f, pad in zip(fields, pads, strict=True):
-            arr, lens = pad_batch([f[int(i)] for i in idx], pad_value=pad, max_len=T)
+        for k, (f, pad) in enumerate(zip(fields, pads, strict=True)):
+            try:
+                arr, lens = pad_batch([f[int(i)] for i in idx], pad_value=pad, max_len=T)
+            except ValueError as e:  # name the example by its dataset index, not batch position
+                raise ValueError(_in_dataset_terms(str(e), k, idx, len(fields))) from e
             padded.append(arr)
         yield Batch(
             fields=tuple(padded),
@@ -550,3 +557,13 @@ def _generate(fields, pads, extras, lengths, plan, pad_to_multiple, max_len) -> 
             extras=tuple(e[idx] for e in extras),
             indices=idx,
         )
+
+
+def _in_dataset_terms(message: str, k: int, idx: np.ndarray, num_fields: int) -> str:
+    """A :func:`pad_batch` message with ``sequences[j]`` as ``fields[k][idx[j]]``."""
+    message = re.sub(
+        r"`sequences\[(\d+)\]", lambda m: f"`fields[{k}][{int(idx[int(m[1])])}]", message
+    )
+    return message.replace(
+        "`pad_value`", f"`pad_values[{k}]`" if num_fields > 1 else "`pad_values`"
+    )

@@ -151,7 +151,17 @@ RAISES: list[Case] = [
             batching.iterate_batches([[1, 2], [3]], batch_size=2, key=_KEY, pad_values=0.5)
         ),
         ValueError,
-        r"`pad_value` = 0\.5 does not fit",
+        r"`pad_values` = 0\.5 does not fit",
+    ),
+    Case(
+        "silent-5-iterate-batches-id-beyond-int32-named-by-dataset-index",
+        lambda: list(
+            batching.iterate_batches(
+                [[1], [2], [3, 2**40]], batch_size=3, key=_KEY, shuffle=False, bucket=False
+            )
+        ),
+        ValueError,
+        r"`fields\[0\]\[2\]\[1\]` = 1099511627776 does not fit the int32",
     ),
     Case(
         "pad-batch-ragged-nesting",
