@@ -206,7 +206,7 @@ def reject_mask_as_lengths(lengths: Any, *, fn: str) -> None:
         raise TypeError(
             f"{fn}() got an array of shape {shape} and dtype {dtype} as `lengths` (its third "
             "positional argument), which must be integer lengths (B,): `mask` is keyword-only "
-            f"now, pass mask=... (e.g. {fn}(logits, labels, mask=mask))."
+            f"now, pass mask=... (e.g. {fn}(x, labels, mask=mask))."
         )
 
 
