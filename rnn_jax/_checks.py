@@ -21,16 +21,19 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Int
+from jaxtyping import Array, ArrayLike, Bool, Int
 
 __all__ = [
     "check_inputs",
+    "check_label_range",
     "check_lengths",
     "check_mask",
     "is_concrete",
     "is_token_ids",
     "lengths_to_mask",
+    "nan_where",
     "positive_int",
+    "reject_mask_as_lengths",
     "resolve_mask",
 ]
 
@@ -134,20 +137,135 @@ def check_mask(
     return mask != 0
 
 
-def lengths_to_mask(lengths: Int[Array, " B"], T: int) -> Bool[Array, "B T"]:
+def lengths_to_mask(
+    lengths: Int[ArrayLike, " B"], T: int
+) -> Bool[Array, "B T"] | Bool[np.ndarray, "B T"]:
     """``mask[b, t] = t < lengths[b]``, with ``lengths`` checked (values when concrete).
+
+    The one ``lengths_to_mask`` of the library (``rnn_jax.lengths_to_mask`` and
+    ``rnn_jax.batching.lengths_to_mask`` are this function). The result lives where the input
+    does: a JAX array (or tracer, under ``jit``) gives a JAX mask; a NumPy array or a list
+    gives a NumPy mask, so host-side batching never touches the device.
+
+    Args:
+        lengths: integers ``(B,)`` in ``[0, T]``; an empty list is ``B = 0``.
+        T: the number of steps, an int ``>= 0``.
+
+    Returns:
+        Boolean ``(B, T)``: ``jax.Array`` for JAX input, ``np.ndarray`` otherwise.
+
+    Raises:
+        ValueError: ``lengths`` is not 1-D integers, a length lies outside ``[0, T]`` (checked
+            when concrete) or ``T`` is not an int ``>= 0``.
 
     Example:
         >>> import jax.numpy as jnp
         >>> lengths_to_mask(jnp.array([2, 0]), 3).astype(int).tolist()
         [[1, 1, 0], [0, 0, 0]]
+        >>> lengths_to_mask([2, 0, 3], 3)
+        array([[ True,  True, False],
+               [False, False, False],
+               [ True,  True,  True]])
     """
     T = positive_int("T", T, minimum=0)
-    lengths = jnp.asarray(lengths)
-    if lengths.ndim != 1:
-        raise ValueError(f"`lengths` must have shape (B,), got {tuple(lengths.shape)}.")
-    lengths = check_lengths(lengths, lengths.shape[0], T)
-    return jnp.arange(T)[None, :] < lengths[:, None]
+    if isinstance(lengths, jax.Array):
+        if lengths.ndim != 1:
+            raise ValueError(f"`lengths` must have shape (B,), got {tuple(lengths.shape)}.")
+        lengths = check_lengths(lengths, lengths.shape[0], T)
+        return jnp.arange(T)[None, :] < lengths[:, None]
+    host = np.asarray(lengths)
+    if host.ndim != 1:
+        raise ValueError(f"`lengths` must have shape (B,), got {tuple(host.shape)}.")
+    if host.size == 0:
+        host = host.astype(np.int64)  # np.asarray([]) is float64
+    if not np.issubdtype(host.dtype, np.integer):
+        raise ValueError(f"`lengths` must be integers, got dtype {host.dtype}.")
+    if host.size and (host.min() < 0 or host.max() > T):
+        raise ValueError(
+            f"`lengths` must lie in [0, T] = [0, {T}], got values in "
+            f"[{int(host.min())}, {int(host.max())}]."
+        )
+    return np.arange(T)[None, :] < host[:, None]
+
+
+def reject_mask_as_lengths(lengths: Any, *, fn: str) -> None:
+    """``TypeError`` when ``lengths`` is a mask passed positionally (the pre-0.2 order).
+
+    ``lengths`` is the third positional argument of the losses and metrics, as it is the
+    second of the network's functions; a boolean array, or one of two or more axes, in that
+    slot is an old call ``fn(x, labels, mask)`` and is refused with the fix in the message.
+    Only the static shape and dtype are read, so this also works under ``jit``.
+    """
+    if lengths is None:
+        return
+    shape = tuple(np.shape(lengths))
+    dtype = getattr(lengths, "dtype", None)
+    if dtype is None:
+        dtype = np.asarray(lengths).dtype
+    if dtype == np.bool_ or len(shape) >= 2:
+        raise TypeError(
+            f"{fn}() got an array of shape {shape} and dtype {dtype} as `lengths` (its third "
+            "positional argument), which must be integer lengths (B,): `mask` is keyword-only "
+            f"now, pass mask=... (e.g. {fn}(x, labels, mask=mask))."
+        )
+
+
+def _format_value(v: Any) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{float(v):g}"
+
+
+def check_label_range(
+    labels: Any,
+    valid: Any,
+    lo: float,
+    hi: float,
+    *,
+    closed: bool = False,
+    expected: str,
+    name: str = "labels",
+) -> Bool[Array, "..."]:
+    """Positions that are valid and hold a label outside ``[lo, hi)`` (``[lo, hi]`` if closed).
+
+    On concrete arrays (eager calls) any such position raises a ``ValueError`` naming
+    ``name``, the ``expected`` range and the range of the values that arrived at valid
+    positions (padding may hold anything). Under ``jit`` nothing can be raised: the returned
+    boolean array lets the caller turn those positions into NaN.
+
+    Args:
+        labels: the labels, any shape.
+        valid: boolean of ``labels.shape`` (``True`` = counted), or ``None`` (all valid).
+        lo, hi: the allowed range.
+        closed: include ``hi``.
+        expected: the range as the message says it, e.g. ``"[0, C) = [0, 5)"``.
+        name: the argument, for the message.
+    """
+    labels = jnp.asarray(labels) if not isinstance(labels, jax.Array) else labels
+    above = labels > hi if closed else labels >= hi
+    bad = ~((labels >= lo) & ~above)  # NaN counts as bad
+    if valid is not None:
+        bad = bad & valid
+    if is_concrete(labels) and (valid is None or is_concrete(valid)) and labels.size:
+        host = np.asarray(labels)
+        if valid is not None:
+            host = host[np.asarray(valid)]
+        host = host.astype(np.float64) if host.dtype == np.bool_ else host
+        in_range = (host >= lo) & ((host <= hi) if closed else (host < hi))
+        if host.size and not np.all(in_range):
+            if np.isnan(host.astype(np.float64)).any():
+                got = "NaN"
+            else:
+                got = f"values in [{_format_value(host.min())}, {_format_value(host.max())}]"
+            raise ValueError(f"`{name}` must lie in {expected} at valid positions, got {got}.")
+    return bad
+
+
+def nan_where(bad: Array, x: Array) -> Array:
+    """``x`` times NaN where ``bad``, else ``x``: the value *and* its gradient become NaN there.
+
+    (A plain ``jnp.where(bad, nan, x)`` would give a NaN value but a zero gradient, so an
+    optimiser step would still look healthy.)
+    """
+    return x * jnp.where(bad, jnp.nan, 1.0).astype(x.dtype)
 
 
 def resolve_mask(

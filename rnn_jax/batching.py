@@ -28,13 +28,16 @@ Example:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, Bool, Int
+from jaxtyping import ArrayLike, Bool, Int
+
+from rnn_jax._checks import lengths_to_mask
 
 __all__ = [
     "Batch",
@@ -50,7 +53,7 @@ __all__ = [
 
 def _positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive int, got {value!r}")
+        raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
     return int(value)
 
 
@@ -61,34 +64,96 @@ def _round_up(n: int, multiple: int | None) -> int:
 def _lengths_array(lengths: ArrayLike, name: str = "lengths") -> np.ndarray:
     arr = np.asarray(lengths)
     if arr.ndim != 1:
-        raise ValueError(f"`{name}` must be 1-D (N,), got shape {arr.shape}")
+        raise ValueError(f"`{name}` must be 1-D (N,), got shape {arr.shape}.")
     if arr.size == 0:
         return arr.astype(np.int64)
     if not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"`{name}` must have an integer dtype, got {arr.dtype}")
+        raise ValueError(f"`{name}` must have an integer dtype, got {arr.dtype}.")
     if arr.min() < 0:
-        raise ValueError(f"`{name}` must be >= 0, got minimum {int(arr.min())}")
+        raise ValueError(f"`{name}` must be >= 0, got minimum {int(arr.min())}.")
     return arr.astype(np.int64)
 
 
 def _numpy_rng(key: Any) -> np.random.Generator:
     """A NumPy generator seeded from the bits of a JAX PRNG key (typed or legacy uint32[2])."""
     if not isinstance(key, jax.Array):
-        raise ValueError(f"`key` must be a JAX PRNG key, got {type(key).__name__}")
+        raise ValueError(f"`key` must be a JAX PRNG key, got {type(key).__name__}.")
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         if key.shape != ():
-            raise ValueError(f"`key` must be a single key of shape (), got shape {key.shape}")
+            raise ValueError(f"`key` must be a single key of shape (), got shape {key.shape}.")
         data = jax.random.key_data(key)
     elif key.dtype == jnp.uint32 and key.shape == (2,):
         data = key
     else:
         raise ValueError(
-            f"`key` must be a JAX PRNG key (jax.random.key), got dtype {key.dtype}, shape {key.shape}"
+            f"`key` must be a JAX PRNG key (jax.random.key), got dtype {key.dtype}, shape {key.shape}."
         )
     return np.random.default_rng(np.asarray(data, dtype=np.uint32).ravel().tolist())
 
 
 # --------------------------------------------------------------------------- padding
+def _sequence_array(seq: Any, i: int) -> np.ndarray:
+    """``sequences[i]`` as a numeric NumPy array, or a ``ValueError`` naming it."""
+    try:
+        a = np.asarray(seq)
+    except ValueError as e:  # NumPy: "inhomogeneous shape after 1 dimensions"
+        raise ValueError(
+            f"`sequences[{i}]` must be a rectangular array (T_i, *F): its steps have different "
+            f"shapes (ragged nesting), e.g. {_preview(seq)}."
+        ) from e
+    if a.dtype == object:
+        raise ValueError(
+            f"`sequences[{i}]` must be a rectangular array (T_i, *F) of numbers, got ragged or "
+            f"mixed contents, e.g. {_preview(seq)}."
+        )
+    if a.size and not (a.dtype == np.bool_ or np.issubdtype(a.dtype, np.number)):
+        raise ValueError(
+            f"`sequences[{i}]` must hold numbers (ids or features), got dtype {a.dtype} "
+            f"(encode tokens to ids first, e.g. with Vocabulary.encode)."
+        )
+    return a
+
+
+def _preview(seq: Any, limit: int = 60) -> str:
+    text = repr(seq)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_fits(values: np.ndarray, dtype: np.dtype, name: str) -> None:
+    """``ValueError`` when casting ``values`` to ``dtype`` would change one (no silent casts).
+
+    Into an integer dtype: every value must be a finite integer in the dtype's range (so
+    ``2**40`` does not wrap into ``int32`` and a pad value of ``0.5`` or NaN is not truncated;
+    an integral float such as ``-1.0`` is fine). Into a float dtype: finite values must not
+    overflow to ``inf``.
+    """
+    numeric = np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)
+    if not values.size or not numeric or np.can_cast(values.dtype, dtype, "safe"):
+        return
+    flat = values.reshape(-1)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        ok = (flat >= info.min) & (flat <= info.max)
+        if np.issubdtype(flat.dtype, np.floating):
+            ok &= np.isfinite(flat) & (flat == np.round(flat))
+        expected = f"integers in [{info.min}, {info.max}]"
+        fix = "an integer value in range, or a wider or float `dtype=` (int64 needs jax x64)"
+    elif np.issubdtype(dtype, np.floating):
+        ok = ~np.isfinite(flat) | (np.abs(flat) <= np.finfo(dtype).max)
+        expected = f"finite values up to {np.finfo(dtype).max:g} in magnitude"
+        fix = "dtype=np.float64, or rescale the data"
+    else:
+        return
+    if ok.all():
+        return
+    k = int(np.argmin(ok))
+    value = flat[k].item()
+    if values.ndim:
+        index = "".join(f"[{int(j)}]" for j in np.unravel_index(k, values.shape))
+        what = f"{name[:-1]}{index}` = {value!r}"
+    else:
+        what = f"{name} = {value!r}"
+    raise ValueError(f"{what} does not fit the {dtype} padded array ({expected}); pass {fix}.")
 
 
 def pad_batch(
@@ -119,6 +184,13 @@ def pad_batch(
     Returns:
       ``(padded (B, T, *F), lengths (B,) int32)``.
 
+    Raises:
+      ValueError: a value or ``pad_value`` that the output dtype cannot hold exactly (an id
+        beyond ``int32`` such as ``2**40``, a pad value ``0.5`` or NaN into integer sequences,
+        a float beyond ``float32``): nothing is wrapped or truncated silently, and the message
+        names the value and ``sequences[i]``; ragged nesting (``sequences[i]`` whose steps
+        differ in shape), non-numeric contents, or sequences whose feature shapes differ.
+
     Example:
       >>> padded, lengths = pad_batch([[1, 2, 3], [4]], pad_value=0)
       >>> padded
@@ -132,21 +204,21 @@ def pad_batch(
     """
     if isinstance(sequences, np.ndarray | jax.Array) and sequences.ndim < 1:
         raise ValueError(
-            f"`sequences` must be a sequence of sequences, got shape {sequences.shape}"
+            f"`sequences` must be a sequence of sequences, got shape {sequences.shape}."
         )
-    arrays = [np.asarray(s) for s in sequences]
+    arrays = [_sequence_array(s, i) for i, s in enumerate(sequences)]
     if not arrays:
-        raise ValueError("`sequences` must hold at least one sequence, got 0")
+        raise ValueError("`sequences` must hold at least one sequence, got 0.")
     if max_len is not None:
         if isinstance(max_len, bool) or not isinstance(max_len, int | np.integer) or max_len < 0:
-            raise ValueError(f"`max_len` must be a non-negative int, got {max_len!r}")
+            raise ValueError(f"`max_len` must be a non-negative int, got {max_len!r}.")
         if pad_to_multiple is not None:
-            raise ValueError("`max_len` and `pad_to_multiple` are exclusive, got both")
+            raise ValueError("`max_len` and `pad_to_multiple` are exclusive, got both.")
     if pad_to_multiple is not None:
         pad_to_multiple = _positive_int(pad_to_multiple, "pad_to_multiple")
     for i, a in enumerate(arrays):
         if a.ndim == 0:
-            raise ValueError(f"`sequences[{i}]` must have a time axis, got a scalar")
+            raise ValueError(f"`sequences[{i}]` must have a time axis, got a scalar.")
     nonempty = [a for a in arrays if a.size or a.ndim > 1]
     feature_shape = nonempty[0].shape[1:] if nonempty else ()
     for i, a in enumerate(arrays):
@@ -155,7 +227,7 @@ def pad_batch(
         if a.shape[1:] != feature_shape:
             raise ValueError(
                 f"`sequences[{i}]` must have trailing feature shape {feature_shape} "
-                f"(like the first non-empty sequence), got {a.shape[1:]}"
+                f"(like the first non-empty sequence), got {a.shape[1:]}."
             )
     if dtype is None:
         common = np.result_type(*nonempty) if nonempty else np.dtype(np.int32)
@@ -165,6 +237,10 @@ def pad_batch(
             dtype = np.float32
         else:
             dtype = common
+    dtype = np.dtype(dtype)
+    for i, a in enumerate(arrays):
+        _check_fits(a, dtype, f"`sequences[{i}]`")
+    _check_fits(np.asarray(pad_value), dtype, "`pad_value`")
     lengths = np.asarray([a.shape[0] for a in arrays], dtype=np.int32)
     if max_len is not None:
         lengths = np.minimum(lengths, max_len).astype(np.int32)
@@ -175,36 +251,6 @@ def pad_batch(
     for i, (a, n) in enumerate(zip(arrays, lengths, strict=True)):
         padded[i, :n] = a[:n]
     return padded, lengths
-
-
-def lengths_to_mask(lengths: Int[ArrayLike, " B"], T: int) -> Bool[Array, "B T"] | np.ndarray:
-    """The step mask ``mask[i, t] = t < lengths[i]``.
-
-    A NumPy input gives a NumPy result; a JAX array gives a JAX result (usable under ``jit``;
-    the range check on ``lengths`` then only runs when it is concrete).
-
-    Example:
-      >>> lengths_to_mask([2, 0, 3], 3)
-      array([[ True,  True, False],
-             [False, False, False],
-             [ True,  True,  True]])
-    """
-    if isinstance(T, bool) or not isinstance(T, int | np.integer) or T < 0:
-        raise ValueError(f"`T` must be a non-negative int, got {T!r}")
-    if isinstance(lengths, jax.Array):
-        if lengths.ndim != 1 or not jnp.issubdtype(lengths.dtype, jnp.integer):
-            raise ValueError(
-                f"`lengths` must be a 1-D integer array (B,), got {lengths.dtype}{lengths.shape}"
-            )
-        xp, arr = jnp, lengths
-        concrete = not isinstance(lengths, jax.core.Tracer)
-    else:
-        xp, arr, concrete = np, _lengths_array(lengths), True
-    if concrete and arr.size and (int(arr.min()) < 0 or int(arr.max()) > T):
-        raise ValueError(
-            f"`lengths` must lie in [0, T] = [0, {T}], got values in [{int(arr.min())}, {int(arr.max())}]"
-        )
-    return xp.arange(T)[None, :] < arr[:, None]
 
 
 def mask_to_lengths(mask: Bool[ArrayLike, "B T"]) -> Int[np.ndarray, " B"]:
@@ -220,13 +266,13 @@ def mask_to_lengths(mask: Bool[ArrayLike, "B T"]) -> Int[np.ndarray, " B"]:
     """
     arr = np.asarray(mask)
     if arr.ndim != 2 or arr.dtype != np.bool_:
-        raise ValueError(f"`mask` must be a 2-D bool array (B, T), got {arr.dtype}{arr.shape}")
+        raise ValueError(f"`mask` must be a 2-D bool array (B, T), got {arr.dtype}{arr.shape}.")
     lengths = arr.sum(axis=1).astype(np.int32)
     bad = np.nonzero((lengths_to_mask(lengths, arr.shape[1]) != arr).any(axis=1))[0]
     if bad.size:
         raise ValueError(
             f"`mask` must be a prefix mask (True then False in each row), "
-            f"row {int(bad[0])} is {arr[bad[0]].astype(int).tolist()}"
+            f"row {int(bad[0])} is {arr[bad[0]].astype(int).tolist()}."
         )
     return lengths
 
@@ -242,10 +288,10 @@ def padding_fraction(lengths_batch: Int[ArrayLike, " B"], *, T: int | None = Non
     """
     lengths = _lengths_array(lengths_batch, "lengths_batch")
     if lengths.size == 0:
-        raise ValueError("`lengths_batch` must hold at least one length, got 0")
+        raise ValueError("`lengths_batch` must hold at least one length, got 0.")
     T = int(lengths.max()) if T is None else T
     if T < int(lengths.max()):
-        raise ValueError(f"`T` must be >= max(lengths_batch) = {int(lengths.max())}, got {T}")
+        raise ValueError(f"`T` must be >= max(lengths_batch) = {int(lengths.max())}, got {T}.")
     if T == 0:
         return 0.0
     cells = lengths.size * T
@@ -304,7 +350,7 @@ def bucket_batches(
     lens = _lengths_array(lengths)
     batch_size = _positive_int(batch_size, "batch_size")
     if bucket_width is not None and num_buckets is not None:
-        raise ValueError("`bucket_width` and `num_buckets` are exclusive, got both")
+        raise ValueError("`bucket_width` and `num_buckets` are exclusive, got both.")
     rng = _numpy_rng(key)
     n = lens.size
     if num_buckets is not None:
@@ -419,29 +465,32 @@ def iterate_batches(
 
     Returns:
       An iterator of :class:`Batch` ``(fields, lengths, extras, indices)``. The arguments are
-      validated when this is called, not at the first ``next``.
+      validated when this is called, not at the first ``next``; the *values* of the sequences
+      (and whether ``pad_values`` fit their dtype, see :func:`pad_batch`) are checked as each
+      batch is padded, with messages naming the example as ``fields[k][i]`` (``i`` its index
+      in the data set).
     """
     if not fields:
-        raise ValueError("`fields` must hold at least one sequence field, got none")
+        raise ValueError("`fields` must hold at least one sequence field, got none.")
     n = len(fields[0])
     lengths = np.asarray([len(s) for s in fields[0]], dtype=np.int64)
     for k, f in enumerate(fields[1:], start=1):
         if len(f) != n:
             raise ValueError(
-                f"`fields[{k}]` must have N = {n} examples like `fields[0]`, got {len(f)}"
+                f"`fields[{k}]` must have N = {n} examples like `fields[0]`, got {len(f)}."
             )
         lens_k = np.asarray([len(s) for s in f], dtype=np.int64)
         if (bad := np.nonzero(lens_k != lengths)[0]).size:
             i = int(bad[0])
             raise ValueError(
                 f"`fields[{k}][{i}]` must have the length of `fields[0][{i}]` = {lengths[i]}, "
-                f"got {lens_k[i]}"
+                f"got {lens_k[i]}."
             )
     extras = [np.asarray(e) for e in extras]
     for k, e in enumerate(extras):
         if e.ndim == 0 or e.shape[0] != n:
             raise ValueError(
-                f"`extras[{k}]` must have leading dimension N = {n}, got shape {e.shape}"
+                f"`extras[{k}]` must have leading dimension N = {n}, got shape {e.shape}."
             )
     if isinstance(pad_values, int | float | np.number):
         pads = [pad_values] * len(fields)
@@ -449,7 +498,7 @@ def iterate_batches(
         pads = list(pad_values)
         if len(pads) != len(fields):
             raise ValueError(
-                f"`pad_values` must be a scalar or one value per field ({len(fields)}), got {len(pads)}"
+                f"`pad_values` must be a scalar or one value per field ({len(fields)}), got {len(pads)}."
             )
     batch_size = _positive_int(batch_size, "batch_size")
     if pad_to_multiple is not None:
@@ -463,7 +512,7 @@ def iterate_batches(
         or not 0 <= start <= total
     ):
         raise ValueError(
-            f"`start` must be an int in [0, {total}] (batches this epoch), got {start!r}"
+            f"`start` must be an int in [0, {total}] (batches this epoch), got {start!r}."
         )
 
     if shuffle and bucket:
@@ -496,8 +545,11 @@ def _generate(fields, pads, extras, lengths, plan, pad_to_multiple, max_len) -> 
         if max_len is not None:
             T = min(T, max_len)
         padded = []
-        for f, pad in zip(fields, pads, strict=True):
-            arr, lens = pad_batch([f[int(i)] for i in idx], pad_value=pad, max_len=T)
+        for k, (f, pad) in enumerate(zip(fields, pads, strict=True)):
+            try:
+                arr, lens = pad_batch([f[int(i)] for i in idx], pad_value=pad, max_len=T)
+            except ValueError as e:  # name the example by its dataset index, not batch position
+                raise ValueError(_in_dataset_terms(str(e), k, idx, len(fields))) from e
             padded.append(arr)
         yield Batch(
             fields=tuple(padded),
@@ -505,3 +557,13 @@ def _generate(fields, pads, extras, lengths, plan, pad_to_multiple, max_len) -> 
             extras=tuple(e[idx] for e in extras),
             indices=idx,
         )
+
+
+def _in_dataset_terms(message: str, k: int, idx: np.ndarray, num_fields: int) -> str:
+    """A :func:`pad_batch` message with ``sequences[j]`` as ``fields[k][idx[j]]``."""
+    message = re.sub(
+        r"`sequences\[(\d+)\]", lambda m: f"`fields[{k}][{int(idx[int(m[1])])}]", message
+    )
+    return message.replace(
+        "`pad_value`", f"`pad_values[{k}]`" if num_fields > 1 else "`pad_values`"
+    )

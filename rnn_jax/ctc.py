@@ -15,6 +15,10 @@ jitted, fixed shapes) and :func:`ctc_prefix_beam_search` (sums over alignments o
 prefix, so it can find a labelling whose probability is spread over many paths; runs on
 the host in NumPy float64, one example at a time).
 
+Labels at valid label positions must be ids in ``[0, C)`` other than the blank: on concrete
+arrays anything else raises a ``ValueError`` (padding may hold anything); under ``jit`` the
+example's loss and gradient are NaN, never a finite number.
+
 Example:
     >>> import jax.numpy as jnp
     >>> # T = 2 steps, C = 2 (blank 0 and "a" = 1), uniform outputs: p("a") = 3/4
@@ -37,7 +41,13 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, Int
 
-from rnn_jax._checks import check_lengths, lengths_to_mask
+from rnn_jax._checks import (
+    check_label_range,
+    check_lengths,
+    is_concrete,
+    lengths_to_mask,
+    nan_where,
+)
 from rnn_jax.network import rnn_apply
 from rnn_jax.params import RNNParams
 
@@ -83,9 +93,16 @@ def ctc_loss(
             at least 1, then averaged).
 
     Returns:
-        The loss. A labelling that cannot fit in its input (``S + repeats > T``) has
-        probability 0; optax then returns a large finite value (about ``1e5``), not
-        ``inf``.
+        The loss (``"mean"`` and ``"mean_per_label"`` give 0.0 for an empty batch
+        ``B = 0``, like the other losses). A labelling that cannot fit in its input
+        (``S + repeats > T``) has probability 0; optax then returns a large finite
+        value (about ``1e5``), not ``inf``.
+
+    Raises:
+        ValueError: on a shape or dtype mismatch, lengths outside their range, or, on
+            concrete arrays, a label id outside ``[0, C)`` or equal to ``blank_id`` at a
+            valid label position (padding may hold anything). Under ``jit`` such an
+            example's loss (and its gradient) is NaN instead -- never a finite number.
     """
     if reduction not in _REDUCTIONS:
         raise ValueError(f"`reduction` must be one of {_REDUCTIONS}, got {reduction!r}.")
@@ -101,17 +118,28 @@ def ctc_loss(
         raise ValueError(f"`blank_id` must lie in [0, C) = [0, {C}), got {blank_id}.")
     logit_lengths = check_lengths(logit_lengths, B, T, name="logit_lengths")
     label_lengths = check_lengths(label_lengths, B, labels.shape[1], name="label_lengths")
+    label_valid = lengths_to_mask(label_lengths, labels.shape[1])
+    bad = check_label_range(labels, label_valid, 0, C, expected=f"[0, C) = [0, {C})")
+    is_blank = label_valid & (labels == blank_id)
+    if is_concrete(is_blank) and bool(np.any(np.asarray(is_blank))):
+        b, s = (int(i[0]) for i in np.nonzero(np.asarray(is_blank)))
+        raise ValueError(
+            f"`labels` must not hold the blank id {blank_id} at valid positions (the blank is "
+            f"not a label), got labels[{b}, {s}] = {blank_id}."
+        )
+    bad_example = jnp.any(bad | is_blank, axis=1)  # (B,): NaN loss under jit
     logit_paddings = (~lengths_to_mask(logit_lengths, T)).astype(logits.dtype)
-    label_paddings = (~lengths_to_mask(label_lengths, labels.shape[1])).astype(logits.dtype)
-    labels = jnp.where(label_paddings > 0, 0, labels)  # padded ids are never read
+    label_paddings = (~label_valid).astype(logits.dtype)
+    labels = jnp.where(label_valid & ~bad, labels, 0)  # padded (and bad) ids are never read
     per_example = optax.ctc_loss(logits, logit_paddings, labels, label_paddings, blank_id=blank_id)
+    per_example = nan_where(bad_example, per_example)
     if reduction == "none":
         return per_example
     if reduction == "sum":
         return jnp.sum(per_example)
     if reduction == "mean_per_label":
         per_example = per_example / jnp.maximum(label_lengths, 1).astype(per_example.dtype)
-    return jnp.mean(per_example)
+    return jnp.sum(per_example) / max(B, 1)  # B = 0: 0.0, like the other losses
 
 
 def rnn_ctc_loss(

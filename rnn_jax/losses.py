@@ -22,9 +22,29 @@ arithmetic, so arbitrary values there (huge numbers, ``inf``, ``NaN``,
 out-of-range label ids) change neither the loss nor its gradient, and the
 gradient at masked positions is exactly zero.
 
+Call convention (the same as the network's ``rnn_apply(params, xs, lengths)``):
+``loss(logits_or_preds, labels, lengths=None, *, mask=None, ...)`` -- ``lengths``
+is the third positional argument and ``mask`` is keyword-only. A mask passed
+positionally (a boolean array, or one of two or more axes, in the ``lengths``
+slot) raises a :class:`TypeError` that says so. Masks may be boolean or
+integer 0/1; ``lengths`` must lie in ``[0, T]``.
+
 Shapes are checked at trace time (they are static under :func:`jax.jit`), and a
 mismatch raises :class:`ValueError` naming the argument; nothing is broadcast
 silently.
+
+Label values at *valid* positions (padding may hold anything):
+
+* eagerly (concrete arrays), a class id outside ``[0, C)`` for the softmax loss,
+  or a binary label outside ``[0, 1]``, raises :class:`ValueError`, like
+  out-of-range token ids do in the network;
+* under :func:`jax.jit` (or ``grad``/``vmap``), where no value can be checked
+  without a host sync, such a position makes the loss **NaN, and its gradient
+  NaN** -- never a silently wrong finite number (e.g. ``-1`` is *not* read as the
+  last class).
+
+An empty batch (``B = 0``, or no valid position) gives ``0.0`` for ``"mean"``
+and ``"sum"``, and zero gradients.
 """
 
 from __future__ import annotations
@@ -34,7 +54,7 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
-from rnn_jax._checks import resolve_mask
+from rnn_jax._checks import check_label_range, nan_where, reject_mask_as_lengths, resolve_mask
 
 __all__ = [
     "masked_mean_squared_error",
@@ -48,7 +68,7 @@ _REDUCTIONS = ("mean", "sum", "none")
 # --------------------------------------------------------------------------- helpers
 def _check_reduction(reduction: str) -> None:
     if reduction not in _REDUCTIONS:
-        raise ValueError(f"`reduction` must be one of {_REDUCTIONS}, got {reduction!r}")
+        raise ValueError(f"`reduction` must be one of {_REDUCTIONS}, got {reduction!r}.")
 
 
 def _reduce(per_position: Array, mask: Array | None, reduction: str) -> Array:
@@ -71,9 +91,9 @@ def _expand_to(mask: Array, ndim: int) -> Array:
 def masked_softmax_cross_entropy(
     logits: Float[Array, "*positions C"],
     labels: Int[Array, "*positions"],
-    mask: Bool[Array, "*positions"] | None = None,
-    *,
     lengths: Int[Array, " B"] | None = None,
+    *,
+    mask: Bool[Array, "*positions"] | None = None,
     reduction: str = "mean",
 ) -> Float[Array, ""] | Float[Array, "*positions"]:
     r"""Softmax cross-entropy of integer labels, counting valid positions only.
@@ -87,12 +107,13 @@ def masked_softmax_cross_entropy(
     Args:
         logits: ``(B, T, C)`` per-step logits ``z<t>`` (or ``(B, C)`` for
             many-to-one; any leading shape works).
-        labels: integer class ids, shape ``logits.shape[:-1]``. Values at
-            padding are ignored (they may be out of range, e.g. ``-1``).
-        mask: bool, shape ``logits.shape[:-1]``; ``True`` = counted. ``None``
-            with ``lengths=None`` counts every position.
-        lengths: ``(B,)`` valid lengths instead of ``mask`` (needs
-            ``labels`` of shape ``(B, T)``).
+        labels: integer class ids in ``[0, C)``, shape ``logits.shape[:-1]``.
+            Values at padding are ignored (they may be out of range, e.g. ``-1``).
+        lengths: ``(B,)`` valid lengths in ``[0, T]`` (needs ``labels`` of
+            shape ``(B, T)``).
+        mask: keyword-only, instead of ``lengths``: bool (or integer 0/1) of
+            shape ``logits.shape[:-1]``; ``True`` = counted. Neither counts
+            every position.
         reduction: ``"mean"`` (sum over valid positions divided by their
             number — 0.0 when there are none), ``"sum"``, or ``"none"``
             (per-position losses, 0 at padding).
@@ -101,7 +122,10 @@ def masked_softmax_cross_entropy(
         A scalar, or an array of ``labels.shape`` for ``reduction="none"``.
 
     Raises:
-        ValueError: on a shape or dtype mismatch (at trace time).
+        ValueError: on a shape or dtype mismatch (at trace time), or, on
+            concrete arrays, a label outside ``[0, C)`` at a valid position
+            (under ``jit`` the loss is NaN instead).
+        TypeError: a mask passed positionally (``mask`` is keyword-only).
 
     Example:
         >>> import jax.numpy as jnp
@@ -112,22 +136,26 @@ def masked_softmax_cross_entropy(
         1.3863
     """
     _check_reduction(reduction)
+    reject_mask_as_lengths(lengths, fn="masked_softmax_cross_entropy")
     logits = jnp.asarray(logits)
     labels = jnp.asarray(labels)
     if logits.ndim < 1:
-        raise ValueError(f"`logits` must have a class axis (..., C), got shape {logits.shape}")
+        raise ValueError(f"`logits` must have a class axis (..., C), got shape {logits.shape}.")
     if labels.shape != logits.shape[:-1]:
         raise ValueError(
             f"`labels` must have shape logits.shape[:-1] = {tuple(logits.shape[:-1])}, "
-            f"got {tuple(labels.shape)}"
+            f"got {tuple(labels.shape)}."
         )
     if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise ValueError(f"`labels` must have an integer dtype, got {labels.dtype}")
+        raise ValueError(f"`labels` must have an integer dtype, got {labels.dtype}.")
     mask = resolve_mask(lengths, mask, labels.shape, what="labels")
+    C = logits.shape[-1]
+    bad = check_label_range(labels, mask, 0, C, expected=f"[0, C) = [0, {C})")
     if mask is not None:
         logits = jnp.where(_expand_to(mask, logits.ndim), logits, 0.0)
         labels = jnp.where(mask, labels, 0)
-    per_position = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    labels = jnp.where(bad, 0, labels)  # read a real class; the result is NaN there anyway
+    per_position = nan_where(bad, optax.softmax_cross_entropy_with_integer_labels(logits, labels))
     if mask is not None:
         per_position = jnp.where(mask, per_position, 0.0)
     return _reduce(per_position, mask, reduction)
@@ -136,9 +164,9 @@ def masked_softmax_cross_entropy(
 def masked_sigmoid_binary_cross_entropy(
     logits: Float[Array, "*positions"] | Float[Array, "*positions 1"],
     labels: Float[Array, "*positions"] | Int[Array, "*positions"],
-    mask: Bool[Array, "*positions"] | None = None,
-    *,
     lengths: Int[Array, " B"] | None = None,
+    *,
+    mask: Bool[Array, "*positions"] | None = None,
     pos_weight: float | ArrayLike | None = None,
     reduction: str = "mean",
 ) -> Float[Array, ""] | Float[Array, "*positions"]:
@@ -160,9 +188,11 @@ def masked_sigmoid_binary_cross_entropy(
             works, e.g. ``(B,)`` / ``(B, 1)`` for many-to-one).
         labels: targets of the leading shape (``(B, T)``), values in ``{0, 1}``
             (bool, integer or float; floats in ``[0, 1]`` act as soft labels).
-            Values are not checked (they cannot be under ``jit``).
-        mask: bool of ``labels.shape``; ``True`` = counted.
-        lengths: ``(B,)`` valid lengths instead of ``mask``.
+            Values outside ``[0, 1]`` at valid positions raise on concrete
+            arrays and give NaN under ``jit``.
+        lengths: ``(B,)`` valid lengths in ``[0, T]``.
+        mask: keyword-only, instead of ``lengths``: bool (or integer 0/1) of
+            ``labels.shape``; ``True`` = counted.
         pos_weight: optional scalar weight ``w`` of the positive term.
         reduction: ``"mean"`` (0.0 when no position is valid), ``"sum"`` or
             ``"none"``.
@@ -171,17 +201,21 @@ def masked_sigmoid_binary_cross_entropy(
         A scalar, or an array of ``labels.shape`` for ``reduction="none"``.
 
     Raises:
-        ValueError: on a shape or dtype mismatch (at trace time).
+        ValueError: on a shape or dtype mismatch (at trace time), or, on
+            concrete arrays, a label outside ``[0, 1]`` at a valid position
+            (under ``jit`` the loss is NaN instead).
+        TypeError: a mask passed positionally (``mask`` is keyword-only).
 
     Example:
         >>> import jax.numpy as jnp
         >>> logits = jnp.zeros((1, 3, 1))
         >>> labels = jnp.array([[1, 0, 1]])
         >>> mask = jnp.array([[True, True, False]])
-        >>> round(float(masked_sigmoid_binary_cross_entropy(logits, labels, mask)), 4)  # log 2
+        >>> round(float(masked_sigmoid_binary_cross_entropy(logits, labels, mask=mask)), 4)
         0.6931
     """
     _check_reduction(reduction)
+    reject_mask_as_lengths(lengths, fn="masked_sigmoid_binary_cross_entropy")
     logits = jnp.asarray(logits)
     labels = jnp.asarray(labels)
     if logits.ndim == labels.ndim + 1 and logits.shape[-1] == 1:
@@ -189,12 +223,17 @@ def masked_sigmoid_binary_cross_entropy(
     if logits.shape != labels.shape:
         raise ValueError(
             f"`logits` must have shape labels.shape = {tuple(labels.shape)} or labels.shape + (1,) "
-            f"= {(*labels.shape, 1)}, got {tuple(logits.shape)}"
+            f"= {(*labels.shape, 1)}, got {tuple(logits.shape)}."
         )
     if not jnp.issubdtype(logits.dtype, jnp.floating):
-        raise ValueError(f"`logits` must have a floating dtype, got {logits.dtype}")
-    labels = labels.astype(logits.dtype)
+        raise ValueError(f"`logits` must have a floating dtype, got {logits.dtype}.")
+    if not (labels.dtype == jnp.bool_ or jnp.issubdtype(labels.dtype, jnp.number)):
+        raise ValueError(f"`labels` must be bool, integer or float, got dtype {labels.dtype}.")
     mask = resolve_mask(lengths, mask, labels.shape, what="labels")
+    bad = check_label_range(
+        labels, mask, 0, 1, closed=True, expected="[0, 1] (0/1, or soft labels in between)"
+    )
+    labels = labels.astype(logits.dtype)
     if mask is not None:
         logits = jnp.where(mask, logits, 0.0)
         labels = jnp.where(mask, labels, 0.0)
@@ -203,11 +242,12 @@ def masked_sigmoid_binary_cross_entropy(
     else:
         pos_weight = jnp.asarray(pos_weight, dtype=logits.dtype)
         if pos_weight.shape != ():
-            raise ValueError(f"`pos_weight` must be a scalar, got shape {tuple(pos_weight.shape)}")
+            raise ValueError(f"`pos_weight` must be a scalar, got shape {tuple(pos_weight.shape)}.")
         per_position = -(
             pos_weight * labels * jax.nn.log_sigmoid(logits)
             + (1.0 - labels) * jax.nn.log_sigmoid(-logits)
         )
+    per_position = nan_where(bad, per_position)
     if mask is not None:
         per_position = jnp.where(mask, per_position, 0.0)
     return _reduce(per_position, mask, reduction)
@@ -216,9 +256,9 @@ def masked_sigmoid_binary_cross_entropy(
 def masked_mean_squared_error(
     preds: Float[Array, "*positions *features"],
     targets: Float[Array, "*positions *features"],
-    mask: Bool[Array, "*positions"] | None = None,
-    *,
     lengths: Int[Array, " B"] | None = None,
+    *,
+    mask: Bool[Array, "*positions"] | None = None,
     reduction: str = "mean",
 ) -> Float[Array, ""] | Float[Array, "*positions"]:
     r"""Squared error for forecasting, counting valid positions only.
@@ -234,8 +274,9 @@ def masked_mean_squared_error(
     Args:
         preds: predictions ``ŷ``, e.g. ``(B, T)`` or ``(B, T, D)``.
         targets: same shape as ``preds``.
-        mask: bool whose shape is a prefix of ``preds.shape`` (e.g. ``(B, T)``).
-        lengths: ``(B,)`` valid lengths instead of ``mask`` (positions ``(B, T)``).
+        lengths: ``(B,)`` valid lengths in ``[0, T]`` (positions ``(B, T)``).
+        mask: keyword-only, instead of ``lengths``: bool (or integer 0/1)
+            whose shape is a prefix of ``preds.shape`` (e.g. ``(B, T)``).
         reduction: ``"mean"`` (0.0 when no position is valid), ``"sum"``
             (sum of the per-position means) or ``"none"`` (per position, 0 at
             padding).
@@ -245,6 +286,7 @@ def masked_mean_squared_error(
 
     Raises:
         ValueError: on a shape mismatch (at trace time).
+        TypeError: a mask passed positionally (``mask`` is keyword-only).
 
     Example:
         >>> import jax.numpy as jnp
@@ -254,24 +296,25 @@ def masked_mean_squared_error(
         2.5
     """
     _check_reduction(reduction)
+    reject_mask_as_lengths(lengths, fn="masked_mean_squared_error")
     preds = jnp.asarray(preds)
     targets = jnp.asarray(targets)
     if targets.shape != preds.shape:
         raise ValueError(
-            f"`targets` must have shape preds.shape = {tuple(preds.shape)}, got {tuple(targets.shape)}"
+            f"`targets` must have shape preds.shape = {tuple(preds.shape)}, got {tuple(targets.shape)}."
         )
     if mask is not None:
         mask_shape = tuple(jnp.shape(mask))
         if mask_shape != tuple(preds.shape[: len(mask_shape)]):
             raise ValueError(
                 f"`mask` must have a prefix of preds.shape = {tuple(preds.shape)} as its shape, "
-                f"got {mask_shape}"
+                f"got {mask_shape}."
             )
         positions = mask_shape
     elif lengths is not None:
         if preds.ndim < 2:
             raise ValueError(
-                f"`lengths` needs preds with at least 2 axes (B, T, ...), got {tuple(preds.shape)}"
+                f"`lengths` needs preds with at least 2 axes (B, T, ...), got {tuple(preds.shape)}."
             )
         positions = tuple(preds.shape[:2])
     else:

@@ -1,8 +1,16 @@
 """Masked metrics for token tagging and classification.
 
-All metrics count valid positions only (``mask`` or ``lengths``, as in
-:mod:`rnn_jax.losses`) and are jit-compatible (shape checks happen at trace
-time).
+All metrics count valid positions only and are jit-compatible (shape checks
+happen at trace time). They are called like the losses of :mod:`rnn_jax.losses`:
+``metric(predictions, labels, lengths=None, *, mask=None, from_logits=False)``
+-- ``lengths`` third positional, ``mask`` keyword-only (boolean or integer 0/1);
+a mask passed positionally raises a :class:`TypeError` that says so.
+
+Label values at valid positions are checked like token ids: on concrete arrays
+an out-of-range label (outside ``{0, 1}`` for the binary counts, below 0 or at
+least ``C`` for accuracy) raises :class:`ValueError`; under ``jit`` it is left
+out of every count and the float scores (:func:`masked_accuracy`,
+:func:`binary_precision_recall_f1`) are NaN -- never a silently wrong number.
 
 Corpus-level scores must be computed from **summed counts**, not by averaging
 per-batch scores: accumulate :class:`ConfusionCounts` (or
@@ -35,7 +43,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
-from rnn_jax._checks import resolve_mask
+from rnn_jax._checks import check_label_range, reject_mask_as_lengths, resolve_mask
 
 __all__ = [
     "AccuracyCounts",
@@ -185,12 +193,12 @@ def predicted_labels(
         if predictions.shape != labels_shape:
             raise ValueError(
                 f"`predictions` must have shape labels.shape = {labels_shape}, "
-                f"got {tuple(predictions.shape)} (pass from_logits=True for logits)"
+                f"got {tuple(predictions.shape)} (pass from_logits=True for logits)."
             )
         if not (predictions.dtype == jnp.bool_ or jnp.issubdtype(predictions.dtype, jnp.integer)):
             raise ValueError(
                 f"`predictions` must be integer or bool labels, got dtype {predictions.dtype} "
-                "(pass from_logits=True for logits)"
+                "(pass from_logits=True for logits)."
             )
         return predictions.astype(jnp.int32)
     if predictions.shape == labels_shape:
@@ -201,76 +209,121 @@ def predicted_labels(
         return jnp.argmax(predictions, axis=-1).astype(jnp.int32)
     raise ValueError(
         f"`predictions` (logits) must have shape labels.shape = {labels_shape} or "
-        f"labels.shape + (C,), got {tuple(predictions.shape)}"
+        f"labels.shape + (C,), got {tuple(predictions.shape)}."
     )
 
 
 def _check_labels(labels: ArrayLike) -> Array:
     labels = jnp.asarray(labels)
     if not (labels.dtype == jnp.bool_ or jnp.issubdtype(labels.dtype, jnp.integer)):
-        raise ValueError(f"`labels` must have an integer or bool dtype, got {labels.dtype}")
+        raise ValueError(f"`labels` must have an integer or bool dtype, got {labels.dtype}.")
     return labels
+
+
+def _valid(valid: Array | None, shape: tuple[int, ...]) -> Array:
+    return jnp.ones(shape, dtype=jnp.bool_) if valid is None else valid
+
+
+def _confusion(
+    predictions: ArrayLike,
+    labels: ArrayLike,
+    lengths: ArrayLike | None,
+    mask: ArrayLike | None,
+    from_logits: bool,
+) -> tuple[ConfusionCounts, Array]:
+    """The counts over valid positions with labels in {0, 1}, and how many valid ones were not."""
+    labels = _check_labels(labels)
+    predictions = jnp.asarray(predictions)
+    if (
+        from_logits
+        and predictions.ndim == labels.ndim + 1
+        and predictions.shape[:-1] == labels.shape
+        and predictions.shape[-1] > 2
+    ):
+        raise ValueError(
+            f"`predictions` must be binary logits of shape labels.shape = {tuple(labels.shape)}, "
+            f"labels.shape + (1,) or labels.shape + (2,), got {tuple(predictions.shape)} "
+            f"({predictions.shape[-1]} classes); use accuracy_counts for multi-class outputs."
+        )
+    y_hat_ids = predicted_labels(predictions, labels.shape, from_logits=from_logits)
+    valid = resolve_mask(lengths, mask, labels.shape, what="labels")
+    bad = check_label_range(labels, valid, 0, 1, closed=True, expected="{0, 1}")
+    if not from_logits:
+        bad = bad | check_label_range(
+            y_hat_ids, valid, 0, 1, closed=True, expected="{0, 1}", name="predictions"
+        )
+    counted = _valid(valid, labels.shape) & ~bad
+    y_hat = y_hat_ids != 0
+    y = labels != 0
+
+    def count(condition: Array) -> Array:
+        return jnp.sum(condition & counted, dtype=jnp.int32)
+
+    counts = ConfusionCounts(
+        tp=count(y_hat & y), fp=count(y_hat & ~y), fn=count(~y_hat & y), tn=count(~y_hat & ~y)
+    )
+    return counts, jnp.sum(bad, dtype=jnp.int32)
 
 
 def binary_confusion_counts(
     predictions: Int[Array, "*positions"] | Float[Array, "*positions *C"],
     labels: Int[Array, "*positions"],
-    mask: Bool[Array, "*positions"] | None = None,
-    *,
     lengths: Int[Array, " B"] | None = None,
+    *,
+    mask: Bool[Array, "*positions"] | None = None,
     from_logits: bool = False,
 ) -> ConfusionCounts:
     """Confusion counts of the positive class (label 1) over the valid positions.
 
-    A position is positive when its label is non-zero (so ``labels`` should be
-    in ``{0, 1}``; multi-class ids count every non-zero class as positive).
+    Labels (and predicted labels) must be in ``{0, 1}`` at valid positions: on
+    concrete arrays anything else raises; under ``jit`` such a position is left
+    out of all four counts (so ``tp + fp + fn + tn`` falls short of the number
+    of valid positions) and :func:`binary_precision_recall_f1` gives NaN. It is
+    never counted as a positive.
 
     Args:
         predictions: predicted labels in ``{0, 1}`` (shape ``labels.shape``), or
-            logits with ``from_logits=True`` (see the module docstring).
-        labels: integer/bool targets, e.g. ``(B, T)``.
-        mask: bool of ``labels.shape``; ``True`` = counted.
-        lengths: ``(B,)`` valid lengths instead of ``mask``.
+            binary logits with ``from_logits=True`` (see the module docstring).
+        labels: integer/bool targets in ``{0, 1}``, e.g. ``(B, T)``.
+        lengths: ``(B,)`` valid lengths in ``[0, T]``.
+        mask: keyword-only, instead of ``lengths``: bool (or integer 0/1) of
+            ``labels.shape``; ``True`` = counted.
         from_logits: whether ``predictions`` are logits.
 
     Returns:
         Scalar ``int32`` :class:`ConfusionCounts`.
 
+    Raises:
+        ValueError: on a shape or dtype mismatch, or (concrete arrays) a label
+            or predicted label outside ``{0, 1}`` at a valid position.
+        TypeError: a mask passed positionally (``mask`` is keyword-only).
+
     Example:
         >>> import jax.numpy as jnp
         >>> labels = jnp.array([[1, 0, 1, 0], [1, 1, 0, 0]])
         >>> preds = jnp.array([[1, 1, 0, 0], [1, 0, 1, 1]])
-        >>> c = binary_confusion_counts(preds, labels, lengths=jnp.array([4, 2]))
+        >>> c = binary_confusion_counts(preds, labels, jnp.array([4, 2]))
         >>> [int(v) for v in c]  # tp fp fn tn
         [2, 1, 2, 1]
     """
-    labels = _check_labels(labels)
-    y_hat = predicted_labels(predictions, labels.shape, from_logits=from_logits) != 0
-    y = labels != 0
-    valid = resolve_mask(lengths, mask, labels.shape, what="labels")
-    if valid is None:
-        valid = jnp.ones(labels.shape, dtype=jnp.bool_)
-
-    def count(condition: Array) -> Array:
-        return jnp.sum(condition & valid, dtype=jnp.int32)
-
-    return ConfusionCounts(
-        tp=count(y_hat & y), fp=count(y_hat & ~y), fn=count(~y_hat & y), tn=count(~y_hat & ~y)
-    )
+    reject_mask_as_lengths(lengths, fn="binary_confusion_counts")
+    return _confusion(predictions, labels, lengths, mask, from_logits)[0]
 
 
 def binary_precision_recall_f1(
     predictions: Int[Array, "*positions"] | Float[Array, "*positions *C"],
     labels: Int[Array, "*positions"],
-    mask: Bool[Array, "*positions"] | None = None,
-    *,
     lengths: Int[Array, " B"] | None = None,
+    *,
+    mask: Bool[Array, "*positions"] | None = None,
     from_logits: bool = False,
 ) -> tuple[Float[Array, ""], Float[Array, ""], Float[Array, ""]]:
     """Precision, recall and F1 of the positive class on one batch (0/0 := 0.0).
 
     For a whole data set, accumulate :func:`binary_confusion_counts` over the
     batches and call ``.precision()``, ``.recall()``, ``.f1()`` on the sum.
+    Arguments as in :func:`binary_confusion_counts`; under ``jit`` a label
+    outside ``{0, 1}`` at a valid position makes all three NaN.
 
     Example:
         >>> import jax.numpy as jnp
@@ -279,64 +332,103 @@ def binary_precision_recall_f1(
         >>> [float(v) for v in binary_precision_recall_f1(logits, labels, from_logits=True)]
         [0.5, 0.5, 0.5]
     """
-    counts = binary_confusion_counts(
-        predictions, labels, mask, lengths=lengths, from_logits=from_logits
+    reject_mask_as_lengths(lengths, fn="binary_precision_recall_f1")
+    counts, num_bad = _confusion(predictions, labels, lengths, mask, from_logits)
+    return tuple(  # type: ignore[return-value]
+        jnp.where(num_bad > 0, jnp.nan, v)
+        for v in (counts.precision(), counts.recall(), counts.f1())
     )
-    return counts.precision(), counts.recall(), counts.f1()
+
+
+def _accuracy(
+    predictions: ArrayLike,
+    labels: ArrayLike,
+    lengths: ArrayLike | None,
+    mask: ArrayLike | None,
+    from_logits: bool,
+) -> tuple[AccuracyCounts, Array]:
+    labels = _check_labels(labels)
+    predictions = jnp.asarray(predictions)
+    y_hat = predicted_labels(predictions, labels.shape, from_logits=from_logits)
+    valid = resolve_mask(lengths, mask, labels.shape, what="labels")
+    if not from_logits:
+        bad = check_label_range(labels, valid, 0, float("inf"), expected="[0, inf)")
+    elif predictions.ndim == labels.ndim + 1 and predictions.shape[-1] > 1:
+        C = predictions.shape[-1]
+        bad = check_label_range(labels, valid, 0, C, expected=f"[0, C) = [0, {C})")
+    else:
+        bad = check_label_range(labels, valid, 0, 1, closed=True, expected="{0, 1}")
+    counted = _valid(valid, labels.shape) & ~bad
+    correct = y_hat == labels.astype(jnp.int32)
+    counts = AccuracyCounts(
+        jnp.sum(correct & counted, dtype=jnp.int32), jnp.sum(counted, dtype=jnp.int32)
+    )
+    return counts, jnp.sum(bad, dtype=jnp.int32)
 
 
 def accuracy_counts(
     predictions: Int[Array, "*positions"] | Float[Array, "*positions *C"],
     labels: Int[Array, "*positions"],
-    mask: Bool[Array, "*positions"] | None = None,
-    *,
     lengths: Int[Array, " B"] | None = None,
+    *,
+    mask: Bool[Array, "*positions"] | None = None,
     from_logits: bool = False,
 ) -> AccuracyCounts:
     """Number of correctly predicted valid positions and of valid positions.
 
+    Labels at valid positions must be class ids: ``>= 0``, below ``C`` for
+    ``(..., C)`` logits, in ``{0, 1}`` for binary logits. On concrete arrays
+    anything else raises; under ``jit`` such a position is left out of both
+    counts and :func:`masked_accuracy` gives NaN.
+
+    Args:
+        predictions: predicted labels (shape ``labels.shape``), or logits with
+            ``from_logits=True`` (see the module docstring).
+        labels: integer/bool class ids, e.g. ``(B, T)``.
+        lengths: ``(B,)`` valid lengths in ``[0, T]``.
+        mask: keyword-only, instead of ``lengths``: bool (or integer 0/1) of
+            ``labels.shape``; ``True`` = counted.
+        from_logits: whether ``predictions`` are logits.
+
+    Raises:
+        ValueError: on a shape or dtype mismatch, or (concrete arrays) a label
+            out of range at a valid position.
+        TypeError: a mask passed positionally (``mask`` is keyword-only).
+
     Example:
         >>> import jax.numpy as jnp
         >>> logits = jnp.array([[[0.0, 1.0, 0.0], [3.0, 0.0, 0.0], [0.0, 0.0, 9.0]]])
-        >>> c = accuracy_counts(logits, jnp.array([[1, 2, 0]]), lengths=jnp.array([2]),
-        ...                     from_logits=True)
+        >>> c = accuracy_counts(logits, jnp.array([[1, 2, 0]]), jnp.array([2]), from_logits=True)
         >>> int(c.correct), int(c.total)
         (1, 2)
     """
-    labels = _check_labels(labels)
-    y_hat = predicted_labels(predictions, labels.shape, from_logits=from_logits)
-    correct = y_hat == labels.astype(jnp.int32)
-    valid = resolve_mask(lengths, mask, labels.shape, what="labels")
-    if valid is None:
-        return AccuracyCounts(
-            jnp.sum(correct, dtype=jnp.int32), jnp.asarray(correct.size, dtype=jnp.int32)
-        )
-    return AccuracyCounts(
-        jnp.sum(correct & valid, dtype=jnp.int32), jnp.sum(valid, dtype=jnp.int32)
-    )
+    reject_mask_as_lengths(lengths, fn="accuracy_counts")
+    return _accuracy(predictions, labels, lengths, mask, from_logits)[0]
 
 
 def masked_accuracy(
     predictions: Int[Array, "*positions"] | Float[Array, "*positions *C"],
     labels: Int[Array, "*positions"],
-    mask: Bool[Array, "*positions"] | None = None,
-    *,
     lengths: Int[Array, " B"] | None = None,
+    *,
+    mask: Bool[Array, "*positions"] | None = None,
     from_logits: bool = False,
 ) -> Float[Array, ""]:
     """Fraction of valid positions predicted correctly (0.0 with no valid position).
 
-    Multi-class token accuracy is ``masked_accuracy(logits, labels, mask,
+    Multi-class token accuracy is ``masked_accuracy(logits, labels, lengths,
     from_logits=True)`` with ``logits`` of shape ``(B, T, C)``; many-to-one
-    accuracy uses ``(B, C)`` logits and ``(B,)`` labels.
+    accuracy uses ``(B, C)`` logits and ``(B,)`` labels. Arguments as in
+    :func:`accuracy_counts`; under ``jit`` an out-of-range label at a valid
+    position gives NaN.
 
     Example:
         >>> import jax.numpy as jnp
         >>> preds = jnp.array([[1, 2, 3], [0, 0, 0]])
         >>> labels = jnp.array([[1, 2, 0], [0, 5, 5]])
-        >>> float(masked_accuracy(preds, labels, lengths=jnp.array([3, 1])))
+        >>> float(masked_accuracy(preds, labels, jnp.array([3, 1])))
         0.75
     """
-    return accuracy_counts(
-        predictions, labels, mask, lengths=lengths, from_logits=from_logits
-    ).accuracy()
+    reject_mask_as_lengths(lengths, fn="masked_accuracy")
+    counts, num_bad = _accuracy(predictions, labels, lengths, mask, from_logits)
+    return jnp.where(num_bad > 0, jnp.nan, counts.accuracy())

@@ -23,9 +23,11 @@ of decreasing corpus count.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
+import sys
 import tempfile
 import unicodedata
 from collections import Counter
@@ -69,8 +71,24 @@ _TOKEN_RE = re.compile(
 )
 
 
+_VARIATION_SELECTORS = (*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0))
+
+
+@functools.cache
+def _format_characters() -> dict[int, None]:
+    """A ``str.translate`` table deleting the invisible characters that carry no text.
+
+    Every Unicode format character (category Cf) and the variation selectors (U+FE00-FE0F,
+    U+E0100-E01EF). Built once, on the first non-ASCII text.
+    """
+    cf = (c for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Cf")
+    return dict.fromkeys((*cf, *_VARIATION_SELECTORS))
+
+
 def _normalize(text: str, lower: bool) -> str:
-    text = unicodedata.normalize("NFC", text)
+    """NFC, invisible characters (see ``_format_characters``) removed, lower-cased if ``lower``."""
+    if not text.isascii():  # ASCII has no format characters and is already NFC
+        text = unicodedata.normalize("NFC", text.translate(_format_characters()))
     return text.lower() if lower else text
 
 
@@ -82,7 +100,10 @@ def tokenize(text: str, *, lower: bool = False) -> list[str]:
     (``"3.14"``, ``"1,000"``); a run of Unicode word characters is one token (``"221B"``,
     ``"Zürich"``, ``"東京"``), also across inner hyphens and non-clitic apostrophes
     (``"well-known"``, ``"O'Brien"``); every other non-space character is its own token.
-    The text is NFC-normalised first.
+    The text is NFC-normalised first, and invisible format characters (Unicode category
+    Cf: zero-width space U+200B, byte-order mark U+FEFF, soft hyphen U+00AD, zero-width
+    (non-)joiners U+200C/U+200D, ...) and the variation selectors (U+FE00-FE0F, e.g. the
+    emoji selector U+FE0F) are removed, so they never become tokens or split a word.
 
     Args:
       text: the text.
@@ -96,19 +117,21 @@ def tokenize(text: str, *, lower: bool = False) -> list[str]:
       ['Holmes', "'s", 'pipe', ',', 'is', "n't", 'it', '?', 'It', "'s", 'in', 'Zürich', '!']
     """
     if not isinstance(text, str):
-        raise ValueError(f"`text` must be a str, got {type(text).__name__}")
+        raise ValueError(f"`text` must be a str, got {type(text).__name__}.")
     return _TOKEN_RE.findall(_normalize(text, lower))
 
 
 def char_tokenize(text: str, *, lower: bool = False) -> list[str]:
     """Splits text into characters (NFC code points, so ``"é"`` is one token), spaces included.
 
+    Invisible format characters are removed first, as in :func:`tokenize`.
+
     Example:
       >>> char_tokenize("Hé!")
       ['H', 'é', '!']
     """
     if not isinstance(text, str):
-        raise ValueError(f"`text` must be a str, got {type(text).__name__}")
+        raise ValueError(f"`text` must be a str, got {type(text).__name__}.")
     return list(_normalize(text, lower))
 
 
@@ -140,25 +163,48 @@ def one_hot(ids: Int[Array, " T"], V: int) -> Float[Array, "T V"]:
       True
     """
     if isinstance(V, bool) or not isinstance(V, int | np.integer) or V <= 0:
-        raise ValueError(f"`V` must be a positive int, got {V!r}")
+        raise ValueError(f"`V` must be a positive int, got {V!r}.")
     if not isinstance(ids, jax.Array):
         ids = np.asarray(ids)
     if not jnp.issubdtype(ids.dtype, jnp.integer):
-        raise ValueError(f"`ids` must have an integer dtype, got {ids.dtype}")
+        raise ValueError(f"`ids` must have an integer dtype, got {ids.dtype}.")
     if not isinstance(ids, jax.core.Tracer) and ids.size:
         lo, hi = int(ids.min()), int(ids.max())
         if lo < 0 or hi >= V:
-            raise ValueError(f"`ids` must lie in [0, V) = [0, {V}), got values in [{lo}, {hi}]")
+            raise ValueError(f"`ids` must lie in [0, V) = [0, {V}), got values in [{lo}, {hi}].")
     return jax.nn.one_hot(ids, int(V), dtype=jnp.float32)
 
 
 def _positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive int, got {value!r}")
+        raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
     return int(value)
 
 
-@dataclass(frozen=True)
+_REPR_TOKENS = 8  # tokens shown by repr(vocab)
+
+
+def _check_token(token: str, i: int, *, lower: bool, regular: bool) -> None:
+    """``tokens[i]`` must be valid Unicode and, if a regular word, findable by a lookup."""
+    try:
+        token.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(
+            f"`tokens[{i}]` = {token!r} holds the lone surrogate U+{ord(token[e.start]):04X}, "
+            "which is not valid Unicode text (and cannot be saved as UTF-8); decode the corpus "
+            "with errors='replace' or clean it."
+        ) from None
+    if regular and _normalize(token, lower) != token:
+        rule = "NFC, invisible format characters removed"
+        if lower:
+            rule += ", lower-cased because `lower` is True"
+        raise ValueError(
+            f"`tokens[{i}]` = {token!r} can never be looked up: lookups normalise text "
+            f"({rule}) to {_normalize(token, lower)!r}; fix the token or the `lower` flag."
+        )
+
+
+@dataclass(frozen=True, repr=False)
 class Vocabulary:
     """An immutable token <-> id mapping.
 
@@ -188,29 +234,39 @@ class Vocabulary:
         object.__setattr__(self, "tokens", tuple(self.tokens))
         object.__setattr__(self, "counts", tuple(int(c) for c in self.counts))
         if not all(isinstance(t, str) and t for t in self.tokens):
-            raise ValueError("`tokens` must be non-empty strings")
+            raise ValueError("`tokens` must be non-empty strings.")
         if len(set(self.tokens)) != len(self.tokens):
             dup = next(t for t, c in Counter(self.tokens).items() if c > 1)
-            raise ValueError(f"`tokens` must be distinct, got {dup!r} more than once")
+            raise ValueError(f"`tokens` must be distinct, got {dup!r} more than once.")
         if isinstance(self.num_specials, bool) or not isinstance(self.num_specials, int):
-            raise ValueError(f"`num_specials` must be an int, got {self.num_specials!r}")
+            raise ValueError(f"`num_specials` must be an int, got {self.num_specials!r}.")
         if not len(DEFAULT_SPECIALS) <= self.num_specials <= len(self.tokens):
             raise ValueError(
                 f"`num_specials` must be in [{len(DEFAULT_SPECIALS)}, len(tokens)] = "
-                f"[{len(DEFAULT_SPECIALS)}, {len(self.tokens)}], got {self.num_specials}"
+                f"[{len(DEFAULT_SPECIALS)}, {len(self.tokens)}], got {self.num_specials}."
             )
         if len(self.counts) != len(self.tokens) - self.num_specials:
             raise ValueError(
                 f"`counts` must have one entry per regular word "
-                f"({len(self.tokens) - self.num_specials}), got {len(self.counts)}"
+                f"({len(self.tokens) - self.num_specials}), got {len(self.counts)}."
             )
         if any(c < 1 for c in self.counts):
-            raise ValueError("`counts` must be positive")
+            raise ValueError("`counts` must be positive.")
         if self.level not in ("word", "char"):
-            raise ValueError(f"`level` must be 'word' or 'char', got {self.level!r}")
+            raise ValueError(f"`level` must be 'word' or 'char', got {self.level!r}.")
         if not isinstance(self.lower, bool):
-            raise ValueError(f"`lower` must be a bool, got {self.lower!r}")
+            raise ValueError(f"`lower` must be a bool, got {self.lower!r}.")
+        for i, t in enumerate(self.tokens):
+            _check_token(t, i, lower=self.lower, regular=i >= self.num_specials)
         object.__setattr__(self, "_index", {t: i for i, t in enumerate(self.tokens)})
+
+    def __repr__(self) -> str:
+        shown = ", ".join(repr(t) for t in self.tokens[:_REPR_TOKENS])
+        more = f", ... {len(self.tokens) - _REPR_TOKENS} more" if len(self) > _REPR_TOKENS else ""
+        return (
+            f"Vocabulary(size={len(self)}, level={self.level!r}, lower={self.lower}, "
+            f"tokens=[{shown}{more}])"
+        )
 
     # ---------------------------------------------------------------- construction
 
@@ -249,18 +305,23 @@ class Vocabulary:
         if isinstance(corpus, str | bytes):
             raise ValueError(
                 "`corpus` must be an iterable of texts or token sequences, got a single "
-                f"{type(corpus).__name__}; wrap it in a list"
+                f"{type(corpus).__name__}; wrap it in a list."
+            )
+        if not isinstance(corpus, Iterable):
+            raise ValueError(
+                "`corpus` must be an iterable of texts or token sequences, got "
+                f"{type(corpus).__name__}."
             )
         if max_size is not None:
             max_size = _positive_int(max_size, "max_size")
         min_count = _positive_int(min_count, "min_count")
         if level not in ("word", "char"):
-            raise ValueError(f"`level` must be 'word' or 'char', got {level!r}")
+            raise ValueError(f"`level` must be 'word' or 'char', got {level!r}.")
         specials = tuple(specials)
         if len(specials) < len(DEFAULT_SPECIALS):
             raise ValueError(
                 f"`specials` must name at least the {len(DEFAULT_SPECIALS)} roles "
-                f"{DEFAULT_SPECIALS}, got {specials}"
+                f"{DEFAULT_SPECIALS}, got {specials}."
             )
         split = tokenize if level == "word" else char_tokenize
         counts: Counter[str] = Counter()  # insertion order = first occurrence
@@ -270,12 +331,12 @@ class Vocabulary:
                 continue
             if isinstance(item, bytes) or not isinstance(item, Iterable):
                 raise ValueError(
-                    f"`corpus[{i}]` must be a str or a sequence of str, got {type(item).__name__}"
+                    f"`corpus[{i}]` must be a str or a sequence of str, got {type(item).__name__}."
                 )
             toks = list(item)
             if not all(isinstance(t, str) for t in toks):
-                raise ValueError(f"`corpus[{i}]` must contain only str tokens")
-            counts.update(_normalize(t, lower) for t in toks if t)
+                raise ValueError(f"`corpus[{i}]` must contain only str tokens.")
+            counts.update(n for n in (_normalize(t, lower) for t in toks) if n)
         special_set = set(specials)
         ranked = sorted(
             ((t, c) for t, c in counts.items() if c >= min_count and t not in special_set),
@@ -322,15 +383,15 @@ class Vocabulary:
     def token_to_id(self, token: str) -> int:
         """The id of ``token`` (normalised like the corpus), ``unk_id`` when unknown."""
         if not isinstance(token, str):
-            raise ValueError(f"`token` must be a str, got {type(token).__name__}")
+            raise ValueError(f"`token` must be a str, got {type(token).__name__}.")
         return self._index.get(_normalize(token, self.lower), self.unk_id)
 
     def id_to_token(self, id: int) -> str:
         """The token of ``id``; ``ValueError`` when ``id`` is not in ``[0, len(self))``."""
         if isinstance(id, bool) or not isinstance(id, int | np.integer):
-            raise ValueError(f"`id` must be an int, got {type(id).__name__}")
+            raise ValueError(f"`id` must be an int, got {type(id).__name__}.")
         if not 0 <= id < len(self.tokens):
-            raise ValueError(f"`id` must be in [0, {len(self.tokens)}), got {id}")
+            raise ValueError(f"`id` must be in [0, {len(self.tokens)}), got {id}.")
         return self.tokens[int(id)]
 
     # ---------------------------------------------------------------- encode / decode
@@ -350,7 +411,20 @@ class Vocabulary:
           >>> v.encode("a b c", add_bos=True, add_eos=True)
           array([2, 4, 5, 1, 3], dtype=int32)
         """
-        toks = self.tokenize(tokens_or_text) if isinstance(tokens_or_text, str) else tokens_or_text
+        if isinstance(tokens_or_text, str):
+            toks = self.tokenize(tokens_or_text)
+        elif isinstance(tokens_or_text, Iterable) and not isinstance(tokens_or_text, bytes):
+            toks = list(tokens_or_text)
+            for i, t in enumerate(toks):
+                if not isinstance(t, str):
+                    raise ValueError(
+                        f"`tokens_or_text[{i}]` must be a str token, got {type(t).__name__}."
+                    )
+        else:
+            raise ValueError(
+                "`tokens_or_text` must be a str or a sequence of str tokens, got "
+                f"{type(tokens_or_text).__name__}."
+            )
         ids = [self.token_to_id(t) for t in toks]
         if add_bos:
             ids.insert(0, self.bos_id)
@@ -366,13 +440,13 @@ class Vocabulary:
         """
         arr = np.asarray(ids)
         if arr.ndim != 1:
-            raise ValueError(f"`ids` must be 1-D (T,), got shape {arr.shape}")
+            raise ValueError(f"`ids` must be 1-D (T,), got shape {arr.shape}.")
         if arr.size and not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(f"`ids` must have an integer dtype, got {arr.dtype}")
+            raise ValueError(f"`ids` must have an integer dtype, got {arr.dtype}.")
         if arr.size and (arr.min() < 0 or arr.max() >= len(self.tokens)):
             raise ValueError(
                 f"`ids` must lie in [0, {len(self.tokens)}), got values in "
-                f"[{int(arr.min())}, {int(arr.max())}]"
+                f"[{int(arr.min())}, {int(arr.max())}]."
             )
         out = [self.tokens[i] for i in arr.tolist()]
         if strip_special:
@@ -402,6 +476,10 @@ class Vocabulary:
           >>> lengths
           array([3, 1], dtype=int32)
         """
+        if isinstance(texts, str | bytes) or not isinstance(texts, Iterable):
+            raise ValueError(
+                f"`texts` must be a sequence of texts or token sequences, got {type(texts).__name__}."
+            )
         seqs = [self.encode(t, add_bos=add_bos, add_eos=add_eos) for t in texts]
         return pad_batch(seqs, pad_value=self.pad_id, pad_to_multiple=pad_to_multiple)
 
@@ -415,14 +493,14 @@ class Vocabulary:
         """Decodes each row of ``ids`` (up to its length, when ``lengths`` is given)."""
         arr = np.asarray(ids)
         if arr.ndim != 2:
-            raise ValueError(f"`ids` must be 2-D (B, T), got shape {arr.shape}")
+            raise ValueError(f"`ids` must be 2-D (B, T), got shape {arr.shape}.")
         if lengths is None:
             lens = [arr.shape[1]] * arr.shape[0]
         else:
             lens = np.asarray(lengths)
             if lens.shape != (arr.shape[0],):
                 raise ValueError(
-                    f"`lengths` must have shape (B,) = ({arr.shape[0]},), got {lens.shape}"
+                    f"`lengths` must have shape (B,) = ({arr.shape[0]},), got {lens.shape}."
                 )
         return [
             self.decode(row[: int(n)], strip_special=strip_special)
@@ -447,18 +525,18 @@ class Vocabulary:
     def from_json_dict(cls, doc: Any) -> Vocabulary:
         """Inverse of :meth:`to_json_dict`; ``ValueError`` when ``doc`` is not a vocabulary."""
         if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
-            raise ValueError(f"not an {_FORMAT} document (missing or wrong 'format' field)")
+            raise ValueError(f"not an {_FORMAT} document (missing or wrong 'format' field).")
         if doc.get("version") != _FORMAT_VERSION:
             raise ValueError(
                 f"unsupported {_FORMAT} version {doc.get('version')!r}; "
-                f"this library reads version {_FORMAT_VERSION}"
+                f"this library reads version {_FORMAT_VERSION}."
             )
         expected = {"specials": list, "tokens": list, "counts": list, "lower": bool, "level": str}
         for name, typ in expected.items():
             if not isinstance(doc.get(name), typ):
-                raise ValueError(f"field {name!r} must be a {typ.__name__}, got {doc.get(name)!r}")
+                raise ValueError(f"field {name!r} must be a {typ.__name__}, got {doc.get(name)!r}.")
         if not all(isinstance(c, int) and not isinstance(c, bool) for c in doc["counts"]):
-            raise ValueError("field 'counts' must hold integers")
+            raise ValueError("field 'counts' must hold integers.")
         return cls(
             tokens=tuple(doc["specials"]) + tuple(doc["tokens"]),
             counts=tuple(doc["counts"]),
@@ -500,4 +578,6 @@ class Vocabulary:
                 doc = json.load(f)
             return cls.from_json_dict(doc)
         except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
-            raise ValueError(f"{os.fspath(path)!r} is not a valid vocabulary file: {e}") from e
+            raise ValueError(
+                f"{os.fspath(path)!r} is not a valid vocabulary file: {str(e).rstrip('.')}."
+            ) from e

@@ -109,11 +109,11 @@ def test_mask_errors():
         ValueError, match=r"`lengths` must lie in \[0, T\] = \[0, 2\], got values in \[1, 3\]"
     ):
         lengths_to_mask([1, 3], 2)
-    with pytest.raises(ValueError, match=r"`lengths` must have an integer dtype, got float64"):
+    with pytest.raises(ValueError, match=r"`lengths` must be integers, got dtype float64\."):
         lengths_to_mask([1.0], 2)
-    with pytest.raises(ValueError, match=r"`lengths` must be 1-D \(N,\), got shape \(1, 1\)"):
+    with pytest.raises(ValueError, match=r"`lengths` must have shape \(B,\), got \(1, 1\)\."):
         lengths_to_mask([[1]], 2)
-    with pytest.raises(ValueError, match=r"`T` must be a non-negative int, got -1"):
+    with pytest.raises(ValueError, match=r"`T` must be an int >= 0, got -1\."):
         lengths_to_mask([0], -1)
     with pytest.raises(ValueError, match=r"`mask` must be a prefix mask .* row 1 is \[1, 0, 1\]"):
         mask_to_lengths(np.array([[True, False, False], [True, False, True]]))
@@ -383,3 +383,56 @@ def test_iterate_batches_errors_are_eager():
         ValueError, match=r"`fields` must hold at least one sequence field, got none"
     ):
         iterate_batches(batch_size=1, key=key)
+
+
+def test_one_lengths_to_mask_for_the_library():
+    import rnn_jax
+    from rnn_jax import _checks
+
+    assert rnn_jax.lengths_to_mask is lengths_to_mask is _checks.lengths_to_mask
+    assert isinstance(lengths_to_mask(np.array([1, 2]), 2), np.ndarray)  # host in, host out
+    assert isinstance(lengths_to_mask([1, 2], 2), np.ndarray)
+    assert lengths_to_mask([], 3).shape == (0, 3)
+    assert isinstance(lengths_to_mask(jnp.array([1, 2]), 2), jax.Array)
+    for lengths in ([1, 3], np.array([1, 3]), jnp.array([1, 3])):
+        with pytest.raises(ValueError, match=r"`lengths` must lie in \[0, T\] = \[0, 2\]"):
+            lengths_to_mask(lengths, 2)
+
+
+@pytest.mark.parametrize(
+    "sequences, kwargs, message",
+    [
+        ([[2**40, 1], [3]], {}, r"`sequences\[0\]\[0\]` = 1099511627776 does not fit the int32"),
+        ([[1], [3, -(2**31) - 1]], {}, r"`sequences\[1\]\[1\]` = -2147483649 does not fit"),
+        ([[1, 2], [3]], {"pad_value": 0.5}, r"`pad_value` = 0\.5 does not fit the int32"),
+        ([[1, 2], [3]], {"pad_value": float("nan")}, r"`pad_value` = nan does not fit the int32"),
+        ([[1, 2], [3]], {"pad_value": 300, "dtype": np.uint8}, r"`pad_value` = 300 does not fit"),
+        ([[1.5], [2.0]], {"dtype": np.int32}, r"`sequences\[0\]\[0\]` = 1\.5 does not fit"),
+        ([np.array([1e39, 0.0])], {}, r"`sequences\[0\]\[0\]` = 1e\+39 does not fit the float32"),
+        ([[1], [[2, 3], [4]]], {}, r"`sequences\[1\]` must be a rectangular array"),
+        ([["a", "b"]], {}, r"`sequences\[0\]` must hold numbers .* got dtype <U1"),
+    ],
+    ids=[
+        "id-beyond-int32",
+        "id-below-int32",
+        "float-pad-into-ints",
+        "nan-pad-into-ints",
+        "pad-beyond-uint8",
+        "fractional-into-int-dtype",
+        "float-beyond-float32",
+        "ragged-nesting",
+        "strings",
+    ],
+)
+def test_pad_batch_never_casts_silently(sequences, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        pad_batch(sequences, **kwargs)
+
+
+def test_pad_batch_lossless_casts_still_work():
+    padded, _ = pad_batch([[2**31 - 1, 1], [3]], pad_value=-1.0)  # integral float pad: exact
+    assert padded.dtype == np.int32 and padded.tolist() == [[2**31 - 1, 1], [3, -1]]
+    padded, _ = pad_batch([[0.5], []], pad_value=float("nan"))  # NaN pad into floats: fine
+    assert np.isnan(padded[1, 0]) and padded[0, 0] == 0.5
+    padded, _ = pad_batch([[True, False], [True]], pad_value=False)
+    assert padded.tolist() == [[1, 0], [1, 0]]

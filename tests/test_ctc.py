@@ -196,3 +196,60 @@ def test_errors_name_the_argument():
                  reduction="avg")  # fmt: skip
     with pytest.raises(ValueError, match=r"`log_probs` must have shape \(T, C\)"):
         ctc_prefix_beam_search(np.zeros((1, 4, 3)))
+
+
+# ----------------------------------------------------------------------------- hostile labels
+def _ctc_batch():
+    logits = jax.random.normal(jax.random.key(0), (2, 6, 4))
+    labels = jnp.array([[1, 2, 3], [2, 0, 9]])  # row 1: only labels[1, 0] is valid
+    return logits, jnp.array([6, 5]), labels, jnp.array([3, 1])
+
+
+@pytest.mark.parametrize("bad", [4, 7, -1], ids=["id-equal-C", "id-above-C", "negative-id"])
+def test_ctc_label_out_of_range_raises_and_is_nan_under_jit(bad):
+    logits, logit_lengths, labels, label_lengths = _ctc_batch()
+    labels = labels.at[0, 1].set(bad)
+    with pytest.raises(
+        ValueError, match=r"`labels` must lie in \[0, C\) = \[0, 4\) at valid positions"
+    ):
+        ctc_loss(logits, logit_lengths, labels, label_lengths)
+
+    per_example = jax.jit(
+        lambda z, y: ctc_loss(z, logit_lengths, y, label_lengths, reduction="none")
+    )(logits, labels)
+    assert np.isnan(float(per_example[0])) and np.isfinite(float(per_example[1]))
+    grad = jax.jit(jax.grad(lambda z: ctc_loss(z, logit_lengths, labels, label_lengths)))(logits)
+    assert np.isnan(np.asarray(grad)).any()
+
+
+def test_ctc_blank_inside_the_labels_raises_and_is_nan_under_jit():
+    logits, logit_lengths, labels, label_lengths = _ctc_batch()
+    labels = labels.at[0, 2].set(0)
+    with pytest.raises(
+        ValueError, match=r"`labels` must not hold the blank id 0 .* got labels\[0, 2\] = 0\."
+    ):
+        ctc_loss(logits, logit_lengths, labels, label_lengths)
+    with pytest.raises(ValueError, match=r"blank id 3"):
+        ctc_loss(logits, logit_lengths, labels.at[0, 2].set(3), label_lengths, blank_id=3)
+    value = jax.jit(lambda y: ctc_loss(logits, logit_lengths, y, label_lengths))(labels)
+    assert np.isnan(float(value))
+
+
+def test_ctc_padding_labels_may_hold_anything():
+    logits, logit_lengths, labels, label_lengths = _ctc_batch()  # labels[1, 1:] = 0, 9
+    clean = labels.at[1, 1:].set(1)
+    np.testing.assert_allclose(
+        ctc_loss(logits, logit_lengths, labels, label_lengths),
+        ctc_loss(logits, logit_lengths, clean, label_lengths),
+    )
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "mean_per_label"])
+def test_ctc_empty_batch_is_zero_not_nan(reduction):
+    logits = jnp.zeros((0, 5, 3))
+    labels = jnp.zeros((0, 2), jnp.int32)
+    lengths = jnp.zeros((0,), jnp.int32)
+    value, grad = jax.value_and_grad(ctc_loss)(
+        logits, lengths, labels, lengths, reduction=reduction
+    )
+    assert float(value) == 0.0 and grad.shape == logits.shape

@@ -76,7 +76,7 @@ def test_softmax_ce_matches_float64_reference(batch, reduction):
     logits, labels, lengths = batch
     mask = lengths_mask(lengths, labels.shape[1])
     want = reduce_ref(ref_softmax_ce(logits, labels, mask), mask, reduction)
-    got_mask = masked_softmax_cross_entropy(logits, labels, mask, reduction=reduction)
+    got_mask = masked_softmax_cross_entropy(logits, labels, mask=mask, reduction=reduction)
     got_len = masked_softmax_cross_entropy(logits, labels, lengths=lengths, reduction=reduction)
     np.testing.assert_allclose(got_mask, want, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(got_len, want, rtol=RTOL, atol=ATOL)
@@ -111,7 +111,7 @@ def test_softmax_ce_many_to_one_without_mask():
     mask = np.array([1, 0, 1, 1, 0, 0], bool)
     want_m = ref_softmax_ce(logits, labels, mask).sum() / 3
     np.testing.assert_allclose(
-        masked_softmax_cross_entropy(logits, labels, mask), want_m, rtol=RTOL
+        masked_softmax_cross_entropy(logits, labels, mask=mask), want_m, rtol=RTOL
     )
 
 
@@ -133,7 +133,7 @@ def test_softmax_ce_padding_invariance_loss_and_gradient(batch, garbage):
     dirty_labels = np.where(mask, labels, 12345).astype(np.int32)  # out of range at padding
 
     def loss(z, y):
-        return masked_softmax_cross_entropy(z, y, mask)
+        return masked_softmax_cross_entropy(z, y, mask=mask)
 
     clean_val, clean_grad = jax.value_and_grad(loss)(jnp.asarray(logits), labels)
     dirty_val, dirty_grad = jax.value_and_grad(loss)(jnp.asarray(dirty), dirty_labels)
@@ -148,9 +148,9 @@ def test_softmax_ce_padding_invariance_loss_and_gradient(batch, garbage):
 @pytest.mark.parametrize(
     "loss_fn",
     [
-        lambda m: masked_softmax_cross_entropy(jnp.ones((2, 3, 4)), jnp.zeros((2, 3), int), m),
-        lambda m: masked_sigmoid_binary_cross_entropy(jnp.ones((2, 3)), jnp.ones((2, 3)), m),
-        lambda m: masked_mean_squared_error(jnp.ones((2, 3)), jnp.zeros((2, 3)), m),
+        lambda m: masked_softmax_cross_entropy(jnp.ones((2, 3, 4)), jnp.zeros((2, 3), int), mask=m),
+        lambda m: masked_sigmoid_binary_cross_entropy(jnp.ones((2, 3)), jnp.ones((2, 3)), mask=m),
+        lambda m: masked_mean_squared_error(jnp.ones((2, 3)), jnp.zeros((2, 3)), mask=m),
     ],
     ids=["softmax", "sigmoid", "mse"],
 )
@@ -172,8 +172,8 @@ def test_integer_mask_is_accepted(batch):
     logits, labels, lengths = batch
     mask = lengths_mask(lengths, labels.shape[1])
     np.testing.assert_allclose(
-        masked_softmax_cross_entropy(logits, labels, mask.astype(np.int32)),
-        masked_softmax_cross_entropy(logits, labels, mask),
+        masked_softmax_cross_entropy(logits, labels, mask=mask.astype(np.int32)),
+        masked_softmax_cross_entropy(logits, labels, mask=mask),
     )
 
 
@@ -194,7 +194,7 @@ def test_sigmoid_bce_matches_float64_reference(reduction, pos_weight):
     )
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
     got_3d = masked_sigmoid_binary_cross_entropy(
-        logits[..., None], labels, mask, pos_weight=pos_weight, reduction=reduction
+        logits[..., None], labels, mask=mask, pos_weight=pos_weight, reduction=reduction
     )
     np.testing.assert_allclose(got_3d, want, rtol=RTOL, atol=ATOL)
 
@@ -224,7 +224,7 @@ def test_sigmoid_bce_padding_invariance(garbage):
     dirty_labels = np.where(mask, labels, np.float32(np.nan))
 
     def loss(z, y):
-        return masked_sigmoid_binary_cross_entropy(z, y, mask, pos_weight=2.0)
+        return masked_sigmoid_binary_cross_entropy(z, y, mask=mask, pos_weight=2.0)
 
     clean = jax.value_and_grad(loss)(jnp.asarray(logits), labels)
     dirty_out = jax.value_and_grad(loss)(jnp.asarray(dirty), dirty_labels)
@@ -248,14 +248,17 @@ def test_mse_matches_reference_with_features():
         rtol=RTOL,
     )
     np.testing.assert_allclose(
-        masked_mean_squared_error(preds, targets, mask, reduction="none"), per, rtol=RTOL, atol=ATOL
+        masked_mean_squared_error(preds, targets, mask=mask, reduction="none"),
+        per,
+        rtol=RTOL,
+        atol=ATOL,
     )
     np.testing.assert_allclose(
-        masked_mean_squared_error(preds, targets, mask, reduction="sum"), per.sum(), rtol=RTOL
+        masked_mean_squared_error(preds, targets, mask=mask, reduction="sum"), per.sum(), rtol=RTOL
     )
     # mean over valid positions == mean over their elements
     np.testing.assert_allclose(
-        masked_mean_squared_error(preds, targets, mask), sq[mask].mean(), rtol=RTOL
+        masked_mean_squared_error(preds, targets, mask=mask), sq[mask].mean(), rtol=RTOL
     )
 
 
@@ -271,15 +274,15 @@ def test_mse_padding_invariance():
     preds = jnp.array([[1.0, 2.0, jnp.nan], [3.0, jnp.inf, 1e30]])
     targets = jnp.array([[0.0, 1.0, 7.0], [jnp.nan, 0.0, 0.0]])
     mask = jnp.array([[True, True, False], [False, False, False]])
-    val, grad = jax.value_and_grad(masked_mean_squared_error)(preds, targets, mask)
+    val, grad = jax.value_and_grad(masked_mean_squared_error)(preds, targets, mask=mask)
     np.testing.assert_allclose(val, (1.0 + 1.0) / 2)
     np.testing.assert_array_equal(grad, [[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
 
 
 # ----------------------------------------------------------------------------- properties
 _B, _T, _C = 4, 6, 5
-_ce_mean = jax.jit(lambda z, y, m: masked_softmax_cross_entropy(z, y, m))
-_ce_sum = jax.jit(lambda z, y, m: masked_softmax_cross_entropy(z, y, m, reduction="sum"))
+_ce_mean = jax.jit(lambda z, y, m: masked_softmax_cross_entropy(z, y, mask=m))
+_ce_sum = jax.jit(lambda z, y, m: masked_softmax_cross_entropy(z, y, mask=m, reduction="sum"))
 
 
 @settings(max_examples=40, deadline=None)
@@ -321,17 +324,17 @@ def test_shape_errors_are_pinned():
     with pytest.raises(
         ValueError, match=r"`mask` must have shape labels.shape = \(2, 3\), got \(3,\)"
     ):
-        masked_softmax_cross_entropy(z, y, jnp.ones((3,), bool))
+        masked_softmax_cross_entropy(z, y, mask=jnp.ones((3,), bool))
     with pytest.raises(ValueError, match=r"`lengths` must have shape \(B,\) = \(2,\), got \(3,\)"):
         masked_softmax_cross_entropy(z, y, lengths=jnp.array([1, 2, 3]))
     with pytest.raises(ValueError, match="either `lengths` or `mask`, not both"):
-        masked_softmax_cross_entropy(z, y, jnp.ones((2, 3), bool), lengths=jnp.array([1, 2]))
+        masked_softmax_cross_entropy(z, y, mask=jnp.ones((2, 3), bool), lengths=jnp.array([1, 2]))
     with pytest.raises(ValueError, match="`labels` must have an integer dtype, got float32"):
         masked_softmax_cross_entropy(z, jnp.zeros((2, 3)))
     with pytest.raises(ValueError, match="`reduction` must be one of"):
         masked_softmax_cross_entropy(z, y, reduction="avg")
     with pytest.raises(ValueError, match="`mask` must be boolean .* got dtype float32"):
-        masked_softmax_cross_entropy(z, y, jnp.ones((2, 3)))
+        masked_softmax_cross_entropy(z, y, mask=jnp.ones((2, 3)))
     with pytest.raises(
         ValueError,
         match=r"`logits` must have shape labels.shape = \(2, 3\) or labels.shape \+ \(1,\) = \(2, 3, 1\), got \(2, 3, 2\)",
@@ -344,7 +347,9 @@ def test_shape_errors_are_pinned():
     ):
         masked_mean_squared_error(jnp.zeros((2, 3)), jnp.zeros((3, 2)))
     with pytest.raises(ValueError, match=r"`mask` must have a prefix of preds.shape"):
-        masked_mean_squared_error(jnp.zeros((2, 3, 2)), jnp.zeros((2, 3, 2)), jnp.ones((3,), bool))
+        masked_mean_squared_error(
+            jnp.zeros((2, 3, 2)), jnp.zeros((2, 3, 2)), mask=jnp.ones((3,), bool)
+        )
     with pytest.raises(ValueError, match=r"`lengths` needs labels with two position axes"):
         resolve_mask(jnp.array([1]), None, (4,), what="labels")
 
@@ -358,10 +363,105 @@ def test_shape_errors_raise_under_jit():
 def test_no_silent_broadcast_of_mask():
     # a (B, 1) mask would broadcast in NumPy; here it is an error
     with pytest.raises(ValueError, match="`mask` must have a prefix of preds.shape"):
-        masked_mean_squared_error(jnp.zeros((2, 3)), jnp.zeros((2, 3)), jnp.ones((2, 1), bool))
+        masked_mean_squared_error(jnp.zeros((2, 3)), jnp.zeros((2, 3)), mask=jnp.ones((2, 1), bool))
     with pytest.raises(
         ValueError, match=r"`mask` must have shape labels.shape = \(2, 3\), got \(2, 1\)"
     ):
         masked_softmax_cross_entropy(
-            jnp.zeros((2, 3, 4)), jnp.zeros((2, 3), int), jnp.ones((2, 1), bool)
+            jnp.zeros((2, 3, 4)), jnp.zeros((2, 3), int), mask=jnp.ones((2, 1), bool)
         )
+
+
+# ----------------------------------------------------------------------------- convention
+_LOSSES = [
+    (masked_softmax_cross_entropy, lambda: (jnp.zeros((2, 3, 4)), jnp.zeros((2, 3), int))),
+    (masked_sigmoid_binary_cross_entropy, lambda: (jnp.zeros((2, 3)), jnp.zeros((2, 3), int))),
+    (masked_mean_squared_error, lambda: (jnp.zeros((2, 3)), jnp.zeros((2, 3)))),
+]
+
+
+@pytest.mark.parametrize("loss, args", _LOSSES, ids=lambda v: getattr(v, "__name__", ""))
+def test_lengths_third_positional_mask_keyword_only(loss, args):
+    x, y = args()
+    lengths = jnp.array([2, 1])
+    mask = np.arange(3)[None, :] < np.asarray(lengths)[:, None]
+    by_lengths = loss(x, y, lengths)
+    np.testing.assert_allclose(by_lengths, loss(x, y, mask=mask))
+    np.testing.assert_allclose(by_lengths, loss(x, y, mask=mask.astype(np.int32)))
+    with pytest.raises(TypeError, match=r"`mask` is keyword-only now, pass mask=\.\.\."):
+        loss(x, y, mask)  # the old positional mask (boolean)
+    with pytest.raises(TypeError, match=r"`mask` is keyword-only now"):
+        loss(x, y, mask.astype(np.int32))  # an old integer 0/1 mask: two axes
+    with pytest.raises(TypeError, match=r"`mask` is keyword-only now"):
+        jax.jit(lambda m: loss(x, y, m))(mask)  # the check is static: also under jit
+    with pytest.raises(
+        ValueError, match=r"`lengths` must lie in \[0, T\] = \[0, 3\], got .*\[2, 4\]"
+    ):
+        loss(x, y, jnp.array([2, 4]))
+    with pytest.raises(
+        ValueError, match=r"`lengths` must lie in \[0, T\] = \[0, 3\], got .*\[-1, 2\]"
+    ):
+        loss(x, y, jnp.array([-1, 2]))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("loss, args", _LOSSES, ids=lambda v: getattr(v, "__name__", ""))
+def test_empty_batch_gives_zero_and_zero_gradients(loss, args, reduction):
+    x, y = args()
+    x, y = x[:0], y[:0]
+    for mask in (None, jnp.zeros((0, 3), bool)):
+        value, grad = jax.value_and_grad(loss)(x, y, mask=mask, reduction=reduction)
+        assert float(value) == 0.0
+        assert grad.shape == x.shape and not np.asarray(grad).any()
+    value, grad = jax.value_and_grad(
+        lambda z: loss(z, y, jnp.zeros((0,), int), reduction=reduction)
+    )(x)
+    assert float(value) == 0.0 and grad.shape == x.shape
+    no_valid = jax.grad(lambda z: loss(z, y[:0], reduction=reduction))  # B = 0 under jit too
+    assert jax.jit(no_valid)(x).shape == x.shape
+
+
+# ----------------------------------------------------------------------------- label values
+def test_softmax_ce_labels_out_of_range_at_valid_steps_raise():
+    z = jnp.zeros((2, 3, 5))
+    lengths = jnp.array([3, 1])
+    for bad in (-1, 5):
+        y = jnp.array([[0, 1, bad], [3, -7, 99]])  # padding (row 1, t >= 1) may hold anything
+        with pytest.raises(
+            ValueError,
+            match=rf"`labels` must lie in \[0, C\) = \[0, 5\) at valid positions, "
+            rf"got values in \[{min(bad, 0)}, {max(bad, 3)}\]\.",
+        ):
+            masked_softmax_cross_entropy(z, y, lengths)
+    y_ok = jnp.array([[0, 1, 4], [3, -7, 99]])
+    assert np.isfinite(float(masked_softmax_cross_entropy(z, y_ok, lengths)))
+
+
+@pytest.mark.parametrize("bad", [-1, 5, 2**20])
+def test_softmax_ce_bad_label_under_jit_is_nan_value_and_gradient(bad):
+    z = jax.random.normal(jax.random.key(0), (2, 3, 5))
+    y = jnp.array([[0, 1, bad], [3, -7, 99]])
+    lengths = jnp.array([3, 1])
+    f = jax.jit(jax.value_and_grad(lambda z, y: masked_softmax_cross_entropy(z, y, lengths)))
+    value, grad = f(z, y)
+    assert np.isnan(float(value))
+    assert np.isnan(np.asarray(grad)).any()
+    # padding still never matters under jit
+    value, grad = f(z, y.at[0, 2].set(4))
+    assert np.isfinite(float(value)) and np.isfinite(np.asarray(grad)).all()
+
+
+def test_binary_ce_labels_outside_0_1_raise_and_are_nan_under_jit():
+    z = jnp.zeros((2, 3))
+    lengths = jnp.array([3, 1])
+    for y in (jnp.array([[0, 2, 1], [1, 5, 5]]), jnp.array([[0.0, -0.5, 1.0], [1.0, 5.0, 5.0]])):
+        with pytest.raises(
+            ValueError, match=r"`labels` must lie in \[0, 1\] .* at valid positions"
+        ):
+            masked_sigmoid_binary_cross_entropy(z, y, lengths)
+        value = jax.jit(lambda z, y: masked_sigmoid_binary_cross_entropy(z, y, lengths))(z, y)
+        assert np.isnan(float(value))
+    soft = jnp.array([[0.0, 0.25, 1.0], [1.0, 5.0, -3.0]])  # soft labels; padding ignored
+    assert np.isfinite(float(masked_sigmoid_binary_cross_entropy(z, soft, lengths)))
+    with pytest.raises(ValueError, match=r"got NaN\."):
+        masked_sigmoid_binary_cross_entropy(z, soft.at[0, 0].set(jnp.nan), lengths)

@@ -71,8 +71,8 @@ def test_hand_computed_multiclass_token_accuracy():
     labels = jnp.array([[1, 2, 2], [0, 0, 1]])
     mask = jnp.array([[True, True, True], [True, True, False]])
     # correct: (0,0) yes, (0,1) no, (0,2) yes, (1,0) yes, (1,1) no -> 3 / 5
-    np.testing.assert_allclose(masked_accuracy(logits, labels, mask, from_logits=True), 0.6)
-    c = accuracy_counts(logits, labels, mask, from_logits=True)
+    np.testing.assert_allclose(masked_accuracy(logits, labels, mask=mask, from_logits=True), 0.6)
+    c = accuracy_counts(logits, labels, mask=mask, from_logits=True)
     assert (int(c.correct), int(c.total)) == (3, 5)
 
 
@@ -95,19 +95,19 @@ def test_counts_match_numpy_loop(seed):
     pred = logits > 0
     tp, fp, fn, tn = np_counts(pred, labels, mask)
     for c in (
-        binary_confusion_counts(logits, labels, mask, from_logits=True),
+        binary_confusion_counts(logits, labels, mask=mask, from_logits=True),
         binary_confusion_counts(logits[..., None], labels, lengths=lengths, from_logits=True),
-        binary_confusion_counts(pred.astype(np.int32), labels, mask),
-        binary_confusion_counts(pred, labels.astype(bool), mask),
+        binary_confusion_counts(pred.astype(np.int32), labels, mask=mask),
+        binary_confusion_counts(pred, labels.astype(bool), mask=mask),
     ):
         assert [int(v) for v in c] == [tp, fp, fn, tn]
     np.testing.assert_allclose(
-        binary_precision_recall_f1(logits, labels, mask, from_logits=True),
+        binary_precision_recall_f1(logits, labels, mask=mask, from_logits=True),
         np_prf(tp, fp, fn),
         rtol=1e-6,
     )
     np.testing.assert_allclose(
-        masked_accuracy(logits, labels, mask, from_logits=True),
+        masked_accuracy(logits, labels, mask=mask, from_logits=True),
         (tp + tn) / mask.sum() if mask.sum() else 0.0,
         rtol=1e-6,
     )
@@ -145,8 +145,8 @@ def test_zero_division_is_zero():
     assert (float(p), float(r), float(f)) == (0.0, 0.0, 0.0)
     # no valid token at all
     empty = jnp.zeros((1, 3), bool)
-    assert float(masked_accuracy(jnp.ones((1, 3), int), labels, empty)) == 0.0
-    c = binary_confusion_counts(jnp.ones((1, 3), int), labels, empty)
+    assert float(masked_accuracy(jnp.ones((1, 3), int), labels, mask=empty)) == 0.0
+    c = binary_confusion_counts(jnp.ones((1, 3), int), labels, mask=empty)
     assert [int(v) for v in c] == [0, 0, 0, 0]
     assert all(np.isfinite(float(v)) for v in (c.precision(), c.recall(), c.f1(), c.accuracy()))
     assert float(safe_divide(5, 0)) == 0.0
@@ -183,8 +183,8 @@ def test_corpus_f1_is_not_mean_of_batch_f1():
     assert abs(float(corpus) - mean_of_batches) > 0.2
 
 
-_counts_jit = jax.jit(lambda z, y, m: binary_confusion_counts(z, y, m, from_logits=True))
-_acc_jit = jax.jit(lambda z, y, m: accuracy_counts(z, y, m, from_logits=True))
+_counts_jit = jax.jit(lambda z, y, m: binary_confusion_counts(z, y, mask=m, from_logits=True))
+_acc_jit = jax.jit(lambda z, y, m: accuracy_counts(z, y, mask=m, from_logits=True))
 
 
 @settings(max_examples=30, deadline=None)
@@ -256,7 +256,7 @@ def test_errors_are_pinned():
     with pytest.raises(
         ValueError, match=r"`mask` must have shape labels.shape = \(2, 3\), got \(2,\)"
     ):
-        binary_confusion_counts(jnp.zeros((2, 3), int), labels, jnp.ones(2, bool))
+        binary_confusion_counts(jnp.zeros((2, 3), int), labels, mask=jnp.ones(2, bool))
     with pytest.raises(ValueError, match=r"`lengths` must have shape \(B,\) = \(2,\), got \(1,\)"):
         binary_confusion_counts(jnp.zeros((2, 3), int), labels, lengths=jnp.array([1]))
 
@@ -267,3 +267,73 @@ def test_predicted_labels_rules():
     assert predicted_labels(z[..., None], (1, 3), from_logits=True).tolist() == [[0, 0, 1]]
     two = jnp.stack([jnp.zeros_like(z), z], axis=-1)  # softmax over (0, z): class 1 iff z > 0
     assert predicted_labels(two, (1, 3), from_logits=True).tolist() == [[0, 0, 1]]
+
+
+# ----------------------------------------------------------------------------- convention
+_METRICS = [masked_accuracy, accuracy_counts, binary_confusion_counts, binary_precision_recall_f1]
+
+
+@pytest.mark.parametrize("metric", _METRICS, ids=lambda f: f.__name__)
+def test_lengths_third_positional_mask_keyword_only(metric):
+    preds = jnp.array([[1, 0, 1], [0, 1, 1]])
+    labels = jnp.array([[1, 1, 0], [0, 0, 1]])
+    lengths = jnp.array([2, 3])
+    mask = np.arange(3)[None, :] < np.asarray(lengths)[:, None]
+    by_lengths = metric(preds, labels, lengths)
+    for m in (mask, mask.astype(np.int32)):
+        for a, b in zip(
+            jax.tree.leaves(by_lengths), jax.tree.leaves(metric(preds, labels, mask=m)), strict=True
+        ):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(TypeError, match=r"`mask` is keyword-only now, pass mask=\.\.\."):
+        metric(preds, labels, mask)
+    with pytest.raises(TypeError, match=r"`mask` is keyword-only now"):
+        metric(preds, labels, mask.astype(np.int32))
+    with pytest.raises(ValueError, match=r"`lengths` must lie in \[0, T\] = \[0, 3\]"):
+        metric(preds, labels, jnp.array([2, 4]))
+
+
+@pytest.mark.parametrize("metric", _METRICS, ids=lambda f: f.__name__)
+def test_empty_batch_gives_zeros(metric):
+    out = metric(jnp.zeros((0, 3), int), jnp.zeros((0, 3), int), jnp.zeros((0,), int))
+    assert all(float(v) == 0.0 for v in jax.tree.leaves(out))
+
+
+# ----------------------------------------------------------------------------- label values
+def test_confusion_counts_reject_labels_outside_0_1():
+    preds = jnp.array([[1, 1, 0], [0, 1, 1]])
+    lengths = jnp.array([3, 1])  # row 1 is padding after t = 0: anything goes there
+    for bad in (-1, 2):
+        labels = jnp.array([[1, bad, 0], [0, 7, -3]])
+        with pytest.raises(
+            ValueError, match=r"`labels` must lie in \{0, 1\} at valid positions, got values in"
+        ):
+            binary_confusion_counts(preds, labels, lengths)
+        counts = jax.jit(lambda p, y: binary_confusion_counts(p, y, lengths))(preds, labels)
+        assert [int(v) for v in counts] == [1, 0, 0, 2]  # the bad position is never a positive
+        prf = jax.jit(lambda p, y: binary_precision_recall_f1(p, y, lengths))(preds, labels)
+        assert all(np.isnan(float(v)) for v in prf)
+    with pytest.raises(ValueError, match=r"`predictions` must lie in \{0, 1\} at valid positions"):
+        binary_confusion_counts(preds.at[0, 0].set(2), jnp.zeros((2, 3), int), lengths)
+    with pytest.raises(ValueError, match=r"`predictions` must be binary logits"):
+        binary_confusion_counts(jnp.zeros((2, 3, 3)), jnp.zeros((2, 3), int), from_logits=True)
+    ok = jnp.array([[1, 0, 0], [0, 7, -3]])
+    assert [int(v) for v in binary_confusion_counts(preds, ok, lengths)] == [1, 1, 0, 2]
+
+
+def test_accuracy_rejects_labels_out_of_range():
+    logits = jnp.zeros((1, 3, 4))
+    with pytest.raises(
+        ValueError, match=r"`labels` must lie in \[0, C\) = \[0, 4\) at valid positions"
+    ):
+        masked_accuracy(logits, jnp.array([[0, 4, 9]]), jnp.array([2]), from_logits=True)
+    with pytest.raises(ValueError, match=r"`labels` must lie in \[0, inf\) at valid positions"):
+        masked_accuracy(jnp.array([[0, -1]]), jnp.array([[0, -1]]))
+    value = jax.jit(lambda y: masked_accuracy(logits, y, jnp.array([2]), from_logits=True))(
+        jnp.array([[0, 4, 9]])
+    )
+    assert np.isnan(float(value))
+    assert (
+        float(masked_accuracy(logits, jnp.array([[0, 3, 9]]), jnp.array([2]), from_logits=True))
+        == 0.5
+    )

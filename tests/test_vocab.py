@@ -62,10 +62,17 @@ def test_tokenizers_reject_non_str():
 @given(st.text(max_size=60))
 @settings(max_examples=100, deadline=None)
 def test_tokenize_loses_only_whitespace(text):
-    """Concatenating the tokens gives the (NFC) text without its whitespace."""
+    """The tokens give the (NFC) text without whitespace and invisible format characters."""
     import unicodedata
 
-    norm = unicodedata.normalize("NFC", text)
+    visible = "".join(
+        ch
+        for ch in text
+        if unicodedata.category(ch) != "Cf"
+        and not 0xFE00 <= ord(ch) <= 0xFE0F
+        and not 0xE0100 <= ord(ch) <= 0xE01EF
+    )
+    norm = unicodedata.normalize("NFC", visible)
     assert "".join(tokenize(text)) == "".join(ch for ch in norm if not ch.isspace())
 
 
@@ -368,3 +375,62 @@ def test_load_rejects_corrupted_or_foreign_files(tmp_path, content, reason):
     with pytest.raises(ValueError, match=r"bad\.json' is not a valid vocabulary file: .*") as info:
         Vocabulary.load(path)
     assert reason in str(info.value)
+
+
+# --------------------------------------------------------------------------- hostile inputs
+def test_none_is_named_not_iterated():
+    with pytest.raises(ValueError, match=r"`corpus` must be an iterable .* got NoneType\."):
+        Vocabulary.build(None)
+    vocab = Vocabulary.build(["a b"])
+    with pytest.raises(ValueError, match=r"`tokens_or_text` must be a str .* got NoneType\."):
+        vocab.encode(None)
+    with pytest.raises(ValueError, match=r"`tokens_or_text\[1\]` must be a str token, got int\."):
+        vocab.encode(["a", 3])
+    with pytest.raises(ValueError, match=r"`texts` must be a sequence .* got NoneType\."):
+        vocab.encode_batch(None)
+
+
+def test_hand_edited_upper_case_tokens_with_lower_true_are_rejected_at_load(tmp_path):
+    path = tmp_path / "vocab.json"
+    Vocabulary.build(["holmes and watson"], lower=True).save(path)
+    doc = json.loads(path.read_text())
+    doc["tokens"][1] = "Watson"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(
+        ValueError,
+        match=r"`tokens\[5\]` = 'Watson' can never be looked up: .* lower-cased because "
+        r"`lower` is True\) to 'watson'",
+    ):
+        Vocabulary.load(path)
+
+
+@pytest.mark.parametrize("invisible", ["\u200b", "\ufeff", "\ufe0f", "\u00ad", "\u2060"])
+def test_invisible_format_characters_never_become_tokens(invisible):
+    text = f"{invisible}Holmes{invisible} and{invisible} Wat{invisible}son {invisible}"
+    assert tokenize(text) == ["Holmes", "and", "Watson"]
+    assert invisible not in char_tokenize(text)
+    vocab = Vocabulary.build([text, [f"{invisible}", f"a{invisible}"]])
+    assert vocab.tokens[4:] == ("Holmes", "and", "Watson", "a")
+    assert vocab.encode(text).tolist() == vocab.encode("Holmes and Watson").tolist()
+    with pytest.raises(ValueError, match=r"can never be looked up"):
+        Vocabulary(tokens=(*DEFAULT_SPECIALS, f"x{invisible}"), counts=(1,))
+
+
+def test_lone_surrogate_is_rejected_at_build_naming_the_token():
+    with pytest.raises(
+        ValueError, match=r"`tokens\[5\]` = 'b\\udc80' holds the lone surrogate U\+DC80"
+    ):
+        Vocabulary.build([["a", "b\udc80"]])
+    with pytest.raises(ValueError, match=r"lone surrogate U\+D800"):
+        Vocabulary.build(["text with \ud800 inside"])
+
+
+def test_repr_is_short():
+    vocab = Vocabulary.build([[f"w{i}" for i in range(10_000)]], max_size=None)
+    text = repr(vocab)
+    assert len(text) < 200 and str(vocab) == text
+    assert text.startswith("Vocabulary(size=10004, level='word', lower=False, tokens=['<PAD>'")
+    assert text.endswith("... 9996 more])")
+    assert repr(Vocabulary.build(["a"])).endswith(
+        "tokens=['<PAD>', '<UNK>', '<BOS>', '<EOS>', 'a'])"
+    )

@@ -224,9 +224,11 @@ class ModelRun:
         ids, labels, lengths, mask = batch
         logits = self.tagger.apply(params, ids, lengths)
         return {
-            "loss_sum": masked_sigmoid_binary_cross_entropy(logits, labels, mask, reduction="sum"),
+            "loss_sum": masked_sigmoid_binary_cross_entropy(
+                logits, labels, mask=mask, reduction="sum"
+            ),
             "count": jnp.sum(mask),
-            "counts": binary_confusion_counts(logits, labels, mask, from_logits=True),
+            "counts": binary_confusion_counts(logits, labels, mask=mask, from_logits=True),
         }
 
     def evaluate(self, params, split: Split, scored=None) -> dict[str, float]:
