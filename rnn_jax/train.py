@@ -506,6 +506,7 @@ class _Settings:
     checkpoint_every: int | None
     checkpoint_extra: dict[str, Any] | None
     restore_best: bool
+    progress: bool
 
     @property
     def total_steps(self) -> int:
@@ -583,10 +584,12 @@ class _Run:
         """Logs, evaluates and checkpoints as due; returns whether training is over."""
         s, step = self.settings, self.step
         last = step == s.total_steps
-        log_due = self.logger is not None and (step % s.log_every == 0 or last)
+        log_due = step % s.log_every == 0 or last
+        read_due = log_due and (self.logger is not None or s.progress)
+        log_due = log_due and self.logger is not None
         eval_due = self.evaluate_fn is not None and (step % s.eval_every == 0 or last)
         ckpt_due = s.checkpoint_every is not None and step % s.checkpoint_every == 0
-        if log_due or eval_due or ckpt_due or last or len(self.pending) >= _MAX_PENDING:
+        if read_due or eval_due or ckpt_due or last or len(self.pending) >= _MAX_PENDING:
             self.sync()
         bar.update(loss=self.last_loss if not self.pending else None)
         if log_due:
@@ -609,6 +612,8 @@ class _Run:
         if not flags.all():
             i = int(np.argmin(flags))
             self.raise_non_finite(steps[i], float(losses[i]))
+        if self.first_loss is None:
+            self.first_loss = (steps[0], float(losses[0]))
         self.last_loss = float(losses[-1])
         self.check_divergence(steps[-1], self.last_loss)
 
@@ -630,9 +635,7 @@ class _Run:
         )
 
     def check_divergence(self, step: int, loss: float) -> None:
-        if self.first_loss is None:
-            self.first_loss = (step, loss)
-            return
+        assert self.first_loss is not None
         step0, loss0 = self.first_loss
         if not self.warned and loss0 > 0 and loss >= _DIVERGENCE_FACTOR * loss0:
             self.warned = True
@@ -832,6 +835,7 @@ def fit(
         checkpoint_every=checkpoint_every,
         checkpoint_extra=checkpoint_extra,
         restore_best=restore_best,
+        progress=progress,
     )
     if checkpointer is not None and early_stopping is not None:
         checkpointer.keep_best(early_stopping.metric, early_stopping.mode)
