@@ -270,6 +270,9 @@ class Checkpointer:
             none, unless :func:`rnn_jax.train.fit` sets it from its early stopping (see
             :meth:`keep_best`).
         best_mode: ``"max"`` or ``"min"``.
+        read_only: only read (e.g. to evaluate a finished run on a read-only disk): nothing
+            is created or written, no lock is taken (so it works beside a training run),
+            :meth:`save` raises :class:`CheckpointError`.
 
     Raises:
         RunDirectoryInUseError: another Checkpointer holds ``directory``.
@@ -286,6 +289,7 @@ class Checkpointer:
         max_to_keep: int = 3,
         best_metric: str | None = None,
         best_mode: str = "max",
+        read_only: bool = False,
     ):
         if max_to_keep < 1:
             raise ValueError(f"`max_to_keep` must be >= 1, got {max_to_keep!r}.")
@@ -296,22 +300,30 @@ class Checkpointer:
         self.max_to_keep = max_to_keep
         self.best_metric = best_metric
         self.best_mode = best_mode
+        self.read_only = read_only
         self._metrics: dict[int, dict[str, float] | None] = {}
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise CheckpointError(
-                f"cannot create the run directory {self.directory}: {_reason(err)}."
-            ) from err
-        self._lock_fd: int | None = _acquire_lock(self.directory)
+        self._lock_fd: int | None = None
+        self._closed = False
+        if read_only:
+            if not self.directory.is_dir():
+                raise CheckpointError(f"there is no run directory {self.directory}.")
+        else:
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise CheckpointError(
+                    f"cannot create the run directory {self.directory}: {_reason(err)}."
+                ) from err
+            self._lock_fd = _acquire_lock(self.directory)
         try:
             self._check_or_write_config()
             self._manager = ocp.CheckpointManager(
                 self.directory / "checkpoints",
                 options=ocp.CheckpointManagerOptions(
                     enable_async_checkpointing=False,
-                    cleanup_tmp_directories=True,
-                    create=True,
+                    cleanup_tmp_directories=not read_only,
+                    create=not read_only,
+                    read_only=read_only,
                 ),
                 item_names=("state", "meta", "extra"),
             )
@@ -322,7 +334,8 @@ class Checkpointer:
     def _check_or_write_config(self) -> None:
         config_path = self.directory / "config.json"
         if not config_path.exists():
-            write_json_atomic(config_path, self.config)
+            if not self.read_only:
+                write_json_atomic(config_path, self.config)
             return
         try:
             stored = json.loads(config_path.read_text())
@@ -456,6 +469,10 @@ class Checkpointer:
                 directory; the previous checkpoints are kept).
         """
         step = int(state.step)
+        if self.read_only:
+            raise CheckpointError(
+                f"refusing to save step {step}: this Checkpointer of {self.directory} is read-only."
+            )
         latest = self.latest_step()
         if latest is not None and step <= latest:
             raise CheckpointError(
@@ -643,8 +660,9 @@ class Checkpointer:
         target = {"params": template_params}
         names = dict(_leaves_with_names(target))
         self._check_structure(meta, names, "params", template_params, path)
+        reader = ocp.PyTreeCheckpointer()
         try:
-            restored = ocp.PyTreeCheckpointer().restore(
+            restored = reader.restore(
                 path / "state",
                 args=ocp.args.PyTreeRestore(
                     item=target,
@@ -657,13 +675,16 @@ class Checkpointer:
                 f"the checkpoint {path} cannot be read; it may be corrupted or truncated "
                 f"({_reason(err)}). It was left untouched."
             ) from err
+        finally:
+            reader.close()
         self._verify(meta, dict(_leaves_with_names(jax.device_get(restored))), path)
         return restored["params"]
 
     def close(self) -> None:
         """Closes the manager and releases the run directory's lock (idempotent)."""
-        if self._lock_fd is None:
+        if self._closed:
             return
+        self._closed = True
         try:
             self._manager.close()
         finally:

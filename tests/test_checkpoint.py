@@ -368,3 +368,20 @@ def test_import_has_no_global_side_effects_and_messages_name_no_cli_flag():
     assert out.stdout.strip() == "0", out.stderr
     source = Path(ckpt_mod.__file__).read_text()
     assert "--workdir" not in source
+
+
+def test_read_only_writes_nothing_takes_no_lock_and_refuses_to_save(tmp_path):
+    state = _state()
+    with Checkpointer(tmp_path, config={"a": 1}) as writer:
+        writer.save(state._replace(step=jnp.int32(2)), meta={"position": 2})
+        before = _digest(tmp_path)
+        with Checkpointer(tmp_path, config={"a": 1}, read_only=True) as reader:  # beside it
+            restored, meta = reader.restore(state)
+            assert int(restored.step) == 2 and meta["position"] == 2
+            with pytest.raises(CheckpointError, match="read-only"):
+                reader.save(state._replace(step=jnp.int32(3)), meta={})
+        assert _digest(tmp_path) == before
+    with pytest.raises(ConfigMismatchError):
+        Checkpointer(tmp_path, config={"a": 2}, read_only=True)
+    with pytest.raises(CheckpointError, match="there is no run directory"):
+        Checkpointer(tmp_path / "missing", config={}, read_only=True)
