@@ -246,8 +246,10 @@ def _acquire_lock(directory: Path) -> int:
         if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
             raise CheckpointError(f"cannot lock {path}: {_reason(err)}.") from err
         raise RunDirectoryInUseError(directory, int(text) if text.isdigit() else None) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    pid = f"{os.getpid()}\n".encode()
+    if os.pread(fd, 64, 0) != pid:  # leave the file (and its mtime) alone when unchanged
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, pid, 0)
     return fd
 
 
@@ -314,6 +316,7 @@ class Checkpointer:
                 raise CheckpointError(
                     f"cannot create the run directory {self.directory}: {_reason(err)}."
                 ) from err
+            self._check_or_write_config(write=False)  # a mismatch touches nothing at all
             self._lock_fd = _acquire_lock(self.directory)
         try:
             self._check_or_write_config()
@@ -331,10 +334,10 @@ class Checkpointer:
             self._release_lock()
             raise
 
-    def _check_or_write_config(self) -> None:
+    def _check_or_write_config(self, write: bool = True) -> None:
         config_path = self.directory / "config.json"
         if not config_path.exists():
-            if not self.read_only:
+            if write and not self.read_only:
                 write_json_atomic(config_path, self.config)
             return
         try:
