@@ -57,13 +57,16 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from jaxtyping import Array, Int
+
+if TYPE_CHECKING:
+    from rnn_jax.progress import ProgressBar
 
 __all__ = [
     "CheckpointerLike",
@@ -580,7 +583,7 @@ class _Run:
         if self.position >= self.settings.steps_per_epoch:
             self.epoch, self.position = self.epoch + 1, 0
 
-    def after_step(self, bar: Any) -> bool:
+    def after_step(self, bar: ProgressBar) -> bool:
         """Logs, evaluates and checkpoints as due; returns whether training is over."""
         s, step = self.settings, self.step
         last = step == s.total_steps
@@ -653,7 +656,7 @@ class _Run:
         values = {k: float(np.asarray(v)) for k, v in self.metrics.items() if k != "finite"}
         self.logger.log(self.step, "train", values, epoch=self.epoch)
 
-    def run_evaluation(self, bar: Any) -> dict[str, float]:
+    def run_evaluation(self, bar: ProgressBar) -> dict[str, float]:
         assert self.evaluate_fn is not None
         metrics = {k: float(v) for k, v in self.evaluate_fn(self.state.params).items()}
         es = self.early_stopping
@@ -723,7 +726,10 @@ class _Run:
 
 
 def _train_loop(
-    run: _Run, epoch_batches: Callable[[int, int], Iterator[Any]], bar: Any, signals: Any
+    run: _Run,
+    epoch_batches: Callable[[int, int], Iterator[Any]],
+    bar: ProgressBar,
+    signals: _SignalCatcher,
 ) -> None:
     while not run.done():
         for batch in epoch_batches(run.epoch, run.position):

@@ -385,3 +385,21 @@ def test_read_only_writes_nothing_takes_no_lock_and_refuses_to_save(tmp_path):
         Checkpointer(tmp_path, config={"a": 2}, read_only=True)
     with pytest.raises(CheckpointError, match="there is no run directory"):
         Checkpointer(tmp_path / "missing", config={}, read_only=True)
+
+
+def test_disk_full_inside_orbax_commit_cleans_up_and_keeps_the_previous(tmp_path, monkeypatch):
+    state = _state()
+    with Checkpointer(tmp_path, config={}) as ckpt:
+        ckpt.save(state._replace(step=jnp.int32(1)), meta={})
+
+        def full(src, *args, **kwargs):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(src))
+
+        with monkeypatch.context() as m:
+            m.setattr(os, "rename", full)
+            m.setattr(os, "replace", full)
+            with pytest.raises(CheckpointError, match=r"step 2 .*No space left on device") as e:
+                ckpt.save(state._replace(step=jnp.int32(2)), meta={})
+        assert "\n" not in str(e.value) and "previous checkpoint (step 1) is kept" in str(e.value)
+        assert ckpt.all_steps() == [1]
+        assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"]
