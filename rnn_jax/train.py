@@ -563,6 +563,7 @@ class _Run:
             self.es_state = EarlyStoppingState(**meta["early_stopping"])
         if self.logger is not None:
             self.logger.truncate_after(self.resumed_from)
+        self.start_time = time.perf_counter()  # the restore is not training time
 
     # ------------------------------------------------------------ one step
     def stopped_early(self) -> bool:
@@ -661,6 +662,11 @@ class _Run:
         metrics = {k: float(v) for k, v in self.evaluate_fn(self.state.params).items()}
         es = self.early_stopping
         if es is not None:
+            if es.metric not in metrics:
+                raise ValueError(
+                    f"`early_stopping.metric` = {es.metric!r} is not among the metrics of "
+                    f"`evaluate_fn`: {sorted(metrics)}."
+                )
             self.es_state = es.update(self.es_state, metrics[es.metric], self.step)
             if self.es_state.best_step == self.step:
                 self.best_metrics = metrics
@@ -742,7 +748,7 @@ def _train_loop(
                     f"`epoch_batches({run.epoch}, ...)` yielded fewer batches than "
                     f"`steps_per_epoch` = {run.settings.steps_per_epoch}; they must agree."
                 )
-        if signals.signum is not None:
+        if signals.signum is not None and not run.done():
             run.interrupt(signals.signum)
 
 

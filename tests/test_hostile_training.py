@@ -385,3 +385,41 @@ def test_a_second_sigint_exits_at_once(tmp_path):
     # Python ends a process on an uncaught KeyboardInterrupt by re-raising SIGINT
     assert proc.returncode == -signal.SIGINT, err
     assert "INTERRUPTED" not in out and "KeyboardInterrupt" in err
+
+
+def test_fit_in_a_thread_leaves_signal_handlers_alone_and_bad_metric_is_named(problem):
+    import threading
+
+    opt = optax.sgd(0.05)
+    batches = lambda epoch, start: (  # noqa: E731
+        (jnp.asarray(problem.X[j]), jnp.asarray(problem.Y[j])) for j in range(start, 12)
+    )
+    before = signal.getsignal(signal.SIGTERM)
+    seen, errors = [], []
+
+    def target():
+        def evaluate_fn(params):
+            seen.append(signal.getsignal(signal.SIGTERM))
+            return {"loss": 0.0}
+
+        try:
+            fit(
+                init_train_state(jnp.zeros(3), opt, key=jax.random.key(0)),
+                make_train_step(problem.loss_fn, opt),
+                batches,
+                num_epochs=1,
+                steps_per_epoch=12,
+                evaluate_fn=evaluate_fn,
+                early_stopping=EarlyStopping("f1"),
+                progress=False,
+            )
+        except ValueError as err:
+            errors.append(str(err))
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    assert seen == [before]
+    assert errors == [
+        "`early_stopping.metric` = 'f1' is not among the metrics of `evaluate_fn`: ['loss']."
+    ]
