@@ -6,6 +6,7 @@ A run directory holds::
     <directory>/.lock                   held (``fcntl.flock``) by the one live Checkpointer
     <directory>/checkpoints/<step>/     one Orbax checkpoint per saved step:
         state/                          params, optimiser state, step, PRNG key data (arrays)
+        files.sha256.json               the sha256 of every file of state/
         meta/                           JSON: data-order position, early-stopping state, config,
                                         metrics, and the shape, dtype and sha256 of every array
         extra/                          JSON: e.g. the vocabulary
@@ -24,9 +25,10 @@ Safety:
 - **configuration**: a run directory whose ``config.json`` (or a checkpoint's stored
   config) differs from the current configuration raises :class:`ConfigMismatchError`
   naming the differing keys; nothing is written before the configuration is checked;
-- **integrity**: the sha256 of every array is stored at save time and verified at restore;
-  changed bytes, unreadable or truncated files raise :class:`CorruptCheckpointError`
-  naming the checkpoint (and the array); nothing is deleted or overwritten;
+- **integrity**: the sha256 of every file of ``state/`` and of every array is stored at
+  save time and verified at restore; changed bytes, unreadable or truncated files raise
+  :class:`CorruptCheckpointError` naming the checkpoint and the file (or the array);
+  nothing is deleted or overwritten;
 - **templates**: restoring into a template whose model or optimiser differs from the stored
   one raises :class:`TemplateMismatchError` (saying which: parameter or optimiser-state
   structure, or an array's shape or dtype); :meth:`Checkpointer.restore_params` restores
@@ -82,6 +84,7 @@ __all__ = [
 ]
 
 _LOCK_NAME = ".lock"
+_FILE_SUMS = "files.sha256.json"
 
 
 class CheckpointError(RuntimeError):
@@ -216,6 +219,18 @@ def _manifest(host_tree: Any) -> dict[str, list[Any]]:
         x = np.asarray(x)
         out[name] = [str(x.dtype), list(x.shape), _sha256(x)]
     return out
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _first_non_finite(host_tree: Any) -> str | None:
@@ -516,9 +531,47 @@ class Checkpointer:
                 f"could not write checkpoint step {step} to {self.directory / 'checkpoints'}: "
                 f"{_reason(err)}; the previous checkpoint (step {latest}) is kept."
             ) from err
+        self._write_file_checksums(step)
         self._metrics[step] = metrics
         self._prune()
         return step
+
+    def _write_file_checksums(self, step: int) -> None:
+        """Stores the sha256 of every file of ``<step>/state`` in ``<step>/files.sha256.json``.
+
+        Written right after Orbax's atomic commit (a crash in between leaves a checkpoint
+        without it, still protected by the per-array sha256 in its meta).
+        """
+        root = self._path(step) / "state"
+        sums = {str(f.relative_to(root)): _file_sha256(f) for f in _files(root)}
+        write_json_atomic(self._path(step) / _FILE_SUMS, sums)
+
+    def _verify_files(self, step: int) -> None:
+        path = self._path(step)
+        sums_path = path / _FILE_SUMS
+        if not sums_path.exists():
+            return
+        try:
+            sums = json.loads(sums_path.read_text())
+        except (OSError, ValueError) as err:
+            raise CorruptCheckpointError(
+                f"{sums_path} cannot be read ({_reason(err)}); the checkpoint {path} was left "
+                "untouched."
+            ) from err
+        root = path / "state"
+        for name, digest in sorted(sums.items()):
+            f = root / name
+            if not f.is_file():
+                raise CorruptCheckpointError(
+                    f"the checkpoint {path} is corrupted: the file {f} is missing. It was left "
+                    "untouched: move it aside to resume from an earlier one."
+                )
+            if _file_sha256(f) != digest:
+                raise CorruptCheckpointError(
+                    f"the checkpoint {path} is corrupted: the file {f} does not match the "
+                    "sha256 recorded when it was saved. It was left untouched: move it aside "
+                    "to resume from an earlier one."
+                )
 
     def _remove_partial(self, step: int) -> None:
         root = self.directory / "checkpoints"
@@ -612,6 +665,7 @@ class Checkpointer:
         path = self._path(step)
         meta = self._read_meta(step)
         self._check_config(meta["config"], str(path))
+        self._verify_files(step)
         target = _state_to_saveable(template)
         names = dict(_leaves_with_names(target))
         self._check_structure(meta, names, "params", template.params, path)
@@ -660,6 +714,7 @@ class Checkpointer:
         path = self._path(step)
         meta = self._read_meta(step)
         self._check_config(meta["config"], str(path))
+        self._verify_files(step)
         target = {"params": template_params}
         names = dict(_leaves_with_names(target))
         self._check_structure(meta, names, "params", template_params, path)
