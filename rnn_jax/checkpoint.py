@@ -233,6 +233,19 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _structure(tree: Any) -> str:
+    """A short outline of a tree: NamedTuple states by class name (optax's states), e.g.
+    ``(EmptyState, (ScaleByAdamState, ScaleByScheduleState))``; other nodes summarised."""
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return type(tree).__name__
+    if isinstance(tree, tuple | list):
+        return "(" + ", ".join(_structure(x) for x in tree) + ")"
+    if isinstance(tree, dict):
+        return "{" + ", ".join(f"{k}: {_structure(v)}" for k, v in tree.items()) + "}"
+    text = str(jax.tree_util.tree_structure(tree))
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
 def _first_non_finite(host_tree: Any) -> str | None:
     for name, x in _leaves_with_names(host_tree):
         x = np.asarray(x)
@@ -512,10 +525,7 @@ class Checkpointer:
             "step": step,
             "metrics": metrics,
             "arrays": _manifest(host),
-            "trees": {
-                "params": str(jax.tree_util.tree_structure(state.params)),
-                "opt_state": str(jax.tree_util.tree_structure(state.opt_state)),
-            },
+            "trees": {"params": _structure(state.params), "opt_state": _structure(state.opt_state)},
         }
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(saveable),
@@ -616,7 +626,7 @@ class Checkpointer:
         if have != want:
             what = "optimizer state" if part == "opt_state" else "model parameters"
             stored_tree = meta.get("trees", {}).get(part, "?")
-            given_tree = str(jax.tree_util.tree_structure(template))
+            given_tree = _structure(template)
             hint = (
                 " Build the template with the optimizer used for training, or restore the "
                 "parameters alone with restore_params()."
