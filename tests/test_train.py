@@ -14,6 +14,7 @@ from rnn_jax.losses import masked_sigmoid_binary_cross_entropy
 from rnn_jax.progress import MetricsLogger, read_metrics
 from rnn_jax.train import (
     EarlyStopping,
+    EarlyStoppingState,
     NonFiniteLossError,
     TrainState,
     default_optimizer,
@@ -151,18 +152,20 @@ def test_evaluate_sums_counts_over_batches_not_mean_of_means():
 
 
 # ----------------------------------------------------------------------------- early stopping
-def test_early_stopping_min_mode_and_state_round_trip():
+def test_early_stopping_is_a_pure_update_of_a_namedtuple_state():
     es = EarlyStopping("loss", mode="min", patience=2, min_delta=0.01)
-    assert es.update(1.0, step=1)
-    assert not es.update(0.995, step=2)  # not better by min_delta
-    assert es.update(0.5, step=3)
-    assert not es.update(float("nan"), step=4)
-    assert not es.should_stop
-    assert not es.update(0.6, step=5)
-    assert es.should_stop and es.best == 0.5 and es.best_step == 3
-    other = EarlyStopping("loss", mode="min", patience=2)
-    other.load_state_dict(es.state_dict())
-    assert other.should_stop and other.best_step == 3
+    s0 = es.init()
+    s1 = es.update(s0, 1.0, 1)
+    assert s0 == EarlyStoppingState() and s1 == EarlyStoppingState(1.0, 1, 0)  # s0 unchanged
+    s2 = es.update(s1, 0.995, 2)  # not better by min_delta
+    assert s2.num_bad == 1
+    s3 = es.update(s2, 0.5, 3)
+    assert s3.num_bad == 0 and s3.best_step == 3
+    s4 = es.update(s3, float("nan"), 4)
+    assert s4.num_bad == 1 and not es.should_stop(s4)
+    s5 = es.update(s4, 0.6, 5)
+    assert es.should_stop(s5) and s5.best == 0.5 and s5.best_step == 3
+    assert EarlyStoppingState(**s5._asdict()) == s5  # what a checkpoint stores
     with pytest.raises(ValueError, match="`mode` must be 'max' or 'min'"):
         EarlyStopping("f1", mode="up")
 
@@ -303,8 +306,8 @@ def test_fit_early_stopping_and_best_checkpoint(tmp_path):
         progress=False,
     )
     assert result.stopped_early and result.best_step == 4
-    assert result.best_metrics["f1"] == 0.9
-    assert int(result.state.step) == 8
+    assert result.best_metrics == {"f1": 0.9}  # no "step" mixed in
+    assert int(result.state.step) == 4 and result.last_step == 8  # restore_best by default
     assert ckpt.best_step() == 4 and ckpt.all_steps() == [4, 8]
     ckpt.close()
 
