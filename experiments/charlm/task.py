@@ -34,9 +34,9 @@ import numpy as np
 
 from experiments.charlm.config import CharLMConfig
 from experiments.cli import config_to_dict, fit_logged, load_run_vocab, read_run_config
+from experiments.data import load_tagged_sentences, parse_tagged_text, split_by_sentence
 from rnn_jax.batching import iterate_batches, num_batches, pad_batch
 from rnn_jax.checkpoint import Checkpointer
-from rnn_jax.data import load_tagged_sentences, parse_tagged_text, split_by_sentence
 from rnn_jax.generate import lm_initial_state, lm_step, sample
 from rnn_jax.losses import masked_softmax_cross_entropy
 from rnn_jax.network import rnn_apply

@@ -26,10 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.cli import config_to_dict, fit_logged, load_run_vocab, read_inputs, read_run_config
+from experiments.data import make_dates
 from experiments.dates.config import DatesConfig
 from rnn_jax.batching import iterate_batches, num_batches, pad_batch
 from rnn_jax.checkpoint import Checkpointer
-from rnn_jax.data import make_dates
 from rnn_jax.generate import beam_search, greedy_decode
 from rnn_jax.params import count_params
 from rnn_jax.seq2seq import (

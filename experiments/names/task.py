@@ -25,11 +25,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.cli import config_to_dict, fit_logged, load_run_vocab, read_run_config
+from experiments.data import (
+    load_tagged_sentences,
+    name_labels,
+    parse_tagged_text,
+    split_by_sentence,
+)
 from experiments.names.config import MODEL_SPECS, NamesConfig
 from experiments.names.models import Tagger, make_tagger
 from rnn_jax.batching import iterate_batches, num_batches, pad_batch
 from rnn_jax.checkpoint import Checkpointer
-from rnn_jax.data import load_tagged_sentences, name_labels, parse_tagged_text, split_by_sentence
 from rnn_jax.losses import masked_sigmoid_binary_cross_entropy
 from rnn_jax.metrics import ConfusionCounts, binary_confusion_counts
 from rnn_jax.params import count_params
