@@ -50,6 +50,7 @@ __all__ = [
     "main",
     "parse_args",
     "read_inputs",
+    "replace_fields",
 ]
 
 #: Commands that take no positional inputs.
@@ -146,6 +147,31 @@ def _resolve(config: Any, key: str) -> str:
     raise ValueError(f"unknown config key `{key}`; valid keys: {', '.join(_valid_keys(config))}")
 
 
+def replace_fields(config: Any, values: dict[str, Any], *, parse: bool = False) -> Any:
+    """Returns ``config`` with ``values`` (by flat or dotted names) replaced, section by section.
+
+    Each section is rebuilt once with all its new values, so its checks see the final values.
+    With ``parse``, the values are command-line strings parsed by the fields' types.
+
+    Example:
+        >>> from experiments.names.config import NamesConfig
+        >>> replace_fields(NamesConfig(), {"hidden_size": 16, "train.seed": 3}).model.hidden_size
+        16
+    """
+    hints = typing.get_type_hints(type(config))
+    direct: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in values.items():
+        head, _, rest = _resolve(config, key).partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            direct[head] = _parse_value(value, hints[head], key) if parse else value
+    for head, sub in nested.items():
+        direct[head] = replace_fields(getattr(config, head), sub, parse=parse)
+    return dataclasses.replace(config, **direct)
+
+
 def apply_overrides(config: Any, overrides: dict[str, str]) -> Any:
     """Returns ``config`` with the ``overrides`` (strings, flat or dotted names) applied.
 
@@ -153,18 +179,7 @@ def apply_overrides(config: Any, overrides: dict[str, str]) -> Any:
         ValueError: an unknown key (the message lists the valid ones) or a bad value (the
             config's own checks included).
     """
-    hints = typing.get_type_hints(type(config))
-    direct: dict[str, Any] = {}
-    nested: dict[str, dict[str, str]] = {}
-    for key, text in overrides.items():
-        head, _, rest = _resolve(config, key).partition(".")
-        if rest:
-            nested.setdefault(head, {})[rest] = text
-        else:
-            direct[head] = _parse_value(text, hints[head], key)
-    for head, sub in nested.items():
-        direct[head] = apply_overrides(getattr(config, head), sub)
-    return dataclasses.replace(config, **direct)
+    return replace_fields(config, overrides, parse=True)
 
 
 def read_inputs(inputs: Sequence[str]) -> list[str]:

@@ -32,15 +32,16 @@ import sys
 import tempfile
 import typing
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 
 __all__ = [
     "Keys",
     "Model",
+    "Best",
     "ReportConfig",
     "TrainConfig",
     "check_positive",
@@ -49,8 +50,10 @@ __all__ = [
     "checkpoint_config",
     "config_from_dict",
     "config_to_dict",
+    "finish",
     "fit_logged",
     "load_vocab",
+    "load_vocabs",
     "make_checkpointer",
     "make_keys",
     "make_optimizer",
@@ -58,6 +61,7 @@ __all__ = [
     "read_run_config",
     "restore_best_params",
     "row_bucket",
+    "start_training",
     "stored_config",
     "write_results",
     "write_run_config",
@@ -368,6 +372,55 @@ def write_results(
     return True
 
 
+class TrainingData(Protocol):
+    """What :func:`start_training` needs of an experiment's data."""
+
+    @property
+    def vocabs(self) -> tuple[Any, ...]: ...  # built on the training data, stored in DIR
+
+    @property
+    def num_train(self) -> int: ...  # training examples
+
+    def describe(self) -> str: ...  # one line: the sizes of the splits and vocabularies
+
+
+def load_vocabs(workdir: Path, experiment: str, filenames: Sequence[str]) -> tuple[Any, ...]:
+    """The vocabularies a training run stored in ``workdir``, in ``filenames`` order."""
+    return tuple(load_vocab(workdir, experiment, name) for name in filenames)
+
+
+def start_training(
+    run: Any,
+    experiment: str,
+    load_data: Callable[[Any, tuple[Any, ...] | None], TrainingData],
+    vocab_files: Sequence[str] = ("vocab.json",),
+) -> Any:
+    """The start of every ``train`` command: check, load, and only then write.
+
+    Checks the run directory (:func:`prepare_run_directory`), loads the data (with the stored
+    vocabularies when the run directory has them), checks that the data fill a batch, and
+    only then stores the vocabularies and ``run_config.json``. Returns the data.
+    """
+    config, workdir = run.config, Path(run.workdir)
+    prepare_run_directory(workdir, config, experiment)
+    stored = all((workdir / name).exists() for name in vocab_files)
+    data = load_data(config, load_vocabs(workdir, experiment, vocab_files) if stored else None)
+    check_steps_per_epoch(data.num_train, config.train.batch_size)
+    if not stored:
+        for name, vocab in zip(vocab_files, data.vocabs, strict=True):
+            vocab.save(workdir / name)
+    write_run_config(workdir, config)
+    print(f"data: {data.describe()}", file=sys.stderr)
+    return data
+
+
+def finish(workdir: Path, results: dict[str, Any], markdown: str) -> int:
+    """Writes the results (where the run directory is writable), prints them; exit status 0."""
+    write_results(workdir, results, markdown)
+    print(markdown)
+    return 0
+
+
 # --------------------------------------------------------------------------- training pieces
 
 
@@ -393,23 +446,23 @@ def make_optimizer(train: TrainConfig, steps_per_epoch: int):
     )
 
 
-def make_checkpointer(
-    directory: Path,
-    config: dict[str, Any],
-    *,
-    best_metric: str,
-    best_mode: str,
-    max_to_keep: int = 2,
-):
-    """A :class:`rnn_jax.checkpoint.Checkpointer` keeping the latest and the best checkpoints."""
+class Best(NamedTuple):
+    """The validation metric that picks the best checkpoint and stops early: ``"max"``/``"min"``."""
+
+    metric: str
+    mode: str
+
+
+def make_checkpointer(directory: Path, config: dict[str, Any], best: Best, max_to_keep: int = 2):
+    """A :class:`rnn_jax.checkpoint.Checkpointer` keeping the latest and the ``best`` checkpoints."""
     from rnn_jax.checkpoint import Checkpointer
 
     return Checkpointer(
         directory,
         config=config,
         max_to_keep=max_to_keep,
-        best_metric=best_metric,
-        best_mode=best_mode,
+        best_metric=best.metric,
+        best_mode=best.mode,
     )
 
 
@@ -431,17 +484,32 @@ def restore_best_params(checkpointer, template, *, experiment: str, workdir: Pat
         checkpointer.close()
 
 
-def fit_logged(state, train_step, epoch_batches, *, workdir: Path, checkpointer, name: str,
-               tensorboard: bool = False, **fit_kwargs) -> dict[str, Any]:  # fmt: skip
+def fit_logged(
+    state,
+    train_step,
+    epoch_batches,
+    *,
+    config: Any,
+    workdir: Path,
+    checkpointer,
+    best: Best,
+    name: str,
+    **fit_kwargs,
+) -> dict[str, Any]:
     """:func:`rnn_jax.train.fit` with the run directory's metrics log, curves and summary.
 
-    Logs metrics to ``workdir/metrics.jsonl`` (and TensorBoard if asked and installed),
-    closes the log and the checkpointer however training ends, plots ``curves.png`` and
-    returns the summary every experiment reports.
+    The schedule comes from ``config`` (``train.num_epochs``, ``train.eval_every``,
+    ``train.patience`` on ``best``, ``report.progress``, ``report.log_every``,
+    ``report.tensorboard`` where it exists); ``fit_kwargs`` go to ``fit`` as they are
+    (``steps_per_epoch``, ``evaluate_fn``, ...). Logs metrics to ``workdir/metrics.jsonl``
+    (and TensorBoard if asked and installed), closes the log and the checkpointer however
+    training ends, plots ``curves.png`` and returns the summary every experiment reports.
     """
     from rnn_jax.progress import MetricsLogger, plot_metrics
-    from rnn_jax.train import fit
+    from rnn_jax.train import EarlyStopping, fit
 
+    train, report = config.train, config.report
+    tensorboard = getattr(report, "tensorboard", False)
     workdir = Path(workdir)
     logger = MetricsLogger(workdir, tensorboard=tensorboard)
     if tensorboard and not logger.tensorboard_enabled:
@@ -451,8 +519,20 @@ def fit_logged(state, train_step, epoch_batches, *, workdir: Path, checkpointer,
             file=sys.stderr,
         )
     try:
-        result = fit(state, train_step, epoch_batches, checkpointer=checkpointer, logger=logger,
-                     description=name, **fit_kwargs)  # fmt: skip
+        result = fit(
+            state,
+            train_step,
+            epoch_batches,
+            checkpointer=checkpointer,
+            logger=logger,
+            description=name,
+            num_epochs=train.num_epochs,
+            eval_every=train.eval_every,
+            early_stopping=EarlyStopping(best.metric, mode=best.mode, patience=train.patience),
+            progress=report.progress,
+            log_every=report.log_every,
+            **fit_kwargs,
+        )
     finally:
         logger.close()
         checkpointer.close()

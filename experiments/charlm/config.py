@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from experiments import common
+from experiments.cli import replace_fields
 
 __all__ = ["CharLMConfig", "ModelConfig", "ReportConfig", "TrainConfig", "default_config"]
 
@@ -84,12 +85,18 @@ class CharLMConfig:
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
 
 
+#: The quick configuration: a couple of minutes on 2 CPU cores.
+QUICK = {
+    "hidden_size": 128,
+    "max_train_sentences": 16000,
+    "max_len": 160,
+    "num_epochs": 5,
+    "warmup_steps": 50,
+    "num_samples": 2,
+    "sample_len": 100,
+}
+
+
 def default_config(quick: bool = False) -> CharLMConfig:
-    """The full configuration, or the quick one (a couple of minutes on 2 CPU cores)."""
-    if not quick:
-        return CharLMConfig()
-    return CharLMConfig(
-        model=ModelConfig(hidden_size=128),
-        train=TrainConfig(max_train_sentences=16000, max_len=160, num_epochs=5, warmup_steps=50),
-        report=ReportConfig(num_samples=2, sample_len=100),
-    )
+    """The full configuration, or the quick one (:data:`QUICK`)."""
+    return replace_fields(CharLMConfig(), QUICK if quick else {})

@@ -20,9 +20,9 @@ Run directory layout (see :mod:`experiments.common`)::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from rnn_jax.generate import lm_initial_state, lm_step, sample
 from rnn_jax.losses import masked_softmax_cross_entropy
 from rnn_jax.network import rnn_apply
 from rnn_jax.params import RNNParams, count_params, init_rnn
-from rnn_jax.train import EarlyStopping, evaluate, init_train_state, make_train_step
+from rnn_jax.train import evaluate, init_train_state, make_train_step
 from rnn_jax.vocab import Vocabulary
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "unigram_bpc",
 ]
 
+BEST = common.Best("bpc", "min")  # validation bits per character
 _LN2 = math.log(2.0)
 
 
@@ -69,6 +70,37 @@ def load_texts(config: CharLMConfig) -> dict[str, list[str]]:
     if c.max_train_sentences is not None:
         train = train[: c.max_train_sentences]
     return {name: [texts[i] for i in idx] for name, idx in zip(("train", "val", "test"), (train, val, test), strict=True)}  # fmt: skip
+
+
+@dataclasses.dataclass
+class Data:
+    """The texts of each split and the character vocabulary (built on the training texts)."""
+
+    texts: dict[str, list[str]]
+    vocab: Vocabulary
+
+    @property
+    def vocabs(self) -> tuple[Vocabulary]:
+        return (self.vocab,)
+
+    @property
+    def num_train(self) -> int:
+        return len(self.texts["train"])
+
+    def describe(self) -> str:
+        t = self.texts
+        return (
+            f"{len(t['train'])} train / {len(t['val'])} val / {len(t['test'])} test sentences; "
+            f"{len(self.vocab)} characters"
+        )
+
+
+def load_data(config: CharLMConfig, vocabs: tuple[Vocabulary] | None = None) -> Data:
+    """The texts and the vocabulary (``vocabs``: the stored one; ``None``: build it)."""
+    texts = load_texts(config)
+    if vocabs is None:
+        return Data(texts, Vocabulary.build(texts["train"], level="char", max_size=None))
+    return Data(texts, vocabs[0])
 
 
 def lm_pairs(vocab: Vocabulary, texts: list[str], max_len: int | None = None):
@@ -171,9 +203,7 @@ def model_bpc(params, config: CharLMConfig, pairs) -> dict[str, float]:
 
 
 def _checkpointer(config: CharLMConfig, workdir: Path):
-    return common.make_checkpointer(
-        workdir, common.checkpoint_config(config), best_metric="bpc", best_mode="min"
-    )
+    return common.make_checkpointer(workdir, common.checkpoint_config(config), BEST)
 
 
 def best_params(config: CharLMConfig, vocab: Vocabulary, workdir: Path) -> RNNParams:
@@ -229,16 +259,13 @@ def train(config: CharLMConfig, vocab: Vocabulary, texts, workdir: Path) -> dict
         state,
         train_step,
         epoch_batches,
+        config=config,
         workdir=workdir,
         checkpointer=_checkpointer(config, workdir),
+        best=BEST,
         name="charlm",
-        num_epochs=c.num_epochs,
         steps_per_epoch=steps_per_epoch,
         evaluate_fn=lambda params: model_bpc(params, config, val),
-        eval_every=c.eval_every,
-        early_stopping=EarlyStopping("bpc", mode="min", patience=c.patience),
-        progress=config.report.progress,
-        log_every=config.report.log_every,
     )
     return {**summary, "num_params": count_params(params0)}
 
@@ -344,42 +371,20 @@ def format_results(results: dict[str, Any]) -> str:
 
 
 def train_command(run: Invocation) -> int:
-    """Trains (resuming if ``workdir`` holds checkpoints), evaluates, prints samples.
-
-    Nothing is written before the run directory is known to hold no run of another
-    configuration and the data are known to fill a batch.
-    """
-    config, workdir = run.config, run.workdir
-    common.prepare_run_directory(workdir, config, "charlm")
-    texts = load_texts(config)
-    common.check_steps_per_epoch(len(texts["train"]), config.train.batch_size)
-    if (workdir / "vocab.json").exists():
-        vocab = common.load_vocab(workdir, "charlm")
-    else:
-        vocab = Vocabulary.build(texts["train"], level="char", max_size=None)
-        vocab.save(workdir / "vocab.json")
-    common.write_run_config(workdir, config)
-    print(
-        f"data: {len(texts['train'])} train / {len(texts['val'])} val / {len(texts['test'])} "
-        f"test sentences; {len(vocab)} characters",
-        file=sys.stderr,
-    )
-    summary = train(config, vocab, texts, workdir)
-    results = run_evaluation(config, vocab, texts, workdir)
+    """Trains (resuming if ``workdir`` holds checkpoints), evaluates, prints samples."""
+    data = common.start_training(run, "charlm", load_data)
+    summary = train(run.config, data.vocab, data.texts, run.workdir)
+    results = run_evaluation(run.config, data.vocab, data.texts, run.workdir)
     results["train"] = summary
-    common.write_results(workdir, results, format_results(results))
-    print(format_results(results))
-    return 0
+    return common.finish(run.workdir, results, format_results(results))
 
 
 def eval_command(run: Invocation) -> int:
     """Evaluates the best checkpoint of ``workdir`` with its stored configuration."""
     config = common.stored_config(run.workdir, CharLMConfig, "charlm", run.overrides)
-    vocab = common.load_vocab(run.workdir, "charlm")
-    results = run_evaluation(config, vocab, load_texts(config), run.workdir)
-    common.write_results(run.workdir, results, format_results(results))
-    print(format_results(results))
-    return 0
+    data = load_data(config, common.load_vocabs(run.workdir, "charlm", ["vocab.json"]))
+    results = run_evaluation(config, data.vocab, data.texts, run.workdir)
+    return common.finish(run.workdir, results, format_results(results))
 
 
 def sample_command(run: Invocation) -> int:

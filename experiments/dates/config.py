@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from experiments import common
+from experiments.cli import replace_fields
 
 __all__ = ["DatesConfig", "ModelConfig", "ReportConfig", "TrainConfig", "default_config"]
 
@@ -98,20 +99,22 @@ class DatesConfig:
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
 
 
+#: The quick configuration: a couple of minutes on 2 CPU cores.
+QUICK = {
+    "hidden_size": 64,
+    "num_train": 10_000,
+    "num_val": 300,
+    "num_epochs": 4,
+    "learning_rate": 5e-3,
+    "warmup_steps": 50,
+    "eval_every": None,
+    "patience": 3,
+    "num_test": 1_000,
+    "beam_width": 3,
+    "num_failures": 8,
+}
+
+
 def default_config(quick: bool = False) -> DatesConfig:
-    """The full configuration, or the quick one (a couple of minutes on 2 CPU cores)."""
-    if not quick:
-        return DatesConfig()
-    return DatesConfig(
-        model=ModelConfig(hidden_size=64),
-        train=TrainConfig(
-            num_train=10_000,
-            num_val=300,
-            num_epochs=4,
-            learning_rate=5e-3,
-            warmup_steps=50,
-            eval_every=None,
-            patience=3,
-        ),  # fmt: skip
-        report=ReportConfig(num_test=1_000, beam_width=3, num_failures=8),
-    )
+    """The full configuration, or the quick one (:data:`QUICK`)."""
+    return replace_fields(DatesConfig(), QUICK if quick else {})

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ from rnn_jax.seq2seq import (
     seq2seq_apply,
     seq2seq_loss,
 )
-from rnn_jax.train import EarlyStopping, init_train_state, make_train_step
+from rnn_jax.train import init_train_state, make_train_step
 from rnn_jax.vocab import Vocabulary
 
 __all__ = [
@@ -68,6 +67,10 @@ PROBES: tuple[tuple[str, str], ...] = (
 )
 
 
+BEST = common.Best("exact", "max")  # validation exact match (greedy)
+VOCAB_FILES = ("src_vocab.json", "tgt_vocab.json")
+
+
 @dataclasses.dataclass
 class Data:
     """Date pairs per split and the two character vocabularies."""
@@ -76,6 +79,21 @@ class Data:
     tgt_vocab: Vocabulary
     splits: dict[str, list[tuple[str, str]]]
     dropped_overlap: dict[str, int]
+
+    @property
+    def vocabs(self) -> tuple[Vocabulary, Vocabulary]:
+        return (self.src_vocab, self.tgt_vocab)
+
+    @property
+    def num_train(self) -> int:
+        return len(self.splits["train"])
+
+    def describe(self) -> str:
+        n = {k: len(v) for k, v in self.splits.items()}
+        return (
+            f"{n['train']} train / {n['val']} val / {n['test']} test pairs; "
+            f"{len(self.src_vocab)} source characters"
+        )
 
 
 def load_data(config: DatesConfig, vocabs: tuple[Vocabulary, Vocabulary] | None = None) -> Data:
@@ -190,16 +208,11 @@ def translate(
 
 
 def _checkpointer(config: DatesConfig, workdir: Path):
-    return common.make_checkpointer(
-        workdir, common.checkpoint_config(config), best_metric="exact", best_mode="max"
-    )
+    return common.make_checkpointer(workdir, common.checkpoint_config(config), BEST)
 
 
 def load_vocabs(workdir: Path) -> tuple[Vocabulary, Vocabulary]:
-    return (
-        common.load_vocab(workdir, "dates", "src_vocab.json"),
-        common.load_vocab(workdir, "dates", "tgt_vocab.json"),
-    )
+    return common.load_vocabs(workdir, "dates", VOCAB_FILES)
 
 
 def best_params(config: DatesConfig, data: Data, workdir: Path) -> Seq2SeqParams:
@@ -257,16 +270,13 @@ def train(config: DatesConfig, data: Data, workdir: Path) -> dict[str, Any]:
         state,
         train_step,
         epoch_batches,
+        config=config,
         workdir=workdir,
         checkpointer=_checkpointer(config, workdir),
+        best=BEST,
         name="dates",
-        num_epochs=c.num_epochs,
         steps_per_epoch=steps_per_epoch,
         evaluate_fn=evaluate_fn,
-        eval_every=c.eval_every,
-        early_stopping=EarlyStopping("exact", mode="max", patience=c.patience),
-        progress=config.report.progress,
-        log_every=config.report.log_every,
     )
     return {**summary, "num_params": count_params(params0)}
 
@@ -356,41 +366,19 @@ def format_results(results: dict[str, Any]) -> str:
 
 
 def train_command(run: Invocation) -> int:
-    """Trains (resuming if ``workdir`` holds checkpoints), then evaluates on held-out dates.
-
-    Nothing is written before the run directory is known to hold no run of another
-    configuration and the data are known to fill a batch.
-    """
-    config, workdir = run.config, run.workdir
-    common.prepare_run_directory(workdir, config, "dates")
-    have_vocabs = (workdir / "src_vocab.json").exists()
-    data = load_data(config, load_vocabs(workdir) if have_vocabs else None)
-    common.check_steps_per_epoch(len(data.splits["train"]), config.train.batch_size)
-    if not have_vocabs:
-        data.src_vocab.save(workdir / "src_vocab.json")
-        data.tgt_vocab.save(workdir / "tgt_vocab.json")
-    common.write_run_config(workdir, config)
-    print(
-        f"data: {len(data.splits['train'])} train / {len(data.splits['val'])} val / "
-        f"{len(data.splits['test'])} test pairs; {len(data.src_vocab)} source characters",
-        file=sys.stderr,
-    )
-    summary = train(config, data, workdir)
-    results = evaluate(config, data, workdir)
+    """Trains (resuming if ``workdir`` holds checkpoints), then evaluates on held-out dates."""
+    data = common.start_training(run, "dates", load_data, VOCAB_FILES)
+    summary = train(run.config, data, run.workdir)
+    results = evaluate(run.config, data, run.workdir)
     results["train"] = summary
-    common.write_results(workdir, results, format_results(results))
-    print(format_results(results))
-    return 0
+    return common.finish(run.workdir, results, format_results(results))
 
 
 def eval_command(run: Invocation) -> int:
     """Evaluates the best checkpoint of ``workdir`` with its stored configuration."""
     config = common.stored_config(run.workdir, DatesConfig, "dates", run.overrides)
-    data = load_data(config, load_vocabs(run.workdir))
-    results = evaluate(config, data, run.workdir)
-    common.write_results(run.workdir, results, format_results(results))
-    print(format_results(results))
-    return 0
+    results = evaluate(config, load_data(config, load_vocabs(run.workdir)), run.workdir)
+    return common.finish(run.workdir, results, format_results(results))
 
 
 def predict_command(run: Invocation) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from experiments import common
+from experiments.cli import replace_fields
 
 __all__ = ["MODEL_SPECS", "ModelConfig", "NamesConfig", "ReportConfig", "TrainConfig", "default_config"]  # fmt: skip
 
@@ -128,12 +129,17 @@ class NamesConfig:
             )
 
 
+#: The quick configuration: a few minutes on 2 CPU cores.
+QUICK = {
+    "models": ("rnn", "birnn", "fc"),
+    "hidden_size": 64,
+    "fc_window": 32,
+    "fc_hidden": 16,
+    "num_epochs": 2,
+    "warmup_steps": 50,
+}
+
+
 def default_config(quick: bool = False) -> NamesConfig:
-    """The full configuration, or the quick one (a few minutes on 2 CPU cores)."""
-    if not quick:
-        return NamesConfig()
-    return NamesConfig(
-        models=("rnn", "birnn", "fc"),
-        model=ModelConfig(hidden_size=64, fc_window=32, fc_hidden=16),
-        train=TrainConfig(num_epochs=2, warmup_steps=50),
-    )
+    """The full configuration, or the quick one (:data:`QUICK`)."""
+    return replace_fields(NamesConfig(), QUICK if quick else {})

@@ -38,7 +38,7 @@ from rnn_jax.batching import iterate_batches, pad_batch
 from rnn_jax.losses import masked_sigmoid_binary_cross_entropy
 from rnn_jax.metrics import ConfusionCounts, binary_confusion_counts
 from rnn_jax.params import count_params
-from rnn_jax.train import EarlyStopping, evaluate, init_train_state, make_train_step
+from rnn_jax.train import evaluate, init_train_state, make_train_step
 from rnn_jax.vocab import DEFAULT_SPECIALS, Vocabulary
 
 EXAMPLES = (
@@ -62,6 +62,23 @@ class Data:
     train: Split
     val: Split
     test: Split
+
+    @property
+    def vocabs(self) -> tuple[Vocabulary]:
+        return (self.vocab,)
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train.ids)
+
+    def describe(self) -> str:
+        return (
+            f"{len(self.train.ids)} train / {len(self.val.ids)} validation / "
+            f"{len(self.test.ids)} test sentences; vocabulary {len(self.vocab)} tokens"
+        )
+
+
+BEST = common.Best("f1", "max")  # validation F1 of the name class
 
 
 def load_sentences(config: NamesConfig) -> list[list[tuple[str, str]]]:
@@ -97,8 +114,12 @@ def encode_words(vocab: Vocabulary, words: list[str]) -> np.ndarray:
     return ids
 
 
-def load_data(config: NamesConfig, vocab: Vocabulary | None = None) -> Data:
-    """The fixed 80/10/10 split by sentence, the vocabulary (built on train) and encodings."""
+def load_data(config: NamesConfig, vocabs: tuple[Vocabulary] | None = None) -> Data:
+    """The fixed 80/10/10 split by sentence, the vocabulary and the encodings.
+
+    ``vocabs``: the stored vocabulary (a 1-tuple); ``None``: build it on the training split.
+    """
+    vocab = None if vocabs is None else vocabs[0]
     sentences = load_sentences(config)
     c = config.train
     train_idx, val_idx, test_idx = split_by_sentence(
@@ -238,9 +259,8 @@ class ModelRun:
         return common.make_checkpointer(
             self.dir,
             common.checkpoint_config(self.config, name=self.name),
+            BEST,
             max_to_keep=self.config.train.keep_checkpoints,
-            best_metric="f1",
-            best_mode="max",
         )
 
     def template(self):
@@ -285,24 +305,19 @@ class ModelRun:
                     jnp.asarray(unk_ids),
                 )
 
-        report = self.config.report
         return common.fit_logged(
             state,
             train_step,
             epoch_batches,
+            config=self.config,
             workdir=self.dir,
             checkpointer=self.checkpointer(),
+            best=BEST,
             name=self.name,
-            tensorboard=report.tensorboard,
-            num_epochs=c.num_epochs,
             steps_per_epoch=steps_per_epoch,
             evaluate_fn=lambda params: self.evaluate(params, data.val),
-            eval_every=c.eval_every,
-            early_stopping=EarlyStopping("f1", mode="max", patience=c.patience),
             checkpoint_every=c.checkpoint_every,
             checkpoint_extra={"vocab": data.vocab.to_json_dict()},
-            progress=report.progress,
-            log_every=report.log_every,
         )
 
 
@@ -404,24 +419,9 @@ def load_vocab(workdir: Path) -> Vocabulary:
 
 
 def train_command(run: Invocation) -> int:
-    """Trains every model of ``config.models`` (each resumes automatically), then evaluates.
-
-    Nothing is written before the run directory is known to hold no run of another
-    configuration and the data are known to fill a batch.
-    """
+    """Trains every model of ``config.models`` (each resumes automatically), then evaluates."""
     config, workdir = run.config, run.workdir
-    common.prepare_run_directory(workdir, config, "names")
-    vocab = load_vocab(workdir) if (workdir / "vocab.json").exists() else None
-    data = load_data(config, vocab)
-    common.check_steps_per_epoch(len(data.train.ids), config.train.batch_size)
-    if vocab is None:
-        data.vocab.save(workdir / "vocab.json")
-    common.write_run_config(workdir, config)
-    print(
-        f"data: {len(data.train.ids)} train / {len(data.val.ids)} validation / "
-        f"{len(data.test.ids)} test sentences; vocabulary {len(data.vocab)} tokens",
-        file=sys.stderr,
-    )
+    data = common.start_training(run, "names", load_data)
     for name in config.models:
         model_run = ModelRun(config, name, data.vocab, workdir)
         print(f"training {name} ({model_run.num_params:,} parameters)", file=sys.stderr)
@@ -435,7 +435,7 @@ def train_command(run: Invocation) -> int:
 def eval_command(run: Invocation) -> int:
     """Evaluates the trained models of ``workdir`` (with its stored config) and prints the tables."""
     config = common.stored_config(run.workdir, NamesConfig, "names", run.overrides)
-    data = load_data(config, load_vocab(run.workdir))
+    data = load_data(config, (load_vocab(run.workdir),))
     results = evaluate_all(config, run.workdir, data)
     print(format_results(results))
     return 0
