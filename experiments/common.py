@@ -533,6 +533,9 @@ def fit_logged(
             log_every=report.log_every,
             **fit_kwargs,
         )
+        # Steps taken: the end of training is always checkpointed (with `fit(restore_best=...)`
+        # `result.state` may be the best state, an earlier step).
+        steps = max(int(result.state.step), checkpointer.latest_step() or 0)
     finally:
         logger.close()
         checkpointer.close()
@@ -540,7 +543,7 @@ def fit_logged(
     return {
         "train_seconds": result.train_seconds,
         "best_step": result.best_step,
-        "steps": int(result.state.step),
+        "steps": steps,
         "stopped_early": result.stopped_early,
         "val": result.best_metrics,
     }

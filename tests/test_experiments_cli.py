@@ -178,6 +178,41 @@ def test_eval_needs_no_write_access(trained, tmp_path, capsys, monkeypatch):
     assert files(workdir) == before
 
 
+def _can_mount_read_only() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-m", "--", "true"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(
+    not _can_mount_read_only(), reason="needs `unshare -m` (root) for a read-only mount"
+)
+@pytest.mark.parametrize("command", ["eval", "sample", "train"])
+def test_on_a_read_only_file_system(trained, tmp_path, command):
+    """A real read-only mount: eval and sample work (eval says it wrote nothing); train refuses."""
+    corpus, _ = trained
+    workdir = copy_run(trained, tmp_path)
+    before = files(workdir)
+    extra = tiny(corpus) if command == "train" else []
+    cli = [sys.executable, "-m", "experiments.charlm", command, "--workdir", str(workdir), *extra]
+    script = f'mount --bind -o ro "{workdir}" "{workdir}" && exec "$@"'
+    proc = subprocess.run(
+        ["unshare", "-m", "--", "sh", "-c", script, "sh", *cli],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    err = [line for line in proc.stderr.splitlines() if line.strip()]
+    if command == "train":
+        assert proc.returncode == 1 and len(err) == 1 and "is not writable" in err[0], err
+    else:
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert err == (["note: results printed only, not written to " + str(workdir) + " (Read-only file system)"] if command == "eval" else []), err  # fmt: skip
+    assert files(workdir) == before
+
+
 def test_truncated_checkpoint_is_one_line_without_tracebacks(trained, tmp_path):
     workdir = copy_run(trained, tmp_path)
     data = [p for p in (workdir / "checkpoints").rglob("*") if p.is_file() and "state" in p.parts]
