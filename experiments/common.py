@@ -52,6 +52,8 @@ __all__ = [
     "config_to_dict",
     "finish",
     "fit_logged",
+    "train_logged",
+    "train_template",
     "load_vocab",
     "load_vocabs",
     "make_checkpointer",
@@ -482,6 +484,42 @@ def restore_best_params(checkpointer, template, *, experiment: str, workdir: Pat
         return state.params
     finally:
         checkpointer.close()
+
+
+def train_template(config: Any, params: Any, keys: Keys):
+    """A train state of ``params`` shaped like the run's: the template checkpoints restore into."""
+    from rnn_jax.train import init_train_state
+
+    return init_train_state(params, make_optimizer(config.train, 1), key=keys.steps)
+
+
+def train_logged(
+    config: Any,
+    loss_fn: Callable[..., Any],
+    epoch_batches: Callable[[int, int], Any],
+    *,
+    params: Any,
+    keys: Keys,
+    num_train: int,
+    **fit_logged_kwargs: Any,
+) -> dict[str, Any]:
+    """Trains ``params`` on ``loss_fn(params, batch, *, key)``: the whole run, logged.
+
+    The optimiser of ``config.train`` (its decay over ``num_train // batch_size`` steps an
+    epoch), a fresh train state keyed by ``keys.steps``, the jitted train step, then
+    :func:`fit_logged` (which takes ``fit_logged_kwargs``). Returns its summary and the
+    parameter count.
+    """
+    from rnn_jax.params import count_params
+    from rnn_jax.train import init_train_state, make_train_step
+
+    steps_per_epoch = check_steps_per_epoch(num_train, config.train.batch_size)
+    optimizer = make_optimizer(config.train, steps_per_epoch)
+    state = init_train_state(params, optimizer, key=keys.steps)
+    train_step = make_train_step(loss_fn, optimizer)
+    summary = fit_logged(state, train_step, epoch_batches, config=config,
+                         steps_per_epoch=steps_per_epoch, **fit_logged_kwargs)  # fmt: skip
+    return {**summary, "num_params": count_params(params)}
 
 
 def fit_logged(

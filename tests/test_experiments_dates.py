@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import jax
+
 from experiments.cli import main
 from experiments.dates.config import DatesConfig, ReportConfig, TrainConfig, default_config
 from experiments.dates.task import eval_command, load_data, predict_command, train_command
@@ -68,3 +70,18 @@ def test_unknown_config_key_is_rejected(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown config key `hiden_size`" in err[0]
     assert not (tmp_path / "w").exists()
+
+
+def test_translate_compiles_once_for_any_number_of_inputs():
+    from experiments.dates.task import _greedy, make_model, translate
+
+    config = DatesConfig(
+        train=TrainConfig(num_train=64, num_val=8), report=ReportConfig(num_test=8)
+    )
+    data = load_data(config)
+    params = make_model(config.model, data).init(jax.random.key(0))
+    before = _greedy._cache_size()
+    for n in (1, 2, 3, 5):
+        texts = [f"{d + 1} May 2000" for d in range(n)]
+        assert len(translate(params, config, data.src_vocab, data.tgt_vocab, texts)) == n
+    assert _greedy._cache_size() - before == 1

@@ -205,8 +205,9 @@ def test_quick_config_smoke(tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert "> Mary Smith lived in Paris ." in out and "  birnn" in out
-    # the same workdir with another config is refused, and nothing is overwritten
-    before = {p: p.stat().st_mtime_ns for p in (workdir / "rnn").rglob("*") if p.is_file()}
+    # the same workdir with another config is refused before anything in it is written
+    # (run_config.json and vocab.json included: issue 11, silent case 4)
+    before = {p: p.stat().st_mtime_ns for p in workdir.rglob("*") if p.is_file()}
     argv = [
         "train",
         "--quick",
@@ -218,7 +219,7 @@ def test_quick_config_smoke(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "different configuration (model.hidden_size: stored 8, now 9)" in err
     assert len(err.strip().splitlines()) == 1
-    after = {p: p.stat().st_mtime_ns for p in (workdir / "rnn").rglob("*") if p.is_file()}
+    after = {p: p.stat().st_mtime_ns for p in workdir.rglob("*") if p.is_file()}
     assert before == after
 
 

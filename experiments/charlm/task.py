@@ -39,7 +39,7 @@ from rnn_jax.generate import lm_initial_state, lm_step, sample
 from rnn_jax.losses import masked_softmax_cross_entropy
 from rnn_jax.network import rnn_apply
 from rnn_jax.params import RNNParams, count_params, init_rnn
-from rnn_jax.train import evaluate, init_train_state, make_train_step
+from rnn_jax.train import evaluate
 from rnn_jax.vocab import Vocabulary
 
 __all__ = [
@@ -208,8 +208,9 @@ def _checkpointer(config: CharLMConfig, workdir: Path):
 
 def best_params(config: CharLMConfig, vocab: Vocabulary, workdir: Path) -> RNNParams:
     keys = common.make_keys(config.train.seed)
-    params0 = make_model(config.model, len(vocab)).init(keys.init)
-    template = init_train_state(params0, common.make_optimizer(config.train, 1), key=keys.steps)
+    template = common.train_template(
+        config, make_model(config.model, len(vocab)).init(keys.init), keys
+    )
     return common.restore_best_params(
         _checkpointer(config, workdir), template, experiment="charlm", workdir=workdir
     )
@@ -223,10 +224,6 @@ def train(config: CharLMConfig, vocab: Vocabulary, texts, workdir: Path) -> dict
     model = make_model(config.model, len(vocab))
     xs, ys = lm_pairs(vocab, texts["train"], c.max_len)
     val = lm_pairs(vocab, texts["val"])
-    steps_per_epoch = common.check_steps_per_epoch(len(xs), c.batch_size)
-    optimizer = common.make_optimizer(c, steps_per_epoch)
-    params0 = model.init(keys.init)
-    state = init_train_state(params0, optimizer, key=keys.steps)
 
     # Batches are bucketed by length, so a per-batch token mean would weigh a token of a
     # batch of short sentences far more than one of a batch of long ones (and the first
@@ -239,8 +236,6 @@ def train(config: CharLMConfig, vocab: Vocabulary, texts, workdir: Path) -> dict
         logits = model.apply(params, x, lengths, key=key, train=True)
         nll = masked_softmax_cross_entropy(logits, y, lengths=lengths, reduction="sum")
         return nll / symbols_per_batch
-
-    train_step = make_train_step(loss_fn, optimizer)
 
     def epoch_batches(epoch: int, start: int):
         for b in iterate_batches(
@@ -255,19 +250,11 @@ def train(config: CharLMConfig, vocab: Vocabulary, texts, workdir: Path) -> dict
         ):
             yield (jnp.asarray(b.fields[0]), jnp.asarray(b.fields[1]), jnp.asarray(b.lengths))
 
-    summary = common.fit_logged(
-        state,
-        train_step,
-        epoch_batches,
-        config=config,
-        workdir=workdir,
-        checkpointer=_checkpointer(config, workdir),
-        best=BEST,
-        name="charlm",
-        steps_per_epoch=steps_per_epoch,
+    return common.train_logged(
+        config, loss_fn, epoch_batches, params=model.init(keys.init), keys=keys, num_train=len(xs),
+        workdir=workdir, checkpointer=_checkpointer(config, workdir), best=BEST, name="charlm",
         evaluate_fn=lambda params: model_bpc(params, config, val),
-    )
-    return {**summary, "num_params": count_params(params0)}
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- sampling

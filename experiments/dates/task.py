@@ -39,7 +39,6 @@ from rnn_jax.seq2seq import (
     seq2seq_apply,
     seq2seq_loss,
 )
-from rnn_jax.train import init_train_state, make_train_step
 from rnn_jax.vocab import Vocabulary
 
 __all__ = [
@@ -217,8 +216,7 @@ def load_vocabs(workdir: Path) -> tuple[Vocabulary, Vocabulary]:
 
 def best_params(config: DatesConfig, data: Data, workdir: Path) -> Seq2SeqParams:
     keys = common.make_keys(config.train.seed)
-    params0 = make_model(config.model, data).init(keys.init)
-    template = init_train_state(params0, common.make_optimizer(config.train, 1), key=keys.steps)
+    template = common.train_template(config, make_model(config.model, data).init(keys.init), keys)
     return common.restore_best_params(
         _checkpointer(config, workdir), template, experiment="dates", workdir=workdir
     )
@@ -233,17 +231,11 @@ def train(config: DatesConfig, data: Data, workdir: Path) -> dict[str, Any]:
     reverse = config.model.reverse_source
     src_ids = encode_sources(data.src_vocab, [s for s, _ in train_pairs], reverse)
     tgt_ids = encode_targets(data.tgt_vocab, [t for _, t in train_pairs])
-    steps_per_epoch = common.check_steps_per_epoch(len(src_ids), c.batch_size)
-    optimizer = common.make_optimizer(c, steps_per_epoch)
-    params0 = make_model(config.model, data).init(keys.init)
-    state = init_train_state(params0, optimizer, key=keys.steps)
     bos = data.tgt_vocab.bos_id
 
     def loss_fn(params, batch, *, key):
         src, src_lengths, tgt, tgt_lengths = batch
         return seq2seq_loss(params, src, src_lengths, tgt, tgt_lengths, bos_id=bos)
-
-    train_step = make_train_step(loss_fn, optimizer)
 
     def epoch_batches(epoch: int, start: int):
         for b in iterate_batches(
@@ -266,19 +258,12 @@ def train(config: DatesConfig, data: Data, workdir: Path) -> dict[str, Any]:
         pred = translate(params, config, data.src_vocab, data.tgt_vocab, val_src)
         return {"exact": float(np.mean([p == t for p, t in zip(pred, val_tgt, strict=True)]))}
 
-    summary = common.fit_logged(
-        state,
-        train_step,
-        epoch_batches,
-        config=config,
-        workdir=workdir,
-        checkpointer=_checkpointer(config, workdir),
-        best=BEST,
-        name="dates",
-        steps_per_epoch=steps_per_epoch,
+    params = make_model(config.model, data).init(keys.init)
+    return common.train_logged(
+        config, loss_fn, epoch_batches, params=params, keys=keys, num_train=len(src_ids),
+        workdir=workdir, checkpointer=_checkpointer(config, workdir), best=BEST, name="dates",
         evaluate_fn=evaluate_fn,
-    )
-    return {**summary, "num_params": count_params(params0)}
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -38,7 +38,7 @@ from rnn_jax.batching import iterate_batches, pad_batch
 from rnn_jax.losses import masked_sigmoid_binary_cross_entropy
 from rnn_jax.metrics import ConfusionCounts, binary_confusion_counts
 from rnn_jax.params import count_params
-from rnn_jax.train import evaluate, init_train_state, make_train_step
+from rnn_jax.train import evaluate
 from rnn_jax.vocab import DEFAULT_SPECIALS, Vocabulary
 
 EXAMPLES = (
@@ -264,8 +264,7 @@ class ModelRun:
         )
 
     def template(self):
-        optimizer = common.make_optimizer(self.config.train, 1)
-        return init_train_state(self.params0, optimizer, key=self.keys.steps)
+        return common.train_template(self.config, self.params0, self.keys)
 
     def best_params(self):
         """Parameters of the best checkpoint (by validation F1), or ``None`` if untrained."""
@@ -279,10 +278,6 @@ class ModelRun:
     def train(self, data: Data) -> dict[str, Any]:
         c = self.config.train
         train = data.train
-        steps_per_epoch = common.check_steps_per_epoch(len(train.ids), c.batch_size)
-        optimizer = common.make_optimizer(c, steps_per_epoch)
-        state = init_train_state(self.params0, optimizer, key=self.keys.steps)
-        train_step = make_train_step(self.loss_fn, optimizer)
 
         def epoch_batches(epoch: int, start: int):
             for b in iterate_batches(
@@ -305,16 +300,17 @@ class ModelRun:
                     jnp.asarray(unk_ids),
                 )
 
-        return common.fit_logged(
-            state,
-            train_step,
+        return common.train_logged(
+            self.config,
+            self.loss_fn,
             epoch_batches,
-            config=self.config,
+            params=self.params0,
+            keys=self.keys,
+            num_train=len(train.ids),
             workdir=self.dir,
             checkpointer=self.checkpointer(),
             best=BEST,
             name=self.name,
-            steps_per_epoch=steps_per_epoch,
             evaluate_fn=lambda params: self.evaluate(params, data.val),
             checkpoint_every=c.checkpoint_every,
             checkpoint_extra={"vocab": data.vocab.to_json_dict()},
