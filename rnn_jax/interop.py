@@ -37,6 +37,13 @@ zero nor the last valid state (only the carry returned with ``return_carry=True`
 at each example's last valid step). Compare valid steps only, or use :func:`flax_module`,
 which zeroes its outputs at padding like :func:`rnn_jax.rnn_apply`.
 
+**Gated cells.** :func:`gated_layers_from_torch` converts a ``torch.nn.GRU`` or
+``torch.nn.LSTM`` (and :func:`gated_layers_from_flax` Flax's ``GRUCell``, ``LSTMCell`` and
+``OptimizedLSTMCell``, whose equations are PyTorch's with fewer biases) into
+``(cell, layers)``: ``layers[l][d]`` of :class:`~rnn_jax.cells.GRULayerParams` /
+:class:`~rnn_jax.cells.LSTMLayerParams`, run with :func:`rnn_jax.cells.layer_unroll`.
+:func:`gated_layers_to_torch` is the inverse (exact round trip).
+
 Neither PyTorch nor Flax is imported when this module is: PyTorch is imported inside
 :func:`from_torch` and :func:`to_torch` (``pip install torch`` or
 ``pip install 'rnn_jax[torch]'``), Flax inside the Flax functions.
