@@ -62,6 +62,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from rnn_jax._checks import positive_int
+from rnn_jax.lookup import column_lookup
 
 __all__ = [
     "GATED_CELLS",
@@ -274,17 +275,17 @@ def _x_bias(cell: str, layer: GatedLayer) -> Array:
     return layer.b_x if cell == "gru" else layer.b_a
 
 
-def _input_columns(W_a: Array, ids: Array, H: int) -> Array:
-    """``W_x[:, ids]`` moved to the last axis, ``(..., G·H)``; NaN for ids out of range.
+def _input_column(W_a: Array, token_id: Array, H: int) -> Array:
+    """``W_x[:, id]``, ``(G·H,)``, for one scalar id; NaN for an id outside ``[0, D)``.
 
-    Gathers rows of ``W_a.T`` at ``H + id`` (the one-hot product, without building it);
-    an id outside ``[0, D)`` maps past the end of ``W_a.T`` so ``mode="fill"`` gives NaN
-    (never a silently wrong column, never a column of ``W_h``) and no gradient.
+    A gather of column ``H + id`` of ``W_a`` (the one-hot product, without building it);
+    an out-of-range id maps past the last column, so ``mode="fill"`` gives NaN (never a
+    silently wrong column, never a column of ``W_h``) and no gradient.
     """
     D = W_a.shape[-1] - H
-    valid = (ids >= 0) & (ids < D)
-    rows = jnp.where(valid, ids.astype(jnp.int32) + H, W_a.shape[-1])
-    return jnp.take(W_a.T, rows, axis=0, mode="fill", fill_value=jnp.nan)
+    valid = (token_id >= 0) & (token_id < D)
+    column = jnp.where(valid, token_id.astype(jnp.int32) + H, W_a.shape[-1])
+    return jnp.take(W_a, column, axis=1, mode="fill", fill_value=jnp.nan)
 
 
 def _project_one(cell: str, layer: GatedLayer, x_t: Array) -> Array:
@@ -294,7 +295,7 @@ def _project_one(cell: str, layer: GatedLayer, x_t: Array) -> Array:
     if jnp.issubdtype(x_t.dtype, jnp.integer):
         if x_t.ndim != 0:
             raise ValueError(f"`x_t` token id must be a scalar, got shape {tuple(x_t.shape)}.")
-        zx = _input_columns(layer.W_a, x_t, H)
+        zx = _input_column(layer.W_a, x_t, H)
     else:
         if x_t.shape != (layer.input_size,):
             raise ValueError(
@@ -304,27 +305,62 @@ def _project_one(cell: str, layer: GatedLayer, x_t: Array) -> Array:
     return zx + _x_bias(cell, layer)
 
 
-def _gated_update(cell: str, layer: GatedLayer, carry: Carry, zx: Array) -> tuple[Carry, Array]:
-    """The loop body for one example: recurrent matmul and gates, given ``zx = W_x x + b_x``."""
-    H = layer.hidden_size
-    W_h = layer.W_a[:, :H]
+def _recurrent_term(W_h: Array, b_h: Array | None, h: Array) -> Array:
+    """``W_h h`` (plus ``b_h``, the GRU's) for ``h`` of shape ``(H,)`` or ``(B, H)``.
+
+    For a batch, one ``(B, H) x (G·H, H)^T`` matmul whose output is already ``(B, G·H)``
+    (a ``vmap`` of the matrix-vector product would add a transpose to every step).
+    """
+    zh = jax.lax.dot_general(h, W_h, (((h.ndim - 1,), (1,)), ((), ())))
+    if b_h is not None:
+        zh = zh + (b_h if h.ndim == 1 else b_h[None, :])
+    return zh
+
+
+def _gates(cell: str, H: int, carry: Carry, zx: Array, zh: Array) -> tuple[Carry, Array]:
+    """The gates, given ``zx = W_x x + b_x`` and ``zh = W_h h (+ b_h)``, elementwise.
+
+    Written on the last axis only, so one example ``(G·H,)`` and a batch ``(B, G·H)`` run
+    the same code.
+    """
     if cell == "gru":
         h = carry
-        zh = W_h @ h + layer.b_h
-        r = jax.nn.sigmoid(zx[:H] + zh[:H])
-        z = jax.nn.sigmoid(zx[H : 2 * H] + zh[H : 2 * H])
-        n = jnp.tanh(zx[2 * H :] + r * zh[2 * H :])
+        r = jax.nn.sigmoid(zx[..., :H] + zh[..., :H])
+        z = jax.nn.sigmoid(zx[..., H : 2 * H] + zh[..., H : 2 * H])
+        n = jnp.tanh(zx[..., 2 * H :] + r * zh[..., 2 * H :])
         h_new = (1.0 - z) * n + z * h
         return h_new, h_new
     h, c = carry
-    gates = zx + W_h @ h
-    i = jax.nn.sigmoid(gates[:H])
-    f = jax.nn.sigmoid(gates[H : 2 * H])
-    g = jnp.tanh(gates[2 * H : 3 * H])
-    o = jax.nn.sigmoid(gates[3 * H :])
+    gates = zx + zh
+    i = jax.nn.sigmoid(gates[..., :H])
+    f = jax.nn.sigmoid(gates[..., H : 2 * H])
+    g = jnp.tanh(gates[..., 2 * H : 3 * H])
+    o = jax.nn.sigmoid(gates[..., 3 * H :])
     c_new = f * c + i * g
     h_new = o * jnp.tanh(c_new)
     return (h_new, c_new), h_new
+
+
+def _recurrent_weights(cell: str, layer: GatedLayer) -> tuple[Array, Array | None]:
+    """``(W_h, b_h)``, sliced once outside any loop (``b_h`` is ``None`` for the LSTM).
+
+    Slicing ``W_a`` inside a ``scan`` body would make autodiff pad every step's ``dW_h``
+    to the whole ``(G·H, H + D)`` shape, an ``O(D)`` cost per step for token inputs.
+    """
+    W_h = layer.W_a[:, : layer.hidden_size]
+    return W_h, (layer.b_h if cell == "gru" else None)
+
+
+def _gated_update(
+    cell: str, W_h: Array, b_h: Array | None, carry: Carry, zx: Array
+) -> tuple[Carry, Array]:
+    """The loop body: recurrent matmul and gates, given ``zx = W_x x + b_x``.
+
+    For one example (``carry`` of ``(H,)`` vectors) or a batch (``(B, H)``).
+    """
+    h = carry if cell == "gru" else carry[0]
+    zh = _recurrent_term(W_h, b_h, h)
+    return _gates(cell, W_h.shape[1], carry, zx, zh)
 
 
 def cell_step(
@@ -360,7 +396,8 @@ def cell_step(
         ((4,), (4,))
     """
     _check_cell(cell)
-    return _gated_update(cell, layer, carry, _project_one(cell, layer, x_t))
+    zx = _project_one(cell, layer, x_t)
+    return _gated_update(cell, *_recurrent_weights(cell, layer), carry, zx)
 
 
 # --------------------------------------------------------------------------- unroll
@@ -392,7 +429,11 @@ def _input_projection(
     if jnp.issubdtype(xs.dtype, jnp.integer):
         if mask_tb is not None:
             xs = jnp.where(mask_tb, xs, jnp.zeros_like(xs))
-        zx = _input_columns(layer.W_a, xs, H)
+        # The columns H + id of the whole W_a, moved to the last axis: rnn_jax.lookup's
+        # gather in sorted-id order (cache-friendly both ways; no transposed copy of W_a,
+        # which a plain jnp.take(W_a.T, ...) makes on every call). NaN for ids out of
+        # range, no gradient for them.
+        zx = column_lookup(layer.W_a, xs, offset=H, num_columns=layer.input_size)
     else:
         xs = xs.astype(layer.W_a.dtype)
         if mask_tb is not None:
@@ -415,8 +456,8 @@ def layer_unroll(
 
     The loop of the module docstring: ``W_x x<t> + b_x`` for every step is computed
     before the ``lax.scan`` (one matmul, or a gather of columns of ``W_x`` for token
-    ids), and the loop body, :func:`cell_step`'s gates ``vmap``-ed over the batch, does
-    only the recurrent matmul ``W_h h<t-1>`` and the gates.
+    ids), and the loop body, the code of :func:`cell_step` run on the whole batch, does
+    only the recurrent matmul (one ``(B, H) x (H, G·H)`` product) and the gates.
 
     Masking has the classic cell's meaning: a masked step keeps the carry and emits
     exactly zero. With ``reverse=True`` the scan runs ``T-1 .. 0``; the padded steps at
@@ -475,7 +516,7 @@ def layer_unroll(
             )
 
     zx = _input_projection(cell, layer, xs, mask_tb)
-    update = jax.vmap(partial(_gated_update, cell, layer))
+    update = partial(_gated_update, cell, *_recurrent_weights(cell, layer))
 
     def body(carry, inputs):
         zx_t, m_t = inputs

@@ -361,6 +361,35 @@ def test_layer_unroll_hoists_the_input_projection(cell):
 
 
 @pytest.mark.parametrize("cell", GATED_CELLS)
+def test_no_whole_matrix_work_inside_the_loops(cell):
+    """Forward and backward loops touch only (G·H, H)-sized weights: no step builds or
+    accumulates an array of W_a's (G·H, H + V) shape (with V = 10,000 token ids that would
+    be O(V) work per step)."""
+    T, B, V, H = 4, 2, 300, 3
+    layer = random_layer(cell, V, H, 0)
+    args = (jnp.ones((T, B), jnp.int32), carry_zeros(cell, B, H), jnp.ones((T, B), bool))
+
+    def loss(layer):
+        h_seq, _ = layer_unroll(cell, layer, *args)
+        return jnp.sum(h_seq)
+
+    def shapes_in_loops(jaxpr, inside=False):
+        found = set()
+        for eqn in jaxpr.eqns:
+            if inside:
+                found |= {tuple(v.aval.shape) for v in eqn.outvars}
+            for value in eqn.params.values():
+                sub = getattr(value, "jaxpr", value)
+                if hasattr(sub, "eqns"):
+                    found |= shapes_in_loops(sub, inside or eqn.primitive.name == "scan")
+        return found
+
+    for fn in (loss, jax.grad(loss)):
+        shapes = shapes_in_loops(jax.make_jaxpr(fn)(layer).jaxpr)
+        assert shapes and tuple(layer.W_a.shape) not in shapes
+
+
+@pytest.mark.parametrize("cell", GATED_CELLS)
 @pytest.mark.parametrize("ids", [False, True], ids=["dense", "ids"])
 def test_gradients_are_finite_and_padding_invariant(cell, ids):
     T, B, D, H = 6, 4, 5, 3
