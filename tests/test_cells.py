@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jaxtyping import TypeCheckError
 
 from rnn_jax.cells import (
     GATED_CELLS,
@@ -129,6 +130,13 @@ def padded_batch(seed, T, B, D, lengths, *, ids=False, pad="nan"):
         garbage = (1e3 * rng.normal(size=(T, B, D))).astype(np.float32)
     xs = np.where(valid[:, :, None], xs, garbage)
     return jnp.asarray(xs), jnp.asarray(valid)
+
+
+def raises_shape_error(match):
+    """The ``ValueError`` naming the argument, or jaxtyping's ``TypeCheckError`` when the
+    test run enforces the annotations (``--jaxtyping-packages``): they catch the same
+    wrong shapes first."""
+    return pytest.raises((ValueError, TypeCheckError), match=f"{match}|Type-check error")
 
 
 def carry_at(carry, b):
@@ -253,7 +261,7 @@ def test_cell_step_errors():
     layer = random_layer("gru", 3, 2, 0)
     with pytest.raises(ValueError, match=r"`x_t` must have shape \(D,\) = \(3,\), got \(4,\)"):
         cell_step("gru", layer, jnp.zeros(2), jnp.zeros(4))
-    with pytest.raises(ValueError, match=r"token id must be a scalar, got shape \(2,\)"):
+    with raises_shape_error(r"token id must be a scalar, got shape \(2,\)"):
         cell_step("gru", layer, jnp.zeros(2), jnp.array([1, 2]))
     with pytest.raises(ValueError, match=r"`cell` must be one of"):
         cell_step("rnn", layer, jnp.zeros(2), jnp.zeros(3))
@@ -496,13 +504,13 @@ def test_layer_unroll_errors():
         layer_unroll("lstm", gru, xs, carry_zeros("lstm", 2, 2), None)
     with pytest.raises(ValueError, match=r"`xs` must have shape \(T, B, D\) with D = 3"):
         layer_unroll("gru", gru, jnp.zeros((4, 2, 5)), carry_zeros("gru", 2, 2), None)
-    with pytest.raises(ValueError, match=r"`xs` must have shape \(T, B\) token ids"):
+    with raises_shape_error(r"`xs` must have shape \(T, B\) token ids"):
         layer_unroll("gru", gru, jnp.zeros((4, 2, 3), jnp.int32), carry_zeros("gru", 2, 2), None)
     with pytest.raises(ValueError, match=r"`carry0` must be a tuple \(h0, c0\) of \(B, H\)"):
         layer_unroll("lstm", lstm, xs, jnp.zeros((2, 2)), None)
     with pytest.raises(ValueError, match=r"`carry0` must be \(B, H\) with B = 2, H = 2"):
         layer_unroll("gru", gru, xs, jnp.zeros((3, 2)), None)
-    with pytest.raises(ValueError, match=r"`mask_tb` must be a boolean \(T, B\) = \(4, 2\)"):
+    with raises_shape_error(r"`mask_tb` must be a boolean \(T, B\) = \(4, 2\)"):
         layer_unroll("gru", gru, xs, carry_zeros("gru", 2, 2), jnp.ones((2, 4), bool))
     with pytest.raises(ValueError, match=r"`layer.W_a` must have shape \(3H, H \+ D\)"):
         layer_unroll("gru", gru._replace(W_a=gru.W_a[:5]), xs, carry_zeros("gru", 2, 2), None)
