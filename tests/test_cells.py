@@ -561,3 +561,47 @@ def test_property_unroll_is_the_per_example_reference(cell, B, T, H, ids, revers
 def carry_at_keep(carry, b):
     """Example ``b`` of a batched carry, keeping a batch axis of one."""
     return jax.tree.map(lambda a: a[b : b + 1], carry)
+
+
+@pytest.mark.parametrize("cell", GATED_CELLS)
+def test_low_precision_layer_casts_inputs_and_carry(cell):
+    T, B, D, H = 5, 3, 4, 6
+    layer = init_gated_layer(cell, D, H, key=jax.random.key(4))
+    low = jax.tree.map(lambda a: a.astype(jnp.bfloat16), layer)
+    xs, mask = padded_batch(17, T, B, D, [5, 3, 1])
+    carry0 = carry_zeros(cell, B, H)  # float32, cast to the layer's dtype
+    h_low, carry_low = jax.jit(partial(layer_unroll, cell))(low, xs, carry0, mask)
+    h_full, _ = layer_unroll(cell, layer, xs, carry0, mask)
+    assert h_low.dtype == jnp.bfloat16
+    assert all(c.dtype == jnp.bfloat16 for c in jax.tree.leaves(carry_low))
+    np.testing.assert_allclose(np.asarray(h_low, np.float32), h_full, atol=3e-2)
+
+
+@pytest.mark.parametrize("cell", GATED_CELLS)
+def test_export_with_a_symbolic_batch_and_length(cell):
+    """Dense inputs export with symbolic (T, B), values and gradients alike."""
+    from jax import export
+
+    D, H = 3, 4
+    layer = init_gated_layer(cell, D, H, key=jax.random.key(5))
+    T, B = export.symbolic_shape("t, b")
+    h0 = jax.ShapeDtypeStruct((B, H), jnp.float32)
+    specs = (
+        jax.ShapeDtypeStruct((T, B, D), jnp.float32),
+        h0 if cell == "gru" else (h0, h0),
+        jax.ShapeDtypeStruct((T, B), jnp.bool_),
+    )
+
+    def loss(layer, xs, carry0, mask):
+        return jnp.sum(layer_unroll(cell, layer, xs, carry0, mask)[0])
+
+    run = export.export(jax.jit(partial(layer_unroll, cell)))(layer, *specs)
+    grad = export.export(jax.jit(jax.grad(loss)))(layer, *specs)
+    xs, mask = padded_batch(18, 6, 2, D, [6, 3])
+    carry0 = carry_zeros(cell, 2, H)
+    for got, expected in (
+        (run.call(layer, xs, carry0, mask), layer_unroll(cell, layer, xs, carry0, mask)),
+        (grad.call(layer, xs, carry0, mask), jax.grad(loss)(layer, xs, carry0, mask)),
+    ):
+        for u, v in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
+            np.testing.assert_allclose(u, v, atol=1e-6)
