@@ -165,6 +165,27 @@ def _torch_np(torch: Any, t: Any) -> np.ndarray:
     return np.array(t.numpy())
 
 
+def _torch_embedding(torch: Any, embedding: Any, input_size: int, module: str) -> Any:
+    """The checked ``(V, D)`` weight of a ``torch.nn.Embedding`` feeding ``module``, or None."""
+    if embedding is None:
+        return None
+    if not isinstance(embedding, torch.nn.Embedding):
+        raise ValueError(
+            f"`embedding` must be a torch.nn.Embedding, got {type(embedding).__name__}."
+        )
+    if embedding.max_norm is not None:
+        raise ValueError(
+            f"`embedding.max_norm` must be None (renormalising rows at lookup is not a "
+            f"linear map), got {embedding.max_norm}."
+        )
+    if embedding.embedding_dim != input_size:
+        raise ValueError(
+            f"`embedding` must have embedding_dim = {module}.input_size = {input_size}, "
+            f"got {embedding.embedding_dim}."
+        )
+    return _torch_np(torch, embedding.weight)
+
+
 def from_torch(
     rnn: Any,
     linear: Any = None,
@@ -242,23 +263,7 @@ def from_torch(
     H_out = dirs * H
     dt = _target_dtype(_torch_np(torch, rnn.weight_hh_l0).dtype, dtype)
 
-    E = None
-    if embedding is not None:
-        if not isinstance(embedding, nn.Embedding):
-            raise ValueError(
-                f"`embedding` must be a torch.nn.Embedding, got {type(embedding).__name__}."
-            )
-        if embedding.max_norm is not None:
-            raise ValueError(
-                f"`embedding.max_norm` must be None (renormalising rows at lookup is not a "
-                f"linear map), got {embedding.max_norm}."
-            )
-        if embedding.embedding_dim != rnn.input_size:
-            raise ValueError(
-                f"`embedding` must have embedding_dim = rnn.input_size = {rnn.input_size}, "
-                f"got {embedding.embedding_dim}."
-            )
-        E = _torch_np(torch, embedding.weight)
+    E = _torch_embedding(torch, embedding, rnn.input_size, "rnn")
 
     layers = []
     for k in range(L):
@@ -496,6 +501,17 @@ def _flax_network(variables: Any) -> tuple[list[tuple[Any, str]], Any]:
     )
 
 
+def _flax_embedding(embedding: Any, D: int) -> np.ndarray:
+    """The checked ``(V, D)`` table of ``nn.Embed`` params (or the array itself)."""
+    E = _np(embedding["embedding"] if isinstance(embedding, Mapping) else embedding)
+    if E.ndim != 2 or E.shape[1] != D:
+        raise ValueError(
+            f"`embedding` must have shape (V, D) with D = {D} (the first layer's input "
+            f"size), got {tuple(E.shape)}."
+        )
+    return E
+
+
 def from_flax(
     variables: Any,
     *,
@@ -570,13 +586,7 @@ def from_flax(
     arrays = [_flax_layer(t, where) for t, where in layer_trees]
     dt = _target_dtype(arrays[0][0][0].dtype, dtype)
     if embedding is not None:
-        E = _np(embedding["embedding"] if isinstance(embedding, Mapping) else embedding)
-        D = arrays[0][0][1].shape[1]
-        if E.ndim != 2 or E.shape[1] != D:
-            raise ValueError(
-                f"`embedding` must have shape (V, D) with D = {D} (the first layer's input "
-                f"size), got {tuple(E.shape)}."
-            )
+        E = _flax_embedding(embedding, arrays[0][0][1].shape[1])
         arrays[0] = [(W_aa, _fold_embedding(W_ax, E), b_a) for W_aa, W_ax, b_a in arrays[0]]
     layers = tuple(tuple(_layer(*cell, dt) for cell in layer) for layer in arrays)
     H = layers[0][0].hidden_size
@@ -788,7 +798,7 @@ def _check_gated_stack(cell: str, layers: Sequence[Sequence[Any]], where: str) -
 
 
 def gated_layers_from_torch(
-    module: Any, *, dtype: Any = None
+    module: Any, *, embedding: Any = None, dtype: Any = None
 ) -> tuple[str, tuple[tuple[GRULayerParams | LSTMLayerParams, ...], ...]]:
     """Convert a ``torch.nn.GRU`` or ``torch.nn.LSTM`` to ``(cell, layers)`` of :mod:`rnn_jax.cells`.
 
@@ -809,6 +819,9 @@ def gated_layers_from_torch(
 
     Args:
         module: a ``torch.nn.GRU`` or ``torch.nn.LSTM`` (``proj_size=0``).
+        embedding: a ``torch.nn.Embedding(V, D)`` feeding the module, folded into the
+            first layer as :func:`from_torch` does: ``W_x = weight_ih_l0 @ embedding.weight.T``
+            of shape ``(G·H, V)`` (computed in float64), so the first layer reads token ids.
         dtype: dtype of the result; ``None`` keeps the module's (float32 by default).
 
     Returns:
@@ -849,6 +862,7 @@ def gated_layers_from_torch(
         )
     cell = _TORCH_GATED[mode]
     dt = _target_dtype(_torch_np(torch, module.weight_hh_l0).dtype, dtype)
+    E = _torch_embedding(torch, embedding, module.input_size, "module")
     dirs = 2 if module.bidirectional else 1
     layers = []
     for k in range(module.num_layers):
@@ -862,6 +876,8 @@ def gated_layers_from_torch(
                 b_hh = _torch_np(torch, getattr(module, "bias_hh" + sfx))
             else:
                 b_ih = b_hh = np.zeros((W_hh.shape[0],), W_hh.dtype)
+            if k == 0 and E is not None:
+                W_ih = _fold_embedding(W_ih, E)
             layer.append(_gated_layer(cell, W_hh, W_ih, b_ih, b_hh, dt))
         layers.append(tuple(layer))
     return cell, tuple(layers)
@@ -989,7 +1005,7 @@ def _flax_gated_cell(tree: Any, where: str) -> tuple[str, tuple[np.ndarray, ...]
 
 
 def gated_layers_from_flax(
-    variables: Any, *, dtype: Any = None
+    variables: Any, *, embedding: Any = None, dtype: Any = None
 ) -> tuple[str, tuple[tuple[GRULayerParams | LSTMLayerParams, ...], ...]]:
     """Convert Flax ``nn.GRUCell`` / ``nn.LSTMCell`` / ``nn.OptimizedLSTMCell`` params to ``(cell, layers)``.
 
@@ -1014,6 +1030,9 @@ def gated_layers_from_flax(
             (``{"cell": ...}``), of ``nn.Bidirectional(nn.RNN(cell), nn.RNN(cell))``
             (``{"forward_rnn": ..., "backward_rnn": ...}``), a list of those (one per layer,
             bottom first), or ``{"layers_0": ..., ...}``.
+        embedding: ``nn.Embed`` params ``{"embedding": (V, D)}`` (or the array) feeding the
+            first layer; folded into its ``W_x`` as :func:`from_flax` does, so the first
+            layer reads token ids.
         dtype: dtype of the result; ``None`` keeps the params'.
 
     Returns:
@@ -1061,6 +1080,12 @@ def gated_layers_from_flax(
         raise ValueError(f"`variables` must hold one kind of cell, got {sorted(cells)}.")
     (cell,) = cells
     dt = _target_dtype(found[0][0][1][0].dtype, dtype)
+    if embedding is not None:
+        E = _flax_embedding(embedding, found[0][0][1][1].shape[1])
+        found[0] = [
+            (c, (W_hh, _fold_embedding(W_ih, E), b_ih, b_hh))
+            for c, (W_hh, W_ih, b_ih, b_hh) in found[0]
+        ]
     layers = tuple(tuple(_gated_layer(cell, *arrays, dt) for _, arrays in layer) for layer in found)
     _check_gated_stack(cell, layers, "variables")
     return cell, layers

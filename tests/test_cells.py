@@ -605,3 +605,22 @@ def test_export_with_a_symbolic_batch_and_length(cell):
     ):
         for u, v in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
             np.testing.assert_allclose(u, v, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", GATED_CELLS)
+def test_forward_mode_autodiff_on_dense_inputs(cell):
+    """jvp / jacfwd work (no custom_vjp on the dense path) and agree with reverse mode."""
+    T, B, D, H = 4, 2, 3, 3
+    layer = random_layer(cell, D, H, 19)
+    xs, mask = padded_batch(20, T, B, D, [4, 2], pad="big")
+    carry0 = carry_zeros(cell, B, H)
+
+    def f(xs):
+        return layer_unroll(cell, layer, xs, carry0, mask)[0]
+
+    J_fwd = jax.jacfwd(f)(xs)
+    J_rev = jax.jacrev(f)(xs)
+    np.testing.assert_allclose(J_fwd, J_rev, atol=1e-6)
+    tangent = jnp.ones_like(xs)
+    _, jvp_out = jax.jvp(f, (xs,), (tangent,))
+    np.testing.assert_allclose(jvp_out, jnp.einsum("tbhsce,sce->tbh", J_rev, tangent), atol=1e-5)

@@ -33,6 +33,7 @@ from rnn_jax.cells import (
     carry_zeros,
     init_gated_layer,
     layer_unroll,
+    num_gates,
 )
 from rnn_jax.interop import (
     flax_module,
@@ -894,3 +895,51 @@ def test_gated_layers_from_flax_errors():
         gated_layers_from_flax(broken)
     with pytest.raises(ValueError, match=r"recurrent layers only, got a 'head'"):
         gated_layers_from_flax({"layers_0": gru, "head": {}})
+
+
+@pytest.mark.parametrize("cell", GATED_CELLS)
+def test_gated_layers_from_torch_fold_an_embedding(torch, cell):
+    torch.manual_seed(12)
+    V, E, H, B, T = 11, 3, 4, 4, 6
+    emb = torch.nn.Embedding(V, E, padding_idx=0)
+    module = getattr(torch.nn, TORCH_GATED[cell])(
+        E, H, num_layers=2, bidirectional=True, batch_first=True
+    )
+    ids = np.random.default_rng(12).integers(0, V, size=(B, T))
+    _, lengths = batch(12, B, T, 1)
+    with torch.no_grad():
+        xs = emb(torch.from_numpy(ids)).numpy()
+    zeros = tuple(np.zeros(s, np.float32) for s in ((B, T, 2 * H), (4, B, H), (4, B, H)))
+    out, h_n, c_n, _ = torch_gated_run(torch, module, xs, lengths, zeros)
+
+    _, layers = gated_layers_from_torch(module, embedding=emb)
+    assert layers[0][0].W_a.shape == (num_gates(cell) * H, H + V)
+    assert layers[1][0].input_size == 2 * H
+    output, h_last, c_last = gated_stack(cell, layers, jnp.asarray(ids, jnp.int32), lengths)
+    np.testing.assert_allclose(output, out, atol=ATOL)
+    np.testing.assert_allclose(h_last, h_n, atol=ATOL)
+    if cell == "lstm":
+        np.testing.assert_allclose(c_last, c_n, atol=ATOL)
+    with pytest.raises(ValueError, match=r"embedding_dim = module.input_size = 3, got 5"):
+        gated_layers_from_torch(module, embedding=torch.nn.Embedding(V, 5))
+
+
+@pytest.mark.parametrize("cell", GATED_CELLS)
+def test_gated_layers_from_flax_fold_an_embed(cell):
+    V, E, H, B, T = 10, 3, 4, 4, 6
+    ids = jnp.asarray(np.random.default_rng(13).integers(0, V, size=(B, T)), jnp.int32)
+    _, lengths = batch(13, B, T, 1)
+    embed, rnn = nn.Embed(V, E), nn.RNN(flax_gated(cell, H), return_carry=True)
+    v_embed = embed.init(jax.random.key(0), ids)
+    x = embed.apply(v_embed, ids)
+    v_rnn = rnn.init(jax.random.key(1), x)
+    carry, ys = rnn.apply(v_rnn, x, seq_lengths=lengths)
+
+    _, layers = gated_layers_from_flax(v_rnn, embedding=v_embed["params"])
+    assert layers[0][0].input_size == V
+    output, h_last, _ = gated_stack(cell, layers, ids, lengths)
+    m = valid(lengths, T)
+    np.testing.assert_allclose(np.asarray(output)[m], np.asarray(ys)[m], atol=ATOL)
+    np.testing.assert_allclose(h_last[0], flax_h(cell, carry), atol=ATOL)
+    with pytest.raises(ValueError, match=r"`embedding` must have shape \(V, D\) with D = 3"):
+        gated_layers_from_flax(v_rnn, embedding=jnp.ones((V, 5)))
