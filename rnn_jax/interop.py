@@ -42,7 +42,7 @@ which zeroes its outputs at padding like :func:`rnn_jax.rnn_apply`.
 ``OptimizedLSTMCell``, whose equations are PyTorch's with fewer biases) into
 ``(cell, layers)``: ``layers[l][d]`` of :class:`~rnn_jax.cells.GRULayerParams` /
 :class:`~rnn_jax.cells.LSTMLayerParams`, run with :func:`rnn_jax.cells.layer_unroll`.
-:func:`gated_layers_to_torch` is the inverse (exact round trip).
+:func:`gated_layers_to_torch` and :func:`gated_layers_to_flax` are the inverses.
 
 Neither PyTorch nor Flax is imported when this module is: PyTorch is imported inside
 :func:`from_torch` and :func:`to_torch` (``pip install torch`` or
@@ -77,6 +77,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array
 
 from rnn_jax.cells import GRULayerParams, LSTMLayerParams, num_gates
 from rnn_jax.network import check_params, merge_directions
@@ -88,6 +89,7 @@ __all__ = [
     "from_torch",
     "gated_layers_from_flax",
     "gated_layers_from_torch",
+    "gated_layers_to_flax",
     "gated_layers_to_torch",
     "to_flax",
     "to_torch",
@@ -1089,3 +1091,75 @@ def gated_layers_from_flax(
     layers = tuple(tuple(_gated_layer(cell, *arrays, dt) for _, arrays in layer) for layer in found)
     _check_gated_stack(cell, layers, "variables")
     return cell, layers
+
+
+def _flax_gated_cell_params(cell: str, p: GRULayerParams | LSTMLayerParams) -> dict[str, Any]:
+    H = p.hidden_size
+    W_a = p.W_a
+
+    def block(g: int) -> tuple[Array, Array]:
+        """``(W_h, W_x)`` of gate ``g`` (rows ``g·H .. (g+1)·H``)."""
+        rows = W_a[g * H : (g + 1) * H]
+        return rows[:, :H], rows[:, H:]
+
+    tree: dict[str, Any] = {}
+    for g, gate in enumerate(_FLAX_GATES[cell]):
+        W_h, W_x = block(g)
+        rows = slice(g * H, (g + 1) * H)
+        if cell == "gru":
+            # r and z: the two biases only ever appear summed; n: b_hn stays on hn.
+            b_i = p.b_x[rows] + (p.b_h[rows] if gate != "n" else 0)
+            tree["i" + gate] = {"kernel": W_x.T, "bias": b_i}
+            tree["h" + gate] = {"kernel": W_h.T}
+            if gate == "n":
+                tree["hn"]["bias"] = p.b_h[rows]
+        else:
+            tree["i" + gate] = {"kernel": W_x.T}
+            tree["h" + gate] = {"kernel": W_h.T, "bias": p.b_a[rows]}
+    return tree
+
+
+def gated_layers_to_flax(
+    cell: str, layers: Sequence[Sequence[GRULayerParams | LSTMLayerParams]]
+) -> list[dict[str, Any]]:
+    """Flax params computing ``layers``: one tree per layer, for ``nn.RNN(cell)`` or ``nn.Bidirectional``.
+
+    The inverse of :func:`gated_layers_from_flax`. Layer ``l`` becomes ``{"cell": ...}``
+    (one direction, the params of ``nn.RNN(nn.GRUCell(H))`` / ``nn.RNN(nn.LSTMCell(H))``)
+    or ``{"forward_rnn": {"cell": ...}, "backward_rnn": {"cell": ...}}`` (two); wrap one
+    as ``{"params": tree}`` to ``apply`` that module. The LSTM converts exactly (``b_a``
+    goes to the hidden ``Dense`` layers, as in Flax). Flax's GRU has no ``b_hr``/``b_hz``;
+    they only ever appear summed with ``b_ir``/``b_iz``, so they are folded into the input
+    biases: the same function (up to the rounding of that one addition), and
+    ``gated_layers_from_flax`` then returns ``b_h = [0, 0, b_hn]``.
+
+    Args:
+        cell: ``"gru"`` or ``"lstm"``.
+        layers: ``layers[l][d]`` as returned by :func:`gated_layers_from_torch`.
+
+    Returns:
+        a list of params trees, bottom layer first (what :func:`gated_layers_from_flax`
+        reads).
+
+    Example:
+        >>> import jax, jax.numpy as jnp, flax.linen as nn
+        >>> from rnn_jax.cells import carry_zeros, init_gated_layer, layer_unroll
+        >>> layer = init_gated_layer("lstm", 3, 4, key=jax.random.key(0))
+        >>> (tree,) = gated_layers_to_flax("lstm", ((layer,),))
+        >>> xs = jnp.ones((2, 5, 3))                                    # (B, T, D)
+        >>> ys = nn.RNN(nn.LSTMCell(4)).apply({"params": tree}, xs)
+        >>> h_seq, _ = layer_unroll("lstm", layer, xs.swapaxes(0, 1), carry_zeros("lstm", 2, 4), None)
+        >>> bool(jnp.allclose(ys, h_seq.swapaxes(0, 1), atol=1e-6))
+        True
+    """
+    num_gates(cell)
+    if not layers or not layers[0]:
+        raise ValueError("`layers` must hold at least one layer of one direction, got none.")
+    _check_gated_stack(cell, layers, "layers")
+    out = []
+    for layer in layers:
+        cells = [{"cell": _flax_gated_cell_params(cell, p)} for p in layer]
+        out.append(
+            cells[0] if len(cells) == 1 else {"forward_rnn": cells[0], "backward_rnn": cells[1]}
+        )
+    return out

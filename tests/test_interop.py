@@ -41,6 +41,7 @@ from rnn_jax.interop import (
     from_torch,
     gated_layers_from_flax,
     gated_layers_from_torch,
+    gated_layers_to_flax,
     gated_layers_to_torch,
     to_flax,
     to_torch,
@@ -943,3 +944,57 @@ def test_gated_layers_from_flax_fold_an_embed(cell):
     np.testing.assert_allclose(h_last[0], flax_h(cell, carry), atol=ATOL)
     with pytest.raises(ValueError, match=r"`embedding` must have shape \(V, D\) with D = 3"):
         gated_layers_from_flax(v_rnn, embedding=jnp.ones((V, 5)))
+
+
+def random_gated_stack(cell, D, H, num_layers, dirs, seed):
+    """layers[l][d] with every array (all biases too) drawn at random."""
+    rng = np.random.default_rng(seed)
+    G = num_gates(cell)
+
+    def draw(*shape):
+        return jnp.asarray((0.5 * rng.normal(size=shape)).astype(np.float32))
+
+    def one(D_in):
+        if cell == "gru":
+            return GRULayerParams(draw(G * H, H + D_in), draw(G * H), draw(G * H))
+        return LSTMLayerParams(draw(G * H, H + D_in), draw(G * H))
+
+    return tuple(
+        tuple(one(D if l == 0 else dirs * H) for _ in range(dirs)) for l in range(num_layers)
+    )
+
+
+@pytest.mark.parametrize("cell", GATED_CELLS)
+def test_gated_layers_to_flax_compute_the_layers_in_flax(cell):
+    D, H, B, T = 3, 4, 5, 6
+    layers = random_gated_stack(cell, D, H, 2, 2, 50)
+    trees = gated_layers_to_flax(cell, layers)
+    xs, lengths = batch(50, B, T, D)
+    h = xs
+    for tree in trees:
+        module = nn.Bidirectional(nn.RNN(flax_gated(cell, H)), nn.RNN(flax_gated(cell, H)))
+        h = module.apply({"params": tree}, h, seq_lengths=lengths)
+    output, _, _ = gated_stack(cell, layers, xs, lengths)
+    m = valid(lengths, T)
+    np.testing.assert_allclose(np.asarray(output)[m], np.asarray(h)[m], atol=ATOL)
+
+    name, back = gated_layers_from_flax(trees)
+    assert name == cell
+    if cell == "lstm":
+        assert_params_identical(back, layers)  # exact
+    else:  # b_hr, b_hz folded into b_ir, b_iz: the same function
+        for layer in back:
+            for p in layer:
+                assert np.all(np.asarray(p.b_h[: 2 * H]) == 0)
+        np.testing.assert_allclose(gated_stack(cell, back, xs, lengths)[0], output, atol=ATOL)
+
+
+@pytest.mark.parametrize("cell", GATED_CELLS)
+def test_gated_flax_round_trip_from_flax_is_exact(cell):
+    """Flax params -> layers -> Flax params gives back the same arrays."""
+    module = nn.Bidirectional(nn.RNN(flax_gated(cell, 4)), nn.RNN(flax_gated(cell, 4)))
+    variables = module.init(jax.random.key(51), jnp.ones((2, 3, 3)))
+    variables = jax.tree.map(lambda a: a + 0.1 if a.ndim == 1 else a, variables)  # biases != 0
+    _, layers = gated_layers_from_flax(variables)
+    (tree,) = gated_layers_to_flax(cell, layers)
+    assert_params_identical(tree, variables["params"])
