@@ -396,6 +396,7 @@ def cell_step(
         ((4,), (4,))
     """
     _check_cell(cell)
+    _check_layer(cell, layer)
     zx = _project_one(cell, layer, x_t)
     return _gated_update(cell, *_recurrent_weights(cell, layer), carry, zx)
 

@@ -624,3 +624,21 @@ def test_forward_mode_autodiff_on_dense_inputs(cell):
     tangent = jnp.ones_like(xs)
     _, jvp_out = jax.jvp(f, (xs,), (tangent,))
     np.testing.assert_allclose(jvp_out, jnp.einsum("tbhsce,sce->tbh", J_rev, tangent), atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", GATED_CELLS)
+@pytest.mark.parametrize("ids", [False, True], ids=["dense", "ids"])
+def test_vmap_of_scan_over_cell_step_is_layer_unroll(cell, ids):
+    """The reference form of the issue: vmap over the batch of lax.scan(partial(cell, ...))."""
+    T, B, D, H = 5, 3, 4, 3
+    layer = random_layer(cell, D, H, 21)
+    carry0 = random_carry(cell, B, H, 22)
+    xs, _ = padded_batch(23, T, B, D, [T] * B, ids=ids)
+
+    def one(x_seq, c0):  # one example: (T, D) or (T,)
+        return jax.lax.scan(partial(cell_step, cell, layer), c0, x_seq)
+
+    carry_ref, h_ref = jax.vmap(one, in_axes=(1, 0), out_axes=(0, 1))(xs, carry0)
+    h_seq, carry = layer_unroll(cell, layer, xs, carry0, None)
+    np.testing.assert_allclose(h_seq, h_ref, atol=1e-6)
+    assert_carry_close(carry, carry_ref, atol=1e-6)
