@@ -78,6 +78,7 @@ __all__ = [
 GATED_CELLS = ("gru", "lstm")
 _NUM_GATES = {"gru": 3, "lstm": 4}
 INIT_SCHEMES = ("torch", "keras")
+LOOKUPS = ("sorted", "take")
 
 GatedLayer = Any  # GRULayerParams | LSTMLayerParams
 Carry = Any  # h (..., H) for the GRU, (h, c) for the LSTM
@@ -275,17 +276,19 @@ def _x_bias(cell: str, layer: GatedLayer) -> Array:
     return layer.b_x if cell == "gru" else layer.b_a
 
 
-def _input_column(W_a: Array, token_id: Array, H: int) -> Array:
-    """``W_x[:, id]``, ``(G·H,)``, for one scalar id; NaN for an id outside ``[0, D)``.
+def _input_columns(W_a: Array, ids: Array, H: int) -> Array:
+    """``W_x[:, ids]`` moved to the last axis, ``(..., G·H)``; NaN for ids outside ``[0, D)``.
 
-    A gather of column ``H + id`` of ``W_a`` (the one-hot product, without building it);
+    A gather of columns ``H + id`` of ``W_a`` (the one-hot product, without building it);
     an out-of-range id maps past the last column, so ``mode="fill"`` gives NaN (never a
-    silently wrong column, never a column of ``W_h``) and no gradient.
+    silently wrong column, never a column of ``W_h``) and no gradient. Plain
+    ``jnp.take``: forward-mode autodiff and symbolic shapes work.
     """
     D = W_a.shape[-1] - H
-    valid = (token_id >= 0) & (token_id < D)
-    column = jnp.where(valid, token_id.astype(jnp.int32) + H, W_a.shape[-1])
-    return jnp.take(W_a, column, axis=1, mode="fill", fill_value=jnp.nan)
+    valid = (ids >= 0) & (ids < D)
+    columns = jnp.where(valid, ids.astype(jnp.int32) + H, W_a.shape[-1])
+    picked = jnp.take(W_a, columns, axis=1, mode="fill", fill_value=jnp.nan)  # (G·H, ...)
+    return jnp.moveaxis(picked, 0, -1)
 
 
 def _project_one(cell: str, layer: GatedLayer, x_t: Array) -> Array:
@@ -295,7 +298,7 @@ def _project_one(cell: str, layer: GatedLayer, x_t: Array) -> Array:
     if jnp.issubdtype(x_t.dtype, jnp.integer):
         if x_t.ndim != 0:
             raise ValueError(f"`x_t` token id must be a scalar, got shape {tuple(x_t.shape)}.")
-        zx = _input_column(layer.W_a, x_t, H)
+        zx = _input_columns(layer.W_a, x_t, H)
     else:
         if x_t.shape != (layer.input_size,):
             raise ValueError(
@@ -419,7 +422,7 @@ def _check_layer(cell: str, layer: Any) -> None:
 
 
 def _input_projection(
-    cell: str, layer: GatedLayer, xs: Array, mask_tb: Array | None
+    cell: str, layer: GatedLayer, xs: Array, mask_tb: Array | None, lookup: str
 ) -> Float[Array, "T B GH"]:
     """``W_x x<t> + b_x`` for all steps at once, ``(T, B, G·H)``; padding zeroed first.
 
@@ -430,11 +433,13 @@ def _input_projection(
     if jnp.issubdtype(xs.dtype, jnp.integer):
         if mask_tb is not None:
             xs = jnp.where(mask_tb, xs, jnp.zeros_like(xs))
-        # The columns H + id of the whole W_a, moved to the last axis: rnn_jax.lookup's
-        # gather in sorted-id order (cache-friendly both ways; no transposed copy of W_a,
-        # which a plain jnp.take(W_a.T, ...) makes on every call). NaN for ids out of
-        # range, no gradient for them.
-        zx = column_lookup(layer.W_a, xs, offset=H, num_columns=layer.input_size)
+        if lookup == "sorted":
+            # rnn_jax.lookup, the classic cell's column lookup: ids sorted so that its
+            # gradient is one scatter-add straight into W_a's layout, column by column.
+            # A custom_vjp: no forward-mode autodiff, no symbolic batch (use "take").
+            zx = column_lookup(layer.W_a, xs, offset=H, num_columns=layer.input_size)
+        else:
+            zx = _input_columns(layer.W_a, xs, H)
     else:
         xs = xs.astype(layer.W_a.dtype)
         if mask_tb is not None:
@@ -452,6 +457,7 @@ def layer_unroll(
     *,
     reverse: bool = False,
     unroll: int | bool = 1,
+    lookup: str = "sorted",
 ) -> tuple[Float[Array, "T B H"], Carry]:
     """Run one gated layer in one direction over a time-major batch.
 
@@ -475,6 +481,11 @@ def layer_unroll(
         mask_tb: boolean ``(T, B)``, ``True`` at valid steps; ``None``: all valid.
         reverse: run from the last step to the first.
         unroll: passed to ``lax.scan``.
+        lookup: how token ids pick their columns of ``W_x``: ``"sorted"`` (default,
+            :func:`rnn_jax.lookup.column_lookup`, the classic cell's: a cache-friendly
+            gradient, but a ``custom_vjp``, so no ``jvp``/``jacfwd`` and no ``jax.export``
+            with a symbolic batch) or ``"take"`` (a plain ``jnp.take`` gather: forward-mode
+            autodiff and symbolic shapes work). Both give the same values and gradients.
 
     Returns:
         ``(h_seq, carry_last)``: hidden states ``(T, B, H)``, exactly zero at masked steps,
@@ -516,7 +527,9 @@ def layer_unroll(
                 f"{mask_tb.dtype} {tuple(mask_tb.shape)}."
             )
 
-    zx = _input_projection(cell, layer, xs, mask_tb)
+    if lookup not in LOOKUPS:
+        raise ValueError(f"`lookup` must be one of {LOOKUPS}, got {lookup!r}.")
+    zx = _input_projection(cell, layer, xs, mask_tb, lookup)
     update = partial(_gated_update, cell, *_recurrent_weights(cell, layer))
 
     def body(carry, inputs):

@@ -361,11 +361,12 @@ def test_layer_unroll_hoists_the_input_projection(cell):
     ).jaxpr
     assert count(dense, "dot_general") == 2
     assert count(scan_body(dense), "dot_general") == 1
-    ids = jax.make_jaxpr(partial(layer_unroll, cell))(
-        layer, jnp.ones((T, B), jnp.int32), carry0, None
-    ).jaxpr
-    assert count(ids, "dot_general") == 1 and count(scan_body(ids), "gather") == 0
-    assert count(ids, "gather") == 1
+    for lookup in ("sorted", "take"):
+        ids = jax.make_jaxpr(partial(layer_unroll, cell, lookup=lookup))(
+            layer, jnp.ones((T, B), jnp.int32), carry0, None
+        ).jaxpr
+        assert count(ids, "dot_general") == 1 and count(scan_body(ids), "gather") == 0
+        assert count(ids, "gather") == 1
 
 
 @pytest.mark.parametrize("cell", GATED_CELLS)
@@ -377,8 +378,8 @@ def test_no_whole_matrix_work_inside_the_loops(cell):
     layer = random_layer(cell, V, H, 0)
     args = (jnp.ones((T, B), jnp.int32), carry_zeros(cell, B, H), jnp.ones((T, B), bool))
 
-    def loss(layer):
-        h_seq, _ = layer_unroll(cell, layer, *args)
+    def loss(layer, lookup):
+        h_seq, _ = layer_unroll(cell, layer, *args, lookup=lookup)
         return jnp.sum(h_seq)
 
     def shapes_in_loops(jaxpr, inside=False):
@@ -392,9 +393,10 @@ def test_no_whole_matrix_work_inside_the_loops(cell):
                     found |= shapes_in_loops(sub, inside or eqn.primitive.name == "scan")
         return found
 
-    for fn in (loss, jax.grad(loss)):
-        shapes = shapes_in_loops(jax.make_jaxpr(fn)(layer).jaxpr)
-        assert shapes and tuple(layer.W_a.shape) not in shapes
+    for lookup in ("sorted", "take"):
+        for fn in (loss, jax.grad(loss)):
+            shapes = shapes_in_loops(jax.make_jaxpr(partial(fn, lookup=lookup))(layer).jaxpr)
+            assert shapes and tuple(layer.W_a.shape) not in shapes
 
 
 @pytest.mark.parametrize("cell", GATED_CELLS)
@@ -642,3 +644,48 @@ def test_vmap_of_scan_over_cell_step_is_layer_unroll(cell, ids):
     h_seq, carry = layer_unroll(cell, layer, xs, carry0, None)
     np.testing.assert_allclose(h_seq, h_ref, atol=1e-6)
     assert_carry_close(carry, carry_ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", GATED_CELLS)
+def test_take_lookup_equals_the_sorted_lookup_and_composes(cell):
+    """lookup="take": same values and gradients as the default; forward-mode autodiff and
+    jax.export with a symbolic (T, B) work for token ids."""
+    from jax import export
+
+    T, B, V, H = 6, 4, 9, 3
+    lengths = np.array([6, 2, 0, 4])
+    layer = random_layer(cell, V, H, 24)
+    carry0 = random_carry(cell, B, H, 25)
+    ids, mask = padded_batch(26, T, B, V, lengths, ids=True)  # out-of-range ids at padding
+
+    def loss(layer, lookup, reverse):
+        h_seq, carry = layer_unroll(cell, layer, ids, carry0, mask, reverse=reverse, lookup=lookup)
+        return jnp.sum(jnp.sin(h_seq)) + jnp.sum(jax.tree.leaves(carry)[-1])
+
+    for reverse in (False, True):
+        for f in (loss, jax.grad(loss)):
+            got, expected = f(layer, "take", reverse), f(layer, "sorted", reverse)
+            for u, v in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
+                np.testing.assert_allclose(u, v, atol=1e-6)
+
+    tangent = jax.tree.map(jnp.ones_like, layer)
+    _, dloss = jax.jvp(lambda p: loss(p, "take", False), (layer,), (tangent,))
+    g = jax.grad(loss)(layer, "take", False)
+    expected = sum(jnp.sum(a) for a in jax.tree.leaves(g))
+    np.testing.assert_allclose(dloss, expected, rtol=1e-5)
+
+    T_, B_ = export.symbolic_shape("t, b")
+    h0 = jax.ShapeDtypeStruct((B_, H), jnp.float32)
+    specs = (
+        jax.ShapeDtypeStruct((T_, B_), jnp.int32),
+        h0 if cell == "gru" else (h0, h0),
+        jax.ShapeDtypeStruct((T_, B_), jnp.bool_),
+    )
+    run = export.export(jax.jit(partial(layer_unroll, cell, lookup="take")))(layer, *specs)
+    got = run.call(layer, ids, carry0, mask)
+    expected = layer_unroll(cell, layer, ids, carry0, mask)
+    for u, v in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(u, v, atol=1e-6)
+
+    with pytest.raises(ValueError, match=r"`lookup` must be one of \('sorted', 'take'\)"):
+        layer_unroll(cell, layer, ids, carry0, mask, lookup="onehot")
