@@ -21,6 +21,7 @@ from rnn_jax.ctc import ctc_loss as ctc_loss
 from rnn_jax.ctc import ctc_prefix_beam_search as ctc_prefix_beam_search
 from rnn_jax.ctc import rnn_ctc_loss as rnn_ctc_loss
 from rnn_jax.generate import BeamSearchResult as BeamSearchResult
+from rnn_jax.generate import LMState as LMState
 from rnn_jax.generate import beam_search as beam_search
 from rnn_jax.generate import greedy_decode as greedy_decode
 from rnn_jax.generate import lm_initial_state as lm_initial_state
@@ -50,6 +51,7 @@ from rnn_jax.params import HeadParams as HeadParams
 from rnn_jax.params import LayerParams as LayerParams
 from rnn_jax.params import RNNParams as RNNParams
 from rnn_jax.params import SplitLayerParams as SplitLayerParams
+from rnn_jax.params import StackParams as StackParams
 from rnn_jax.params import count_params as count_params
 from rnn_jax.params import init_head as init_head
 from rnn_jax.params import init_layer as init_layer
@@ -66,6 +68,9 @@ from rnn_jax.seq2seq import init_seq2seq as init_seq2seq
 from rnn_jax.seq2seq import seq2seq_apply as seq2seq_apply
 from rnn_jax.seq2seq import seq2seq_loss as seq2seq_loss
 from rnn_jax.seq2seq import shift_right as shift_right
+from rnn_jax.stack import head_apply as head_apply
+from rnn_jax.stack import stack_step as stack_step
+from rnn_jax.stack import stack_unroll as stack_unroll
 from rnn_jax.vocab import Vocabulary as Vocabulary
 from rnn_jax.vocab import char_tokenize as char_tokenize
 from rnn_jax.vocab import one_hot as one_hot
@@ -82,10 +87,12 @@ __all__ = [
     "ConfusionCounts",
     "DecoderState",
     "HeadParams",
+    "LMState",
     "LayerParams",
     "RNNParams",
     "Seq2SeqParams",
     "SplitLayerParams",
+    "StackParams",
     "Vocabulary",
     "accuracy_counts",
     "beam_search",
@@ -104,6 +111,7 @@ __all__ = [
     "decoder_step",
     "encode",
     "greedy_decode",
+    "head_apply",
     "init_head",
     "init_layer",
     "init_rnn",
@@ -133,6 +141,8 @@ __all__ = [
     "shift_right",
     "split_layer",
     "stack_layer",
+    "stack_step",
+    "stack_unroll",
     "tokenize",
     "truncated_bptt",
 ]

@@ -86,7 +86,7 @@ def test_matches_numpy_reference(num_layers, bidirectional, tokens, activation, 
         activation=activation,
         merge=merge,
     )
-    a_seq, a_last = rnn_layers(params, xs, lengths, a0)
+    a_seq, a_last = rnn_layers(params, xs, lengths, a0=a0)
     np.testing.assert_allclose(a_seq, ref["a_seq"], rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(a_last, ref["a_last"], rtol=RTOL, atol=ATOL)
     logits = rnn_apply(params, xs, lengths, a0=a0)
@@ -103,7 +103,7 @@ def test_length_zero_returns_initial_state():
     params = init_rnn(jax.random.key(0), 3, 4, 2, num_layers=2, bidirectional=True)
     a0 = jax.random.normal(jax.random.key(1), (4, 2, 4))
     xs = jax.random.normal(jax.random.key(2), (2, 5, 3))
-    _, a_last = rnn_layers(params, xs, jnp.array([0, 5]), a0)
+    _, a_last = rnn_layers(params, xs, jnp.array([0, 5]), a0=a0)
     np.testing.assert_array_equal(a_last[:, 0], a0[:, 0])
 
 
@@ -330,11 +330,11 @@ def test_dropout():
     d3 = rnn_apply(params, xs, dropout=0.5, key=jax.random.key(3))
     np.testing.assert_array_equal(d1, d2)
     assert not np.allclose(d1, base) and not np.allclose(d1, d3)
-    # Dropout acts between layers only: a one-layer network is unaffected.
+    # `dropout` acts between layers only: with one layer it would do nothing, so it raises
+    # and names the options that do act.
     one = init_rnn(jax.random.key(0), 4, 16, 2)
-    np.testing.assert_array_equal(
-        rnn_apply(one, xs, dropout=0.5, key=jax.random.key(2)), rnn_apply(one, xs)
-    )
+    with pytest.raises(ValueError, match="no effect with num_layers=1; use input_dropout="):
+        rnn_apply(one, xs, dropout=0.5, key=jax.random.key(2))
 
 
 def test_merge_callable():
@@ -476,7 +476,7 @@ _SHARDED = """
 
             def loss(p, xs, lengths, a0):
                 logits = rnn_jax.rnn_apply(p, xs, lengths, a0=a0)
-                _, finals = rnn_jax.rnn_layers(p, xs, lengths, a0)
+                _, finals = rnn_jax.rnn_layers(p, xs, lengths, a0=a0)
                 return jnp.sum(jnp.sin(logits)) + jnp.sum(finals**2)
 
             name = f"{'ids' if token else 'dense'}-{'bi' if bi else 'uni'}"
