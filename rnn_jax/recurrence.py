@@ -184,6 +184,8 @@ def rnn_unroll(
     m = resolve_mask(lengths, mask, (B, T))
     if a0 is None:
         a0 = jnp.zeros((B, H), W_a.dtype)
+    elif tuple(jnp.shape(a0)) != (B, H):
+        raise ValueError(f"`a0` must have shape (B, H) = ({B}, {H}), got {tuple(jnp.shape(a0))}.")
     else:
         a0 = cast_state("a0", a0, W_a.dtype, (B, H))
     a_seq, a_last = _unroll_layer(

@@ -139,8 +139,13 @@ def test_encode_shapes_and_bidirectional_context():
     assert c.shape == (2, src.shape[0], 10)
     state = decoder_initial_state(params, c)
     assert isinstance(state, DecoderState)
-    assert state.a.shape == (src.shape[0], 2, 10) and state.context.shape == (src.shape[0], 10)
-    np.testing.assert_array_equal(np.asarray(state.a[:, 1]), np.asarray(c[1]))
+    # One stacked-state layout everywhere: (L_dec, B, H_dec), as rnn_layers' finals.
+    assert state.a.shape == (2, src.shape[0], 10) and state.context.shape == (src.shape[0], 10)
+    np.testing.assert_array_equal(np.asarray(state.a[1]), np.asarray(c[1]))
+    # A state in another layout raises instead of giving wrong logits.
+    bad = DecoderState(a=jnp.swapaxes(state.a, 0, 1), context=state.context)
+    with pytest.raises(ValueError, match=r"`state` must be a DecoderState whose `a` has shape"):
+        decoder_step(params, bad, jnp.zeros((src.shape[0],), jnp.int32))
 
 
 def test_empty_source_gives_zero_context_not_a_crash():
