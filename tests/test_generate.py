@@ -10,8 +10,8 @@ import pytest
 
 from rnn_jax import init_rnn, rnn_apply
 from rnn_jax.generate import (
-    LMState,
     BeamSearchResult,
+    LMState,
     beam_search,
     greedy_decode,
     lm_initial_state,
