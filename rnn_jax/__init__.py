@@ -3,7 +3,9 @@
     a<t> = g(W_aa a<t-1> + W_ax x<t> + b_a)        stacked: W_a = [W_aa | W_ax]
     ŷ<t> = g_y(W_ya a<t> + b_y)
 
-See README.md for the task families and the API contract.
+See README.md for the task families and the API contract. Names that only make sense in
+their module stay there: ``rnn_jax.seq2seq.encode``, ``rnn_jax.generate.sample``,
+``rnn_jax.long.chunk_loss``.
 """
 
 from rnn_jax import interop as interop
@@ -26,8 +28,6 @@ from rnn_jax.generate import beam_search as beam_search
 from rnn_jax.generate import greedy_decode as greedy_decode
 from rnn_jax.generate import lm_initial_state as lm_initial_state
 from rnn_jax.generate import lm_step as lm_step
-from rnn_jax.generate import sample as sample
-from rnn_jax.long import chunk_loss as chunk_loss
 from rnn_jax.long import rnn_loss_remat as rnn_loss_remat
 from rnn_jax.long import truncated_bptt as truncated_bptt
 from rnn_jax.lookup import column_lookup as column_lookup
@@ -63,7 +63,6 @@ from rnn_jax.seq2seq import DecoderState as DecoderState
 from rnn_jax.seq2seq import Seq2SeqParams as Seq2SeqParams
 from rnn_jax.seq2seq import decoder_initial_state as decoder_initial_state
 from rnn_jax.seq2seq import decoder_step as decoder_step
-from rnn_jax.seq2seq import encode as encode
 from rnn_jax.seq2seq import init_seq2seq as init_seq2seq
 from rnn_jax.seq2seq import seq2seq_apply as seq2seq_apply
 from rnn_jax.seq2seq import seq2seq_loss as seq2seq_loss
@@ -101,7 +100,6 @@ __all__ = [
     "bucket_batches",
     "char_tokenize",
     "check_params",
-    "chunk_loss",
     "count_params",
     "ctc_greedy_decode",
     "ctc_loss",
@@ -109,7 +107,6 @@ __all__ = [
     "ctc_prefix_beam_search",
     "decoder_initial_state",
     "decoder_step",
-    "encode",
     "greedy_decode",
     "head_apply",
     "init_head",
@@ -135,7 +132,6 @@ __all__ = [
     "rnn_layers",
     "rnn_loss_remat",
     "rnn_unroll",
-    "sample",
     "seq2seq_apply",
     "seq2seq_loss",
     "shift_right",
