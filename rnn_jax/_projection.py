@@ -22,6 +22,7 @@ __all__ = [
     "BACKWARDS",
     "LOOKUPS",
     "check_options",
+    "forward_mode_hint",
     "dense_term",
     "input_projection",
     "input_term",
@@ -40,6 +41,17 @@ def check_options(backward: str, lookup: str) -> None:
         raise ValueError(f"`backward` must be 'bptt' or 'autodiff', got {backward!r}.")
     if lookup not in LOOKUPS:
         raise ValueError(f"`lookup` must be 'sorted' or 'take', got {lookup!r}.")
+
+
+def forward_mode_hint(error: TypeError) -> TypeError:
+    """The error of ``jax.jvp`` through the default path, with the option that fixes it."""
+    if "forward-mode" not in str(error) and "jvp" not in str(error):
+        return error
+    return TypeError(
+        "forward-mode autodiff (jax.jvp, jax.jacfwd, jax.hessian) cannot differentiate the "
+        "default hand-written backward pass (a custom_vjp); pass backward='autodiff' (and, "
+        "for token ids, lookup='take')."
+    )
 
 
 def input_projection(layer: LayerParams, xs: Inputs, **options) -> Float[Array, "T B H"]:

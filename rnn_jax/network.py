@@ -38,6 +38,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from rnn_jax._activations import Activation
+from rnn_jax._projection import forward_mode_hint
 from rnn_jax._sharding import KEY, batch_sharded
 from rnn_jax.params import RNNParams
 from rnn_jax.stack import (
@@ -117,7 +118,10 @@ def _sharded_stack(stack, xs, mask_tb, a0, key, **options):
 
 
 def _run(params, xs, m, a0, key, **options):
-    return _sharded_stack(params.stack, xs, None if m is None else m.T, a0, key, **options)
+    try:
+        return _sharded_stack(params.stack, xs, None if m is None else m.T, a0, key, **options)
+    except TypeError as e:  # jax.jvp through a custom_vjp: name the option that works
+        raise forward_mode_hint(e) from e
 
 
 def rnn_layers(

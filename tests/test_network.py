@@ -639,6 +639,9 @@ def test_forward_mode_with_backward_autodiff():
             jnp.sum(jvp * e), jnp.sum(vjp_fn(e)[0] * t), rtol=1e-4, atol=1e-5
         )
     assert jax.jacfwd(lambda x: f(x, "autodiff"))(xs).shape == (2, 2, 2, 5, 3)
+    # The default path's error names the option.
+    with pytest.raises(TypeError, match="pass backward='autodiff'"):
+        jax.jvp(lambda x: f(x, "bptt"), (xs,), (t,))
     tok = init_rnn(jax.random.key(0), 7, 4, 2, token_inputs=True)
     ids = jnp.array([[1, 2, 3], [4, 5, 0]])
     jax.jvp(lambda p: rnn_apply(p, ids, backward="autodiff", lookup="take"), (tok,), (tok,))
