@@ -98,7 +98,7 @@ def _check_dropout(params: RNNParams, key: Any, rates: dict[str, float]) -> None
         raise ValueError(f"`key` is required when `{active[0]}` > 0 (there is no default key).")
 
 
-def _prepare(params, xs, lengths, mask, a0, positional, key, rates):
+def _prepare(params, xs, lengths, mask, a0, positional, key, rates, c0=None):
     if positional:
         raise TypeError(
             "`a0` is keyword-only (as in rnn_apply and rnn_classify): call "
@@ -106,20 +106,21 @@ def _prepare(params, xs, lengths, mask, a0, positional, key, rates):
             "positionally."
         )
     check_params(params)
-    xs, m, a0, _ = check_batch(params.stack, xs, lengths, mask, a0)
+    xs, m, a0, c0 = check_batch(params.stack, xs, lengths, mask, a0, c0=c0)
     _check_dropout(params, key, rates)
-    return xs, m, a0
+    return xs, m, a0, c0
 
 
-@batch_sharded(in_axes=(None, 0, 1, 1, KEY), out_axes=(1, 1), lead=1)
-def _sharded_stack(stack, xs, mask_tb, a0, key, **options):
+@batch_sharded(in_axes=(None, 0, 1, 1, KEY, 1), out_axes=(1, 1), lead=1)
+def _sharded_stack(stack, xs, mask_tb, a0, key, c0, **options):
     """:func:`~rnn_jax.stack.stack_unroll`, one batch shard per device on an explicit mesh."""
-    return stack_unroll(stack, xs, mask_tb, a0, key=key, **options)
+    return stack_unroll(stack, xs, mask_tb, a0, c0=c0, key=key, **options)
 
 
-def _run(params, xs, m, a0, key, **options):
+def _run(params, xs, m, a0, key, c0=None, **options):
+    mask_tb = None if m is None else m.T
     try:
-        return _sharded_stack(params.stack, xs, None if m is None else m.T, a0, key, **options)
+        return _sharded_stack(params.stack, xs, mask_tb, a0, key, c0, **options)
     except TypeError as e:  # jax.jvp through a custom_vjp: name the option that works
         raise forward_mode_hint(e) from e
 
@@ -139,7 +140,9 @@ def rnn_layers(
     unroll: int | bool = 1,
     backward: str = "bptt",
     lookup: str = "sorted",
-) -> tuple[Float[Array, "B T Hout"], Float[Array, "LD B H"]]:
+    c0: Float[Array, "LD B H"] | None = None,
+    return_cell_state: bool = False,
+) -> tuple[Float[Array, "B T Hout"], Any]:
     """Run all recurrent layers: the top layer's states and every layer's final state.
 
     The same layout and meaning as PyTorch's ``nn.RNN`` ``(output, h_n)`` on packed
@@ -166,6 +169,9 @@ def rnn_layers(
             autodiff: ``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``).
         lookup: ``"sorted"`` (default) or ``"take"``: how token ids gather the
             columns of ``W_ax``.
+        c0: an LSTM's initial cell states, same layout as ``a0`` (``cell="lstm"`` only).
+        return_cell_state: return ``(a_seq, (h_n, c_n))``, the LSTM's final cell states
+            too (``cell="lstm"`` only).
 
     Returns:
         ``(a_seq, a_last)``: top-layer states ``(B, T, H_out)`` (``H_out = 2H`` for a
@@ -174,11 +180,21 @@ def rnn_layers(
         step, backward states after step 0.
     """
     rates = dict(dropout=dropout, input_dropout=input_dropout, recurrent_dropout=recurrent_dropout)
-    xs, m, a0 = _prepare(params, xs, lengths, mask, a0, positional, key, rates)
+    xs, m, a0, c0 = _prepare(params, xs, lengths, mask, a0, positional, key, rates, c0)
     h, finals = _run(
-        params, xs, m, a0, key, unk_id=unk_id, unroll=unroll, backward=backward, lookup=lookup,
+        params,
+        xs,
+        m,
+        a0,
+        key,
+        c0,
+        unk_id=unk_id,
+        unroll=unroll,
+        backward=backward,
+        lookup=lookup,
+        return_cell_state=return_cell_state,
         **rates,
-    )  # fmt: skip
+    )
     return jnp.swapaxes(h, 0, 1), finals
 
 
@@ -222,13 +238,21 @@ def rnn_apply(
         ``(B, T, C)``.
     """
     rates = dict(dropout=dropout, input_dropout=input_dropout, recurrent_dropout=recurrent_dropout)
-    xs, m, a0 = _prepare(
+    xs, m, a0, _ = _prepare(
         params, xs, lengths, mask, a0, (), key, dict(rates, output_dropout=output_dropout)
     )
     h, _ = _run(
-        params, xs, m, a0, key, unk_id=unk_id, unroll=unroll, backward=backward, lookup=lookup,
+        params,
+        xs,
+        m,
+        a0,
+        key,
+        unk_id=unk_id,
+        unroll=unroll,
+        backward=backward,
+        lookup=lookup,
         **rates,
-    )  # fmt: skip
+    )
     # The head reads the time-major states (T, B, H_out) in place; only the small
     # (T, B, C) result is transposed.
     y_hat = head_apply(params.head, _output_dropout(h, output_dropout, key), output_activation)
@@ -314,13 +338,21 @@ def rnn_classify(
     if pool not in POOLS:
         raise ValueError(f"`pool` must be one of {POOLS}, got {pool!r}.")
     rates = dict(dropout=dropout, input_dropout=input_dropout, recurrent_dropout=recurrent_dropout)
-    xs, m, a0 = _prepare(
+    xs, m, a0, _ = _prepare(
         params, xs, lengths, mask, a0, (), key, dict(rates, output_dropout=output_dropout)
     )
     h, finals = _run(
-        params, xs, m, a0, key, unk_id=unk_id, unroll=unroll, backward=backward, lookup=lookup,
+        params,
+        xs,
+        m,
+        a0,
+        key,
+        unk_id=unk_id,
+        unroll=unroll,
+        backward=backward,
+        lookup=lookup,
         **rates,
-    )  # fmt: skip
+    )
     if pool != "last":
         a_final = _pool(h, m, pool)
     elif params.bidirectional:

@@ -89,9 +89,16 @@ def recurrence(
     """
     if state_mask is not None and backward in ("bptt", "autodiff"):
         h = scan_reference(
-            W_aa, z, a0, mask, bias=bias, activation=activation, reverse=reverse,
-            unroll=unroll, state_mask=state_mask,
-        )  # fmt: skip
+            W_aa,
+            z,
+            a0,
+            mask,
+            bias=bias,
+            activation=activation,
+            reverse=reverse,
+            unroll=unroll,
+            state_mask=state_mask,
+        )
     elif backward == "bptt":
         h = carried_states(
             W_aa, z, a0, mask, bias=bias, activation=activation, reverse=reverse, unroll=unroll
@@ -189,9 +196,16 @@ def rnn_unroll(
     else:
         a0 = cast_state("a0", a0, W_a.dtype, (B, H))
     a_seq, a_last = _unroll_layer(
-        layer, xs, a0, m, activation=activation, reverse=reverse, unroll=unroll,
-        backward=backward, lookup=lookup,
-    )  # fmt: skip
+        layer,
+        xs,
+        a0,
+        m,
+        activation=activation,
+        reverse=reverse,
+        unroll=unroll,
+        backward=backward,
+        lookup=lookup,
+    )
     return jnp.swapaxes(a_seq, 0, 1), a_last
 
 

@@ -419,9 +419,12 @@ def seq2seq_apply(
     mask_tb = lengths_to_mask(tgt_lengths, T_y).T  # (T_y, B)
     ctx = _context_term(params, state.context)
     h, _ = stack_unroll(
-        _decoder_stack(params), tgt_in, mask_tb, state.a,
+        _decoder_stack(params),
+        tgt_in,
+        mask_tb,
+        state.a,
         extra_term=None if ctx is None else ctx[None],
-    )  # fmt: skip
+    )
     logits = jnp.swapaxes(head_apply(params.head, h), 0, 1)  # (B, T_y, V)
     return jnp.where(mask_tb.T[:, :, None], logits, jnp.zeros_like(logits))
 

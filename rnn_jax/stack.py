@@ -345,11 +345,20 @@ def stack_unroll(
                 k_r = jax.random.fold_in(key, _RECURRENT_STREAM + i)
                 state_mask = _dropped(jnp.ones((B, H), dtype), recurrent_dropout, k_r, (B, H))
             a_seq, last = _run_layer(
-                stack, p, h, a_init, mask_tb, first=(l == 0), reverse=(d == 1),
+                stack,
+                p,
+                h,
+                a_init,
+                mask_tb,
+                first=(l == 0),
+                reverse=(d == 1),
                 extra_term=extra_term if l == 0 else None,
-                input_keep=input_keep if l == 0 else None, state_mask=state_mask,
-                unroll=unroll, backward=backward, lookup=lookup,
-            )  # fmt: skip
+                input_keep=input_keep if l == 0 else None,
+                state_mask=state_mask,
+                unroll=unroll,
+                backward=backward,
+                lookup=lookup,
+            )
             outs.append(a_seq)
             if isinstance(last, tuple):
                 finals.append(last[0])
