@@ -220,3 +220,12 @@ def test_stack_view_and_cell_field():
     assert "cell" not in p.config()  # classic-cell checkpoints keep their configuration
     with pytest.raises(ValueError, match="`cell` must be one of"):
         init_rnn(jax.random.key(0), 5, 8, 3, cell="magic")
+
+
+def test_gated_cells_plug_in_point():
+    import importlib.util
+
+    if importlib.util.find_spec("rnn_jax.cells") is not None:
+        pytest.skip("rnn_jax.cells is installed: its own tests cover cell='gru'/'lstm'")
+    with pytest.raises(ValueError, match="needs the gated cells of rnn_jax.cells"):
+        init_rnn(jax.random.key(0), 5, 8, 3, cell="gru")

@@ -241,3 +241,10 @@ def test_errors_name_the_argument():
         seq2seq_apply(params, src, sl, tgt[:2], tl[:2])
     with pytest.raises(ValueError, match=r"`tgt_lengths` must have shape \(B,\)"):
         seq2seq_apply(params, src, sl, tgt, tl[:2])
+
+
+def test_key_first_positional_or_keyword():
+    a = init_seq2seq(jax.random.key(3), 7, 6, hidden_size=4)
+    b = init_seq2seq(key=jax.random.key(3), source_vocab_size=7, target_vocab_size=6, hidden_size=4)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
