@@ -9,9 +9,14 @@ head reads the merged outputs of the top layer:
     \\hat y^{<t>} = g_y(W_y [\\overrightarrow{a}^{<t>}; \\overleftarrow{a}^{<t>}] + b_y)
 
 - many-to-many (tagging, ``T_y = T_x``): :func:`rnn_apply`, a prediction at every step;
-- many-to-one (classification): :func:`rnn_classify`, a prediction from each example's
-  final state(s): the forward state after its last valid token and, if bidirectional,
-  the backward state after its first token, as PyTorch's ``h_n``.
+- many-to-one (classification or regression): :func:`rnn_classify`, a prediction from
+  each example's final state(s) (the forward state after its last valid token and, if
+  bidirectional, the backward state after its first token, as PyTorch's ``h_n``), or
+  from the masked mean or max of its outputs (``pool="mean"``/``"max"``).
+
+All three validate their arguments, then run :func:`rnn_jax.stack.stack_unroll` (the one
+layer loop), one ``shard_map`` shard per device when the batch is sharded over explicit
+mesh axes (:mod:`rnn_jax._sharding`), then :func:`rnn_jax.stack.head_apply`.
 
 Example:
     >>> import jax, jax.numpy as jnp
