@@ -103,7 +103,18 @@ def _check_dropout(params: RNNParams, key: Any, rates: dict[str, float]) -> None
         raise ValueError(f"`key` is required when `{active[0]}` > 0 (there is no default key).")
 
 
-def _prepare(params, xs, lengths, mask, a0, positional, key, rates, c0=None):
+def _check_unk_id(unk_id: Any, xs: Array, rates: dict[str, float]) -> None:
+    if unk_id is None:
+        return
+    if not jnp.issubdtype(xs.dtype, jnp.integer) or rates.get("input_dropout", 0.0) == 0.0:
+        raise ValueError(
+            "`unk_id` only acts with token ids and input_dropout > 0 (a dropped word is read "
+            f"as unk_id), got unk_id={unk_id!r} with input_dropout="
+            f"{rates.get('input_dropout', 0.0)!r} and inputs of dtype {xs.dtype}."
+        )
+
+
+def _prepare(params, xs, lengths, mask, a0, positional, key, rates, c0=None, unk_id=None):
     if positional:
         raise TypeError(
             "`a0` is keyword-only (as in rnn_apply and rnn_classify): call "
@@ -113,6 +124,7 @@ def _prepare(params, xs, lengths, mask, a0, positional, key, rates, c0=None):
     check_params(params)
     xs, m, a0, c0 = check_batch(params.stack, xs, lengths, mask, a0, c0=c0)
     _check_dropout(params, key, rates)
+    _check_unk_id(unk_id, xs, rates)
     return xs, m, a0, c0
 
 
@@ -185,7 +197,7 @@ def rnn_layers(
         step, backward states after step 0.
     """
     rates = dict(dropout=dropout, input_dropout=input_dropout, recurrent_dropout=recurrent_dropout)
-    xs, m, a0, c0 = _prepare(params, xs, lengths, mask, a0, positional, key, rates, c0)
+    xs, m, a0, c0 = _prepare(params, xs, lengths, mask, a0, positional, key, rates, c0, unk_id)
     h, finals = _run(
         params,
         xs,
@@ -243,9 +255,8 @@ def rnn_apply(
         ``(B, T, C)``.
     """
     rates = dict(dropout=dropout, input_dropout=input_dropout, recurrent_dropout=recurrent_dropout)
-    xs, m, a0, _ = _prepare(
-        params, xs, lengths, mask, a0, (), key, dict(rates, output_dropout=output_dropout)
-    )
+    all_rates = dict(rates, output_dropout=output_dropout)
+    xs, m, a0, _ = _prepare(params, xs, lengths, mask, a0, (), key, all_rates, unk_id=unk_id)
     h, _ = _run(
         params,
         xs,
@@ -343,9 +354,8 @@ def rnn_classify(
     if pool not in POOLS:
         raise ValueError(f"`pool` must be one of {POOLS}, got {pool!r}.")
     rates = dict(dropout=dropout, input_dropout=input_dropout, recurrent_dropout=recurrent_dropout)
-    xs, m, a0, _ = _prepare(
-        params, xs, lengths, mask, a0, (), key, dict(rates, output_dropout=output_dropout)
-    )
+    all_rates = dict(rates, output_dropout=output_dropout)
+    xs, m, a0, _ = _prepare(params, xs, lengths, mask, a0, (), key, all_rates, unk_id=unk_id)
     h, finals = _run(
         params,
         xs,

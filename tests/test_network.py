@@ -582,6 +582,10 @@ def test_one_layer_dropouts_act_and_need_a_key():
     unk = rnn_apply(tok, ids, input_dropout=0.5, unk_id=0, key=k)
     zeroed = rnn_apply(tok, ids, input_dropout=0.5, key=k)
     assert not np.allclose(unk, base_t) and not np.allclose(zeroed, base_t)
+    with pytest.raises(ValueError, match="`unk_id` only acts with token ids and input_dropout"):
+        rnn_apply(tok, ids, unk_id=0)
+    with pytest.raises(ValueError, match="`unk_id` only acts with token ids and input_dropout"):
+        rnn_apply(params, xs, input_dropout=0.5, unk_id=0, key=k)
     keep = jax.random.bernoulli(jax.random.fold_in(k, 1_000_001), 0.5, ids.shape)
     np.testing.assert_allclose(unk, rnn_apply(tok, jnp.where(keep, ids, 0)), rtol=1e-6, atol=1e-6)
 
