@@ -66,7 +66,6 @@ def test_matches_numpy_reference(num_layers, bidirectional, tokens, activation, 
         activation=activation,
         merge=merge,
         token_inputs=tokens,
-        bias_init="lecun_normal" if False else "zeros",
     )
     # Non-zero biases so that they are tested too.
     params = jax.tree_util.tree_map(
