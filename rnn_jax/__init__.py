@@ -77,6 +77,23 @@ from rnn_jax.vocab import tokenize as tokenize
 
 __version__ = "0.1.0"
 
+# Submodules with heavier dependencies (Orbax, tqdm, matplotlib: the `train` extra) load on
+# first use, so `import rnn_jax as rj; rj.train.fit` works and `import rnn_jax` stays light.
+_LAZY_SUBMODULES = ("checkpoint", "parallel", "progress", "train")
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"rnn_jax.{name}")
+    raise AttributeError(f"module 'rnn_jax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))
+
+
 __all__ = [
     "interop",
     "AccuracyCounts",
