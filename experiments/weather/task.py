@@ -574,8 +574,11 @@ def predict_csv(workdir: Path, csv: str) -> str:
     if task.name == "hourly" and "temp" not in frame.columns and "temp_f" in frame.columns:
         frame["temp"] = (frame["temp_f"] - 32.0) * 5.0 / 9.0
     series = series_from_frame(task, frame)
-    if len(series) < task.T_x:
-        raise ValueError(f"{csv} has {len(series)} rows; the model reads the last {task.T_x}")
+    if len(series) < task.rows_needed:
+        raise ValueError(
+            f"{csv} has {len(series)} rows; the {task.name} model needs the last "
+            f"{task.rows_needed}"
+        )
     mean, std = np.array(scaler["mean"]), np.array(scaler["std"])
     n = len(series)
     w = make_windows(series, n, n + task.C, mean, std)  # one origin: the row after the last
