@@ -112,6 +112,8 @@ class ReportConfig:
         progress: progress bars.
         data_dir: the data cache (default ``$RNN_JAX_DATA`` or ``~/.cache/rnn_jax``).
         plot_start: first day (``YYYY-MM-DD``) of the test fortnight in ``forecast.png``.
+        baselines: which baselines to run (``persistence``, ``climatology``, ``ridge_ar``,
+            ``sarimax``).
     """
 
     eval_batch_size: int = 512
@@ -119,10 +121,14 @@ class ReportConfig:
     progress: bool = False
     data_dir: str | None = None
     plot_start: str = ""
+    baselines: tuple[str, ...] = ("persistence", "climatology", "ridge_ar", "sarimax")
 
     def __post_init__(self):
         _check(self.eval_batch_size >= 1, "eval_batch_size", "a positive int", self.eval_batch_size)
         _check(self.log_every >= 1, "log_every", "a positive int", self.log_every)
+        known = ("persistence", "climatology", "ridge_ar", "sarimax")
+        bad = [b for b in self.baselines if b not in known]
+        _check(not bad, "baselines", f"a subset of {known}", self.baselines)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -132,19 +132,23 @@ def _scaler_dict(data: Data) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- baselines
-def run_baselines(data: Data) -> dict[str, dict[str, np.ndarray]]:
-    """Test forecasts of every baseline: ``{name: {"mean": (B, C)[, "sd": (B, C)]}}``."""
+def run_baselines(data: Data, names=BASELINES) -> dict[str, dict[str, np.ndarray]]:
+    """Test forecasts of the baselines ``names``: ``{name: {"mean": (B, C)[, "sd": (B, C)]}}``."""
     task, test = data.task, data.test
     v, _ = data.bounds
     out: dict[str, dict[str, Any]] = {
         "persistence": {"mean": test.persistence},
         "climatology": {"mean": data.climatology.windows(test)},
     }
+    if "ridge_ar" not in names and "sarimax" not in names:
+        return out
     t0 = time.perf_counter()
     train_full = make_windows(data.series, 0, v, data.mean, data.std)
     ridge, alpha, _ = bl.ridge_fit(train_full, data.val)
     out["ridge_ar"] = {"mean": bl.ridge_predict(ridge, test.xs), "alpha": alpha}
     out["ridge_ar"]["seconds"] = time.perf_counter() - t0
+    if "sarimax" not in names:
+        return out
     t0 = time.perf_counter()
     y = data.series.y
     if task.name == "daily":  # an ARMA on the anomaly from the climatology
@@ -407,7 +411,7 @@ def train_command(config: WeatherConfig, workdir: Path) -> int:
     write_json(workdir / "scaler.json", _scaler_dict(data))
     if not (workdir / "baselines.npz").exists():
         t0 = time.perf_counter()
-        _save_baselines(workdir / "baselines.npz", run_baselines(data))
+        _save_baselines(workdir / "baselines.npz", run_baselines(data, config.report.baselines))
         print(f"baselines: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     D, C = data.train.xs.shape[2], data.task.C
     for name in config.models:
@@ -448,9 +452,12 @@ def evaluate_all(config: WeatherConfig, workdir: Path, data: Data) -> dict[str, 
         "baselines": {},
     }
     path = workdir / "baselines.npz"
-    base = _load_baselines(path) if path.exists() else run_baselines(data)
+    names = config.report.baselines
+    base = _load_baselines(path) if path.exists() else {}
+    if not all(n in base for n in names):
+        base = run_baselines(data, names)
     forecasts: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
-    for name in BASELINES:
+    for name in names:
         d = base[name]
         sd = d.get("sd")
         scores = (
@@ -581,11 +588,12 @@ def predict_csv(workdir: Path, csv: str) -> str:
         )
     mean, std = np.array(scaler["mean"]), np.array(scaler["std"])
     n = len(series)
-    w = make_windows(series, n, n + task.C, mean, std)  # one origin: the row after the last
+    xs = ((series.X[n - task.T_x :] - mean) / std).astype(np.float32)[None]  # (1, T_x, D)
+    persistence = series.y[n - task.period + np.arange(task.C) % task.period][None]
     origin = n
     target_dates = series.dates[-1] + task.step * np.arange(1, task.C + 1)
     if config.train.residual == "persistence":
-        base = w.persistence
+        base = persistence
     elif config.train.residual == "climatology":
         clim = bl.Climatology(
             dataclasses.replace(series, dates=np.concatenate([series.dates, target_dates])),
@@ -598,7 +606,7 @@ def predict_csv(workdir: Path, csv: str) -> str:
     lines = []
     for name in config.models:
         run = ModelRun(config, name, workdir, len(task.inputs), task.C)
-        mu, sigma = run.predict_std(run.best_params(), w.xs)
+        mu, sigma = run.predict_std(run.best_params(), xs)
         y = base + offset + scale * mu
         for h in range(task.C):
             when = str(target_dates[h])[: 10 if task.name == "daily" else 16]
