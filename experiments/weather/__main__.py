@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 COMMANDS = ("fetch", "train", "eval", "predict", "summarize")
+PROG = "python -m experiments.weather"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,13 +75,12 @@ def _qualify(config, overrides: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse(argv: list[str]):
+    """``(args, config, inputs)``; a command line that cannot run exits with status 2."""
     from experiments.cli import apply_overrides
+    from experiments.weather.config import default_config
 
-    prog = "python -m experiments.weather"
-    parser = _Parser(
-        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("command", choices=COMMANDS)
     parser.add_argument("--workdir")
     parser.add_argument("--task", choices=("daily", "hourly"))
@@ -88,49 +88,63 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--csv", help="predict: a CSV with a date column and the input columns")
     parser.add_argument("--debug", action="store_true")
-    args, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    args, extra = parser.parse_known_args(argv)
     overrides, inputs = _overrides(parser, extra)
-    if inputs and args.command != "summarize":
-        parser.error(f"`{args.command}` takes no positional inputs, got {inputs!r}")
-    if args.command not in ("fetch", "summarize") and not args.workdir:
-        parser.error(f"`{args.command}` needs --workdir DIR")
-    if args.command == "predict" and not args.csv:
-        parser.error("`predict` needs --csv FILE")
+    needs = [
+        (inputs and args.command != "summarize", f"`{args.command}` takes no positional inputs"),
+        (
+            args.command not in ("fetch", "summarize") and not args.workdir,
+            "--workdir DIR is needed",
+        ),
+        (args.command == "predict" and not args.csv, "`predict` needs --csv FILE"),
+        (args.command == "summarize" and not inputs, "`summarize` needs run directories"),
+    ]
+    for failed, message in needs:
+        if failed:
+            parser.error(message)
     try:
-        from experiments.weather.config import default_config
-
         config = default_config(args.quick, args.task or "daily")
         if args.seed is not None:
             overrides["train.seed"] = str(args.seed)
         config = apply_overrides(config, _qualify(config, overrides))
     except ValueError as err:
         parser.error(str(err))
+    return args, config, inputs
+
+
+def _run(args, config, inputs) -> int:
+    from experiments.weather import task
+
     workdir = Path(args.workdir).expanduser() if args.workdir else None
-    try:
-        from experiments.weather import task
+    if args.command == "fetch":
+        from experiments.weather.data import fetch
 
-        if args.command == "fetch":
-            from experiments.weather.data import fetch
-
-            for name, path in fetch(config.report.data_dir).items():
-                print(f"{name}: {path} (sha256 checked)")
-            return 0
-        if args.command == "train":
-            return task.train_command(config, workdir)
-        if args.command == "eval":
-            return task.eval_command(config, workdir)
-        if args.command == "predict":
-            print(task.predict_csv(workdir, args.csv))
-            return 0
-        if not inputs:
-            parser.error("`summarize` needs run directories")
-        print(task.summarize(inputs))
+        for name, path in fetch(config.report.data_dir).items():
+            print(f"{name}: {path} (sha256 checked)")
         return 0
+    if args.command == "train":
+        return task.train_command(config, workdir)
+    if args.command == "eval":
+        return task.eval_command(config, workdir)
+    print(
+        task.predict_csv(workdir, args.csv) if args.command == "predict" else task.summarize(inputs)
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs one command; returns the exit status (2: bad command line, 1: runtime error)."""
+    try:
+        args, config, inputs = _parse(sys.argv[1:] if argv is None else list(argv))
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 2
+    try:
+        return _run(args, config, inputs)
     except (Exception, KeyboardInterrupt) as err:
         if args.debug:
             raise
         text = " ".join(str(err).split()) or type(err).__name__
-        print(f"{prog} {args.command}: error: {text}", file=sys.stderr)
+        print(f"{PROG} {args.command}: error: {text}", file=sys.stderr)
         return getattr(err, "exit_code", None) or (130 if isinstance(err, KeyboardInterrupt) else 1)
 
 

@@ -583,8 +583,7 @@ def predict_csv(workdir: Path, csv: str) -> str:
     series = series_from_frame(task, frame)
     if len(series) < task.rows_needed:
         raise ValueError(
-            f"{csv} has {len(series)} rows; the {task.name} model needs the last "
-            f"{task.rows_needed}"
+            f"{csv} has {len(series)} rows; the {task.name} model needs the last {task.rows_needed}"
         )
     mean, std = np.array(scaler["mean"]), np.array(scaler["std"])
     n = len(series)
