@@ -22,7 +22,7 @@ __all__ = [
 CELLS = ("rnn", "gru", "lstm")
 HEADS = ("mse", "gauss")
 POOLS = ("last", "mean", "max")
-RESIDUALS = ("none", "persistence", "climatology")
+RESIDUALS = ("none", "persistence", "climatology", "ridge_ar")
 
 
 def parse_model_name(name: str) -> tuple[str, str]:
@@ -69,8 +69,10 @@ class TrainConfig:
             hours from 168).
         seed: initialisation, data order and step keys.
         residual: the network predicts the target minus this forecast (``persistence``:
-            the value one period before; ``climatology``; ``none``), standardised by the
-            residual's training mean and standard deviation per horizon.
+            the value one period before; ``climatology``; ``ridge_ar``: the ridge AR
+            baseline's forecast, out-of-fold on the training windows, i.e. a hybrid where
+            the RNN learns the ridge's errors; ``none``), standardised by the residual's
+            training mean and standard deviation per horizon.
         train_stride: use every N-th training window (hourly windows overlap heavily).
         batch_size, num_epochs, learning_rate, warmup_steps, clip_norm, weight_decay:
             Adam(W) with warm-up and cosine decay (:func:`rnn_jax.train.default_optimizer`).

@@ -76,6 +76,8 @@ class Data:
     offset: np.ndarray  # (C,) training mean of the residual
     scale: np.ndarray  # (C,) training sd of the residual
     residual: str
+    ridge: Any = None  # residual="ridge_ar": the ridge AR fitted on all training windows
+    ridge_train: np.ndarray | None = None  # its cross-fitted forecasts of `train`
 
     @property
     def task(self) -> Task:
@@ -87,6 +89,8 @@ class Data:
             return w.persistence
         if self.residual == "climatology":
             return self.climatology.windows(w)
+        if self.residual == "ridge_ar":
+            return self.ridge_train if w is self.train else bl.ridge_predict(self.ridge, w.xs)
         return np.zeros_like(w.y)
 
     def z(self, w: Windows) -> np.ndarray:
@@ -113,9 +117,33 @@ def load_data(config: WeatherConfig, series: Series | None = None) -> Data:
     test = make_windows(series, t, len(series), mean, std)
     clim = bl.Climatology.fit(series, v)
     data = Data(series, (v, t), mean, std, clim, train, val, test, 0.0, 1.0, c.residual)
+    if c.residual == "ridge_ar":
+        data.ridge, data.ridge_train = _ridge_base(series, v, mean, std, val, train)
     resid = train.y - data.base(train)
     data.offset, data.scale = resid.mean(axis=0), resid.std(axis=0)
     return data
+
+
+def _ridge_base(series, v, mean, std, val, train, folds: int = 5):
+    """The ridge AR (alpha by validation) and its out-of-fold forecasts of ``train``.
+
+    The training windows are cut into ``folds`` contiguous blocks; each block is forecast by
+    a ridge fitted on the other blocks, so the network learns the ridge's errors as they
+    are on unseen data, not its smaller in-sample errors.
+    """
+    from sklearn.linear_model import Ridge
+
+    train_full = make_windows(series, 0, v, mean, std)
+    model, alpha, _ = bl.ridge_fit(train_full, val)
+    blocks = np.array_split(np.arange(len(train_full)), folds)
+    oof = np.empty_like(train_full.y)
+    flat = train_full.xs.reshape(len(train_full), -1).astype(np.float64)
+    for block in blocks:
+        rest = np.setdiff1d(np.arange(len(train_full)), block)
+        fold = Ridge(alpha=alpha).fit(flat[rest], train_full.y[rest])
+        oof[block] = fold.predict(flat[block]).reshape(len(block), -1)
+    position = np.searchsorted(train_full.origins, train.origins)
+    return model, oof[position]
 
 
 def _scaler_dict(data: Data) -> dict[str, Any]:
@@ -128,6 +156,8 @@ def _scaler_dict(data: Data) -> dict[str, Any]:
         "residual": data.residual,
         "offset": np.asarray(data.offset).tolist(),
         "scale": np.asarray(data.scale).tolist(),
+        "ridge_coef": None if data.ridge is None else data.ridge.coef_.tolist(),
+        "ridge_intercept": None if data.ridge is None else np.ravel(data.ridge.intercept_).tolist(),
     }
 
 
@@ -599,6 +629,9 @@ def predict_csv(workdir: Path, csv: str) -> str:
             np.array(scaler["climatology"]),
         )
         base = clim.predict(origin + np.arange(task.C))[None, :]
+    elif config.train.residual == "ridge_ar":
+        coef = np.array(scaler["ridge_coef"]).reshape(task.C, -1)
+        base = xs.reshape(1, -1).astype(np.float64) @ coef.T + np.array(scaler["ridge_intercept"])
     else:
         base = np.zeros((1, task.C))
     offset, scale = np.array(scaler["offset"]), np.array(scaler["scale"])
