@@ -569,27 +569,31 @@ def plot_forecasts(data: Data, forecasts, config: WeatherConfig, out: Path) -> N
     first = int(np.searchsorted(dates[test.origins], start)) if start is not None else 0
     if task.name == "daily":
         sel = np.arange(first, min(first + 14, len(test)))
-        step = slice(None)
     else:
         midnight = (dates[test.origins].astype("datetime64[h]").astype(np.int64) % 24) == 0
         sel = np.nonzero(midnight)[0]
         sel = sel[sel >= first][:14]
-        step = slice(None)
     t = dates[(test.origins[sel][:, None] + np.arange(task.C)[None, :]).reshape(-1)]
-    fig, ax = plt.subplots(figsize=(11, 4))
-    ax.plot(t, test.y[sel][:, step].reshape(-1), "k.-", lw=1.5, ms=4, label="observed")
+    y = test.y[sel].reshape(-1)
+    fig, (ax, ax_err) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True, height_ratios=(3, 2))
+    ax.plot(t, y, "k.-", lw=1.5, ms=4, label="observed")
+    ax_err.axhline(0.0, color="k", lw=1)
     styles = {"persistence": ":", "climatology": ":", "ridge_ar": "--", "sarimax": "--"}
     for name, (mean, sd) in forecasts.items():
         if name == "climatology" and task.name == "hourly":
             continue  # far off the scale of the others in autumn
         m = mean[sel].reshape(-1)
         line = ax.plot(t, m, styles.get(name, "-"), lw=1, label=name)[0]
+        ax_err.plot(t, m - y, styles.get(name, "-"), lw=1, color=line.get_color())
         if sd is not None and name in config.models:
             s = sd[sel].reshape(-1)
             ax.fill_between(t, m - Z80 * s, m + Z80 * s, color=line.get_color(), alpha=0.2)
+            ax_err.fill_between(t, m - y - Z80 * s, m - y + Z80 * s, color=line.get_color(), alpha=0.15)  # fmt: skip
     what = "tomorrow's maximum" if task.name == "daily" else "next 24 h, issued at midnight"
     ax.set(title=f"Seattle test fortnight ({what}); bands: 80 % intervals", ylabel="°C")
-    ax.grid(alpha=0.3)
+    ax_err.set(ylabel="forecast - observed (°C)")
+    for a in (ax, ax_err):
+        a.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=3)
     fig.autofmt_xdate()
     fig.tight_layout()
@@ -660,13 +664,13 @@ def summarize(workdirs: list[str]) -> str:
             return r["baselines"][name[len("baseline: ") :]]
         return r["models"][name]
 
-    def ms(values):
+    def ms(values, digits=3):
         values = [v for v in values if v is not None]
         if not values:
             return "-"
-        if len(values) == 1 or np.std(values) == 0:
-            return f"{values[0]:.3f}"
-        return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
+        if len(values) == 1 or np.std(values) < 1e-9:  # a baseline: the same in every run
+            return f"{values[0]:.{digits}f}"
+        return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
     lines = [
         f"{len(runs)} runs: " + ", ".join(str(r["config"]["train"]["seed"]) for r in runs),
@@ -680,7 +684,7 @@ def summarize(workdirs: list[str]) -> str:
         lines.append(
             f"| {name} | {ms([r['rmse'] for r in rs])} | {ms([r['mae'] for r in rs])} | "
             f"{ms([r.get('crps') for r in rs])} | {ms([r.get('coverage80') for r in rs])} | "
-            f"{ms(times) if any(times) else '-'} |"
+            f"{ms(times, 0) if any(times) else '-'} |"
         )
     C = len(get(runs[0], names[0])["rmse_by_h"])
     if C > 1:
