@@ -106,7 +106,8 @@ def _parse(argv: list[str]):
         config = default_config(args.quick, args.task or "daily")
         if args.seed is not None:
             overrides["train.seed"] = str(args.seed)
-        config = apply_overrides(config, _qualify(config, overrides))
+        args.overrides = _qualify(config, overrides)
+        config = apply_overrides(config, args.overrides)
     except ValueError as err:
         parser.error(str(err))
     return args, config, inputs
@@ -125,7 +126,7 @@ def _run(args, config, inputs) -> int:
     if args.command == "train":
         return task.train_command(config, workdir)
     if args.command == "eval":
-        return task.eval_command(config, workdir)
+        return task.eval_command(workdir, args.overrides)
     print(
         task.predict_csv(workdir, args.csv) if args.command == "predict" else task.summarize(inputs)
     )

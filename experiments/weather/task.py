@@ -458,9 +458,16 @@ def train_command(config: WeatherConfig, workdir: Path) -> int:
     return 0
 
 
-def eval_command(config: WeatherConfig, workdir: Path) -> int:
+def eval_command(workdir: Path, overrides: dict[str, str]) -> int:
+    """Evaluates the run in ``workdir`` with its stored configuration (``report`` overrides only)."""
+    from experiments.cli import apply_overrides
+
     stored = read_run_config(workdir)
-    config = dataclasses.replace(stored, report=config.report)
+    config = apply_overrides(stored, overrides)
+    if (config.models, config.model, config.train) != (stored.models, stored.model, stored.train):
+        raise ValueError(
+            f"{workdir} was trained with another configuration; eval takes report overrides only"
+        )
     print(format_results(evaluate_all(config, workdir, load_data(config))))
     return 0
 
