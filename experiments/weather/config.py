@@ -116,6 +116,8 @@ class ReportConfig:
         plot_start: first day (``YYYY-MM-DD``) of the test fortnight in ``forecast.png``.
         baselines: which baselines to run (``persistence``, ``climatology``, ``ridge_ar``,
             ``sarimax``).
+        sarimax_rows: fit SARIMAX's parameters on the last N training rows only (``None``:
+            all; the quick hourly configuration uses 12 weeks to stay fast).
     """
 
     eval_batch_size: int = 512
@@ -124,6 +126,7 @@ class ReportConfig:
     data_dir: str | None = None
     plot_start: str = ""
     baselines: tuple[str, ...] = ("persistence", "climatology", "ridge_ar", "sarimax")
+    sarimax_rows: int | None = None
 
     def __post_init__(self):
         _check(self.eval_batch_size >= 1, "eval_batch_size", "a positive int", self.eval_batch_size)
