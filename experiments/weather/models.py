@@ -23,6 +23,8 @@ import jax.numpy as jnp
 
 from experiments.weather.config import ModelConfig, parse_model_name
 from rnn_jax import init_rnn, rnn_classify
+from rnn_jax.cells import carry_zeros, init_gated_layer, layer_unroll
+from rnn_jax.params import HeadParams, init_head
 
 __all__ = ["LOG_VAR_RANGE", "Forecaster", "gaussian_nll_loss", "make_forecaster", "mse_loss"]
 
@@ -48,9 +50,9 @@ def make_forecaster(name: str, config: ModelConfig, D: int, C: int) -> Forecaste
     cell, head = parse_model_name(name)
     outputs = C if head == "mse" else 2 * C
     init_kwargs: dict[str, Any] = {"num_layers": config.num_layers}
+    if cell != "rnn" and not _supports(init_rnn, "cell"):
+        return _gated_forecaster(name, cell, head, config, D, C)
     if cell != "rnn":
-        if not _supports(init_rnn, "cell"):
-            raise ValueError(f"model {name!r} needs init_rnn(..., cell=) (GRU/LSTM cells)")
         init_kwargs["cell"] = cell
     apply_kwargs: dict[str, Any] = {}
     if config.pool != "last":
@@ -67,6 +69,44 @@ def make_forecaster(name: str, config: ModelConfig, D: int, C: int) -> Forecaste
             return y_hat, None
         log_var = jnp.clip(y_hat[:, C:], *LOG_VAR_RANGE)
         return y_hat[:, :C], log_var
+
+    return Forecaster(name, head, init, apply)
+
+
+class GatedParams(NamedTuple):
+    """A one-layer GRU/LSTM (:mod:`rnn_jax.cells`) and the output head ``W_y (C, H)``, ``b_y``."""
+
+    layer: Any
+    head: HeadParams
+
+
+def _split_head(head: str, y_hat: jax.Array, C: int):
+    if head == "mse":
+        return y_hat, None
+    return y_hat[:, :C], jnp.clip(y_hat[:, C:], *LOG_VAR_RANGE)
+
+
+def _gated_forecaster(name: str, cell: str, head: str, config: ModelConfig, D: int, C: int):
+    """GRU/LSTM through :mod:`rnn_jax.cells` until ``init_rnn(..., cell=)`` exists.
+
+    ``ŷ = W_y h<T_x> + b_y`` from the final hidden state (one layer, pool ``last``).
+    """
+    if config.num_layers != 1 or config.pool != "last":
+        raise ValueError(f"model {name!r} supports num_layers=1 and pool=last only, for now")
+    outputs = C if head == "mse" else 2 * C
+
+    def init(key):
+        k_layer, k_head = jax.random.split(key)
+        layer = init_gated_layer(cell, D, config.hidden_size, key=k_layer, scheme="keras")
+        return GatedParams(layer, init_head(config.hidden_size, outputs, key=k_head))
+
+    def apply(params, xs):
+        B = xs.shape[0]
+        carry0 = carry_zeros(cell, B, config.hidden_size, xs.dtype)
+        _, carry = layer_unroll(cell, params.layer, jnp.swapaxes(xs, 0, 1), carry0, None)
+        h_last = carry[0] if cell == "lstm" else carry  # (B, H)
+        y_hat = h_last @ params.head.W_y.T + params.head.b_y[None, :]
+        return _split_head(head, y_hat, C)
 
     return Forecaster(name, head, init, apply)
 
