@@ -175,6 +175,7 @@ QUICK = {
     "hourly": {
         "model": {"hidden_size": 32},
         "train": {"train_stride": 4, "num_epochs": 8, "patience": 3},
+        "report": {"sarimax_rows": 2016},
     },
 }
 

@@ -175,8 +175,7 @@ def run_baselines(
     if "ridge_ar" not in names and "sarimax" not in names:
         return out
     t0 = time.perf_counter()
-    train_full = make_windows(data.series, 0, v, data.mean, data.std)
-    ridge, alpha, _ = bl.ridge_fit(train_full, data.val)
+    ridge, alpha, _ = bl.ridge_fit(data.train, data.val)  # the windows the RNN is trained on
     out["ridge_ar"] = {"mean": bl.ridge_predict(ridge, test.xs), "alpha": alpha}
     out["ridge_ar"]["seconds"] = time.perf_counter() - t0
     if "sarimax" not in names:
