@@ -49,11 +49,9 @@ def make_forecaster(name: str, config: ModelConfig, D: int, C: int) -> Forecaste
     """The model ``name`` (``rnn``, ``gru_gauss``, ...) for ``D`` inputs and ``C`` outputs."""
     cell, head = parse_model_name(name)
     outputs = C if head == "mse" else 2 * C
-    init_kwargs: dict[str, Any] = {"num_layers": config.num_layers}
-    if cell != "rnn" and not _supports(init_rnn, "cell"):
+    if cell != "rnn":  # the results in RESULTS.md were made with this path
         return _gated_forecaster(name, cell, head, config, D, C)
-    if cell != "rnn":
-        init_kwargs["cell"] = cell
+    init_kwargs: dict[str, Any] = {"num_layers": config.num_layers}
     apply_kwargs: dict[str, Any] = {}
     if config.pool != "last":
         if not _supports(rnn_classify, "pool"):
@@ -87,9 +85,10 @@ def _split_head(head: str, y_hat: jax.Array, C: int):
 
 
 def _gated_forecaster(name: str, cell: str, head: str, config: ModelConfig, D: int, C: int):
-    """GRU/LSTM through :mod:`rnn_jax.cells` until ``init_rnn(..., cell=)`` exists.
+    """GRU/LSTM through :mod:`rnn_jax.cells` (written before ``init_rnn(..., cell=)`` landed).
 
-    ``ŷ = W_y h<T_x> + b_y`` from the final hidden state (one layer, pool ``last``).
+    ``ŷ = W_y h<T_x> + b_y`` from the final hidden state (one layer, pool ``last``, Keras
+    initialisation of the layer).
     """
     if config.num_layers != 1 or config.pool != "last":
         raise ValueError(f"model {name!r} supports num_layers=1 and pool=last only, for now")
