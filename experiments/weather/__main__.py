@@ -9,7 +9,9 @@
 - ``eval``: the same evaluation from the checkpoints in ``DIR``;
 - ``predict --csv FILE``: the next forecast(s) of every model from the last ``T_x`` rows of a
   CSV with a ``date`` column and the task's input columns (with the 80 % interval of the
-  Gaussian head);
+  Gaussian head); hourly temperatures as ``temp`` in °C, or ``temp_f`` in °F as in
+  ``seattle-temps.csv``; the hourly model needs the last 192 rows (168 + 24 for the
+  24-hour change);
 - ``summarize DIR ...``: mean ± sd of the scores over several run directories (seeds).
 
 Config keys are ``section.name`` or a bare ``name`` (``--config.hidden_size=64``,

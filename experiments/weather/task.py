@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import common
 from experiments.weather import baselines as bl
 from experiments.weather.config import WeatherConfig, parse_model_name
 from experiments.weather.data import (
@@ -520,10 +521,12 @@ def evaluate_all(config: WeatherConfig, workdir: Path, data: Data) -> dict[str, 
         scores = point_scores(mean, test.y) if sd is None else prob_scores(mean, sd, test.y)
         results["models"][name] = {**scores, "train": info}
         forecasts[name] = (mean, sd)
-    with open(workdir / "results.json", "w") as f:
-        json.dump(results, f, indent=2)
-    (workdir / "results.md").write_text(format_results(results) + "\n")
-    plot_forecasts(data, forecasts, config, workdir / "forecast.png")
+    common.write_results(  # prints a note instead where the run directory is read-only
+        workdir,
+        results,
+        format_results(results),
+        [("forecast.png", lambda path: plot_forecasts(data, forecasts, config, path))],
+    )
     return results
 
 
