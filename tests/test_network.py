@@ -699,3 +699,28 @@ def test_gated_token_inputs_word_dropout():
     y = rnn_classify(params, ids, jnp.array([3, 2]), input_dropout=0.5, key=jax.random.key(1))
     y0 = rnn_classify(params, ids, jnp.array([3, 2]))
     assert y.shape == y0.shape == (2, 3) and not bool(jnp.allclose(y, y0))
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_gated_language_model_generation_continues_rnn_apply(cell):
+    """lm_initial_state/lm_step with a GRU/LSTM: the first logits equal rnn_apply's at the
+    seed's last position (the LSTM's LMState carries c); greedy and beam search run."""
+    from rnn_jax.generate import beam_search, greedy_decode, lm_initial_state, lm_step
+
+    lm = init_rnn(jax.random.key(0), 10, 8, 10, cell=cell, num_layers=2, token_inputs=True)
+    seed, seed_lengths = jnp.array([[4, 5, 6], [7, 0, 0]]), jnp.array([3, 1])
+    state, start = lm_initial_state(lm, seed, seed_lengths, bos_id=2)
+    assert (state.c is not None) == (cell == "lstm")
+    _, logits = lm_step(lm, state, start)
+    prefix = jnp.concatenate([jnp.full((2, 1), 2), seed], axis=1)
+    expected = rnn_apply(lm, prefix, seed_lengths + 1)[jnp.arange(2), seed_lengths]
+    np.testing.assert_allclose(logits, expected, atol=1e-5)
+    tokens, _ = greedy_decode(lm_step, lm, state, start, max_len=4, eos_id=3)
+    assert tokens.shape == (2, 4)
+    assert beam_search(
+        lm_step, lm, state, start, max_len=4, eos_id=3, beam_width=2
+    ).tokens.shape == (
+        2,
+        2,
+        4,
+    )
