@@ -43,6 +43,8 @@ which zeroes its outputs at padding like :func:`rnn_jax.rnn_apply`.
 ``(cell, layers)``: ``layers[l][d]`` of :class:`~rnn_jax.cells.GRULayerParams` /
 :class:`~rnn_jax.cells.LSTMLayerParams`, run with :func:`rnn_jax.cells.layer_unroll`.
 :func:`gated_layers_to_torch` and :func:`gated_layers_to_flax` are the inverses.
+:func:`from_torch` and :func:`to_torch` accept and build ``nn.GRU``/``nn.LSTM`` too, as a whole
+:class:`~rnn_jax.RNNParams` with ``cell="gru"``/``"lstm"`` (and a head).
 
 Neither PyTorch nor Flax is imported when this module is: PyTorch is imported inside
 :func:`from_torch` and :func:`to_torch` (``pip install torch`` or
