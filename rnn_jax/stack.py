@@ -26,7 +26,8 @@ The per-layer work goes through one dispatch on ``stack.cell``: ``"rnn"`` (the c
 cell) takes the fast path above; any other name calls the gated-cell plug-in
 :mod:`rnn_jax.cells`, which provides::
 
-    layer_unroll(cell, layer, xs_tm, carry0, mask_tb, *, reverse, unroll)
+    layer_unroll(cell, layer, xs_tm, carry0, mask_tb, *, reverse, unroll, lookup,
+                 input_scale, state_mask)
         -> (h_tm (T, B, H), carry_last)       # xs_tm: (T, B, D) floats or (T, B) ids
     cell_step(cell, layer, carry, x_t) -> (carry, h)        # one example
     init_gated_layer(cell, input_size, hidden_size, *, key, dtype) -> layer params
