@@ -54,7 +54,6 @@ Example:
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -355,14 +354,21 @@ def _recurrent_weights(cell: str, layer: GatedLayer) -> tuple[Array, Array | Non
 
 
 def _gated_update(
-    cell: str, W_h: Array, b_h: Array | None, carry: Carry, zx: Array
+    cell: str,
+    W_h: Array,
+    b_h: Array | None,
+    carry: Carry,
+    zx: Array,
+    state_mask: Array | None = None,
 ) -> tuple[Carry, Array]:
     """The loop body: recurrent matmul and gates, given ``zx = W_x x + b_x``.
 
     For one example (``carry`` of ``(H,)`` vectors) or a batch (``(B, H)``).
+    ``state_mask`` (variational recurrent dropout) multiplies ``h`` where it enters
+    ``W_h`` only; the GRU's ``z ⊙ h`` and the LSTM's cell state are not dropped.
     """
     h = carry if cell == "gru" else carry[0]
-    zh = _recurrent_term(W_h, b_h, h)
+    zh = _recurrent_term(W_h, b_h, h if state_mask is None else h * state_mask)
     return _gates(cell, W_h.shape[1], carry, zx, zh)
 
 
@@ -422,12 +428,19 @@ def _check_layer(cell: str, layer: Any) -> None:
 
 
 def _input_projection(
-    cell: str, layer: GatedLayer, xs: Array, mask_tb: Array | None, lookup: str
+    cell: str,
+    layer: GatedLayer,
+    xs: Array,
+    mask_tb: Array | None,
+    lookup: str,
+    input_scale: Array | None = None,
 ) -> Float[Array, "T B GH"]:
     """``W_x x<t> + b_x`` for all steps at once, ``(T, B, G·H)``; padding zeroed first.
 
     Masked inputs are replaced by zero (ids by ``0``) *before* any arithmetic, so padding
     contents (NaN, inf, ids out of range) reach neither the outputs nor the gradients.
+    ``input_scale`` ``(T, B, 1)`` multiplies ``W_x x<t>`` before the bias is added (word
+    dropout on token ids: a dropped word's column is zeroed).
     """
     H = layer.hidden_size
     if jnp.issubdtype(xs.dtype, jnp.integer):
@@ -445,6 +458,8 @@ def _input_projection(
         if mask_tb is not None:
             xs = jnp.where(mask_tb[:, :, None], xs, jnp.zeros_like(xs))
         zx = jax.lax.dot_general(xs, layer.W_a[:, H:], (((2,), (1,)), ((), ())))
+    if input_scale is not None:
+        zx = zx * input_scale.astype(zx.dtype)
     return zx + _x_bias(cell, layer)[None, None, :]
 
 
@@ -458,6 +473,8 @@ def layer_unroll(
     reverse: bool = False,
     unroll: int | bool = 1,
     lookup: str = "sorted",
+    input_scale: Float[Array, "T B 1"] | None = None,
+    state_mask: Float[Array, "B H"] | None = None,
 ) -> tuple[Float[Array, "T B H"], Carry]:
     """Run one gated layer in one direction over a time-major batch.
 
@@ -486,6 +503,11 @@ def layer_unroll(
             gradient, but a ``custom_vjp``, so no ``jvp``/``jacfwd`` and no ``jax.export``
             with a symbolic batch) or ``"take"`` (a plain ``jnp.take`` gather: forward-mode
             autodiff and symbolic shapes work). Both give the same values and gradients.
+        input_scale: ``(T, B, 1)`` factors of ``W_x x<t>`` (before the bias): word
+            dropout on token ids (a dropped word's column zeroed, the kept ones scaled).
+        state_mask: ``(B, H)`` variational recurrent dropout (Keras'
+            ``recurrent_dropout``): one mask per sequence, multiplying ``h<t-1>`` where it
+            enters ``W_h``.
 
     Returns:
         ``(h_seq, carry_last)``: hidden states ``(T, B, H)``, exactly zero at masked steps,
@@ -529,8 +551,13 @@ def layer_unroll(
 
     if lookup not in LOOKUPS:
         raise ValueError(f"`lookup` must be one of {LOOKUPS}, got {lookup!r}.")
-    zx = _input_projection(cell, layer, xs, mask_tb, lookup)
-    update = partial(_gated_update, cell, *_recurrent_weights(cell, layer))
+    zx = _input_projection(cell, layer, xs, mask_tb, lookup, input_scale)
+    W_h, b_h = _recurrent_weights(cell, layer)
+    if state_mask is not None:
+        state_mask = jnp.asarray(state_mask, dtype)
+
+    def update(carry, zx_t):
+        return _gated_update(cell, W_h, b_h, carry, zx_t, state_mask)
 
     def body(carry, inputs):
         zx_t, m_t = inputs

@@ -95,14 +95,16 @@ class LMState(NamedTuple):
 
     Attributes:
         a: ``(L, B, H)``, the state of every layer (the layout of
-            :func:`~rnn_jax.rnn_layers`' final states).
+            :func:`~rnn_jax.rnn_layers`' final states); an LSTM's hidden states ``h``.
+        c: ``(L, B, H)``, an LSTM's cell states (``cell="lstm"``); ``None`` otherwise.
     """
 
     a: Float[Array, "L B H"]
+    c: Float[Array, "L B H"] | None = None
 
     @property
     def batch_axes(self) -> LMState:
-        return LMState(a=1)
+        return LMState(a=1, c=None if self.c is None else 1)
 
 
 def _batch_axes(state: Any) -> Any:
@@ -361,8 +363,8 @@ def lm_step(
     """One step of a uni-directional token-input :class:`~rnn_jax.RNNParams` language model.
 
     ``state.a[l]`` is ``a_l<t-1>``: :func:`rnn_jax.stack.stack_step` (each layer
-    :func:`~rnn_jax.rnn_cell`, ``vmap`` over the batch), then the head gives the logits
-    of the next token.
+    :func:`~rnn_jax.rnn_cell`, or the GRU/LSTM step, ``vmap`` over the batch), then the
+    head gives the logits of the next token. An LSTM carries ``(state.a, state.c)``.
     """
     if params.bidirectional:
         raise ValueError(
@@ -376,9 +378,17 @@ def lm_step(
             f"`state` must be an LMState whose `a` has shape (L, B, H) = {shape} "
             f"(from lm_initial_state), got {got}."
         )
+    lstm = params.cell == "lstm"
+    if lstm != (state.c is not None) or (lstm and tuple(jnp.shape(state.c)) != shape):
+        got = None if state.c is None else tuple(jnp.shape(state.c))
+        raise ValueError(
+            f"`state.c` must be the (L, B, H) = {shape} cell states for cell='lstm' and None "
+            f"otherwise (from lm_initial_state), got {got} for cell={params.cell!r}."
+        )
     step = jax.vmap(functools.partial(stack_step, params.stack), in_axes=(1, 0), out_axes=(1, 0))
-    a, y = step(state.a, y_prev)
-    return LMState(a), head_apply(params.head, y)
+    carry, y = step((state.a, state.c) if lstm else state.a, y_prev)
+    new = LMState(*carry) if lstm else LMState(carry)
+    return new, head_apply(params.head, y)
 
 
 def lm_initial_state(
@@ -420,6 +430,9 @@ def lm_initial_state(
     B, S = seed.shape
     seed_lengths = check_lengths(seed_lengths, B, S, name="seed_lengths")
     prefix = jnp.concatenate([jnp.full((B, 1), bos_id, seed.dtype), seed], axis=1)  # (B, S+1)
-    _, finals = rnn_layers(params, prefix, seed_lengths)  # (L, B, H), after prefix[:n]
+    lstm = params.cell == "lstm"
+    # (L, B, H) after prefix[:n] (and the LSTM's cell states)
+    _, finals = rnn_layers(params, prefix, seed_lengths, return_cell_state=lstm)
     start_ids = jnp.take_along_axis(prefix, seed_lengths[:, None], axis=1)[:, 0]
-    return LMState(finals), start_ids.astype(jnp.int32)
+    state = LMState(*finals) if lstm else LMState(finals)
+    return state, start_ids.astype(jnp.int32)

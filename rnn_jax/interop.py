@@ -43,6 +43,8 @@ which zeroes its outputs at padding like :func:`rnn_jax.rnn_apply`.
 ``(cell, layers)``: ``layers[l][d]`` of :class:`~rnn_jax.cells.GRULayerParams` /
 :class:`~rnn_jax.cells.LSTMLayerParams`, run with :func:`rnn_jax.cells.layer_unroll`.
 :func:`gated_layers_to_torch` and :func:`gated_layers_to_flax` are the inverses.
+:func:`from_torch` and :func:`to_torch` accept and build ``nn.GRU``/``nn.LSTM`` too, as a whole
+:class:`~rnn_jax.RNNParams` with ``cell="gru"``/``"lstm"`` (and a head).
 
 Neither PyTorch nor Flax is imported when this module is: PyTorch is imported inside
 :func:`from_torch` and :func:`to_torch` (``pip install torch`` or
@@ -196,7 +198,7 @@ def from_torch(
     token_inputs: bool | None = None,
     dtype: Any = None,
 ) -> RNNParams:
-    """Convert a ``torch.nn.RNN`` (and its output ``torch.nn.Linear``) to :class:`~rnn_jax.RNNParams`.
+    """Convert a ``torch.nn.RNN``/``GRU``/``LSTM`` (and its output ``torch.nn.Linear``) to :class:`~rnn_jax.RNNParams`.
 
     Any ``num_layers``, ``bidirectional``, ``nonlinearity`` (``"tanh"``/``"relu"``),
     ``bias`` and ``batch_first``. Per layer ``k`` and direction (``_reverse`` for the
@@ -208,8 +210,10 @@ def from_torch(
     carried: pass ``dropout=`` to :func:`rnn_jax.rnn_layers` when training.
 
     Args:
-        rnn: a ``torch.nn.RNN``. ``nn.LSTM``/``nn.GRU`` (other cells) and ``proj_size``
-            are rejected with a ``ValueError``.
+        rnn: a ``torch.nn.RNN``, ``torch.nn.GRU`` or ``torch.nn.LSTM`` (the result then
+            has ``cell="gru"``/``"lstm"``, its layers converted by
+            :func:`gated_layers_from_torch`). ``proj_size`` is rejected with a
+            ``ValueError``.
         linear: the output layer ``torch.nn.Linear(H_out, C)`` applied to ``output``
             (``H_out = 2H`` if bidirectional). ``None``: the head is the identity
             (``W_y = I``, ``b_y = 0``, ``C = H_out``), so :func:`rnn_jax.rnn_apply`
@@ -250,23 +254,46 @@ def from_torch(
     torch = _import_torch()
     nn = torch.nn
     if not isinstance(rnn, nn.RNNBase):
-        raise ValueError(f"`rnn` must be a torch.nn.RNN, got {type(rnn).__name__}.")
-    if rnn.mode not in _TORCH_MODES:
         raise ValueError(
-            f"`rnn` must be a torch.nn.RNN (the simple tanh/relu cell), got "
-            f"{type(rnn).__name__} (mode {rnn.mode!r}): LSTM and GRU cells are not this "
-            "library's recurrence."
+            f"`rnn` must be a torch.nn.RNN, torch.nn.GRU or torch.nn.LSTM, got "
+            f"{type(rnn).__name__}."
+        )
+    if rnn.mode not in _TORCH_MODES and rnn.mode not in _TORCH_GATED:
+        raise ValueError(
+            f"`rnn` must be a torch.nn.RNN, torch.nn.GRU or torch.nn.LSTM, got "
+            f"{type(rnn).__name__} (mode {rnn.mode!r})."
         )
     if getattr(rnn, "proj_size", 0):
         raise ValueError(f"`rnn.proj_size` must be 0 (no projection), got {rnn.proj_size}.")
     token_inputs = _resolve_token_inputs(token_inputs, embedding)
-    H, L = rnn.hidden_size, rnn.num_layers
     dirs = 2 if rnn.bidirectional else 1
-    H_out = dirs * H
+    H_out = dirs * rnn.hidden_size
     dt = _target_dtype(_torch_np(torch, rnn.weight_hh_l0).dtype, dtype)
 
-    E = _torch_embedding(torch, embedding, rnn.input_size, "rnn")
+    if rnn.mode in _TORCH_GATED:
+        cell, layers = gated_layers_from_torch(rnn, embedding=embedding, dtype=dt)
+        activation = "tanh"
+    else:
+        cell, layers = "rnn", _simple_layers_from_torch(torch, rnn, embedding, dt)
+        activation = _TORCH_MODES[rnn.mode]
+    head = _torch_head(torch, linear, H_out, dirs, dt)
+    params = RNNParams(
+        layers=tuple(layers),
+        head=head,
+        activation=activation,
+        merge="concat",
+        token_inputs=token_inputs,
+        cell=cell,
+    )
+    check_params(params)
+    return params
 
+
+def _simple_layers_from_torch(torch: Any, rnn: Any, embedding: Any, dt: Any) -> list[Any]:
+    """The :class:`LayerParams` of every layer and direction of a ``torch.nn.RNN``."""
+    H, L = rnn.hidden_size, rnn.num_layers
+    dirs = 2 if rnn.bidirectional else 1
+    E = _torch_embedding(torch, embedding, rnn.input_size, "rnn")
     layers = []
     for k in range(L):
         directions = []
@@ -284,7 +311,12 @@ def from_torch(
                 W_ih = _fold_embedding(W_ih, E)
             directions.append(_layer(W_hh, W_ih, b_a, dt))
         layers.append(tuple(directions))
+    return layers
 
+
+def _torch_head(torch: Any, linear: Any, H_out: int, dirs: int, dt: Any) -> HeadParams:
+    """The head from a ``torch.nn.Linear`` (or the identity for ``None``)."""
+    nn = torch.nn
     if linear is None:
         head = _identity_head(H_out, dt)
     else:
@@ -305,20 +337,14 @@ def from_torch(
         head = HeadParams(
             W_y=jnp.asarray(np.asarray(W_y, dt)), b_y=jnp.asarray(np.asarray(b_y, dt))
         )
-
-    params = RNNParams(
-        layers=tuple(layers),
-        head=head,
-        activation=_TORCH_MODES[rnn.mode],
-        merge="concat",
-        token_inputs=token_inputs,
-    )
-    check_params(params)
-    return params
+    return head
 
 
 def to_torch(params: RNNParams, *, batch_first: bool = True) -> tuple[Any, Any]:
     """Convert :class:`~rnn_jax.RNNParams` to ``(torch.nn.RNN, torch.nn.Linear)``.
+
+    A network with ``cell="gru"``/``"lstm"`` becomes a ``torch.nn.GRU``/``torch.nn.LSTM``
+    (see :func:`gated_layers_to_torch`) and its ``Linear``.
 
     ``weight_hh_l{k} = W_aa``, ``weight_ih_l{k} = W_ax``, ``bias_ih_l{k} = b_a`` and
     ``bias_hh_l{k} = 0`` (``_reverse`` for the backward direction); the ``Linear`` holds
@@ -360,6 +386,17 @@ def to_torch(params: RNNParams, *, batch_first: bool = True) -> tuple[Any, Any]:
             f"`params.merge` must be 'concat' for a bidirectional network to convert to "
             f"torch.nn.RNN (which concatenates the directions), got {params.merge!r}."
         )
+    if params.cell != "rnn":
+        module = gated_layers_to_torch(params.cell, params.layers, batch_first=batch_first)
+        W_y = _np(params.head.W_y)
+        with torch.random.fork_rng(devices=[]):
+            linear = torch.nn.Linear(
+                params.merged_size, params.output_size, bias=True, dtype=module.weight_hh_l0.dtype
+            )
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(np.array(W_y)))
+            linear.bias.copy_(torch.from_numpy(np.array(_np(params.head.b_y), W_y.dtype)))
+        return module, linear
     H, D, C = params.hidden_size, params.input_size, params.output_size
     np_dtype = _np(params.head.W_y).dtype
     torch_dtypes = {

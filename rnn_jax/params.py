@@ -443,7 +443,7 @@ def init_rnn(
         output_size: ``C``, the number of outputs of the head.
         cell: ``"rnn"`` (the classic cell, default) or a gated cell of
             :mod:`rnn_jax.cells` (``"gru"``, ``"lstm"``), whose layers come from
-            ``rnn_jax.cells.init_cell_layer``.
+            :func:`rnn_jax.cells.init_gated_layer` (PyTorch's initialisation).
         num_layers: number of stacked recurrent layers.
         bidirectional: a forward and a backward layer at every depth.
         activation: hidden activation ``g``, ``"tanh"`` or ``"relu"``.
@@ -511,7 +511,7 @@ def _gated_init(cell: str, dtype: Any) -> Callable[..., Any]:
             f"`cell={cell!r}` needs the gated cells of rnn_jax.cells, which are not "
             f"available in this installation ({e}); use cell='rnn'."
         ) from None
-    return functools.partial(cells.init_cell_layer, cell, dtype=dtype)
+    return functools.partial(cells.init_gated_layer, cell, dtype=dtype)
 
 
 def count_params(tree: Any) -> int:

@@ -26,10 +26,11 @@ The per-layer work goes through one dispatch on ``stack.cell``: ``"rnn"`` (the c
 cell) takes the fast path above; any other name calls the gated-cell plug-in
 :mod:`rnn_jax.cells`, which provides::
 
-    layer_unroll(cell, layer, xs_tm, carry0, mask_tb, *, reverse, unroll)
+    layer_unroll(cell, layer, xs_tm, carry0, mask_tb, *, reverse, unroll, lookup,
+                 input_scale, state_mask)
         -> (h_tm (T, B, H), carry_last)       # xs_tm: (T, B, D) floats or (T, B) ids
     cell_step(cell, layer, carry, x_t) -> (carry, h)        # one example
-    init_cell_layer(cell, input_size, hidden_size, *, key, dtype) -> layer params
+    init_gated_layer(cell, input_size, hidden_size, *, key, dtype) -> layer params
 
 where a carry is ``h`` ``(B, H)`` (GRU) or ``(h, c)`` (LSTM). States exchanged with the
 caller keep the layout ``(L * dirs, B, H)`` for ``h``; an LSTM's cell states travel
@@ -217,14 +218,23 @@ def _run_layer(
     ids) and the time-major merged outputs ``(T, B, H')`` of the layer below otherwise.
     """
     if stack.cell != "rnn":
-        if extra_term is not None or state_mask is not None or input_keep is not None:
+        if extra_term is not None:
             raise ValueError(
-                f"`extra_term`, `input_dropout` and `recurrent_dropout` are not available for "
+                f"`extra_term` (the seq2seq decoder's context) is not available for "
                 f"cell={stack.cell!r} yet; use cell='rnn'."
             )
         xs_tm = jnp.swapaxes(x_in, 0, 1) if first else x_in
         return _gated_cells(stack.cell).layer_unroll(
-            stack.cell, layer, xs_tm, a0, mask_tb, reverse=reverse, unroll=unroll
+            stack.cell,
+            layer,
+            xs_tm,
+            a0,
+            mask_tb,
+            reverse=reverse,
+            unroll=unroll,
+            lookup=lookup,
+            input_scale=input_keep,
+            state_mask=state_mask,
         )
     H = layer.hidden_size
     if first:

@@ -690,3 +690,24 @@ def test_take_lookup_equals_the_sorted_lookup_and_composes(cell):
 
     with pytest.raises(ValueError, match=r"`lookup` must be one of \('sorted', 'take'\)"):
         layer_unroll(cell, layer, ids, carry0, mask, lookup="onehot")
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_layer_unroll_dropout_hooks(cell):
+    """input_scale multiplies W_x x before the bias; state_mask multiplies h where it enters
+    W_h only: all-ones hooks change nothing, a zero state mask removes the recurrent term."""
+    layer = init_gated_layer(cell, 3, 4, key=jax.random.key(0))
+    xs = jax.random.normal(jax.random.key(1), (5, 2, 3))
+    carry0 = carry_zeros(cell, 2, 4)
+    h_ref, _ = layer_unroll(cell, layer, xs, carry0, None)
+    h_one, _ = layer_unroll(
+        cell, layer, xs, carry0, None, input_scale=jnp.ones((5, 2, 1)), state_mask=jnp.ones((2, 4))
+    )
+    np.testing.assert_array_equal(h_one, h_ref)
+    h_scaled, _ = layer_unroll(cell, layer, xs, carry0, None, input_scale=jnp.full((5, 2, 1), 2.0))
+    h_double, _ = layer_unroll(cell, layer, 2.0 * xs, carry0, None)
+    np.testing.assert_allclose(h_scaled, h_double, atol=1e-6)
+    no_rec = layer._replace(W_a=layer.W_a.at[:, :4].set(0.0))
+    h_zero, _ = layer_unroll(cell, layer, xs, carry0, None, state_mask=jnp.zeros((2, 4)))
+    h_norec, _ = layer_unroll(cell, no_rec, xs, carry0, None)
+    np.testing.assert_allclose(h_zero, h_norec, atol=1e-6)

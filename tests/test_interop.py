@@ -21,6 +21,7 @@ from rnn_jax import (
     LayerParams,
     RNNParams,
     check_params,
+    init_rnn,
     rnn_apply,
     rnn_classify,
     rnn_layers,
@@ -357,13 +358,11 @@ def test_to_torch_merge_must_be_concat_when_bidirectional(torch):
 
 def test_from_torch_rejects_other_modules(torch):
     with pytest.raises(
-        ValueError, match=r"`rnn` must be a torch.nn.RNN .*got LSTM \(mode 'LSTM'\)"
+        ValueError, match=r"`rnn` must be a torch.nn.RNN, torch.nn.GRU or torch.nn.LSTM, got Linear"
     ):
-        from_torch(torch.nn.LSTM(3, 4))
-    with pytest.raises(ValueError, match=r"got GRU \(mode 'GRU'\)"):
-        from_torch(torch.nn.GRU(3, 4))
-    with pytest.raises(ValueError, match=r"`rnn` must be a torch.nn.RNN, got Linear"):
         from_torch(torch.nn.Linear(3, 4))
+    with pytest.raises(ValueError, match=r"`rnn.proj_size` must be 0"):
+        from_torch(torch.nn.LSTM(3, 4, proj_size=2))
     rnn = torch.nn.RNN(3, 4)
     rnn.proj_size = 2  # torch refuses it for nn.RNN at construction; a tampered module
     with pytest.raises(ValueError, match=r"`rnn.proj_size` must be 0"):
@@ -998,3 +997,78 @@ def test_gated_flax_round_trip_from_flax_is_exact(cell):
     _, layers = gated_layers_from_flax(variables)
     (tree,) = gated_layers_to_flax(cell, layers)
     assert_params_identical(tree, variables["params"])
+
+
+# --------------------------------------------------------------------------- gated cells, network level
+
+
+def torch_run_gated(torch, module, xs, lengths):
+    """``(output, h_n, c_n or None)`` of a GRU/LSTM on a packed, unsorted batch, with grads."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    x = torch.from_numpy(xs).requires_grad_(True)
+    packed = pack_padded_sequence(
+        x, torch.from_numpy(lengths), batch_first=True, enforce_sorted=False
+    )
+    out, state = module(packed)
+    out, _ = pad_packed_sequence(out, batch_first=True, total_length=xs.shape[1])
+    h_n, c_n = state if isinstance(state, tuple) else (state, None)
+    return x, out, h_n, c_n
+
+
+@pytest.mark.parametrize("kind", ["GRU", "LSTM"])
+def test_from_torch_gated_network_matches_torch_on_packed_sequences(torch, kind):
+    """rnn_layers / rnn_apply / rnn_classify on from_torch(nn.GRU/nn.LSTM) equal PyTorch:
+    packed unsorted batch, bidirectional, 2 layers, outputs, h_n, c_n and input gradients."""
+    torch.manual_seed(7)
+    D, H, C, B, T = 3, 4, 2, 5, 7
+    module = getattr(torch.nn, kind)(D, H, num_layers=2, bidirectional=True, batch_first=True)
+    linear = torch.nn.Linear(2 * H, C)
+    xs, lengths = batch(3, B, T, D)
+    x, out, h_n, c_n = torch_run_gated(torch, module, xs, lengths)
+    m = valid(lengths, T)
+    # A loss on the valid outputs and the final states: its input gradient covers both.
+    w = np.random.default_rng(0).normal(size=(B, T, 2 * H)).astype(np.float32)
+    loss_t = (out * torch.from_numpy(w * m[:, :, None])).sum() + (h_n**2).sum()
+    loss_t.backward()
+
+    params = from_torch(module, linear)
+    assert params.cell == kind.lower() and params.num_layers == 2 and params.bidirectional
+    a_seq, finals = rnn_layers(params, xs, lengths, return_cell_state=(kind == "LSTM"))
+    h_jax, c_jax = finals if kind == "LSTM" else (finals, None)
+    np.testing.assert_allclose(np.asarray(a_seq)[m], out.detach().numpy()[m], atol=ATOL)
+    assert np.all(np.asarray(a_seq)[~m] == 0)
+    np.testing.assert_allclose(h_jax, h_n.detach().numpy(), atol=ATOL)
+    if kind == "LSTM":
+        np.testing.assert_allclose(c_jax, c_n.detach().numpy(), atol=ATOL)
+        # a_last holds h_n without return_cell_state
+        np.testing.assert_allclose(rnn_layers(params, xs, lengths)[1], h_jax, atol=0)
+
+    def loss(xs_):
+        a, last = rnn_layers(params, xs_, lengths)
+        return jnp.sum(a * w * m[:, :, None]) + jnp.sum(last**2)
+
+    gx = np.asarray(jax.grad(loss)(jnp.asarray(xs)))
+    np.testing.assert_allclose(gx[m], x.grad.numpy()[m], atol=ATOL)
+    assert np.all(gx[~m] == 0)
+
+    with torch.no_grad():
+        y_torch = linear(out).numpy()
+        y_class = linear(torch.cat([h_n[-2], h_n[-1]], -1)).numpy()
+    np.testing.assert_allclose(np.asarray(rnn_apply(params, xs, lengths))[m], y_torch[m], atol=ATOL)
+    np.testing.assert_allclose(rnn_classify(params, xs, lengths), y_class, atol=ATOL)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_to_torch_gated_round_trip(torch, cell):
+    params = init_rnn(jax.random.key(0), 3, 4, 2, cell=cell, num_layers=2, bidirectional=True)
+    module, linear = to_torch(params)
+    assert type(module).__name__ == cell.upper()
+    back = from_torch(module, linear)
+    assert back.cell == cell
+    xs, lengths = batch(1, 3, 5, 3)
+    np.testing.assert_allclose(
+        rnn_apply(back, xs, lengths), rnn_apply(params, xs, lengths), atol=ATOL
+    )
+    if cell == "gru":  # the GRU keeps both biases: bit-identical
+        assert_params_identical(back, params)

@@ -648,3 +648,79 @@ def test_forward_mode_with_backward_autodiff():
     tok = init_rnn(jax.random.key(0), 7, 4, 2, token_inputs=True)
     ids = jnp.array([[1, 2, 3], [4, 5, 0]])
     jax.jvp(lambda p: rnn_apply(p, ids, backward="autodiff", lookup="take"), (tok,), (tok,))
+
+
+# --------------------------------------------------------------------------- gated cells
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_gated_cells_same_shapes_and_padding_never_matters(cell):
+    """init_rnn(cell=...) runs through rnn_layers/rnn_apply/rnn_classify with the classic
+    cell's shapes; NaN/inf in dense padding changes neither values nor gradients, with
+    every dropout on."""
+    D, H, C, B, T = 3, 4, 2, 2, 5
+    params = init_rnn(jax.random.key(0), D, H, C, cell=cell, num_layers=2, bidirectional=True)
+    xs = jax.random.normal(jax.random.key(1), (B, T, D))
+    lengths = jnp.array([5, 2])
+    bad = xs.at[1, 2:].set(jnp.nan).at[1, 3].set(jnp.inf)
+    a_seq, a_last = rnn_layers(params, xs, lengths)
+    assert a_seq.shape == (B, T, 2 * H) and a_last.shape == (4, B, H)
+    assert bool(jnp.all(a_seq[1, 2:] == 0))
+    opts = dict(
+        dropout=0.2, input_dropout=0.2, recurrent_dropout=0.2, output_dropout=0.2,
+        key=jax.random.key(2),
+    )  # fmt: skip
+
+    def loss(p, x):
+        out = 0.0
+        for pool in ("last", "mean", "max"):
+            out = out + jnp.sum(rnn_classify(p, x, lengths, pool=pool, **opts) ** 2)
+        return out + jnp.sum(rnn_apply(p, x, lengths, **opts) ** 2)
+
+    (v1, (gp1, gx1)) = jax.value_and_grad(loss, argnums=(0, 1))(params, xs)
+    (v2, (gp2, gx2)) = jax.value_and_grad(loss, argnums=(0, 1))(params, bad)
+    assert float(v1) == float(v2)
+    for u, v in zip(jax.tree.leaves(gp1), jax.tree.leaves(gp2), strict=True):
+        np.testing.assert_array_equal(u, v)
+    assert bool(jnp.all(gx2[1, 2:] == 0)) and bool(jnp.all(jnp.isfinite(gx2)))
+    np.testing.assert_array_equal(gx1[0], gx2[0])
+    if cell == "lstm":
+        _, (h_n, c_n) = rnn_layers(params, xs, lengths, return_cell_state=True)
+        np.testing.assert_array_equal(h_n, a_last)
+        assert c_n.shape == h_n.shape
+    else:
+        with pytest.raises(ValueError, match="return_cell_state"):
+            rnn_layers(params, xs, lengths, return_cell_state=True)
+
+
+def test_gated_token_inputs_word_dropout():
+    params = init_rnn(jax.random.key(0), 10, 4, 3, cell="gru", token_inputs=True)
+    ids = jnp.array([[1, 2, 3], [4, 5, 0]])
+    y = rnn_classify(params, ids, jnp.array([3, 2]), input_dropout=0.5, key=jax.random.key(1))
+    y0 = rnn_classify(params, ids, jnp.array([3, 2]))
+    assert y.shape == y0.shape == (2, 3) and not bool(jnp.allclose(y, y0))
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_gated_language_model_generation_continues_rnn_apply(cell):
+    """lm_initial_state/lm_step with a GRU/LSTM: the first logits equal rnn_apply's at the
+    seed's last position (the LSTM's LMState carries c); greedy and beam search run."""
+    from rnn_jax.generate import beam_search, greedy_decode, lm_initial_state, lm_step
+
+    lm = init_rnn(jax.random.key(0), 10, 8, 10, cell=cell, num_layers=2, token_inputs=True)
+    seed, seed_lengths = jnp.array([[4, 5, 6], [7, 0, 0]]), jnp.array([3, 1])
+    state, start = lm_initial_state(lm, seed, seed_lengths, bos_id=2)
+    assert (state.c is not None) == (cell == "lstm")
+    _, logits = lm_step(lm, state, start)
+    prefix = jnp.concatenate([jnp.full((2, 1), 2), seed], axis=1)
+    expected = rnn_apply(lm, prefix, seed_lengths + 1)[jnp.arange(2), seed_lengths]
+    np.testing.assert_allclose(logits, expected, atol=1e-5)
+    tokens, _ = greedy_decode(lm_step, lm, state, start, max_len=4, eos_id=3)
+    assert tokens.shape == (2, 4)
+    assert beam_search(
+        lm_step, lm, state, start, max_len=4, eos_id=3, beam_width=2
+    ).tokens.shape == (
+        2,
+        2,
+        4,
+    )
