@@ -232,8 +232,10 @@ def stars_from_score(scores) -> np.ndarray:
         >>> stars_from_score([-4.0, -2.4, -0.1, 0.0, 1.6, 4.0]).tolist()
         [1, 2, 3, 3, 4, 5]
     """
-    s = np.clip(np.asarray(scores, dtype=np.float64), -4.0, 4.0)
-    return np.minimum(np.floor((s + 4.0) / 1.6).astype(np.int32) + 1, 5)
+    edges = np.array([-2.4, -0.8, 0.8, 2.4])  # exact bin edges: no floating-point floor
+    return (np.searchsorted(edges, np.asarray(scores, np.float64), side="right") + 1).astype(
+        np.int32
+    )
 
 
 def parse_snippets(text: str, *, source: str = "<text>") -> Snippets:
