@@ -131,7 +131,8 @@ def test_accuracy_stars_from_proba_and_summary():
 
 def test_config_names_and_quick():
     assert {"rnn_last", "rnnbi_mean", "rnnbi2_max", "gru_mean", "lstmbi_last"} <= set(MODEL_SPECS)
-    assert MODEL_SPECS["rnnbi2_max"] == ("rnn", 2, True, "max")
+    assert MODEL_SPECS["rnnbi2_max"] == ("rnn", 2, True, "max", False)
+    assert MODEL_SPECS["rnnbi_mean_lm"] == ("rnn", 1, True, "mean", True)
     quick = default_config(quick=True)
     assert quick.model.hidden_size == 64 and set(quick.models) <= set(MODEL_SPECS)
     with pytest.raises(ValueError, match="`models` must be"):
@@ -159,7 +160,9 @@ def test_train_eval_predict_summary_end_to_end(tmp_path, capsys, monkeypatch):
     args = [
         "--workdir", str(workdir),
         f"--config.corpus_dir={corpus}",
-        "--config.models=rnn_last,rnnbi_mean",
+        "--config.models=rnn_last,rnnbi_mean_lm",
+        "--config.lm_epochs=1",
+        "--config.lm_targets=20",
         "--config.cross_domains=tweets",
         "--config.hidden_size=8",
         "--config.batch_size=16",
@@ -170,14 +173,15 @@ def test_train_eval_predict_summary_end_to_end(tmp_path, capsys, monkeypatch):
     ]  # fmt: skip
     assert EXPERIMENT.main(["train", *args]) == 0
     out = capsys.readouterr().out
-    assert "| rnnbi_mean |" in out and "| tfidf_lr |" in out and "tweets acc" in out
+    assert "| rnnbi_mean_lm |" in out and "| tfidf_lr |" in out and "tweets acc" in out
     results = json.loads((workdir / "results.json").read_text())
-    assert set(results["models"]) == {"rnn_last", "rnnbi_mean"}
+    assert set(results["models"]) == {"rnn_last", "rnnbi_mean_lm"}
     assert set(results["baselines"]) == {"majority", "vader", "bow_lr", "tfidf_lr"}
     for r in [*results["models"].values(), *results["baselines"].values()]:
         assert 0.0 <= r["test"] <= 1.0 and set(r["cross"]) == {"tweets"}
     assert (workdir / "accuracy.png").stat().st_size > 0
-    assert (workdir / "rnnbi_mean" / "metrics.jsonl").exists()
+    assert (workdir / "language_models.npz").exists()
+    assert (workdir / "rnnbi_mean_lm" / "metrics.jsonl").exists()
 
     assert EXPERIMENT.main(["eval", "--workdir", str(workdir), "--config.baselines=false"]) == 0
     assert "| rnn_last |" in capsys.readouterr().out

@@ -21,14 +21,18 @@ __all__ = [
     "default_config",
 ]
 
-# name -> (cell, num_layers, bidirectional, pool)
-MODEL_SPECS: dict[str, tuple[str, int, bool, str]] = {
-    f"{cell}{'bi' if bi else ''}{layers if layers > 1 else ''}_{pool}": (cell, layers, bi, pool)
+# name -> (cell, num_layers, bidirectional, pool, pretrained)
+MODEL_SPECS: dict[str, tuple[str, int, bool, str, bool]] = {
+    f"{cell}{'bi' if bi else ''}{layers if layers > 1 else ''}_{pool}{'_lm' if lm else ''}": (
+        cell, layers, bi, pool, lm
+    )
     for cell in ("rnn", "gru", "lstm")
     for layers in (1, 2)
     for bi in (False, True)
     for pool in ("last", "mean", "max")
-}
+    for lm in (False, True)
+    if not lm or (cell == "rnn" and layers == 1)  # pre-training: 1-layer classic RNNs
+}  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +72,9 @@ class TrainConfig(common.TrainConfig):
         max_len: snippets are truncated to this many tokens (99 % have at most 47).
         pad_to_multiple: batch lengths are rounded up to a multiple of this (fewer compiles).
         keep_checkpoints: the latest checkpoints kept (the best is kept as well).
+        lm_epochs, lm_targets, lm_learning_rate: the language models that pre-train the
+            ``*_lm`` models (:mod:`experiments.sentiment.pretrain`): epochs, the number of
+            most frequent words predicted (rarer ones are ``<UNK>``), Adam's step size.
     """
 
     batch_size: int = 64
@@ -81,10 +88,14 @@ class TrainConfig(common.TrainConfig):
     max_len: int = 64
     pad_to_multiple: int = 16
     keep_checkpoints: int = 1
+    lm_epochs: int = 2
+    lm_targets: int = 2000
+    lm_learning_rate: float = 2e-3
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("vocab_size", "max_len", "pad_to_multiple", "keep_checkpoints"):
+        names = ("vocab_size", "max_len", "pad_to_multiple", "keep_checkpoints", "lm_epochs")
+        for name in names + ("lm_targets",):
             common.check_positive(name, getattr(self, name))
 
 
@@ -111,9 +122,9 @@ class SentimentConfig:
     """Everything that determines a run.
 
     Attributes:
-        models: which models to train, named ``{cell}[bi][2]_{pool}`` (see
+        models: which models to train, named ``{cell}[bi][2]_{pool}[_lm]`` (see
             :data:`MODEL_SPECS`), e.g. ``rnnbi_mean``: a bidirectional 1-layer classic RNN
-            whose outputs are mean-pooled.
+            whose outputs are mean-pooled; ``_lm``: its layers pre-trained as language models.
         model, train, report: the sections (see their classes).
     """
 

@@ -35,7 +35,7 @@ class Classifier(NamedTuple):
 
 def make_classifier(name: str, config: ModelConfig, vocab_size: int, unk_id: int) -> Classifier:
     """The model called ``name`` (a key of :data:`MODEL_SPECS`, e.g. ``rnnbi_mean``)."""
-    cell, num_layers, bidirectional, pool = MODEL_SPECS[name]
+    cell, num_layers, bidirectional, pool, _ = MODEL_SPECS[name]
     cell_kw = {} if cell == "rnn" else {"cell": cell}
     rates = {
         "input_dropout": config.input_dropout,

@@ -41,6 +41,7 @@ from experiments.sentiment.data import (
     stars_from_score,
 )
 from experiments.sentiment.models import Classifier, make_classifier
+from experiments.sentiment.pretrain import pretrained_layers, with_layers
 from rnn_jax.batching import iterate_batches, pad_batch
 from rnn_jax.losses import masked_softmax_cross_entropy
 from rnn_jax.params import count_params
@@ -250,6 +251,29 @@ class ModelRun:
             self.checkpointer(), template, experiment=EXPERIMENT_NAME, workdir=self.workdir
         )
 
+    def language_models(self, data: Data):
+        """The forward and backward language models' layers (trained once per run directory)."""
+        c = self.config.train
+        corpus = list(data.train.ids)  # the movie training texts, without their labels
+        for domain in ("amazon", "nyt", "tweets"):
+            snippets = load_domain(self.config, domain)
+            if snippets is not None:
+                corpus += encode(data.vocab, snippets)
+        return pretrained_layers(
+            self.workdir / "language_models.npz",
+            corpus,
+            key=jax.random.fold_in(jax.random.key(c.seed), 0x4C4D),
+            vocab_size=len(data.vocab),
+            hidden_size=self.config.model.hidden_size,
+            num_targets=min(c.lm_targets, len(data.vocab)),
+            unk_id=data.vocab.unk_id,
+            pad_id=data.vocab.pad_id,
+            num_epochs=c.lm_epochs,
+            batch_size=c.batch_size,
+            learning_rate=c.lm_learning_rate,
+            max_len=c.max_len,
+        )
+
     def train(self, data: Data) -> dict[str, Any]:
         c = self.config.train
         train = data.train
@@ -274,7 +298,11 @@ class ModelRun:
 
         steps_per_epoch = common.check_steps_per_epoch(len(train.ids), c.batch_size)
         optimizer = common.make_optimizer(c, steps_per_epoch)
-        state = init_train_state(self.params0, optimizer, key=self.keys.steps)
+        params = self.params0
+        _, _, bidirectional, _, pretrained = MODEL_SPECS[self.name]
+        if pretrained:
+            params = with_layers(params, self.language_models(data), bidirectional)
+        state = init_train_state(params, optimizer, key=self.keys.steps)
         summary = common.fit_logged(
             state,
             make_train_step(self.loss_fn, optimizer),
@@ -343,12 +371,13 @@ def evaluate_all(config: SentimentConfig, workdir: Path, data: Data) -> dict[str
         info = {}
         if (run.dir / "train.json").exists():
             info = json.loads((run.dir / "train.json").read_text())
-        cell, layers, bidirectional, pool = MODEL_SPECS[name]
+        cell, layers, bidirectional, pool, pretrained = MODEL_SPECS[name]
         results["models"][name] = {
             "cell": cell,
             "layers": layers,
             "bidirectional": bidirectional,
             "pool": pool,
+            "pretrained": pretrained,
             "params": run.num_params,
             "train_seconds": info.get("train_seconds"),
             "steps": info.get("steps"),
