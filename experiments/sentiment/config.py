@@ -49,8 +49,8 @@ class ModelConfig:
     """
 
     hidden_size: int = 128
-    input_dropout: float = 0.3
-    recurrent_dropout: float = 0.0
+    input_dropout: float = 0.5
+    recurrent_dropout: float = 0.3
     output_dropout: float = 0.5
     dropout: float = 0.3
 
@@ -75,13 +75,15 @@ class TrainConfig(common.TrainConfig):
         lm_epochs, lm_targets, lm_learning_rate: the language models that pre-train the
             ``*_lm`` models (:mod:`experiments.sentiment.pretrain`): epochs, the number of
             most frequent words predicted (rarer ones are ``<UNK>``), Adam's step size.
+        lm_file: use the language models another run of the same data and sizes stored
+            (its ``language_models.npz``) instead of pre-training them again.
     """
 
     batch_size: int = 64
-    num_epochs: int = 15
+    num_epochs: int = 20
     learning_rate: float = 2e-3
     warmup_steps: int = 100
-    patience: int = 4
+    patience: int = 5
     corpus_dir: str | None = None
     split_seed: int = 0
     vocab_size: int = 10_000
@@ -91,6 +93,7 @@ class TrainConfig(common.TrainConfig):
     lm_epochs: int = 2
     lm_targets: int = 2000
     lm_learning_rate: float = 2e-3
+    lm_file: str | None = None
 
     def __post_init__(self):
         super().__post_init__()

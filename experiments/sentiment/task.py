@@ -254,13 +254,18 @@ class ModelRun:
     def language_models(self, data: Data):
         """The forward and backward language models' layers (trained once per run directory)."""
         c = self.config.train
+        if c.lm_file and not Path(c.lm_file).is_file():
+            raise FileNotFoundError(
+                f"--config.lm_file {c.lm_file} does not exist: it is the language_models.npz "
+                "a training run of a *_lm model writes into its run directory."
+            )
         corpus = list(data.train.ids)  # the movie training texts, without their labels
         for domain in ("amazon", "nyt", "tweets"):
             snippets = load_domain(self.config, domain)
             if snippets is not None:
                 corpus += encode(data.vocab, snippets)
         return pretrained_layers(
-            self.workdir / "language_models.npz",
+            Path(c.lm_file) if c.lm_file else self.workdir / "language_models.npz",
             corpus,
             key=jax.random.fold_in(jax.random.key(c.seed), 0x4C4D),
             vocab_size=len(data.vocab),
