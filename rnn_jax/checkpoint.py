@@ -61,6 +61,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -85,6 +86,19 @@ __all__ = [
 
 _LOCK_NAME = ".lock"
 _FILE_SUMS = "files.sha256.json"
+
+
+@contextlib.contextmanager
+def _orbax_warnings_silenced():
+    """Orbax's warnings about the options chosen here (read-only mode, no save interval) are
+    noise for our users: raise the "absl" logger's level for this block only, then restore it."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class CheckpointError(RuntimeError):
@@ -348,16 +362,17 @@ class Checkpointer:
             self._lock_fd = _acquire_lock(self.directory)
         try:
             self._check_or_write_config()
-            self._manager = ocp.CheckpointManager(
-                self.directory / "checkpoints",
-                options=ocp.CheckpointManagerOptions(
-                    enable_async_checkpointing=False,
-                    cleanup_tmp_directories=not read_only,
-                    create=not read_only,
-                    read_only=read_only,
-                ),
-                item_names=("state", "meta", "extra"),
-            )
+            with _orbax_warnings_silenced():
+                self._manager = ocp.CheckpointManager(
+                    self.directory / "checkpoints",
+                    options=ocp.CheckpointManagerOptions(
+                        enable_async_checkpointing=False,
+                        cleanup_tmp_directories=not read_only,
+                        create=not read_only,
+                        read_only=read_only,
+                    ),
+                    item_names=("state", "meta", "extra"),
+                )
         except BaseException:
             self._release_lock()
             raise

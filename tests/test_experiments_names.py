@@ -29,8 +29,6 @@ from experiments.names.task import (
     shift_probe_inputs,
     train_command,
 )
-from rnn_jax.checkpoint import Checkpointer
-from rnn_jax.train import init_train_state
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = {
@@ -130,7 +128,7 @@ def test_shift_probe_prepends_the_preceding_real_tokens():
 
 # ----------------------------------------------------------------------------- CLI
 def test_cli_overrides_and_errors(capsys):
-    command, config, workdir, inputs = parse_args(
+    command, config, workdir, inputs, overrides, debug = parse_args(
         [
             "predict",
             "--workdir",
@@ -148,8 +146,9 @@ def test_cli_overrides_and_errors(capsys):
         default_config=default_config,
     )
     assert command == "predict" and inputs == ["Hello there"] and workdir == Path("w")
-    assert config.seed == 3 and config.models == ("rnn", "fc")
-    assert config.max_train_sentences is None and config.hidden_size == 64  # quick
+    assert config.train.seed == 3 and config.models == ("rnn", "fc")
+    assert config.train.max_train_sentences is None and config.model.hidden_size == 64  # quick
+    assert overrides["max_train_sentences"] == "none" and not debug
     with pytest.raises(ValueError, match="unknown config key `hiden_size`"):
         apply_overrides(NamesConfig(), {"hiden_size": "3"})
     with pytest.raises(ValueError, match="must be an int, got 'x'"):
@@ -206,8 +205,9 @@ def test_quick_config_smoke(tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert "> Mary Smith lived in Paris ." in out and "  birnn" in out
-    # the same workdir with another config is refused, and nothing is overwritten
-    before = {p: p.stat().st_mtime_ns for p in (workdir / "rnn").rglob("*") if p.is_file()}
+    # the same workdir with another config is refused before anything in it is written
+    # (run_config.json and vocab.json included: issue 11, silent case 4)
+    before = {p: p.stat().st_mtime_ns for p in workdir.rglob("*") if p.is_file()}
     argv = [
         "train",
         "--quick",
@@ -217,8 +217,9 @@ def test_quick_config_smoke(tmp_path, capsys):
     ]
     assert main(argv, prog="names", commands=COMMANDS, default_config=default_config) == 1
     err = capsys.readouterr().err
-    assert "different configuration (hidden_size: stored 8, now 9)" in err
-    after = {p: p.stat().st_mtime_ns for p in (workdir / "rnn").rglob("*") if p.is_file()}
+    assert "different configuration (model.hidden_size: stored 8, now 9)" in err
+    assert len(err.strip().splitlines()) == 1
+    after = {p: p.stat().st_mtime_ns for p in workdir.rglob("*") if p.is_file()}
     assert before == after
 
 
@@ -248,14 +249,9 @@ def _final_state(workdir: Path, corpus: Path):
     config = read_config(workdir)
     data = load_data(config)
     run = ModelRun(config, "birnn", data.vocab, workdir)
-    ckpt = Checkpointer(
-        run.dir,
-        config=__import__("experiments.names.task", fromlist=["x"])._checkpoint_config(
-            config, "birnn"
-        ),
-    )
+    ckpt = run.checkpointer()
     try:
-        state, meta = ckpt.restore(init_train_state(run.params0, run.optimizer(1), key=run.k_steps))
+        state, meta = ckpt.restore(run.template())
     finally:
         ckpt.close()
     return state, meta

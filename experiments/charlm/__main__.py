@@ -11,22 +11,7 @@
 
 import sys
 
-from experiments.charlm.config import default_config
-from experiments.charlm.task import eval_command, sample_command, train_command
-from experiments.cli import main
+from experiments.charlm.task import EXPERIMENT
 
 if __name__ == "__main__":
-    sys.exit(
-        main(
-            sys.argv[1:],
-            prog="python -m experiments.charlm",
-            description=__doc__,
-            default_config=default_config,
-            commands={
-                "train": train_command,
-                "eval": eval_command,
-                "predict": sample_command,
-                "sample": sample_command,
-            },
-        )
-    )
+    sys.exit(EXPERIMENT.main(sys.argv[1:], description=__doc__))

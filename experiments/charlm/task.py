@@ -12,7 +12,7 @@ tokenised, so punctuation stands apart: ``"the Net 's story ."``). The model rea
 Bits per character (BPC) = ``-Σ log2 ŷ<t>_{c<t+1>} / N`` over every predicted symbol of
 the held-out sentences (each character and each sentence's ``<EOS>``).
 
-Run directory layout::
+Run directory layout (see :mod:`experiments.common`)::
 
     DIR/run_config.json, DIR/config.json, DIR/vocab.json, DIR/checkpoints/,
     DIR/metrics.jsonl, DIR/curves.png, DIR/results.json, DIR/results.md
@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,22 +30,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.charlm.config import CharLMConfig
-from experiments.cli import config_to_dict, fit_logged, load_run_vocab, read_run_config
-from rnn_jax.batching import iterate_batches, num_batches, pad_batch
-from rnn_jax.checkpoint import Checkpointer
-from rnn_jax.data import load_tagged_sentences, parse_tagged_text, split_by_sentence
+from experiments import common
+from experiments.charlm.config import CharLMConfig, ModelConfig, default_config
+from experiments.cli import Experiment, Invocation
+from experiments.data import load_tagged_sentences, parse_tagged_text, split_by_sentence
+from rnn_jax.batching import iterate_batches, pad_batch
 from rnn_jax.generate import lm_initial_state, lm_step, sample
 from rnn_jax.losses import masked_softmax_cross_entropy
 from rnn_jax.network import rnn_apply
 from rnn_jax.params import RNNParams, count_params, init_rnn
-from rnn_jax.train import (
-    EarlyStopping,
-    default_optimizer,
-    evaluate,
-    init_train_state,
-    make_train_step,
-)
+from rnn_jax.train import evaluate
 from rnn_jax.vocab import Vocabulary
 
 __all__ = [
@@ -59,17 +51,7 @@ __all__ = [
     "unigram_bpc",
 ]
 
-_PRESENTATION = (
-    "progress",
-    "eval_batch_size",
-    "temperatures",
-    "num_samples",
-    "sample_len",
-    "seeds",
-    "log_every",
-    "bigram_smoothing",
-    "data_dir",
-)
+BEST = common.Best("bpc", "min")  # validation bits per character
 _LN2 = math.log(2.0)
 
 
@@ -78,15 +60,47 @@ _LN2 = math.log(2.0)
 
 def load_texts(config: CharLMConfig) -> dict[str, list[str]]:
     """The sentences as texts, split 80/10/10 by sentence (the names experiment's split)."""
-    if config.corpus_file is not None:
-        sentences = parse_tagged_text(Path(config.corpus_file).read_text(encoding="utf-8"))
+    c = config.train
+    if c.corpus_file is not None:
+        sentences = parse_tagged_text(Path(c.corpus_file).read_text(encoding="utf-8"))
     else:
-        sentences = load_tagged_sentences(config.data_dir)
+        sentences = load_tagged_sentences(config.report.data_dir)
     texts = [" ".join(w for w, _ in s) for s in sentences]
-    train, val, test = split_by_sentence(len(texts), seed_or_key=config.split_seed)
-    if config.max_train_sentences is not None:
-        train = train[: config.max_train_sentences]
+    train, val, test = split_by_sentence(len(texts), seed_or_key=c.split_seed)
+    if c.max_train_sentences is not None:
+        train = train[: c.max_train_sentences]
     return {name: [texts[i] for i in idx] for name, idx in zip(("train", "val", "test"), (train, val, test), strict=True)}  # fmt: skip
+
+
+@dataclasses.dataclass
+class Data:
+    """The texts of each split and the character vocabulary (built on the training texts)."""
+
+    texts: dict[str, list[str]]
+    vocab: Vocabulary
+
+    @property
+    def vocabs(self) -> tuple[Vocabulary]:
+        return (self.vocab,)
+
+    @property
+    def num_train(self) -> int:
+        return len(self.texts["train"])
+
+    def describe(self) -> str:
+        t = self.texts
+        return (
+            f"{len(t['train'])} train / {len(t['val'])} val / {len(t['test'])} test sentences; "
+            f"{len(self.vocab)} characters"
+        )
+
+
+def load_data(config: CharLMConfig, vocabs: tuple[Vocabulary] | None = None) -> Data:
+    """The texts and the vocabulary (``vocabs``: the stored one; ``None``: build it)."""
+    texts = load_texts(config)
+    if vocabs is None:
+        return Data(texts, Vocabulary.build(texts["train"], level="char", max_size=None))
+    return Data(texts, vocabs[0])
 
 
 def lm_pairs(vocab: Vocabulary, texts: list[str], max_len: int | None = None):
@@ -144,23 +158,18 @@ def bigram_bpc(
 # --------------------------------------------------------------------------- model
 
 
-def init_params(config: CharLMConfig, vocab: Vocabulary, key: jax.Array) -> RNNParams:
-    V = len(vocab)
-    return init_rnn(key, V, config.hidden_size, V, num_layers=config.num_layers,
-                    token_inputs=True)  # fmt: skip
+def make_model(config: ModelConfig, vocab_size: int) -> common.Model:
+    """The character RNN: ``V`` token inputs, ``V`` logits per step."""
 
+    def init(key: jax.Array) -> RNNParams:
+        return init_rnn(key, vocab_size, config.hidden_size, vocab_size,
+                        num_layers=config.num_layers, token_inputs=True)  # fmt: skip
 
-def _keys(config: CharLMConfig):
-    return jax.random.split(jax.random.key(config.seed), 4)  # init, data, steps, samples
+    def apply(params, x, lengths, *, key=None, train=False):
+        rate = config.dropout if train else 0.0
+        return rnn_apply(params, x, lengths, dropout=rate, key=key if rate > 0 else None)
 
-
-def _optimizer(config: CharLMConfig, total_steps: int):
-    return default_optimizer(
-        config.learning_rate,
-        clip_norm=config.clip_norm,
-        warmup_steps=config.warmup_steps,
-        total_steps=max(total_steps, config.warmup_steps + 1),
-    )
+    return common.Model(init, apply)
 
 
 @jax.jit
@@ -178,7 +187,7 @@ def model_bpc(params, config: CharLMConfig, pairs) -> dict[str, float]:
         for b in iterate_batches(
             xs,
             ys,
-            batch_size=config.eval_batch_size,
+            batch_size=config.report.eval_batch_size,
             key=None,
             shuffle=False,
             bucket=True,
@@ -193,74 +202,52 @@ def model_bpc(params, config: CharLMConfig, pairs) -> dict[str, float]:
 # --------------------------------------------------------------------------- run directory
 
 
-def _checkpoint_config(config: CharLMConfig) -> dict[str, Any]:
-    return {k: v for k, v in config_to_dict(config).items() if k not in _PRESENTATION}
-
-
-def _checkpointer(config: CharLMConfig, workdir: Path) -> Checkpointer:
-    return Checkpointer(workdir, config=_checkpoint_config(config), max_to_keep=2,
-                        best_metric="bpc", best_mode="min")  # fmt: skip
-
-
-def read_config(workdir: Path) -> CharLMConfig:
-    return read_run_config(workdir, CharLMConfig, "charlm", "run_config.json")
-
-
-def load_vocab(workdir: Path) -> Vocabulary:
-    return load_run_vocab(workdir, "charlm")
+def _checkpointer(config: CharLMConfig, workdir: Path, *, read_only: bool = False):
+    return common.make_checkpointer(
+        workdir, common.checkpoint_config(config), BEST, read_only=read_only
+    )
 
 
 def best_params(config: CharLMConfig, vocab: Vocabulary, workdir: Path) -> RNNParams:
-    k_init, _, k_steps, _ = _keys(config)
-    template = init_train_state(init_params(config, vocab, k_init), _optimizer(config, 1),
-                                key=k_steps)  # fmt: skip
-    ckpt = _checkpointer(config, workdir)
-    try:
-        step = ckpt.best_step() or ckpt.latest_step()
-        if step is None:
-            raise FileNotFoundError(
-                f"no checkpoint in {workdir}: train first with "
-                f"`python -m experiments.charlm train --workdir {workdir}`."
-            )
-        state, _ = ckpt.restore(template, step=step)
-        return state.params
-    finally:
-        ckpt.close()
+    keys = common.make_keys(config.train.seed)
+    template = common.train_template(
+        config, make_model(config.model, len(vocab)).init(keys.init), keys
+    )
+    return common.restore_best_params(
+        _checkpointer(config, workdir, read_only=True),
+        template,
+        experiment="charlm",
+        workdir=workdir,
+    )
 
 
 # --------------------------------------------------------------------------- training
 
 
 def train(config: CharLMConfig, vocab: Vocabulary, texts, workdir: Path) -> dict[str, Any]:
-    k_init, k_data, k_steps, _ = _keys(config)
-    xs, ys = lm_pairs(vocab, texts["train"], config.max_len)
+    c, keys = config.train, common.make_keys(config.train.seed)
+    model = make_model(config.model, len(vocab))
+    xs, ys = lm_pairs(vocab, texts["train"], c.max_len)
     val = lm_pairs(vocab, texts["val"])
-    steps_per_epoch = num_batches(len(xs), config.batch_size, drop_last=True)
-    optimizer = _optimizer(config, steps_per_epoch * config.num_epochs)
-    params0 = init_params(config, vocab, k_init)
-    state = init_train_state(params0, optimizer, key=k_steps)
 
     # Batches are bucketed by length, so a per-batch token mean would weigh a token of a
     # batch of short sentences far more than one of a batch of long ones (and the first
     # character of a one-symbol "sentence" like "." far too much). Dividing the batch's sum
     # by a constant, the expected number of symbols in a batch, weighs every symbol alike.
-    symbols_per_batch = config.batch_size * float(np.mean([len(y) for y in ys]))
+    symbols_per_batch = c.batch_size * float(np.mean([len(y) for y in ys]))
 
     def loss_fn(params, batch, *, key):
         x, y, lengths = batch
-        logits = rnn_apply(params, x, lengths, dropout=config.dropout,
-                           key=key if config.dropout > 0 else None)  # fmt: skip
+        logits = model.apply(params, x, lengths, key=key, train=True)
         nll = masked_softmax_cross_entropy(logits, y, lengths=lengths, reduction="sum")
         return nll / symbols_per_batch
-
-    train_step = make_train_step(loss_fn, optimizer)
 
     def epoch_batches(epoch: int, start: int):
         for b in iterate_batches(
             xs,
             ys,
-            batch_size=config.batch_size,
-            key=jax.random.fold_in(k_data, epoch),
+            batch_size=c.batch_size,
+            key=jax.random.fold_in(keys.data, epoch),
             pad_values=vocab.pad_id,
             drop_last=True,
             start=start,
@@ -268,23 +255,11 @@ def train(config: CharLMConfig, vocab: Vocabulary, texts, workdir: Path) -> dict
         ):
             yield (jnp.asarray(b.fields[0]), jnp.asarray(b.fields[1]), jnp.asarray(b.lengths))
 
-    ckpt = _checkpointer(config, workdir)
-    summary = fit_logged(
-        state,
-        train_step,
-        epoch_batches,
-        workdir=workdir,
-        checkpointer=ckpt,
-        name="charlm",
-        num_epochs=config.num_epochs,
-        steps_per_epoch=steps_per_epoch,
+    return common.train_logged(
+        config, loss_fn, epoch_batches, params=model.init(keys.init), keys=keys, num_train=len(xs),
+        workdir=workdir, checkpointer=_checkpointer(config, workdir), best=BEST, name="charlm",
         evaluate_fn=lambda params: model_bpc(params, config, val),
-        eval_every=config.eval_every,
-        early_stopping=EarlyStopping("bpc", mode="min", patience=config.patience),
-        progress=config.progress,
-        log_every=config.log_every,
-    )
-    return {**summary, "num_params": count_params(params0)}
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- sampling
@@ -335,8 +310,9 @@ def run_evaluation(config: CharLMConfig, vocab: Vocabulary, texts, workdir: Path
     params = best_params(config, vocab, workdir)
     train_pairs = lm_pairs(vocab, texts["train"])
     val_pairs, test_pairs = lm_pairs(vocab, texts["val"]), lm_pairs(vocab, texts["test"])
+    report = config.report
     k_best = min(
-        config.bigram_smoothing, key=lambda k: bigram_bpc(vocab, train_pairs, val_pairs, k)
+        report.bigram_smoothing, key=lambda k: bigram_bpc(vocab, train_pairs, val_pairs, k)
     )
     test_symbols = int(sum(len(y) for y in test_pairs[1]))
     unknown = int(sum(np.sum(y == vocab.unk_id) for y in test_pairs[1]))
@@ -356,8 +332,9 @@ def run_evaluation(config: CharLMConfig, vocab: Vocabulary, texts, workdir: Path
         "jax": jax.__version__,
     }
     results["samples"] = generate_samples(
-        params, vocab, list(config.seeds), tuple(config.temperatures),
-        num_samples=config.num_samples, max_len=config.sample_len, key=_keys(config)[3],
+        params, vocab, list(report.seeds), tuple(report.temperatures),
+        num_samples=report.num_samples, max_len=report.sample_len,
+        key=common.make_keys(config.train.seed).samples,
     )  # fmt: skip
     return results
 
@@ -382,63 +359,50 @@ def format_results(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _write_results(workdir: Path, results: dict[str, Any]) -> None:
-    (workdir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    (workdir / "results.md").write_text(format_results(results) + "\n")
-
-
 # --------------------------------------------------------------------------- commands
 
 
-def train_command(config: CharLMConfig, workdir: Path, inputs: list[str]) -> int:
+def train_command(run: Invocation) -> int:
     """Trains (resuming if ``workdir`` holds checkpoints), evaluates, prints samples."""
-    if inputs:
-        raise ValueError(f"`train` takes no inputs, got {inputs!r}")
-    workdir.mkdir(parents=True, exist_ok=True)
-    texts = load_texts(config)
-    if (workdir / "vocab.json").exists():
-        vocab = load_vocab(workdir)
-    else:
-        vocab = Vocabulary.build(texts["train"], level="char", max_size=None)
-        vocab.save(workdir / "vocab.json")
-    (workdir / "run_config.json").write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
-    print(
-        f"data: {len(texts['train'])} train / {len(texts['val'])} val / {len(texts['test'])} "
-        f"test sentences; {len(vocab)} characters",
-        file=sys.stderr,
-    )
-    summary = train(config, vocab, texts, workdir)
-    results = run_evaluation(config, vocab, texts, workdir)
+    data = common.start_training(run, "charlm", load_data)
+    summary = train(run.config, data.vocab, data.texts, run.workdir)
+    results = run_evaluation(run.config, data.vocab, data.texts, run.workdir)
     results["train"] = summary
-    _write_results(workdir, results)
-    print(format_results(results))
-    return 0
+    return common.finish(run.workdir, results, format_results(results))
 
 
-def eval_command(config: CharLMConfig, workdir: Path, inputs: list[str]) -> int:
+def eval_command(run: Invocation) -> int:
     """Evaluates the best checkpoint of ``workdir`` with its stored configuration."""
-    stored = read_config(workdir)
-    config = dataclasses.replace(stored, **{k: getattr(config, k) for k in _PRESENTATION})
-    vocab = load_vocab(workdir)
-    results = run_evaluation(config, vocab, load_texts(config), workdir)
-    _write_results(workdir, results)
-    print(format_results(results))
-    return 0
+    config = common.stored_config(run.workdir, CharLMConfig, "charlm", run.overrides)
+    data = load_data(config, common.load_vocabs(run.workdir, "charlm", ["vocab.json"]))
+    results = run_evaluation(config, data.vocab, data.texts, run.workdir)
+    return common.finish(run.workdir, results, format_results(results))
 
 
-def sample_command(config: CharLMConfig, workdir: Path, inputs: list[str]) -> int:
+def sample_command(run: Invocation) -> int:
     """Continues each seed text given (none: from nothing) at every temperature."""
-    stored = read_config(workdir)
-    config = dataclasses.replace(stored, **{k: getattr(config, k) for k in _PRESENTATION})
-    vocab = load_vocab(workdir)
-    params = best_params(config, vocab, workdir)
-    seeds = list(inputs) or [""]
-    key = jax.random.fold_in(_keys(config)[3], 1)
-    for entry in generate_samples(params, vocab, seeds, tuple(config.temperatures),
-                                  num_samples=config.num_samples, max_len=config.sample_len,
-                                  key=key):  # fmt: skip
+    config = common.stored_config(run.workdir, CharLMConfig, "charlm", run.overrides)
+    vocab = common.load_vocab(run.workdir, "charlm")
+    params = best_params(config, vocab, run.workdir)
+    report = config.report
+    key = jax.random.fold_in(common.make_keys(config.train.seed).samples, 1)
+    for entry in generate_samples(params, vocab, list(run.inputs) or [""],
+                                  tuple(report.temperatures), num_samples=report.num_samples,
+                                  max_len=report.sample_len, key=key):  # fmt: skip
         seed = repr(entry["seed"]) if entry["seed"] else "(from nothing)"
         print(f"seed {seed}, temperature {entry['temperature']}:")
         for text in entry["samples"]:
             print(f"  {text}")
     return 0
+
+
+EXPERIMENT = Experiment(
+    "charlm",
+    default_config,
+    {
+        "train": train_command,
+        "eval": eval_command,
+        "predict": sample_command,
+        "sample": sample_command,
+    },
+)

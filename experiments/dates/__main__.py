@@ -10,17 +10,7 @@
 
 import sys
 
-from experiments.cli import main
-from experiments.dates.config import default_config
-from experiments.dates.task import eval_command, predict_command, train_command
+from experiments.dates.task import EXPERIMENT
 
 if __name__ == "__main__":
-    sys.exit(
-        main(
-            sys.argv[1:],
-            prog="python -m experiments.dates",
-            description=__doc__,
-            default_config=default_config,
-            commands={"train": train_command, "eval": eval_command, "predict": predict_command},
-        )
-    )
+    sys.exit(EXPERIMENT.main(sys.argv[1:], description=__doc__))

@@ -1,9 +1,9 @@
 """The dates task: data, model, training, evaluation and prediction.
 
-Run directory layout::
+Run directory layout (see :mod:`experiments.common`)::
 
     DIR/run_config.json        the configuration of the run
-    DIR/config.json            the part of it that checkpoints are tied to
+    DIR/config.json            the part of it that checkpoints are tied to (model, train)
     DIR/src_vocab.json         source characters (built on the training inputs)
     DIR/tgt_vocab.json         target characters (digits and "-")
     DIR/checkpoints/           Orbax checkpoints (the best by validation exact match is kept)
@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,11 +23,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.cli import config_to_dict, fit_logged, load_run_vocab, read_inputs, read_run_config
-from experiments.dates.config import DatesConfig
-from rnn_jax.batching import iterate_batches, num_batches, pad_batch
-from rnn_jax.checkpoint import Checkpointer
-from rnn_jax.data import make_dates
+from experiments import common
+from experiments.cli import Experiment, Invocation, read_inputs
+from experiments.data import make_dates
+from experiments.dates.config import DatesConfig, ModelConfig, default_config
+from rnn_jax.batching import iterate_batches, pad_batch
 from rnn_jax.generate import beam_search, greedy_decode
 from rnn_jax.params import count_params
 from rnn_jax.seq2seq import (
@@ -38,13 +36,8 @@ from rnn_jax.seq2seq import (
     decoder_step,
     encode,
     init_seq2seq,
+    seq2seq_apply,
     seq2seq_loss,
-)
-from rnn_jax.train import (
-    EarlyStopping,
-    default_optimizer,
-    init_train_state,
-    make_train_step,
 )
 from rnn_jax.vocab import Vocabulary
 
@@ -72,16 +65,9 @@ PROBES: tuple[tuple[str, str], ...] = (
     ("9 July *", "?"),
 )
 
-# Fields that change only how results are shown or computed, not the trained model.
-_PRESENTATION = (
-    "progress",
-    "pad_to_multiple",
-    "eval_batch_size",
-    "num_failures",
-    "beam_width",
-    "alpha",
-    "log_every",
-)
+
+BEST = common.Best("exact", "max")  # validation exact match (greedy)
+VOCAB_FILES = ("src_vocab.json", "tgt_vocab.json")
 
 
 @dataclasses.dataclass
@@ -93,15 +79,31 @@ class Data:
     splits: dict[str, list[tuple[str, str]]]
     dropped_overlap: dict[str, int]
 
+    @property
+    def vocabs(self) -> tuple[Vocabulary, Vocabulary]:
+        return (self.src_vocab, self.tgt_vocab)
+
+    @property
+    def num_train(self) -> int:
+        return len(self.splits["train"])
+
+    def describe(self) -> str:
+        n = {k: len(v) for k, v in self.splits.items()}
+        return (
+            f"{n['train']} train / {n['val']} val / {n['test']} test pairs; "
+            f"{len(self.src_vocab)} source characters"
+        )
+
 
 def load_data(config: DatesConfig, vocabs: tuple[Vocabulary, Vocabulary] | None = None) -> Data:
     """Generates the splits; held-out inputs that also occur in training are dropped."""
-    locales = tuple(config.locales)
-    train = make_dates(config.num_train, seed=config.data_seed, locales=locales)
+    c = config.train
+    locales = tuple(c.locales)
+    train = make_dates(c.num_train, seed=c.data_seed, locales=locales)
     seen = {s for s, _ in train}
     splits, dropped = {"train": train}, {}
-    for offset, name, n in ((1, "val", config.num_val), (2, "test", config.num_test)):
-        pairs = make_dates(n, seed=config.data_seed + offset, locales=locales)
+    for offset, name, n in ((1, "val", c.num_val), (2, "test", config.report.num_test)):
+        pairs = make_dates(n, seed=c.data_seed + offset, locales=locales)
         kept = [(s, t) for s, t in pairs if s not in seen]
         splits[name], dropped[name] = kept, len(pairs) - len(kept)
     if vocabs is None:
@@ -121,31 +123,25 @@ def encode_targets(vocab: Vocabulary, isos: list[str]) -> list[np.ndarray]:
     return [vocab.encode(t, add_eos=True) for t in isos]
 
 
-def init_params(config: DatesConfig, data: Data, key: jax.Array) -> Seq2SeqParams:
-    return init_seq2seq(
-        key,
-        len(data.src_vocab),
-        len(data.tgt_vocab),
-        hidden_size=config.hidden_size,
-        num_layers=config.num_layers,
-        bidirectional=config.bidirectional,
-        bridge=config.bridge,
-        feed_context=config.feed_context,
-    )
+def make_model(config: ModelConfig, data: Data) -> common.Model:
+    """The encoder–decoder; ``apply`` is teacher-forced decoding (:func:`seq2seq_apply`)."""
 
+    def init(key: jax.Array) -> Seq2SeqParams:
+        return init_seq2seq(
+            key,
+            len(data.src_vocab),
+            len(data.tgt_vocab),
+            hidden_size=config.hidden_size,
+            num_layers=config.num_layers,
+            bidirectional=config.bidirectional,
+            bridge=config.bridge,
+            feed_context=config.feed_context,
+        )
 
-def _keys(config: DatesConfig):
-    k_init, k_data, k_steps = jax.random.split(jax.random.key(config.seed), 3)
-    return k_init, k_data, k_steps
+    def apply(params, src, src_lengths, tgt_in, tgt_lengths, *, key=None, train=False):
+        return seq2seq_apply(params, src, src_lengths, tgt_in, tgt_lengths)
 
-
-def _optimizer(config: DatesConfig, total_steps: int):
-    return default_optimizer(
-        config.learning_rate,
-        clip_norm=config.clip_norm,
-        warmup_steps=config.warmup_steps,
-        total_steps=max(total_steps, config.warmup_steps + 1),
-    )
+    return common.Model(init, apply)
 
 
 # --------------------------------------------------------------------------- decoding
@@ -176,24 +172,29 @@ def translate(
     *,
     method: str = "greedy",
 ) -> list[str]:
-    """ISO strings for ``texts`` by ``"greedy"`` or ``"beam"`` decoding (fixed batch shapes)."""
+    """ISO strings for ``texts`` by ``"greedy"`` or ``"beam"`` decoding.
+
+    Batches are padded to a few bucket shapes (rows: a power of two, see
+    :func:`experiments.common.row_bucket`), so no call compiles again for another count.
+    """
     if not texts:
         return []
-    ids = encode_sources(src_vocab, texts, config.reverse_source)
-    B = min(config.eval_batch_size, len(ids))
+    report = config.report
+    ids = encode_sources(src_vocab, texts, config.model.reverse_source)
+    B = common.row_bucket(len(ids), cap=report.eval_batch_size)
     out: list[str] = []
     for i in range(0, len(ids), B):
         chunk = ids[i : i + B]
         chunk = chunk + [np.zeros(0, np.int32)] * (B - len(chunk))  # pad the batch
         src, lengths = pad_batch(
-            chunk, pad_value=src_vocab.pad_id, pad_to_multiple=config.pad_to_multiple
+            chunk, pad_value=src_vocab.pad_id, pad_to_multiple=report.pad_to_multiple
         )
-        kw = dict(max_len=config.max_len, bos_id=tgt_vocab.bos_id, eos_id=tgt_vocab.eos_id)
+        kw = dict(max_len=config.train.max_len, bos_id=tgt_vocab.bos_id, eos_id=tgt_vocab.eos_id)
         if method == "greedy":
             tokens, n = _greedy(params, jnp.asarray(src), jnp.asarray(lengths), **kw)
         elif method == "beam":
             tokens, n = _beam(params, jnp.asarray(src), jnp.asarray(lengths),
-                              jnp.float32(config.alpha), beam_width=config.beam_width, **kw)  # fmt: skip
+                              jnp.float32(report.alpha), beam_width=report.beam_width, **kw)  # fmt: skip
         else:
             raise ValueError(f"`method` must be 'greedy' or 'beam', got {method!r}")
         tokens, n = np.asarray(tokens), np.asarray(n)
@@ -205,82 +206,51 @@ def translate(
 # --------------------------------------------------------------------------- run directory
 
 
-def _checkpoint_config(config: DatesConfig) -> dict[str, Any]:
-    d = config_to_dict(config)
-    return {k: v for k, v in d.items() if k not in _PRESENTATION}
-
-
-def _checkpointer(config: DatesConfig, workdir: Path) -> Checkpointer:
-    return Checkpointer(
-        workdir,
-        config=_checkpoint_config(config),
-        max_to_keep=2,
-        best_metric="exact",
-        best_mode="max",
+def _checkpointer(config: DatesConfig, workdir: Path, *, read_only: bool = False):
+    return common.make_checkpointer(
+        workdir, common.checkpoint_config(config), BEST, read_only=read_only
     )
-
-
-def _template(config: DatesConfig, data: Data):
-    k_init, _, k_steps = _keys(config)
-    params0 = init_params(config, data, k_init)
-    return init_train_state(params0, _optimizer(config, 1), key=k_steps)
-
-
-def read_config(workdir: Path) -> DatesConfig:
-    return read_run_config(workdir, DatesConfig, "dates", "run_config.json")
 
 
 def load_vocabs(workdir: Path) -> tuple[Vocabulary, Vocabulary]:
-    return (
-        load_run_vocab(workdir, "dates", "src_vocab.json"),
-        load_run_vocab(workdir, "dates", "tgt_vocab.json"),
-    )
+    return common.load_vocabs(workdir, "dates", VOCAB_FILES)
 
 
 def best_params(config: DatesConfig, data: Data, workdir: Path) -> Seq2SeqParams:
-    ckpt = _checkpointer(config, workdir)
-    try:
-        step = ckpt.best_step() or ckpt.latest_step()
-        if step is None:
-            raise FileNotFoundError(
-                f"no checkpoint in {workdir}: train first with "
-                f"`python -m experiments.dates train --workdir {workdir}`."
-            )
-        state, _ = ckpt.restore(_template(config, data), step=step)
-        return state.params
-    finally:
-        ckpt.close()
+    keys = common.make_keys(config.train.seed)
+    template = common.train_template(config, make_model(config.model, data).init(keys.init), keys)
+    return common.restore_best_params(
+        _checkpointer(config, workdir, read_only=True),
+        template,
+        experiment="dates",
+        workdir=workdir,
+    )
 
 
 # --------------------------------------------------------------------------- training
 
 
 def train(config: DatesConfig, data: Data, workdir: Path) -> dict[str, Any]:
-    k_init, k_data, k_steps = _keys(config)
+    c, keys = config.train, common.make_keys(config.train.seed)
     train_pairs = data.splits["train"]
-    src_ids = encode_sources(data.src_vocab, [s for s, _ in train_pairs], config.reverse_source)
+    reverse = config.model.reverse_source
+    src_ids = encode_sources(data.src_vocab, [s for s, _ in train_pairs], reverse)
     tgt_ids = encode_targets(data.tgt_vocab, [t for _, t in train_pairs])
-    steps_per_epoch = num_batches(len(src_ids), config.batch_size, drop_last=True)
-    optimizer = _optimizer(config, steps_per_epoch * config.num_epochs)
-    params0 = init_params(config, data, k_init)
-    state = init_train_state(params0, optimizer, key=k_steps)
     bos = data.tgt_vocab.bos_id
 
     def loss_fn(params, batch, *, key):
         src, src_lengths, tgt, tgt_lengths = batch
         return seq2seq_loss(params, src, src_lengths, tgt, tgt_lengths, bos_id=bos)
 
-    train_step = make_train_step(loss_fn, optimizer)
-
     def epoch_batches(epoch: int, start: int):
         for b in iterate_batches(
             src_ids,
-            batch_size=config.batch_size,
-            key=jax.random.fold_in(k_data, epoch),
+            batch_size=c.batch_size,
+            key=jax.random.fold_in(keys.data, epoch),
             pad_values=data.src_vocab.pad_id,
             drop_last=True,
             start=start,
-            pad_to_multiple=config.pad_to_multiple,
+            pad_to_multiple=config.report.pad_to_multiple,
         ):
             tgt, tgt_lengths = pad_batch([tgt_ids[i] for i in b.indices], pad_value=0)
             yield (jnp.asarray(b.fields[0]), jnp.asarray(b.lengths), jnp.asarray(tgt),
@@ -293,23 +263,12 @@ def train(config: DatesConfig, data: Data, workdir: Path) -> dict[str, Any]:
         pred = translate(params, config, data.src_vocab, data.tgt_vocab, val_src)
         return {"exact": float(np.mean([p == t for p, t in zip(pred, val_tgt, strict=True)]))}
 
-    ckpt = _checkpointer(config, workdir)
-    summary = fit_logged(
-        state,
-        train_step,
-        epoch_batches,
-        workdir=workdir,
-        checkpointer=ckpt,
-        name="dates",
-        num_epochs=config.num_epochs,
-        steps_per_epoch=steps_per_epoch,
+    params = make_model(config.model, data).init(keys.init)
+    return common.train_logged(
+        config, loss_fn, epoch_batches, params=params, keys=keys, num_train=len(src_ids),
+        workdir=workdir, checkpointer=_checkpointer(config, workdir), best=BEST, name="dates",
         evaluate_fn=evaluate_fn,
-        eval_every=config.eval_every,
-        early_stopping=EarlyStopping("exact", mode="max", patience=config.patience),
-        progress=config.progress,
-        log_every=config.log_every,
-    )
-    return {**summary, "num_params": count_params(params0)}
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -341,7 +300,7 @@ def evaluate(config: DatesConfig, data: Data, workdir: Path) -> dict[str, Any]:
             "errors": int(len(correct) - sum(correct)),
             "seconds": seconds,
         }
-    results["beam_width"], results["alpha"] = config.beam_width, config.alpha
+    results["beam_width"], results["alpha"] = config.report.beam_width, config.report.alpha
     failures = [
         {"input": s, "expected": t, "greedy": g, "beam": b}
         for s, t, g, b in zip(sources, targets, preds["greedy"], preds["beam"], strict=True)
@@ -357,7 +316,7 @@ def evaluate(config: DatesConfig, data: Data, workdir: Path) -> dict[str, Any]:
         for (s, t), g, b in zip(PROBES, probe_preds["greedy"], probe_preds["beam"], strict=True)
     ]
     results["num_failures"] = len(failures)
-    results["failures"] = failures[: config.num_failures]
+    results["failures"] = failures[: config.report.num_failures]
     return results
 
 
@@ -396,56 +355,28 @@ def format_results(results: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- commands
 
 
-def train_command(config: DatesConfig, workdir: Path, inputs: list[str]) -> int:
+def train_command(run: Invocation) -> int:
     """Trains (resuming if ``workdir`` holds checkpoints), then evaluates on held-out dates."""
-    if inputs:
-        raise ValueError(f"`train` takes no inputs, got {inputs!r}")
-    workdir.mkdir(parents=True, exist_ok=True)
-    have_vocabs = (workdir / "src_vocab.json").exists()
-    data = load_data(config, load_vocabs(workdir) if have_vocabs else None)
-    if not have_vocabs:
-        data.src_vocab.save(workdir / "src_vocab.json")
-        data.tgt_vocab.save(workdir / "tgt_vocab.json")
-    (workdir / "run_config.json").write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
-    print(
-        f"data: {len(data.splits['train'])} train / {len(data.splits['val'])} val / "
-        f"{len(data.splits['test'])} test pairs; {len(data.src_vocab)} source characters",
-        file=sys.stderr,
-    )
-    summary = train(config, data, workdir)
-    results = evaluate(config, data, workdir)
+    data = common.start_training(run, "dates", load_data, VOCAB_FILES)
+    summary = train(run.config, data, run.workdir)
+    results = evaluate(run.config, data, run.workdir)
     results["train"] = summary
-    _write_results(workdir, results)
-    print(format_results(results))
-    return 0
+    return common.finish(run.workdir, results, format_results(results))
 
 
-def _write_results(workdir: Path, results: dict[str, Any]) -> None:
-    (workdir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    (workdir / "results.md").write_text(format_results(results) + "\n")
-
-
-def eval_command(config: DatesConfig, workdir: Path, inputs: list[str]) -> int:
+def eval_command(run: Invocation) -> int:
     """Evaluates the best checkpoint of ``workdir`` with its stored configuration."""
-    stored = read_config(workdir)
-    config = dataclasses.replace(
-        stored, **{k: getattr(config, k) for k in _PRESENTATION if k != "log_every"}
-    )
-    data = load_data(config, load_vocabs(workdir))
-    results = evaluate(config, data, workdir)
-    _write_results(workdir, results)
-    print(format_results(results))
-    return 0
+    config = common.stored_config(run.workdir, DatesConfig, "dates", run.overrides)
+    results = evaluate(config, load_data(config, load_vocabs(run.workdir)), run.workdir)
+    return common.finish(run.workdir, results, format_results(results))
 
 
-def predict_command(config: DatesConfig, workdir: Path, inputs: list[str]) -> int:
+def predict_command(run: Invocation) -> int:
     """Translates each input text (arguments, or lines of stdin) to ISO by greedy and beam."""
-    texts = read_inputs(inputs)
-    stored = read_config(workdir)
-    config = dataclasses.replace(stored, beam_width=config.beam_width, alpha=config.alpha)
-    src_vocab, tgt_vocab = load_vocabs(workdir)
-    data = Data(src_vocab, tgt_vocab, {}, {})
-    params = best_params(config, data, workdir)
+    texts = read_inputs(run.inputs)
+    config = common.stored_config(run.workdir, DatesConfig, "dates", run.overrides)
+    src_vocab, tgt_vocab = load_vocabs(run.workdir)
+    params = best_params(config, Data(src_vocab, tgt_vocab, {}, {}), run.workdir)
     greedy = translate(params, config, src_vocab, tgt_vocab, texts, method="greedy")
     beam = translate(params, config, src_vocab, tgt_vocab, texts, method="beam")
     for text, g, b in zip(texts, greedy, beam, strict=True):
@@ -453,3 +384,10 @@ def predict_command(config: DatesConfig, workdir: Path, inputs: list[str]) -> in
         note = f"   (characters never seen in training: {''.join(unknown)!r})" if unknown else ""
         print(f"{text}\t{g}\t(beam: {b}){note}")
     return 0
+
+
+EXPERIMENT = Experiment(
+    "dates",
+    default_config,
+    {"train": train_command, "eval": eval_command, "predict": predict_command},
+)

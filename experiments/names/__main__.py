@@ -10,22 +10,7 @@
 
 import sys
 
-from experiments.cli import main
-from experiments.names.config import default_config
-from experiments.names.task import demo_command, eval_command, predict_command, train_command
+from experiments.names.task import EXPERIMENT
 
 if __name__ == "__main__":
-    sys.exit(
-        main(
-            sys.argv[1:],
-            prog="python -m experiments.names",
-            description=__doc__,
-            default_config=default_config,
-            commands={
-                "train": train_command,
-                "eval": eval_command,
-                "predict": predict_command,
-                "demo": demo_command,
-            },
-        )
-    )
+    sys.exit(EXPERIMENT.main(sys.argv[1:], description=__doc__))

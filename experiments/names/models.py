@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from experiments.names.config import MODEL_SPECS, NamesConfig
+from experiments.names.config import MODEL_SPECS, ModelConfig
 from rnn_jax import init_rnn, rnn_apply
 
 __all__ = ["FCParams", "Tagger", "fc_apply", "init_fc", "make_tagger"]
@@ -95,7 +95,7 @@ class Tagger(NamedTuple):
     window: int | None
 
 
-def make_tagger(name: str, config: NamesConfig, vocab_size: int) -> Tagger:
+def make_tagger(name: str, config: ModelConfig, vocab_size: int) -> Tagger:
     """The model called ``name`` (``rnn``, ``birnn``, ``rnn2``, ``birnn2``, ``fc``)."""
     kind, num_layers, bidirectional = MODEL_SPECS[name]
     if kind == "fc":

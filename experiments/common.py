@@ -1,0 +1,599 @@
+"""What every experiment shares: keys, configs, the run directory, optimiser, checkpoints, fit.
+
+An experiment's configuration is ``Config(model, train, report)`` (frozen dataclasses):
+
+- ``model``: the architecture (sizes, depth, ...);
+- ``train``: everything else that changes the trained parameters (seed, data, optimiser,
+  schedule); :class:`TrainConfig` holds the fields all experiments have;
+- ``report``: how results are computed and shown (evaluation batch size, probes, samples,
+  logging, progress bars); :class:`ReportConfig` holds the common ones.
+
+Checkpoints are tied to ``(model, train)`` only (:func:`checkpoint_config`), so changing a
+``report`` field never invalidates a run.
+
+Run directory layout (``--workdir DIR``)::
+
+    DIR/run_config.json      the whole configuration of the last ``train`` (read by eval/predict)
+    DIR/*vocab.json          the vocabularies built on the training data
+    RUN/config.json          the checkpoints' configuration: ``{"model": ..., "train": ...}``
+    RUN/checkpoints/         Orbax checkpoints (the latest and the best by validation)
+    RUN/metrics.jsonl        training and validation metrics; RUN/curves.png their plot
+    DIR/results.json, .md    the evaluation (written only where DIR is writable)
+
+where ``RUN`` is ``DIR`` itself, or ``DIR/<model>`` when one command trains several models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import typing
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import jax
+
+__all__ = [
+    "Keys",
+    "Model",
+    "Best",
+    "ReportConfig",
+    "TrainConfig",
+    "check_positive",
+    "check_probability",
+    "check_steps_per_epoch",
+    "checkpoint_config",
+    "config_from_dict",
+    "config_to_dict",
+    "finish",
+    "fit_logged",
+    "train_logged",
+    "train_template",
+    "load_vocab",
+    "load_vocabs",
+    "make_checkpointer",
+    "make_keys",
+    "make_optimizer",
+    "prepare_run_directory",
+    "read_run_config",
+    "restore_best_params",
+    "row_bucket",
+    "start_training",
+    "stored_config",
+    "write_results",
+    "write_run_config",
+]
+
+RUN_CONFIG = "run_config.json"
+
+
+# --------------------------------------------------------------------------- keys and models
+
+
+class Keys(NamedTuple):
+    """The named keys of a run, all derived from its seed."""
+
+    init: jax.Array
+    data: jax.Array
+    steps: jax.Array
+    samples: jax.Array
+
+
+def make_keys(seed: int, model: str | None = None) -> Keys:
+    """``Keys(init, data, steps, samples)`` from ``seed``.
+
+    With ``model`` (several models trained from one seed), ``init``, ``steps`` and
+    ``samples`` are drawn from ``fold_in(key(seed), crc32(model))``, so each model has its
+    own, while ``data`` is ``fold_in(key(seed), 1)`` for all: every model sees the same
+    batches in the same order.
+
+    Example:
+        >>> keys = make_keys(0)
+        >>> keys._fields
+        ('init', 'data', 'steps', 'samples')
+        >>> bool((jax.random.key_data(make_keys(0, "a").data)
+        ...       == jax.random.key_data(make_keys(0, "b").data)).all())
+        True
+    """
+    root = jax.random.key(seed)
+    if model is None:
+        return Keys(*jax.random.split(root, 4))
+    own = jax.random.fold_in(root, zlib.crc32(model.encode()) & 0x7FFFFFFF)
+    k_init, k_steps, k_samples = jax.random.split(own, 3)
+    return Keys(k_init, jax.random.fold_in(root, 1), k_steps, k_samples)
+
+
+class Model(NamedTuple):
+    """A model: ``init(key) -> params`` and ``apply(params, *inputs, key=None, train=False)``."""
+
+    init: Callable[[jax.Array], Any]
+    apply: Callable[..., Any]
+
+
+def row_bucket(n: int, cap: int, smallest: int = 8) -> int:
+    """Rows of a batch holding ``n`` examples: a power of two ``>= smallest``, at most ``cap``.
+
+    Padding every batch to one of these few sizes keeps jitted functions from compiling again
+    for every number of inputs.
+
+    Example:
+        >>> [row_bucket(n, cap=64) for n in (1, 8, 9, 40, 500)]
+        [8, 8, 16, 64, 64]
+    """
+    rows = smallest
+    while rows < n:
+        rows *= 2
+    return max(1, min(rows, cap))
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def _check(condition: bool, name: str, expected: str, value: Any) -> None:
+    if not condition:
+        raise ValueError(f"`{name}` must be {expected}, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The training fields every experiment has (experiments subclass it to add theirs).
+
+    Attributes:
+        seed: seeds the initialisation, the data order and the step keys.
+        batch_size, num_epochs, learning_rate, warmup_steps, clip_norm: the optimiser
+            (:func:`rnn_jax.train.default_optimizer`: clipping, Adam, warm-up, cosine decay).
+        eval_every: validate every N steps (``None``: once per epoch).
+        patience: stop after this many validations without improvement.
+    """
+
+    seed: int = 0
+    batch_size: int = 64
+    num_epochs: int = 10
+    learning_rate: float = 3e-3
+    warmup_steps: int = 200
+    clip_norm: float = 1.0
+    eval_every: int | None = None
+    patience: int = 3
+
+    def __post_init__(self):
+        _check(self.seed >= 0, "seed", "a non-negative int", self.seed)
+        for name in ("batch_size", "num_epochs", "patience"):
+            _check(getattr(self, name) >= 1, name, "a positive int", getattr(self, name))
+        _check(self.learning_rate > 0, "learning_rate", "positive", self.learning_rate)
+        _check(self.warmup_steps >= 0, "warmup_steps", "a non-negative int", self.warmup_steps)
+        _check(self.clip_norm > 0, "clip_norm", "positive", self.clip_norm)
+        _check(
+            self.eval_every is None or self.eval_every >= 1,
+            "eval_every",
+            "a positive int or none",
+            self.eval_every,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportConfig:
+    """The report fields every experiment has (experiments subclass it to add theirs).
+
+    Attributes:
+        eval_batch_size: batch size of evaluation and prediction.
+        log_every: a training-metrics record every N steps.
+        progress: show progress bars.
+    """
+
+    eval_batch_size: int = 256
+    log_every: int = 50
+    progress: bool = True
+
+    def __post_init__(self):
+        for name in ("eval_batch_size", "log_every"):
+            _check(getattr(self, name) >= 1, name, "a positive int", getattr(self, name))
+
+
+def check_positive(name: str, value: int) -> None:
+    """Raises if ``value`` is not a positive int."""
+    _check(value >= 1, name, "a positive int", value)
+
+
+def check_probability(name: str, value: float) -> None:
+    """Raises if ``value`` is not in ``[0, 1)`` (a dropout rate)."""
+    _check(0.0 <= value < 1.0, name, "in [0, 1)", value)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a (nested) config dataclass (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuilds a config dataclass from :func:`config_to_dict` output (lists become tuples)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object for {cls.__name__}, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if dataclasses.is_dataclass(hints[f.name]):
+            value = config_from_dict(hints[f.name], value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[f.name] = value
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {unknown}")
+    return cls(**kwargs)
+
+
+def checkpoint_config(config: Any, **extra: Any) -> dict[str, Any]:
+    """The part of ``config`` checkpoints are tied to: ``{"model": ..., "train": ..., **extra}``."""
+    return {
+        **extra,
+        "model": config_to_dict(config.model),
+        "train": config_to_dict(config.train),
+    }
+
+
+# --------------------------------------------------------------------------- run directory
+
+
+def _train_first(workdir: Path, experiment: str) -> str:
+    return f"train first with `python -m experiments.{experiment} train --workdir {workdir}`"
+
+
+def _read_json(path: Path, experiment: str) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: {_train_first(path.parent, experiment)}.")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise ValueError(
+            f"{path} is not valid JSON ({err}); it was left untouched: restore it, or train "
+            "into a fresh run directory."
+        ) from None
+
+
+def read_run_config(workdir: Path, cls: type, experiment: str) -> Any:
+    """The configuration the last ``train`` stored in ``workdir`` (a clear error if none)."""
+    path = Path(workdir) / RUN_CONFIG
+    try:
+        return config_from_dict(cls, _read_json(path, experiment))
+    except (TypeError, ValueError) as err:
+        if isinstance(err, ValueError) and str(err).startswith(str(path)):
+            raise
+        raise ValueError(f"{path} is not a {experiment} configuration: {err}") from None
+
+
+def load_vocab(workdir: Path, experiment: str, filename: str = "vocab.json"):
+    """The vocabulary a training run stored in ``workdir`` (a clear error if none or corrupt)."""
+    from rnn_jax.vocab import Vocabulary
+
+    path = Path(workdir) / filename
+    doc = _read_json(path, experiment)
+    try:
+        return Vocabulary.from_json_dict(doc)
+    except (TypeError, ValueError, KeyError) as err:
+        raise ValueError(f"{path} is not a vocabulary: {err}") from None
+
+
+def stored_config(workdir: Path, cls: type, experiment: str, overrides: dict[str, str]) -> Any:
+    """The stored configuration with the command line's ``overrides`` applied.
+
+    ``report`` fields may be changed freely; a ``model`` or ``train`` field must equal the
+    stored value (evaluation and prediction use the trained model).
+    """
+    from experiments.cli import apply_overrides
+    from rnn_jax.checkpoint import ConfigMismatchError, config_diff
+
+    stored = read_run_config(workdir, cls, experiment)
+    merged = apply_overrides(stored, overrides)
+    diff = config_diff(checkpoint_config(stored), checkpoint_config(merged))
+    if diff:
+        raise ConfigMismatchError(
+            f"{Path(workdir) / RUN_CONFIG} was trained with another configuration "
+            f"({'; '.join(diff)}); evaluation uses the stored one: drop those overrides."
+        )
+    return merged
+
+
+def prepare_run_directory(workdir: Path, config: Any, experiment: str) -> None:
+    """Checks, before anything is written, that ``workdir`` can hold a run of ``config``.
+
+    Raises (nothing written) if ``workdir`` is not a directory, is not writable, or holds a
+    run of another ``(model, train)`` configuration; then creates it.
+    """
+    from rnn_jax.checkpoint import ConfigMismatchError, config_diff
+
+    workdir = Path(workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise NotADirectoryError(f"--workdir {workdir} is a file, not a directory")
+    if (workdir / RUN_CONFIG).exists():
+        stored = read_run_config(workdir, type(config), experiment)
+        diff = config_diff(checkpoint_config(stored), checkpoint_config(config))
+        if diff:
+            raise ConfigMismatchError(
+                f"{workdir} belongs to a run with a different configuration ("
+                + "; ".join(diff)
+                + "). Nothing was overwritten. Use a fresh run directory, or rerun with the "
+                "stored configuration to resume."
+            )
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not os.access(workdir, os.W_OK):
+        raise PermissionError(f"--workdir {workdir} is not writable")
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_run_config(workdir: Path, config: Any) -> None:
+    """Stores the whole configuration as ``workdir/run_config.json`` (atomically)."""
+    _write_text_atomic(
+        Path(workdir) / RUN_CONFIG, json.dumps(config_to_dict(config), indent=2) + "\n"
+    )
+
+
+def write_results(
+    workdir: Path,
+    results: dict[str, Any],
+    markdown: str,
+    extra: Iterable[tuple[str, Callable[[Path], Any]]] = (),
+) -> bool:
+    """Writes ``results.json``, ``results.md`` (and ``extra`` ``(name, writer)`` files).
+
+    Evaluation never needs write access: on a read-only run directory this says so in one
+    line on stderr and returns ``False``.
+    """
+    workdir = Path(workdir)
+    try:
+        _write_text_atomic(
+            workdir / "results.json", json.dumps(results, indent=2, ensure_ascii=False) + "\n"
+        )
+        _write_text_atomic(workdir / "results.md", markdown + "\n")
+        for name, writer in extra:
+            writer(workdir / name)
+    except OSError as err:
+        print(
+            f"note: results printed only, not written to {workdir} ({err.strerror or err})",
+            file=sys.stderr,
+        )
+        return False
+    return True
+
+
+class TrainingData(Protocol):
+    """What :func:`start_training` needs of an experiment's data."""
+
+    @property
+    def vocabs(self) -> tuple[Any, ...]: ...  # built on the training data, stored in DIR
+
+    @property
+    def num_train(self) -> int: ...  # training examples
+
+    def describe(self) -> str: ...  # one line: the sizes of the splits and vocabularies
+
+
+def load_vocabs(workdir: Path, experiment: str, filenames: Sequence[str]) -> tuple[Any, ...]:
+    """The vocabularies a training run stored in ``workdir``, in ``filenames`` order."""
+    return tuple(load_vocab(workdir, experiment, name) for name in filenames)
+
+
+def start_training(
+    run: Any,
+    experiment: str,
+    load_data: Callable[[Any, tuple[Any, ...] | None], TrainingData],
+    vocab_files: Sequence[str] = ("vocab.json",),
+) -> Any:
+    """The start of every ``train`` command: check, load, and only then write.
+
+    Checks the run directory (:func:`prepare_run_directory`), loads the data (with the stored
+    vocabularies when the run directory has them), checks that the data fill a batch, and
+    only then stores the vocabularies and ``run_config.json``. Returns the data.
+    """
+    config, workdir = run.config, Path(run.workdir)
+    prepare_run_directory(workdir, config, experiment)
+    stored = all((workdir / name).exists() for name in vocab_files)
+    data = load_data(config, load_vocabs(workdir, experiment, vocab_files) if stored else None)
+    check_steps_per_epoch(data.num_train, config.train.batch_size)
+    if not stored:
+        for name, vocab in zip(vocab_files, data.vocabs, strict=True):
+            vocab.save(workdir / name)
+    write_run_config(workdir, config)
+    print(f"data: {data.describe()}", file=sys.stderr)
+    return data
+
+
+def finish(workdir: Path, results: dict[str, Any], markdown: str) -> int:
+    """Writes the results (where the run directory is writable), prints them; exit status 0."""
+    write_results(workdir, results, markdown)
+    print(markdown)
+    return 0
+
+
+# --------------------------------------------------------------------------- training pieces
+
+
+def check_steps_per_epoch(num_examples: int, batch_size: int) -> int:
+    """Full batches per epoch; a clear error when the batch is larger than the data."""
+    if batch_size > num_examples:
+        raise ValueError(
+            f"`batch_size` = {batch_size} is larger than the {num_examples} training examples: "
+            "lower --config.batch_size or use more data"
+        )
+    return num_examples // batch_size
+
+
+def make_optimizer(train: TrainConfig, steps_per_epoch: int):
+    """:func:`rnn_jax.train.default_optimizer` for ``train`` (``steps_per_epoch`` sets decay)."""
+    from rnn_jax.train import default_optimizer
+
+    return default_optimizer(
+        train.learning_rate,
+        clip_norm=train.clip_norm,
+        warmup_steps=train.warmup_steps,
+        total_steps=max(train.num_epochs * steps_per_epoch, train.warmup_steps + 1),
+    )
+
+
+class Best(NamedTuple):
+    """The validation metric that picks the best checkpoint and stops early: ``"max"``/``"min"``."""
+
+    metric: str
+    mode: str
+
+
+def make_checkpointer(
+    directory: Path,
+    config: dict[str, Any],
+    best: Best,
+    max_to_keep: int = 2,
+    *,
+    read_only: bool = False,
+):
+    """A :class:`rnn_jax.checkpoint.Checkpointer` keeping the latest and the ``best`` checkpoints.
+
+    ``read_only=True`` (evaluation, prediction, sampling) takes no lock and writes nothing, so
+    it works beside a running training and on a read-only disk.
+    """
+    from rnn_jax.checkpoint import Checkpointer
+
+    return Checkpointer(
+        directory,
+        config=config,
+        max_to_keep=max_to_keep,
+        best_metric=best.metric,
+        best_mode=best.mode,
+        read_only=read_only,
+    )
+
+
+def restore_best_params(checkpointer, template, *, experiment: str, workdir: Path) -> Any:
+    """Parameters of the best checkpoint (else the latest); closes ``checkpointer``.
+
+    Raises:
+        FileNotFoundError: there is no checkpoint (the message says how to train).
+    """
+    try:
+        step = checkpointer.best_step() or checkpointer.latest_step()
+        if step is None:
+            raise FileNotFoundError(
+                f"no checkpoint in {checkpointer.directory}: {_train_first(workdir, experiment)}."
+            )
+        state, _ = checkpointer.restore(template, step=step)
+        return state.params
+    finally:
+        checkpointer.close()
+
+
+def train_template(config: Any, params: Any, keys: Keys):
+    """A train state of ``params`` shaped like the run's: the template checkpoints restore into."""
+    from rnn_jax.train import init_train_state
+
+    return init_train_state(params, make_optimizer(config.train, 1), key=keys.steps)
+
+
+def train_logged(
+    config: Any,
+    loss_fn: Callable[..., Any],
+    epoch_batches: Callable[[int, int], Any],
+    *,
+    params: Any,
+    keys: Keys,
+    num_train: int,
+    **fit_logged_kwargs: Any,
+) -> dict[str, Any]:
+    """Trains ``params`` on ``loss_fn(params, batch, *, key)``: the whole run, logged.
+
+    The optimiser of ``config.train`` (its decay over ``num_train // batch_size`` steps an
+    epoch), a fresh train state keyed by ``keys.steps``, the jitted train step, then
+    :func:`fit_logged` (which takes ``fit_logged_kwargs``). Returns its summary and the
+    parameter count.
+    """
+    from rnn_jax.params import count_params
+    from rnn_jax.train import init_train_state, make_train_step
+
+    steps_per_epoch = check_steps_per_epoch(num_train, config.train.batch_size)
+    optimizer = make_optimizer(config.train, steps_per_epoch)
+    state = init_train_state(params, optimizer, key=keys.steps)
+    train_step = make_train_step(loss_fn, optimizer)
+    summary = fit_logged(state, train_step, epoch_batches, config=config,
+                         steps_per_epoch=steps_per_epoch, **fit_logged_kwargs)  # fmt: skip
+    return {**summary, "num_params": count_params(params)}
+
+
+def fit_logged(
+    state,
+    train_step,
+    epoch_batches,
+    *,
+    config: Any,
+    workdir: Path,
+    checkpointer,
+    best: Best,
+    name: str,
+    **fit_kwargs,
+) -> dict[str, Any]:
+    """:func:`rnn_jax.train.fit` with the run directory's metrics log, curves and summary.
+
+    The schedule comes from ``config`` (``train.num_epochs``, ``train.eval_every``,
+    ``train.patience`` on ``best``, ``report.progress``, ``report.log_every``,
+    ``report.tensorboard`` where it exists); ``fit_kwargs`` go to ``fit`` as they are
+    (``steps_per_epoch``, ``evaluate_fn``, ...). Logs metrics to ``workdir/metrics.jsonl``
+    (and TensorBoard if asked and installed), closes the log and the checkpointer however
+    training ends, plots ``curves.png`` and returns the summary every experiment reports.
+    """
+    from rnn_jax.progress import MetricsLogger, plot_metrics
+    from rnn_jax.train import EarlyStopping, fit
+
+    train, report = config.train, config.report
+    tensorboard = getattr(report, "tensorboard", False)
+    workdir = Path(workdir)
+    logger = MetricsLogger(workdir, tensorboard=tensorboard)
+    if tensorboard and not logger.tensorboard_enabled:
+        print(
+            "tensorboard=true but no writer is installed (pip install tensorboardX); "
+            "metrics go to metrics.jsonl only",
+            file=sys.stderr,
+        )
+    try:
+        result = fit(
+            state,
+            train_step,
+            epoch_batches,
+            checkpointer=checkpointer,
+            logger=logger,
+            description=name,
+            num_epochs=train.num_epochs,
+            eval_every=train.eval_every,
+            early_stopping=EarlyStopping(best.metric, mode=best.mode, patience=train.patience),
+            progress=report.progress,
+            log_every=report.log_every,
+            **fit_kwargs,
+        )
+        # Steps taken: the end of training is always checkpointed (with `fit(restore_best=...)`
+        # `result.state` may be the best state, an earlier step).
+        steps = max(int(result.state.step), checkpointer.latest_step() or 0)
+    finally:
+        logger.close()
+        checkpointer.close()
+    plot_metrics(workdir / "metrics.jsonl", workdir / "curves.png", title=name)
+    return {
+        "train_seconds": result.train_seconds,
+        "best_step": result.best_step,
+        "steps": steps,
+        "stopped_early": result.stopped_early,
+        "val": result.best_metrics,
+    }
