@@ -45,7 +45,6 @@ from experiments.sentiment.pretrain import pretrained_layers, with_layers
 from rnn_jax.batching import iterate_batches, pad_batch
 from rnn_jax.losses import masked_softmax_cross_entropy
 from rnn_jax.params import count_params
-from rnn_jax.train import init_train_state, make_train_step
 from rnn_jax.vocab import Vocabulary
 
 EXPERIMENT_NAME = "sentiment"
@@ -233,22 +232,24 @@ class ModelRun:
         nll = -np.mean(np.log(np.clip(np.where(y == 1, p, 1 - p), 1e-12, 1.0)))
         return {"accuracy": accuracy(p, y), "loss": float(nll)}
 
-    def checkpointer(self):
+    def checkpointer(self, read_only: bool = False):
         return common.make_checkpointer(
             self.dir,
             common.checkpoint_config(self.config, name=self.name),
             BEST,
             max_to_keep=self.config.train.keep_checkpoints,
+            read_only=read_only,
         )
 
     def best_params(self):
         """Parameters of the best checkpoint (by validation accuracy), or ``None``."""
         if not (self.dir / "checkpoints").exists():
             return None
-        optimizer = common.make_optimizer(self.config.train, 1)  # its state's structure only
-        template = init_train_state(self.params0, optimizer, key=self.keys.steps)
         return common.restore_best_params(
-            self.checkpointer(), template, experiment=EXPERIMENT_NAME, workdir=self.workdir
+            self.checkpointer(read_only=True),
+            common.train_template(self.config, self.params0, self.keys),
+            experiment=EXPERIMENT_NAME,
+            workdir=self.workdir,
         )
 
     def language_models(self, data: Data):
@@ -301,27 +302,24 @@ class ModelRun:
                     jnp.asarray(b.extras[0]),
                 )
 
-        steps_per_epoch = common.check_steps_per_epoch(len(train.ids), c.batch_size)
-        optimizer = common.make_optimizer(c, steps_per_epoch)
         params = self.params0
         _, _, bidirectional, _, pretrained = MODEL_SPECS[self.name]
         if pretrained:
             params = with_layers(params, self.language_models(data), bidirectional)
-        state = init_train_state(params, optimizer, key=self.keys.steps)
-        summary = common.fit_logged(
-            state,
-            make_train_step(self.loss_fn, optimizer),
+        return common.train_logged(
+            self.config,
+            self.loss_fn,
             epoch_batches,
-            config=self.config,
+            params=params,
+            keys=self.keys,
+            num_train=len(train.ids),
             workdir=self.dir,
             checkpointer=self.checkpointer(),
             best=BEST,
             name=self.name,
-            steps_per_epoch=steps_per_epoch,
             evaluate_fn=lambda params: self.evaluate(params, data.val),
             checkpoint_extra={"vocab": data.vocab.to_json_dict()},
         )
-        return {**summary, "num_params": self.num_params}
 
 
 # ----------------------------------------------------------------------------- evaluation
