@@ -37,6 +37,13 @@ zero nor the last valid state (only the carry returned with ``return_carry=True`
 at each example's last valid step). Compare valid steps only, or use :func:`flax_module`,
 which zeroes its outputs at padding like :func:`rnn_jax.rnn_apply`.
 
+**Gated cells.** :func:`gated_layers_from_torch` converts a ``torch.nn.GRU`` or
+``torch.nn.LSTM`` (and :func:`gated_layers_from_flax` Flax's ``GRUCell``, ``LSTMCell`` and
+``OptimizedLSTMCell``, whose equations are PyTorch's with fewer biases) into
+``(cell, layers)``: ``layers[l][d]`` of :class:`~rnn_jax.cells.GRULayerParams` /
+:class:`~rnn_jax.cells.LSTMLayerParams`, run with :func:`rnn_jax.cells.layer_unroll`.
+:func:`gated_layers_to_torch` and :func:`gated_layers_to_flax` are the inverses.
+
 Neither PyTorch nor Flax is imported when this module is: PyTorch is imported inside
 :func:`from_torch` and :func:`to_torch` (``pip install torch`` or
 ``pip install 'rnn_jax[torch]'``), Flax inside the Flax functions.
@@ -70,7 +77,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array
 
+from rnn_jax.cells import GRULayerParams, LSTMLayerParams, num_gates
 from rnn_jax.network import check_params, merge_directions
 from rnn_jax.params import ACTIVATIONS, HeadParams, LayerParams, RNNParams
 
@@ -78,6 +87,10 @@ __all__ = [
     "flax_module",
     "from_flax",
     "from_torch",
+    "gated_layers_from_flax",
+    "gated_layers_from_torch",
+    "gated_layers_to_flax",
+    "gated_layers_to_torch",
     "to_flax",
     "to_torch",
 ]
@@ -152,6 +165,27 @@ def _torch_np(torch: Any, t: Any) -> np.ndarray:
     if t.dtype == torch.bfloat16:
         t = t.float()  # exact: bfloat16 is a truncated float32
     return np.array(t.numpy())
+
+
+def _torch_embedding(torch: Any, embedding: Any, input_size: int, module: str) -> Any:
+    """The checked ``(V, D)`` weight of a ``torch.nn.Embedding`` feeding ``module``, or None."""
+    if embedding is None:
+        return None
+    if not isinstance(embedding, torch.nn.Embedding):
+        raise ValueError(
+            f"`embedding` must be a torch.nn.Embedding, got {type(embedding).__name__}."
+        )
+    if embedding.max_norm is not None:
+        raise ValueError(
+            f"`embedding.max_norm` must be None (renormalising rows at lookup is not a "
+            f"linear map), got {embedding.max_norm}."
+        )
+    if embedding.embedding_dim != input_size:
+        raise ValueError(
+            f"`embedding` must have embedding_dim = {module}.input_size = {input_size}, "
+            f"got {embedding.embedding_dim}."
+        )
+    return _torch_np(torch, embedding.weight)
 
 
 def from_torch(
@@ -231,23 +265,7 @@ def from_torch(
     H_out = dirs * H
     dt = _target_dtype(_torch_np(torch, rnn.weight_hh_l0).dtype, dtype)
 
-    E = None
-    if embedding is not None:
-        if not isinstance(embedding, nn.Embedding):
-            raise ValueError(
-                f"`embedding` must be a torch.nn.Embedding, got {type(embedding).__name__}."
-            )
-        if embedding.max_norm is not None:
-            raise ValueError(
-                f"`embedding.max_norm` must be None (renormalising rows at lookup is not a "
-                f"linear map), got {embedding.max_norm}."
-            )
-        if embedding.embedding_dim != rnn.input_size:
-            raise ValueError(
-                f"`embedding` must have embedding_dim = rnn.input_size = {rnn.input_size}, "
-                f"got {embedding.embedding_dim}."
-            )
-        E = _torch_np(torch, embedding.weight)
+    E = _torch_embedding(torch, embedding, rnn.input_size, "rnn")
 
     layers = []
     for k in range(L):
@@ -485,6 +503,17 @@ def _flax_network(variables: Any) -> tuple[list[tuple[Any, str]], Any]:
     )
 
 
+def _flax_embedding(embedding: Any, D: int) -> np.ndarray:
+    """The checked ``(V, D)`` table of ``nn.Embed`` params (or the array itself)."""
+    E = _np(embedding["embedding"] if isinstance(embedding, Mapping) else embedding)
+    if E.ndim != 2 or E.shape[1] != D:
+        raise ValueError(
+            f"`embedding` must have shape (V, D) with D = {D} (the first layer's input "
+            f"size), got {tuple(E.shape)}."
+        )
+    return E
+
+
 def from_flax(
     variables: Any,
     *,
@@ -559,13 +588,7 @@ def from_flax(
     arrays = [_flax_layer(t, where) for t, where in layer_trees]
     dt = _target_dtype(arrays[0][0][0].dtype, dtype)
     if embedding is not None:
-        E = _np(embedding["embedding"] if isinstance(embedding, Mapping) else embedding)
-        D = arrays[0][0][1].shape[1]
-        if E.ndim != 2 or E.shape[1] != D:
-            raise ValueError(
-                f"`embedding` must have shape (V, D) with D = {D} (the first layer's input "
-                f"size), got {tuple(E.shape)}."
-            )
+        E = _flax_embedding(embedding, arrays[0][0][1].shape[1])
         arrays[0] = [(W_aa, _fold_embedding(W_ax, E), b_a) for W_aa, W_ax, b_a in arrays[0]]
     layers = tuple(tuple(_layer(*cell, dt) for cell in layer) for layer in arrays)
     H = layers[0][0].hidden_size
@@ -729,3 +752,414 @@ def flax_module(params: RNNParams) -> Any:
         merge=params.merge,
         token_inputs=params.token_inputs,
     )
+
+
+# --------------------------------------------------------------------------- gated cells
+
+_TORCH_GATED = {"GRU": "gru", "LSTM": "lstm"}
+_FLAX_GATES = {"gru": ("r", "z", "n"), "lstm": ("i", "f", "g", "o")}
+
+
+def _gated_layer(
+    cell: str, W_hh: np.ndarray, W_ih: np.ndarray, b_ih: np.ndarray, b_hh: np.ndarray, dt: Any
+) -> GRULayerParams | LSTMLayerParams:
+    """``[W_hh | W_ih]`` and the biases, in PyTorch's layout, as a layer of ``rnn_jax.cells``.
+
+    The GRU keeps both biases; the LSTM's are summed (in the target dtype, as PyTorch adds
+    them in its own).
+    """
+    W_a = jnp.asarray(np.concatenate([np.asarray(W_hh, dt), np.asarray(W_ih, dt)], axis=1))
+    b_ih, b_hh = np.asarray(b_ih, dt), np.asarray(b_hh, dt)
+    if cell == "gru":
+        return GRULayerParams(W_a=W_a, b_x=jnp.asarray(b_ih), b_h=jnp.asarray(b_hh))
+    return LSTMLayerParams(W_a=W_a, b_a=jnp.asarray(b_ih + b_hh))
+
+
+def _check_gated_stack(cell: str, layers: Sequence[Sequence[Any]], where: str) -> None:
+    """Every layer has the same directions and ``H``; layer ``l > 0`` reads ``dirs * H``."""
+    dirs = len(layers[0])
+    H = layers[0][0].hidden_size
+    G = num_gates(cell)
+    for l, layer in enumerate(layers):
+        if len(layer) != dirs:
+            raise ValueError(
+                f"`{where}` layer {l} has {len(layer)} direction(s), layer 0 has {dirs}."
+            )
+        D = layer[0].input_size
+        for p in layer:
+            if p.hidden_size != H or p.W_a.shape != (G * H, H + D) or p.input_size != D:
+                raise ValueError(
+                    f"`{where}` layer {l} must have W_a of shape ({G}H, H + D) = "
+                    f"({G * H}, {H + D}), got {tuple(p.W_a.shape)}."
+                )
+        if l > 0 and D != dirs * H:
+            raise ValueError(
+                f"`{where}` layer {l} must read the {dirs * H} outputs of layer {l - 1} "
+                f"(directions x H), got input size {D}."
+            )
+
+
+def gated_layers_from_torch(
+    module: Any, *, embedding: Any = None, dtype: Any = None
+) -> tuple[str, tuple[tuple[GRULayerParams | LSTMLayerParams, ...], ...]]:
+    """Convert a ``torch.nn.GRU`` or ``torch.nn.LSTM`` to ``(cell, layers)`` of :mod:`rnn_jax.cells`.
+
+    Any ``num_layers``, ``bidirectional``, ``batch_first`` and ``bias``. Per layer ``k``
+    and direction ``d`` (``_reverse`` for the backward one), exactly (copies, no
+    arithmetic except the LSTM's one bias sum):
+
+    - GRU: ``W_a = [weight_hh_l{k} | weight_ih_l{k}]`` (rows ``r, z, n``),
+      ``b_x = bias_ih_l{k}``, ``b_h = bias_hh_l{k}``;
+    - LSTM: ``W_a = [weight_hh_l{k} | weight_ih_l{k}]`` (rows ``i, f, g, o``),
+      ``b_a = bias_ih_l{k} + bias_hh_l{k}``;
+
+    with zero biases for ``bias=False``. ``layers[l][d]`` runs with
+    :func:`rnn_jax.cells.layer_unroll` (``reverse=(d == 1)``); layer ``l > 0`` reads the
+    concatenation ``[forward | backward]`` of layer ``l - 1``'s outputs, as PyTorch's.
+    PyTorch's ``h_n[l * dirs + d]`` (and ``c_n``) is the carry after the last valid step
+    of ``layers[l][d]``. The module's ``dropout`` is not a weight and is not carried.
+
+    Args:
+        module: a ``torch.nn.GRU`` or ``torch.nn.LSTM`` (``proj_size=0``).
+        embedding: a ``torch.nn.Embedding(V, D)`` feeding the module, folded into the
+            first layer as :func:`from_torch` does: ``W_x = weight_ih_l0 @ embedding.weight.T``
+            of shape ``(G·H, V)`` (computed in float64), so the first layer reads token ids.
+        dtype: dtype of the result; ``None`` keeps the module's (float32 by default).
+
+    Returns:
+        ``(cell, layers)``: ``"gru"`` or ``"lstm"`` and ``layers[l][d]``, a tuple (per
+        layer) of tuples (per direction) of :class:`~rnn_jax.cells.GRULayerParams` or
+        :class:`~rnn_jax.cells.LSTMLayerParams`.
+
+    Raises:
+        ImportError: PyTorch is not installed.
+        ValueError: another module, or an LSTM with ``proj_size > 0``.
+
+    Example:
+        >>> import pytest; torch = pytest.importorskip("torch")
+        >>> import jax.numpy as jnp
+        >>> from rnn_jax.cells import carry_zeros, layer_unroll
+        >>> gru = torch.nn.GRU(3, 5)                       # time-major, like layer_unroll
+        >>> cell, layers = gated_layers_from_torch(gru)
+        >>> cell, layers[0][0].W_a.shape                   # (3H, H + D)
+        ('gru', (15, 8))
+        >>> x = torch.randn(4, 2, 3)                       # (T, B, D)
+        >>> output, h_n = gru(x)
+        >>> h_seq, h_last = layer_unroll(cell, layers[0][0], jnp.asarray(x.numpy()),
+        ...                              carry_zeros(cell, 2, 5), None)
+        >>> bool(jnp.allclose(h_seq, output.detach().numpy(), atol=1e-5))
+        True
+    """
+    torch = _import_torch()
+    nn = torch.nn
+    mode = getattr(module, "mode", None) if isinstance(module, nn.RNNBase) else None
+    if mode not in _TORCH_GATED:
+        raise ValueError(
+            f"`module` must be a torch.nn.GRU or torch.nn.LSTM, got {type(module).__name__}"
+            + (f" (mode {mode!r})." if mode else ".")
+        )
+    if getattr(module, "proj_size", 0):
+        raise ValueError(
+            f"`module.proj_size` must be 0 (an LSTM without projection), got {module.proj_size}."
+        )
+    cell = _TORCH_GATED[mode]
+    dt = _target_dtype(_torch_np(torch, module.weight_hh_l0).dtype, dtype)
+    E = _torch_embedding(torch, embedding, module.input_size, "module")
+    dirs = 2 if module.bidirectional else 1
+    layers = []
+    for k in range(module.num_layers):
+        layer = []
+        for d in range(dirs):
+            sfx = f"_l{k}" + ("_reverse" if d == 1 else "")
+            W_hh = _torch_np(torch, getattr(module, "weight_hh" + sfx))
+            W_ih = _torch_np(torch, getattr(module, "weight_ih" + sfx))
+            if module.bias:
+                b_ih = _torch_np(torch, getattr(module, "bias_ih" + sfx))
+                b_hh = _torch_np(torch, getattr(module, "bias_hh" + sfx))
+            else:
+                b_ih = b_hh = np.zeros((W_hh.shape[0],), W_hh.dtype)
+            if k == 0 and E is not None:
+                W_ih = _fold_embedding(W_ih, E)
+            layer.append(_gated_layer(cell, W_hh, W_ih, b_ih, b_hh, dt))
+        layers.append(tuple(layer))
+    return cell, tuple(layers)
+
+
+def gated_layers_to_torch(
+    cell: str,
+    layers: Sequence[Sequence[GRULayerParams | LSTMLayerParams]],
+    *,
+    batch_first: bool = True,
+) -> Any:
+    """The ``torch.nn.GRU``/``torch.nn.LSTM`` computing ``layers``, the inverse of :func:`gated_layers_from_torch`.
+
+    GRU: ``weight_hh | weight_ih = W_a``, ``bias_ih = b_x``, ``bias_hh = b_h``; LSTM: ``bias_ih
+    = b_a`` and ``bias_hh = 0``. So ``gated_layers_from_torch(gated_layers_to_torch(cell,
+    layers))`` is ``(cell, layers)`` bit for bit. The caller's torch RNG is not moved.
+
+    Args:
+        cell: ``"gru"`` or ``"lstm"``.
+        layers: ``layers[l][d]`` as returned by :func:`gated_layers_from_torch`.
+        batch_first: the module's input layout (weights do not depend on it).
+
+    Returns:
+        a ``torch.nn.GRU`` or ``torch.nn.LSTM`` (float16/32/64 like ``layers``).
+
+    Example:
+        >>> import pytest; torch = pytest.importorskip("torch")
+        >>> import jax
+        >>> from rnn_jax.cells import init_gated_layer
+        >>> keys = jax.random.split(jax.random.key(0), 2)
+        >>> layers = ((init_gated_layer("lstm", 3, 4, key=keys[0]),
+        ...            init_gated_layer("lstm", 3, 4, key=keys[1])),)
+        >>> gated_layers_to_torch("lstm", layers)
+        LSTM(3, 4, batch_first=True, bidirectional=True)
+    """
+    torch = _import_torch()
+    num_gates(cell)
+    if not layers or not layers[0]:
+        raise ValueError("`layers` must hold at least one layer of one direction, got none.")
+    _check_gated_stack(cell, layers, "layers")
+    first = layers[0][0]
+    H, D = first.hidden_size, first.input_size
+    np_dtype = _np(first.W_a).dtype
+    torch_dtypes = {
+        np.dtype(np.float16): torch.float16,
+        np.dtype(np.float32): torch.float32,
+        np.dtype(np.float64): torch.float64,
+    }
+    if np_dtype not in torch_dtypes:
+        raise ValueError(
+            f"`layers` must hold float16, float32 or float64 arrays to convert to PyTorch, "
+            f"got {np_dtype}."
+        )
+    kind = torch.nn.GRU if cell == "gru" else torch.nn.LSTM
+    with torch.random.fork_rng(devices=[]):
+        module = kind(
+            input_size=D,
+            hidden_size=H,
+            num_layers=len(layers),
+            bias=True,
+            batch_first=batch_first,
+            bidirectional=len(layers[0]) == 2,
+            dtype=torch_dtypes[np_dtype],
+        )
+
+    def put(tensor: Any, value: Any) -> None:
+        tensor.copy_(torch.from_numpy(np.array(value, dtype=np_dtype)))
+
+    with torch.no_grad():
+        for k, layer in enumerate(layers):
+            for d, p in enumerate(layer):
+                sfx = f"_l{k}" + ("_reverse" if d == 1 else "")
+                W_a = _np(p.W_a)
+                put(getattr(module, "weight_hh" + sfx), W_a[:, :H])
+                put(getattr(module, "weight_ih" + sfx), W_a[:, H:])
+                if cell == "gru":
+                    put(getattr(module, "bias_ih" + sfx), _np(p.b_x))
+                    put(getattr(module, "bias_hh" + sfx), _np(p.b_h))
+                else:
+                    put(getattr(module, "bias_ih" + sfx), _np(p.b_a))
+                    getattr(module, "bias_hh" + sfx).zero_()
+    return module
+
+
+def _dense(tree: Any, where: str, *, bias: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    keys = {"kernel", "bias"} if bias else {"kernel"}
+    if not isinstance(tree, Mapping) or set(tree) != keys:
+        raise ValueError(f"`{where}` must hold {sorted(keys)}, got {_keys(tree)}.")
+    return _np(tree["kernel"]), (_np(tree["bias"]) if bias else None)
+
+
+def _flax_gated_cell(tree: Any, where: str) -> tuple[str, tuple[np.ndarray, ...]]:
+    """``(cell, (W_hh, W_ih, b_ih, b_hh))`` in PyTorch's layout from one Flax gated cell."""
+    keys = set(tree) if isinstance(tree, Mapping) else set()
+    if keys == _GRU_KEYS:
+        cell = "gru"
+        # GRUCell: input Dense ir/iz/in with bias; hidden hr/hz without, hn with.
+        hidden_bias = {"r": False, "z": False, "n": True}
+        input_bias = {"r": True, "z": True, "n": True}
+    elif keys == _LSTM_KEYS:
+        cell = "lstm"
+        # LSTMCell / OptimizedLSTMCell: input Dense without bias, hidden Dense with.
+        hidden_bias = dict.fromkeys("ifgo", True)
+        input_bias = dict.fromkeys("ifgo", False)
+    else:
+        raise ValueError(
+            f"`{where}` must be the params of nn.GRUCell (keys {sorted(_GRU_KEYS)}) or of "
+            f"nn.LSTMCell/nn.OptimizedLSTMCell (keys {sorted(_LSTM_KEYS)}), got {_keys(tree)}."
+        )
+    W_hh, W_ih, b_ih, b_hh = [], [], [], []
+    for gate in _FLAX_GATES[cell]:
+        K_i, b_i = _dense(tree["i" + gate], f"{where}['i{gate}']", bias=input_bias[gate])
+        K_h, b_h = _dense(tree["h" + gate], f"{where}['h{gate}']", bias=hidden_bias[gate])
+        H = K_h.shape[-1]
+        if K_h.shape != (H, H) or K_i.ndim != 2 or K_i.shape[1] != H:
+            raise ValueError(
+                f"`{where}` gate {gate!r} must have kernels i (D, H) and h (H, H), got "
+                f"{tuple(K_i.shape)} and {tuple(K_h.shape)}."
+            )
+        W_hh.append(K_h.T)
+        W_ih.append(K_i.T)
+        b_ih.append(np.zeros((H,), K_h.dtype) if b_i is None else b_i)
+        b_hh.append(np.zeros((H,), K_h.dtype) if b_h is None else b_h)
+    return cell, tuple(np.concatenate(x, axis=0) for x in (W_hh, W_ih, b_ih, b_hh))
+
+
+def gated_layers_from_flax(
+    variables: Any, *, embedding: Any = None, dtype: Any = None
+) -> tuple[str, tuple[tuple[GRULayerParams | LSTMLayerParams, ...], ...]]:
+    """Convert Flax ``nn.GRUCell`` / ``nn.LSTMCell`` / ``nn.OptimizedLSTMCell`` params to ``(cell, layers)``.
+
+    The equations coincide with PyTorch's (and :mod:`rnn_jax.cells`') exactly:
+
+    - ``GRUCell``: ``r = σ(ir(x) + hr(h))``, ``z = σ(iz(x) + hz(h))``,
+      ``n = tanh(in(x) + r ⊙ hn(h))``, ``h' = (1 - z) ⊙ n + z ⊙ h``, where the input
+      ``Dense`` layers have biases and, of the hidden ones, only ``hn`` has one: so
+      ``W_a = [hr; hz; hn | ir; iz; in]`` (kernels transposed), ``b_x = [ir.b, iz.b, in.b]``
+      and ``b_h = [0, 0, hn.b]`` (Flax has no ``b_hr``/``b_hz``; the converse conversion
+      would have to fold them into ``b_ir``/``b_iz``).
+    - ``LSTMCell`` and ``OptimizedLSTMCell`` (same params): gates ``i, f, g, o`` with
+      ``σ, σ, tanh, σ``, ``c' = f ⊙ c + i ⊙ g``, ``h' = o ⊙ tanh(c')``; the input
+      ``Dense`` layers have no bias, the hidden ones do: ``b_a = [hi.b; hf.b; hg.b; ho.b]``.
+      Flax's carry is ``(c, h)``, this library's ``(h, c)`` (PyTorch's order).
+
+    Cells built with other ``gate_fn``/``activation_fn`` than the defaults compute other
+    equations and are not detected: do not pass them.
+
+    Args:
+        variables: the variables (``{"params": ...}``) or params of ``nn.RNN(cell)``
+            (``{"cell": ...}``), of ``nn.Bidirectional(nn.RNN(cell), nn.RNN(cell))``
+            (``{"forward_rnn": ..., "backward_rnn": ...}``), a list of those (one per layer,
+            bottom first), or ``{"layers_0": ..., ...}``.
+        embedding: ``nn.Embed`` params ``{"embedding": (V, D)}`` (or the array) feeding the
+            first layer; folded into its ``W_x`` as :func:`from_flax` does, so the first
+            layer reads token ids.
+        dtype: dtype of the result; ``None`` keeps the params'.
+
+    Returns:
+        ``(cell, layers)`` as :func:`gated_layers_from_torch`.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, flax.linen as nn
+        >>> from rnn_jax.cells import layer_unroll
+        >>> flax_rnn = nn.RNN(nn.GRUCell(4), return_carry=True)
+        >>> xs = jnp.ones((2, 5, 3))                       # (B, T, D)
+        >>> variables = flax_rnn.init(jax.random.key(0), xs)
+        >>> carry, ys = flax_rnn.apply(variables, xs)
+        >>> cell, layers = gated_layers_from_flax(variables)
+        >>> h_seq, h_last = layer_unroll(cell, layers[0][0], xs.swapaxes(0, 1), 0 * carry, None)
+        >>> bool(jnp.allclose(h_last, carry, atol=1e-6))
+        True
+    """
+    layer_trees, head = _flax_network(variables)
+    if head is not None:
+        raise ValueError("`variables` must hold recurrent layers only, got a 'head' too.")
+    if not layer_trees:
+        raise ValueError("`variables` must hold at least one layer, got an empty list.")
+    found: list[list[tuple[str, tuple[np.ndarray, ...]]]] = []
+    for tree, where in layer_trees:
+        if isinstance(tree, Mapping) and set(tree) == {"cell"}:
+            subs = [(tree["cell"], f"{where}['cell']")]
+        elif isinstance(tree, Mapping) and set(tree) == {"forward_rnn", "backward_rnn"}:
+            subs = []
+            for name in ("forward_rnn", "backward_rnn"):
+                sub = tree[name]
+                if not isinstance(sub, Mapping) or set(sub) != {"cell"}:
+                    raise ValueError(
+                        f"`{where}['{name}']` must be nn.RNN params {{'cell': ...}}, got keys "
+                        f"{_keys(sub)}."
+                    )
+                subs.append((sub["cell"], f"{where}['{name}']['cell']"))
+        else:
+            raise ValueError(
+                f"`{where}` must be the params of nn.RNN(cell) (keys ['cell']) or of "
+                f"nn.Bidirectional (keys ['backward_rnn', 'forward_rnn']), got {_keys(tree)}."
+            )
+        found.append([_flax_gated_cell(t, w) for t, w in subs])
+    cells = {c for layer in found for c, _ in layer}
+    if len(cells) != 1:
+        raise ValueError(f"`variables` must hold one kind of cell, got {sorted(cells)}.")
+    (cell,) = cells
+    dt = _target_dtype(found[0][0][1][0].dtype, dtype)
+    if embedding is not None:
+        E = _flax_embedding(embedding, found[0][0][1][1].shape[1])
+        found[0] = [
+            (c, (W_hh, _fold_embedding(W_ih, E), b_ih, b_hh))
+            for c, (W_hh, W_ih, b_ih, b_hh) in found[0]
+        ]
+    layers = tuple(tuple(_gated_layer(cell, *arrays, dt) for _, arrays in layer) for layer in found)
+    _check_gated_stack(cell, layers, "variables")
+    return cell, layers
+
+
+def _flax_gated_cell_params(cell: str, p: GRULayerParams | LSTMLayerParams) -> dict[str, Any]:
+    H = p.hidden_size
+    W_a = p.W_a
+
+    def block(g: int) -> tuple[Array, Array]:
+        """``(W_h, W_x)`` of gate ``g`` (rows ``g·H .. (g+1)·H``)."""
+        rows = W_a[g * H : (g + 1) * H]
+        return rows[:, :H], rows[:, H:]
+
+    tree: dict[str, Any] = {}
+    for g, gate in enumerate(_FLAX_GATES[cell]):
+        W_h, W_x = block(g)
+        rows = slice(g * H, (g + 1) * H)
+        if cell == "gru":
+            # r and z: the two biases only ever appear summed; n: b_hn stays on hn.
+            b_i = p.b_x[rows] + (p.b_h[rows] if gate != "n" else 0)
+            tree["i" + gate] = {"kernel": W_x.T, "bias": b_i}
+            tree["h" + gate] = {"kernel": W_h.T}
+            if gate == "n":
+                tree["hn"]["bias"] = p.b_h[rows]
+        else:
+            tree["i" + gate] = {"kernel": W_x.T}
+            tree["h" + gate] = {"kernel": W_h.T, "bias": p.b_a[rows]}
+    return tree
+
+
+def gated_layers_to_flax(
+    cell: str, layers: Sequence[Sequence[GRULayerParams | LSTMLayerParams]]
+) -> list[dict[str, Any]]:
+    """Flax params computing ``layers``: one tree per layer, for ``nn.RNN(cell)`` or ``nn.Bidirectional``.
+
+    The inverse of :func:`gated_layers_from_flax`. Layer ``l`` becomes ``{"cell": ...}``
+    (one direction, the params of ``nn.RNN(nn.GRUCell(H))`` / ``nn.RNN(nn.LSTMCell(H))``)
+    or ``{"forward_rnn": {"cell": ...}, "backward_rnn": {"cell": ...}}`` (two); wrap one
+    as ``{"params": tree}`` to ``apply`` that module. The LSTM converts exactly (``b_a``
+    goes to the hidden ``Dense`` layers, as in Flax). Flax's GRU has no ``b_hr``/``b_hz``;
+    they only ever appear summed with ``b_ir``/``b_iz``, so they are folded into the input
+    biases: the same function (up to the rounding of that one addition), and
+    ``gated_layers_from_flax`` then returns ``b_h = [0, 0, b_hn]``.
+
+    Args:
+        cell: ``"gru"`` or ``"lstm"``.
+        layers: ``layers[l][d]`` as returned by :func:`gated_layers_from_torch`.
+
+    Returns:
+        a list of params trees, bottom layer first (what :func:`gated_layers_from_flax`
+        reads).
+
+    Example:
+        >>> import jax, jax.numpy as jnp, flax.linen as nn
+        >>> from rnn_jax.cells import carry_zeros, init_gated_layer, layer_unroll
+        >>> layer = init_gated_layer("lstm", 3, 4, key=jax.random.key(0))
+        >>> (tree,) = gated_layers_to_flax("lstm", ((layer,),))
+        >>> xs = jnp.ones((2, 5, 3))                                    # (B, T, D)
+        >>> ys = nn.RNN(nn.LSTMCell(4)).apply({"params": tree}, xs)
+        >>> h_seq, _ = layer_unroll("lstm", layer, xs.swapaxes(0, 1), carry_zeros("lstm", 2, 4), None)
+        >>> bool(jnp.allclose(ys, h_seq.swapaxes(0, 1), atol=1e-6))
+        True
+    """
+    num_gates(cell)
+    if not layers or not layers[0]:
+        raise ValueError("`layers` must hold at least one layer of one direction, got none.")
+    _check_gated_stack(cell, layers, "layers")
+    out = []
+    for layer in layers:
+        cells = [{"cell": _flax_gated_cell_params(cell, p)} for p in layer]
+        out.append(
+            cells[0] if len(cells) == 1 else {"forward_rnn": cells[0], "backward_rnn": cells[1]}
+        )
+    return out

@@ -1,4 +1,4 @@
-"""rnn_jax.interop: weights to and from torch.nn.RNN and flax.linen nn.RNN(nn.SimpleCell).
+"""rnn_jax.interop: weights to and from torch.nn.RNN/GRU/LSTM and flax.linen's cells.
 
 The peers are the references here: a converted network must compute what the peer
 computes on the same (padded, variable-length) batch, and a round trip must be exact.
@@ -26,7 +26,26 @@ from rnn_jax import (
     rnn_layers,
     rnn_unroll,
 )
-from rnn_jax.interop import flax_module, from_flax, from_torch, to_flax, to_torch
+from rnn_jax.cells import (
+    GATED_CELLS,
+    GRULayerParams,
+    LSTMLayerParams,
+    carry_zeros,
+    init_gated_layer,
+    layer_unroll,
+    num_gates,
+)
+from rnn_jax.interop import (
+    flax_module,
+    from_flax,
+    from_torch,
+    gated_layers_from_flax,
+    gated_layers_from_torch,
+    gated_layers_to_flax,
+    gated_layers_to_torch,
+    to_flax,
+    to_torch,
+)
 
 ATOL = 1e-5
 
@@ -599,3 +618,383 @@ def test_params_dataclass_replace_keeps_converted_params_usable():
     params = from_flax(to_flax(random_params(0, 3, 4, 2)))
     params = dataclasses.replace(params, head=init_head(4, 5, key=jax.random.key(0)))
     assert rnn_apply(params, jnp.ones((1, 2, 3))).shape == (1, 2, 5)
+
+
+# --------------------------------------------------------------------------- gated cells
+
+TORCH_GATED = {"gru": "GRU", "lstm": "LSTM"}
+
+
+def gated_stack(cell, layers, xs, lengths):
+    """The stack run layer by layer with rnn_jax.cells: each direction with layer_unroll
+    (reverse for d = 1), the concatenated outputs feeding the next layer.
+
+    xs: batch-first (B, T, D) dense or (B, T) ids. Returns (output (B, T, dirs * H),
+    h_n (L * dirs, B, H), c_n (L * dirs, B, H) or None), PyTorch's layout.
+    """
+    xs = jnp.swapaxes(jnp.asarray(xs), 0, 1)
+    T, B = xs.shape[:2]
+    mask = jnp.asarray(np.arange(T)[:, None] < np.asarray(lengths)[None, :])
+    H = layers[0][0].hidden_size
+    finals = []
+    h = xs
+    for layer in layers:
+        outs = []
+        for d, p in enumerate(layer):
+            seq, carry = layer_unroll(cell, p, h, carry_zeros(cell, B, H), mask, reverse=d == 1)
+            outs.append(seq)
+            finals.append(carry)
+        h = jnp.concatenate(outs, axis=-1)
+    output = jnp.swapaxes(h, 0, 1)
+    if cell == "gru":
+        return output, jnp.stack(finals), None
+    return output, jnp.stack([f[0] for f in finals]), jnp.stack([f[1] for f in finals])
+
+
+def torch_gated_run(torch, module, xs, lengths, weights):
+    """PyTorch on a packed, unsorted batch; returns output, h_n, c_n (or None) and the
+    gradient of sum(w * output) + sum(w_h * h_n) (+ sum(w_c * c_n)) w.r.t. the inputs."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    x = torch.from_numpy(xs).requires_grad_(True)
+    x_in = x if module.batch_first else x.transpose(0, 1)
+    packed = pack_padded_sequence(
+        x_in, torch.from_numpy(lengths), batch_first=module.batch_first, enforce_sorted=False
+    )
+    out, state = module(packed)
+    out, _ = pad_packed_sequence(out, batch_first=True, total_length=xs.shape[1])
+    h_n, c_n = state if isinstance(state, tuple) else (state, None)
+    w_out, w_h, w_c = (torch.from_numpy(w) for w in weights)
+    loss = (w_out * out).sum() + (w_h * h_n).sum()
+    if c_n is not None:
+        loss = loss + (w_c * c_n).sum()
+    loss.backward()
+    detach = lambda t: None if t is None else t.detach().numpy()  # noqa: E731
+    return detach(out), detach(h_n), detach(c_n), x.grad.numpy()
+
+
+@pytest.mark.parametrize("cell", GATED_CELLS)
+@pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "time_major"])
+@pytest.mark.parametrize("num_layers, bidirectional", [(1, False), (2, True), (2, False)])
+def test_gated_layers_from_torch_match_torch_on_packed_sequences(
+    torch, cell, batch_first, num_layers, bidirectional
+):
+    torch.manual_seed(7 * num_layers + bidirectional)
+    D, H, B, T = 3, 4, 5, 7
+    module = getattr(torch.nn, TORCH_GATED[cell])(
+        D, H, num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first
+    )
+    dirs = 2 if bidirectional else 1
+    xs, lengths = batch(30 + num_layers, B, T, D)
+    rng = np.random.default_rng(31)
+    weights = (
+        rng.normal(size=(B, T, dirs * H)).astype(np.float32),
+        rng.normal(size=(num_layers * dirs, B, H)).astype(np.float32),
+        rng.normal(size=(num_layers * dirs, B, H)).astype(np.float32),
+    )
+    out, h_n, c_n, dx_torch = torch_gated_run(torch, module, xs, lengths, weights)
+
+    name, layers = gated_layers_from_torch(module)
+    assert name == cell and len(layers) == num_layers and len(layers[0]) == dirs
+    kind = GRULayerParams if cell == "gru" else LSTMLayerParams
+    assert all(isinstance(p, kind) and p.W_a.dtype == jnp.float32 for l in layers for p in l)
+
+    output, h_last, c_last = gated_stack(cell, layers, xs, lengths)
+    np.testing.assert_allclose(output, out, atol=ATOL)  # both exactly zero at padding
+    np.testing.assert_allclose(h_last, h_n, atol=ATOL)
+    if cell == "lstm":
+        np.testing.assert_allclose(c_last, c_n, atol=ATOL)
+
+    def loss(xs):
+        output, h_last, c_last = gated_stack(cell, layers, xs, lengths)
+        total = jnp.sum(weights[0] * output) + jnp.sum(weights[1] * h_last)
+        return total if c_last is None else total + jnp.sum(weights[2] * c_last)
+
+    dx = jax.grad(loss)(jnp.asarray(xs))
+    np.testing.assert_allclose(dx, dx_torch, atol=ATOL)
+    assert np.all(np.asarray(dx)[~valid(lengths, T)] == 0)
+
+
+@pytest.mark.parametrize("cell", GATED_CELLS)
+def test_gated_layers_from_torch_copy_the_weights_exactly(torch, cell):
+    torch.manual_seed(8)
+    module = getattr(torch.nn, TORCH_GATED[cell])(3, 4, num_layers=2, bidirectional=True)
+    _, layers = gated_layers_from_torch(module)
+    for k in range(2):
+        for d, sfx in enumerate([f"_l{k}", f"_l{k}_reverse"]):
+            t = {
+                n: getattr(module, n + sfx).detach().numpy()
+                for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            }
+            p = layers[k][d]
+            np.testing.assert_array_equal(p.W_h, t["weight_hh"])
+            np.testing.assert_array_equal(p.W_x, t["weight_ih"])
+            if cell == "gru":
+                np.testing.assert_array_equal(p.b_x, t["bias_ih"])
+                np.testing.assert_array_equal(p.b_h, t["bias_hh"])
+            else:
+                np.testing.assert_array_equal(p.b_a, t["bias_ih"] + t["bias_hh"])
+
+
+@pytest.mark.parametrize("cell", GATED_CELLS)
+def test_gated_layers_from_torch_without_bias_and_token_ids(torch, cell):
+    torch.manual_seed(9)
+    V, H, B, T = 6, 4, 4, 5
+    module = getattr(torch.nn, TORCH_GATED[cell])(V, H, bias=False, batch_first=True)
+    _, layers = gated_layers_from_torch(module)
+    for b in jax.tree.leaves(layers[0][0])[1:]:
+        assert np.all(np.asarray(b) == 0)
+    ids = np.random.default_rng(9).integers(0, V, size=(B, T))
+    _, lengths = batch(9, B, T, 1)
+    one_hot = np.eye(V, dtype=np.float32)[ids]
+    zeros = tuple(np.zeros(s, np.float32) for s in ((B, T, H), (1, B, H), (1, B, H)))
+    out, h_n, c_n, _ = torch_gated_run(torch, module, one_hot, lengths, zeros)
+    output, h_last, c_last = gated_stack(cell, layers, jnp.asarray(ids, jnp.int32), lengths)
+    np.testing.assert_allclose(output, out, atol=ATOL)
+    np.testing.assert_allclose(h_last, h_n, atol=ATOL)
+    if cell == "lstm":
+        np.testing.assert_allclose(c_last, c_n, atol=ATOL)
+
+
+@pytest.mark.parametrize("cell", GATED_CELLS)
+def test_gated_layers_float64(torch, cell, x64):
+    torch.manual_seed(10)
+    module = getattr(torch.nn, TORCH_GATED[cell])(
+        3, 4, num_layers=2, bidirectional=True, batch_first=True
+    ).double()
+    _, layers = gated_layers_from_torch(module)
+    assert layers[1][1].W_a.dtype == jnp.float64
+    xs, lengths = batch(10, 4, 6, 3, dtype=np.float64)
+    zeros = tuple(np.zeros(s) for s in ((4, 6, 8), (4, 4, 4), (4, 4, 4)))
+    out, h_n, _, _ = torch_gated_run(torch, module, xs, lengths, zeros)
+    output, h_last, _ = gated_stack(cell, layers, xs, lengths)
+    np.testing.assert_allclose(output, out, atol=1e-12)
+    np.testing.assert_allclose(h_last, h_n, atol=1e-12)
+    _, as_f32 = gated_layers_from_torch(module, dtype=jnp.float32)
+    assert as_f32[0][0].W_a.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("cell", GATED_CELLS)
+@pytest.mark.parametrize("num_layers, bidirectional", [(1, False), (2, True)])
+def test_gated_torch_round_trip_is_exact(torch, cell, num_layers, bidirectional):
+    keys = iter(jax.random.split(jax.random.key(11), 8))
+    dirs = 2 if bidirectional else 1
+    layers = tuple(
+        tuple(
+            init_gated_layer(cell, 3 if l == 0 else dirs * 4, 4, key=next(keys))
+            for _ in range(dirs)
+        )
+        for l in range(num_layers)
+    )
+    torch.manual_seed(0)
+    expected_rng = torch.rand(2)
+    torch.manual_seed(0)
+    module = gated_layers_to_torch(cell, layers, batch_first=False)
+    assert torch.equal(torch.rand(2), expected_rng)  # the caller's torch RNG is not moved
+    assert type(module).__name__ == TORCH_GATED[cell] and not module.batch_first
+    assert (module.num_layers, module.bidirectional) == (num_layers, bidirectional)
+    name, back = gated_layers_from_torch(module)
+    assert name == cell
+    assert_params_identical(back, layers)
+
+
+def test_gated_layers_torch_errors(torch):
+    with pytest.raises(
+        ValueError, match=r"`module` must be a torch.nn.GRU or torch.nn.LSTM, got RNN \(mode"
+    ):
+        gated_layers_from_torch(torch.nn.RNN(3, 4))
+    with pytest.raises(ValueError, match=r"got Linear\.$"):
+        gated_layers_from_torch(torch.nn.Linear(3, 4))
+    with pytest.raises(ValueError, match=r"`module.proj_size` must be 0"):
+        gated_layers_from_torch(torch.nn.LSTM(3, 4, proj_size=2))
+    gru = init_gated_layer("gru", 3, 4, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"`cell` must be one of"):
+        gated_layers_to_torch("rnn", ((gru,),))
+    with pytest.raises(ValueError, match=r"`layers` layer 1 must read the 4 outputs of layer 0"):
+        gated_layers_to_torch("gru", ((gru,), (gru,)))
+    with pytest.raises(ValueError, match=r"must have W_a of shape \(4H, H \+ D\)"):
+        gated_layers_to_torch("lstm", ((gru,),))
+
+
+def flax_gated(cell, H):
+    return {"gru": nn.GRUCell, "lstm": nn.LSTMCell, "optimized_lstm": nn.OptimizedLSTMCell}[cell](H)
+
+
+def flax_h(cell, carry):
+    """Flax's hidden state: the GRU's carry, or h of the LSTM's (c, h)."""
+    return carry if cell == "gru" else carry[1]
+
+
+@pytest.mark.parametrize("flax_cell_name", ["gru", "lstm", "optimized_lstm"])
+def test_gated_layers_from_flax_match_flax_deep_bidirectional(flax_cell_name):
+    cell = "gru" if flax_cell_name == "gru" else "lstm"
+    D, H, B, T = 3, 4, 5, 7
+    xs, lengths = batch(40, B, T, D)
+    stack = [
+        nn.Bidirectional(
+            nn.RNN(flax_gated(flax_cell_name, H)),
+            nn.RNN(flax_gated(flax_cell_name, H)),
+            return_carry=True,
+        )
+        for _ in range(2)
+    ]
+    h, variables, carries = xs, [], []
+    for l, layer in enumerate(stack):
+        v = layer.init(jax.random.key(40 + l), h)
+        (c_f, c_b), h = layer.apply(v, h, seq_lengths=lengths)
+        variables.append(v["params"])
+        carries += [c_f, c_b]
+
+    name, layers = gated_layers_from_flax(variables)
+    assert name == cell and len(layers) == 2 and len(layers[0]) == 2
+    output, h_last, c_last = gated_stack(cell, layers, xs, lengths)
+    m = valid(lengths, T)
+    # Flax does not zero the outputs at padding: compare valid steps, and the carries.
+    np.testing.assert_allclose(np.asarray(output)[m], np.asarray(h)[m], atol=ATOL)
+    np.testing.assert_allclose(h_last, np.stack([flax_h(cell, c) for c in carries]), atol=ATOL)
+    if cell == "lstm":  # Flax's carry is (c, h)
+        np.testing.assert_allclose(c_last, np.stack([c[0] for c in carries]), atol=ATOL)
+
+
+@pytest.mark.parametrize("flax_cell_name", ["gru", "lstm"])
+def test_gated_layers_from_flax_single_rnn_and_biases(flax_cell_name):
+    cell = flax_cell_name
+    D, H, B, T = 3, 4, 2, 5
+    module = nn.RNN(flax_gated(cell, H), return_carry=True)
+    xs, lengths = batch(41, B, T, D)
+    variables = module.init(jax.random.key(41), xs)
+    # non-zero biases everywhere Flax has one
+    variables = jax.tree.map(lambda a: a + 0.1 if a.ndim == 1 else a, variables)
+    carry, ys = module.apply(variables, xs, seq_lengths=lengths)
+    name, layers = gated_layers_from_flax(variables)
+    (p,) = layers[0]
+    if cell == "gru":  # no b_hr, b_hz in Flax
+        np.testing.assert_array_equal(p.b_h[: 2 * H], np.zeros(2 * H, np.float32))
+        assert np.all(np.asarray(p.b_h[2 * H :]) != 0) and np.all(np.asarray(p.b_x) != 0)
+    output, h_last, _ = gated_stack(cell, layers, xs, lengths)
+    m = valid(lengths, T)
+    np.testing.assert_allclose(np.asarray(output)[m], np.asarray(ys)[m], atol=ATOL)
+    np.testing.assert_allclose(h_last[0], flax_h(cell, carry), atol=ATOL)
+
+
+def test_gated_layers_from_flax_errors():
+    xs = jnp.ones((2, 3, 3))
+    simple = nn.RNN(nn.SimpleCell(4)).init(jax.random.key(0), xs)
+    with pytest.raises(ValueError, match=r"must be the params of nn.GRUCell .* got \['h', 'i'\]"):
+        gated_layers_from_flax(simple)
+    gru = nn.RNN(nn.GRUCell(4)).init(jax.random.key(0), xs)["params"]
+    lstm = nn.RNN(nn.LSTMCell(4)).init(jax.random.key(0), jnp.ones((2, 3, 4)))["params"]
+    with pytest.raises(ValueError, match=r"one kind of cell, got \['gru', 'lstm'\]"):
+        gated_layers_from_flax([gru, lstm])
+    with pytest.raises(ValueError, match=r"layer 1 must read the 4 outputs of layer 0"):
+        gated_layers_from_flax([gru, gru])
+    broken = jax.tree.map(lambda a: a, gru)
+    broken["cell"]["hr"] = {"kernel": gru["cell"]["hr"]["kernel"], "bias": jnp.zeros(4)}
+    with pytest.raises(
+        ValueError, match=r"\['hr'\]` must hold \['kernel'\], got \['bias', 'kernel'\]"
+    ):
+        gated_layers_from_flax(broken)
+    with pytest.raises(ValueError, match=r"recurrent layers only, got a 'head'"):
+        gated_layers_from_flax({"layers_0": gru, "head": {}})
+
+
+@pytest.mark.parametrize("cell", GATED_CELLS)
+def test_gated_layers_from_torch_fold_an_embedding(torch, cell):
+    torch.manual_seed(12)
+    V, E, H, B, T = 11, 3, 4, 4, 6
+    emb = torch.nn.Embedding(V, E, padding_idx=0)
+    module = getattr(torch.nn, TORCH_GATED[cell])(
+        E, H, num_layers=2, bidirectional=True, batch_first=True
+    )
+    ids = np.random.default_rng(12).integers(0, V, size=(B, T))
+    _, lengths = batch(12, B, T, 1)
+    with torch.no_grad():
+        xs = emb(torch.from_numpy(ids)).numpy()
+    zeros = tuple(np.zeros(s, np.float32) for s in ((B, T, 2 * H), (4, B, H), (4, B, H)))
+    out, h_n, c_n, _ = torch_gated_run(torch, module, xs, lengths, zeros)
+
+    _, layers = gated_layers_from_torch(module, embedding=emb)
+    assert layers[0][0].W_a.shape == (num_gates(cell) * H, H + V)
+    assert layers[1][0].input_size == 2 * H
+    output, h_last, c_last = gated_stack(cell, layers, jnp.asarray(ids, jnp.int32), lengths)
+    np.testing.assert_allclose(output, out, atol=ATOL)
+    np.testing.assert_allclose(h_last, h_n, atol=ATOL)
+    if cell == "lstm":
+        np.testing.assert_allclose(c_last, c_n, atol=ATOL)
+    with pytest.raises(ValueError, match=r"embedding_dim = module.input_size = 3, got 5"):
+        gated_layers_from_torch(module, embedding=torch.nn.Embedding(V, 5))
+
+
+@pytest.mark.parametrize("cell", GATED_CELLS)
+def test_gated_layers_from_flax_fold_an_embed(cell):
+    V, E, H, B, T = 10, 3, 4, 4, 6
+    ids = jnp.asarray(np.random.default_rng(13).integers(0, V, size=(B, T)), jnp.int32)
+    _, lengths = batch(13, B, T, 1)
+    embed, rnn = nn.Embed(V, E), nn.RNN(flax_gated(cell, H), return_carry=True)
+    v_embed = embed.init(jax.random.key(0), ids)
+    x = embed.apply(v_embed, ids)
+    v_rnn = rnn.init(jax.random.key(1), x)
+    carry, ys = rnn.apply(v_rnn, x, seq_lengths=lengths)
+
+    _, layers = gated_layers_from_flax(v_rnn, embedding=v_embed["params"])
+    assert layers[0][0].input_size == V
+    output, h_last, _ = gated_stack(cell, layers, ids, lengths)
+    m = valid(lengths, T)
+    np.testing.assert_allclose(np.asarray(output)[m], np.asarray(ys)[m], atol=ATOL)
+    np.testing.assert_allclose(h_last[0], flax_h(cell, carry), atol=ATOL)
+    with pytest.raises(ValueError, match=r"`embedding` must have shape \(V, D\) with D = 3"):
+        gated_layers_from_flax(v_rnn, embedding=jnp.ones((V, 5)))
+
+
+def random_gated_stack(cell, D, H, num_layers, dirs, seed):
+    """layers[l][d] with every array (all biases too) drawn at random."""
+    rng = np.random.default_rng(seed)
+    G = num_gates(cell)
+
+    def draw(*shape):
+        return jnp.asarray((0.5 * rng.normal(size=shape)).astype(np.float32))
+
+    def one(D_in):
+        if cell == "gru":
+            return GRULayerParams(draw(G * H, H + D_in), draw(G * H), draw(G * H))
+        return LSTMLayerParams(draw(G * H, H + D_in), draw(G * H))
+
+    return tuple(
+        tuple(one(D if l == 0 else dirs * H) for _ in range(dirs)) for l in range(num_layers)
+    )
+
+
+@pytest.mark.parametrize("cell", GATED_CELLS)
+def test_gated_layers_to_flax_compute_the_layers_in_flax(cell):
+    D, H, B, T = 3, 4, 5, 6
+    layers = random_gated_stack(cell, D, H, 2, 2, 50)
+    trees = gated_layers_to_flax(cell, layers)
+    xs, lengths = batch(50, B, T, D)
+    h = xs
+    for tree in trees:
+        module = nn.Bidirectional(nn.RNN(flax_gated(cell, H)), nn.RNN(flax_gated(cell, H)))
+        h = module.apply({"params": tree}, h, seq_lengths=lengths)
+    output, _, _ = gated_stack(cell, layers, xs, lengths)
+    m = valid(lengths, T)
+    np.testing.assert_allclose(np.asarray(output)[m], np.asarray(h)[m], atol=ATOL)
+
+    name, back = gated_layers_from_flax(trees)
+    assert name == cell
+    if cell == "lstm":
+        assert_params_identical(back, layers)  # exact
+    else:  # b_hr, b_hz folded into b_ir, b_iz: the same function
+        for layer in back:
+            for p in layer:
+                assert np.all(np.asarray(p.b_h[: 2 * H]) == 0)
+        np.testing.assert_allclose(gated_stack(cell, back, xs, lengths)[0], output, atol=ATOL)
+
+
+@pytest.mark.parametrize("cell", GATED_CELLS)
+def test_gated_flax_round_trip_from_flax_is_exact(cell):
+    """Flax params -> layers -> Flax params gives back the same arrays."""
+    module = nn.Bidirectional(nn.RNN(flax_gated(cell, 4)), nn.RNN(flax_gated(cell, 4)))
+    variables = module.init(jax.random.key(51), jnp.ones((2, 3, 3)))
+    variables = jax.tree.map(lambda a: a + 0.1 if a.ndim == 1 else a, variables)  # biases != 0
+    _, layers = gated_layers_from_flax(variables)
+    (tree,) = gated_layers_to_flax(cell, layers)
+    assert_params_identical(tree, variables["params"])
