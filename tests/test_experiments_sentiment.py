@@ -200,5 +200,10 @@ def test_train_eval_predict_summary_end_to_end(tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().out.strip().endswith(" brilliant")
 
     summary_dir = tmp_path / "summary"
-    assert EXPERIMENT.main(["summary", "--workdir", str(summary_dir), str(workdir), str(workdir)]) == 0  # fmt: skip
-    assert "±" in capsys.readouterr().out and (summary_dir / "summary.png").exists()
+    runs = [str(workdir), str(workdir), f"light={workdir}"]
+    assert EXPERIMENT.main(["summary", "--workdir", str(summary_dir), *runs]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "| rnn_last | 2 |" in out and "| rnn_last (light) | 1 |" in out and "| vader | 2 |" in out
+    )
+    assert (summary_dir / "summary.png").exists() and (summary_dir / "results.json").exists()

@@ -325,7 +325,7 @@ def kfold_indices(n: int, *, seed: int, k: int = 10) -> list[tuple[np.ndarray, n
 
     Example:
         >>> folds = kfold_indices(25, seed=0, k=5)
-        >>> [len(test) for _, test in folds], sorted(np.concatenate([t for _, t in folds]))[:3]
+        >>> [len(test) for _, test in folds], np.sort(np.concatenate([t for _, t in folds]))[:3].tolist()
         ([5, 5, 5, 5, 5], [0, 1, 2])
     """
     parts = split_indices(n, seed=seed, fractions=[1.0 / k] * k)

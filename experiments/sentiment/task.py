@@ -10,7 +10,8 @@ Run directory layout (``--workdir DIR``, see :mod:`experiments.common`)::
     DIR/accuracy.png           test accuracy per model and baseline
 
 ``summary --workdir OUT RUN_DIR ...`` reads the ``results.json`` of several runs (one per
-seed) and writes ``OUT/summary.{json,md}`` (mean ± sd) and ``OUT/summary.png``.
+seed; ``TAG=DIR`` for runs of another configuration) and writes ``OUT/results.{json,md}``
+(mean ± sd) and ``OUT/summary.png``.
 """
 
 from __future__ import annotations
@@ -434,6 +435,8 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and sample sd over runs (seeds) of every model's and baseline's scores.
 
+    A row is summarised over the runs that have it (``runs`` says how many).
+
     Example:
         >>> r = lambda acc: {"models": {"m": {"val": acc, "test": acc, "star_accuracy": 0.4,
         ...     "star_mae": 0.8, "cross": {}, "train_seconds": 10}}, "baselines": {}}
@@ -443,9 +446,9 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """
     out: dict[str, Any] = {"models": {}, "baselines": {}}
     for section in ("models", "baselines"):
-        names = [n for n in runs[0][section] if all(n in r[section] for r in runs)]
+        names = list(dict.fromkeys(n for r in runs for n in r[section]))
         for name in names:
-            rs = [r[section][name] for r in runs]
+            rs = [r[section][name] for r in runs if name in r[section]]
             entry: dict[str, Any] = {"runs": len(rs)}
             for key in ("val", "test", "star_accuracy", "star_mae"):
                 entry[key] = _mean_sd([x[key] for x in rs])
@@ -454,6 +457,15 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 entry["train_seconds"] = _mean_sd([x["train_seconds"] for x in rs])
             out[section][name] = entry
     return out
+
+
+def read_run_results(spec: str) -> dict[str, Any]:
+    """``results.json`` of ``DIR``, or of ``TAG=DIR`` with every model renamed ``name (TAG)``."""
+    tag, _, directory = spec.rpartition("=")
+    results = json.loads((Path(directory) / "results.json").read_text(encoding="utf-8"))
+    if tag:
+        results["models"] = {f"{n} ({tag})": r for n, r in results["models"].items()}
+    return results
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -491,7 +503,7 @@ def plot_accuracy(runs: list[dict[str, Any]], out_path: Path) -> Path:
 
     summary = summarize(runs)
     names = list(summary["models"])
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(names) + 2.5), 3.8))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(names) + 2.5), 4.2))
     means = [summary["models"][n]["test"][0] for n in names]
     sds = [summary["models"][n]["test"][1] for n in names]
     ax.bar(range(len(names)), means, yerr=sds, capsize=4, color="tab:blue", alpha=0.8)
@@ -505,7 +517,7 @@ def plot_accuracy(runs: list[dict[str, Any]], out_path: Path) -> Path:
     ax.set(
         ylabel="test accuracy (movie snippets)",
         ylim=(max(0.0, min(lows) - 0.05), min(1.0, max(lows) + 0.04)),
-        title=f"MR fixed split, mean ± sd over {len(runs)} seed(s)",
+        title="MR fixed split: test accuracy, mean ± sd over seeds",
     )
     ax.grid(axis="y", alpha=0.3)
     if summary["baselines"]:
@@ -586,7 +598,11 @@ def predict_command(run: Invocation) -> int:
 
 
 def summary_command(run: Invocation) -> int:
-    """``summary --workdir OUT RUN_DIR ...``: mean ± sd over the runs' ``results.json``."""
+    """``summary --workdir OUT [TAG=]RUN_DIR ...``: mean ± sd over the runs' ``results.json``.
+
+    ``TAG=DIR`` renames that run's models ``name (TAG)``, so runs of another configuration
+    (e.g. ``light=runs/light_seed0``) get rows of their own.
+    """
     if not run.inputs:
         raise ValueError("`summary` needs the run directories to combine, e.g. runs/s0 runs/s1")
     runs = [json.loads((Path(d) / "results.json").read_text(encoding="utf-8")) for d in run.inputs]
