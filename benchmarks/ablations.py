@@ -73,20 +73,7 @@ def _one_hot(w: Workload):
 
 def _plain_take(w: Workload):
     """The library with ``jnp.take(W_a.T, H + ids)`` (and ``jax.grad``) for the lookup."""
-    import jax.numpy as jnp
-
-    from rnn_jax import recurrence
-
-    def plain(W, ids, *, offset=0, num_columns=None):
-        rows = jnp.where(ids < 0, W.shape[1], ids + offset)
-        return jnp.take(W.T, rows, axis=0, mode="fill", fill_value=jnp.nan)
-
-    original = recurrence.column_lookup
-    recurrence.column_lookup = plain
-    try:  # compiled ahead of time inside, so the patch only needs to last the build
-        return build_rnn_jax(w, name="take")
-    finally:
-        recurrence.column_lookup = original
+    return build_rnn_jax(w, name="take", lookup="take")
 
 
 def run_ablations(reps: int) -> list[dict]:
@@ -128,18 +115,16 @@ def long_memory(T: int = 10_000, B: int = 16, H: int = 128, D: int = 32, C: int 
     import jax.numpy as jnp
 
     import rnn_jax
-    from rnn_jax import network
-    from rnn_jax.recurrence import recurrence
 
     params = rnn_jax.init_rnn(jax.random.key(0), D, H, C)
     xs = jnp.zeros((B, T, D), jnp.float32)
     labels = jnp.zeros((B, T), jnp.int32)
 
-    def full_loss(p):
+    def full_loss(p, backward="bptt"):
         import optax
 
         return optax.softmax_cross_entropy_with_integer_labels(
-            rnn_jax.rnn_apply(p, xs), labels
+            rnn_jax.rnn_apply(p, xs, backward=backward), labels
         ).mean()
 
     def nbytes(loss):
@@ -148,12 +133,7 @@ def long_memory(T: int = 10_000, B: int = 16, H: int = 128, D: int = 32, C: int 
 
     out = {"T": T, "B": B, "H": H, "D": D, "states_bytes": T * B * H * 4}
     out["bptt"] = nbytes(full_loss)
-    original = network.recurrence
-    network.recurrence = partial(recurrence, backward="autodiff")
-    try:
-        out["autodiff"] = nbytes(full_loss)
-    finally:
-        network.recurrence = original
+    out["autodiff"] = nbytes(partial(full_loss, backward="autodiff"))
     try:
         from rnn_jax.long import rnn_loss_remat
 

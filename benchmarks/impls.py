@@ -115,25 +115,19 @@ def _rnn_jax_params(w: Workload):
     )
 
 
-def build_rnn_jax(w: Workload, *, name: str = "rnn_jax", backward: str = "bptt") -> Impl:
+def build_rnn_jax(
+    w: Workload, *, name: str = "rnn_jax", backward: str = "bptt", lookup: str = "sorted"
+) -> Impl:
+    """rnn_jax; ``backward="autodiff"`` / ``lookup="take"`` are the library's own options
+    (the ablations: ``jax.grad`` of the ``lax.scan``, a plain ``jnp.take`` lookup)."""
     import rnn_jax
-    from rnn_jax import network
-    from rnn_jax.recurrence import recurrence
 
     params = _rnn_jax_params(w)
 
     def logits_fn(params, xs, lengths):
-        return rnn_jax.rnn_apply(params, xs, lengths)
+        return rnn_jax.rnn_apply(params, xs, lengths, backward=backward, lookup=lookup)
 
-    if backward == "bptt":
-        return _jax_impl(name, w, params, logits_fn)
-    # Ablation: the same network differentiated by jax.grad of the lax.scan.
-    original = network.recurrence
-    network.recurrence = partial(recurrence, backward=backward)
-    try:
-        return _jax_impl(name, w, params, logits_fn)
-    finally:
-        network.recurrence = original
+    return _jax_impl(name, w, params, logits_fn)
 
 
 def build_rnn_jax_dp(w: Workload) -> Impl:

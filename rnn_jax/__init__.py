@@ -3,7 +3,9 @@
     a<t> = g(W_aa a<t-1> + W_ax x<t> + b_a)        stacked: W_a = [W_aa | W_ax]
     ŷ<t> = g_y(W_ya a<t> + b_y)
 
-See README.md for the task families and the API contract.
+See README.md for the task families and the API contract. Names that only make sense in
+their module stay there: ``rnn_jax.seq2seq.encode``, ``rnn_jax.generate.sample``,
+``rnn_jax.long.chunk_loss``.
 """
 
 from rnn_jax import interop as interop
@@ -21,12 +23,11 @@ from rnn_jax.ctc import ctc_loss as ctc_loss
 from rnn_jax.ctc import ctc_prefix_beam_search as ctc_prefix_beam_search
 from rnn_jax.ctc import rnn_ctc_loss as rnn_ctc_loss
 from rnn_jax.generate import BeamSearchResult as BeamSearchResult
+from rnn_jax.generate import LMState as LMState
 from rnn_jax.generate import beam_search as beam_search
 from rnn_jax.generate import greedy_decode as greedy_decode
 from rnn_jax.generate import lm_initial_state as lm_initial_state
 from rnn_jax.generate import lm_step as lm_step
-from rnn_jax.generate import sample as sample
-from rnn_jax.long import chunk_loss as chunk_loss
 from rnn_jax.long import rnn_loss_remat as rnn_loss_remat
 from rnn_jax.long import truncated_bptt as truncated_bptt
 from rnn_jax.lookup import column_lookup as column_lookup
@@ -50,6 +51,7 @@ from rnn_jax.params import HeadParams as HeadParams
 from rnn_jax.params import LayerParams as LayerParams
 from rnn_jax.params import RNNParams as RNNParams
 from rnn_jax.params import SplitLayerParams as SplitLayerParams
+from rnn_jax.params import StackParams as StackParams
 from rnn_jax.params import count_params as count_params
 from rnn_jax.params import init_head as init_head
 from rnn_jax.params import init_layer as init_layer
@@ -61,17 +63,36 @@ from rnn_jax.seq2seq import DecoderState as DecoderState
 from rnn_jax.seq2seq import Seq2SeqParams as Seq2SeqParams
 from rnn_jax.seq2seq import decoder_initial_state as decoder_initial_state
 from rnn_jax.seq2seq import decoder_step as decoder_step
-from rnn_jax.seq2seq import encode as encode
 from rnn_jax.seq2seq import init_seq2seq as init_seq2seq
 from rnn_jax.seq2seq import seq2seq_apply as seq2seq_apply
 from rnn_jax.seq2seq import seq2seq_loss as seq2seq_loss
 from rnn_jax.seq2seq import shift_right as shift_right
+from rnn_jax.stack import head_apply as head_apply
+from rnn_jax.stack import stack_step as stack_step
+from rnn_jax.stack import stack_unroll as stack_unroll
 from rnn_jax.vocab import Vocabulary as Vocabulary
 from rnn_jax.vocab import char_tokenize as char_tokenize
 from rnn_jax.vocab import one_hot as one_hot
 from rnn_jax.vocab import tokenize as tokenize
 
 __version__ = "0.1.0"
+
+# Submodules with heavier dependencies (Orbax, tqdm, matplotlib: the `train` extra) load on
+# first use, so `import rnn_jax as rj; rj.train.fit` works and `import rnn_jax` stays light.
+_LAZY_SUBMODULES = ("checkpoint", "parallel", "progress", "train")
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"rnn_jax.{name}")
+    raise AttributeError(f"module 'rnn_jax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))
+
 
 __all__ = [
     "interop",
@@ -82,10 +103,12 @@ __all__ = [
     "ConfusionCounts",
     "DecoderState",
     "HeadParams",
+    "LMState",
     "LayerParams",
     "RNNParams",
     "Seq2SeqParams",
     "SplitLayerParams",
+    "StackParams",
     "Vocabulary",
     "accuracy_counts",
     "beam_search",
@@ -94,7 +117,6 @@ __all__ = [
     "bucket_batches",
     "char_tokenize",
     "check_params",
-    "chunk_loss",
     "count_params",
     "ctc_greedy_decode",
     "ctc_loss",
@@ -102,8 +124,8 @@ __all__ = [
     "ctc_prefix_beam_search",
     "decoder_initial_state",
     "decoder_step",
-    "encode",
     "greedy_decode",
+    "head_apply",
     "init_head",
     "init_layer",
     "init_rnn",
@@ -127,12 +149,13 @@ __all__ = [
     "rnn_layers",
     "rnn_loss_remat",
     "rnn_unroll",
-    "sample",
     "seq2seq_apply",
     "seq2seq_loss",
     "shift_right",
     "split_layer",
     "stack_layer",
+    "stack_step",
+    "stack_unroll",
     "tokenize",
     "truncated_bptt",
 ]

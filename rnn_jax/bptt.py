@@ -38,7 +38,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
-from rnn_jax.cell import hidden_activation
+from rnn_jax._activations import ACTIVATIONS, hidden_activation
+from rnn_jax._sharding import varying_like
 
 __all__ = [
     "DERIVATIVES",
@@ -46,24 +47,11 @@ __all__ = [
     "scan_reference",
 ]
 
-# g'(pre) written as a function of the output a = g(pre), so the forward need not save pre.
+# g'(pre) written as a function of the output a = g(pre), so the forward need not save pre
+# (the one activation table, rnn_jax._activations).
 DERIVATIVES: dict[str, Callable[[Array], Array]] = {
-    "tanh": lambda a: 1.0 - a * a,
-    "relu": lambda a: (a > 0).astype(a.dtype),
+    name: act.g_prime_of_output for name, act in ACTIVATIONS.items()
 }
-
-
-def varying_like(x: Array, like: Array) -> Array:
-    """``x`` (same value) typed like ``like`` inside ``shard_map``: device-varying over its axes.
-
-    Under ``shard_map`` a loop whose carry starts from a device-invariant value (zeros, a
-    replicated ``a0`` or weight) and becomes device-varying (it mixes in the sharded
-    inputs) has carry types that differ, which ``check_vma=True`` rejects. Adding a zero
-    taken from ``like`` gives ``x`` the varying type; its gradient is summed over the
-    devices (the transpose of that broadcast), which is the gradient of a replicated
-    value. Outside ``shard_map`` it is ``x + 0``.
-    """
-    return x + jnp.zeros_like(like, dtype=x.dtype, shape=())
 
 
 def scan_reference(
@@ -76,21 +64,28 @@ def scan_reference(
     activation: str | Callable[[Array], Array] = "tanh",
     reverse: bool = False,
     unroll: int | bool = 1,
+    state_mask: Float[Array, "B H"] | None = None,
 ) -> Float[Array, "T B H"]:
     """The carried states by a plain ``lax.scan``, differentiated by ``jax.grad``.
 
     The reference the hand-written backward pass is checked against, and the path taken
-    for a callable activation (whose derivative is not known in closed form).
+    for a callable activation (whose derivative is not known in closed form) and for
+    recurrent dropout: ``state_mask`` (``(B, H)``, one mask per sequence, already scaled
+    by ``1 / (1 - rate)``) multiplies ``h<t-1>`` where it enters the recurrence,
+    ``g(z<t> + b + (h<t-1> * m) W_aa^T)``; the carried state itself is not dropped.
     """
     g = hidden_activation(activation)
     W_aa_T = W_aa.T
     b = jnp.zeros(W_aa.shape[:1], z.dtype) if bias is None else bias
     a0 = varying_like(a0, z)
 
+    def recur(a_prev):
+        return (a_prev if state_mask is None else a_prev * state_mask) @ W_aa_T
+
     if mask is None:
 
         def step(a_prev, z_t):
-            a = g(z_t + b[None, :] + a_prev @ W_aa_T)
+            a = g(z_t + b[None, :] + recur(a_prev))
             return a, a
 
         _, h = jax.lax.scan(step, a0, z, reverse=reverse, unroll=unroll)
@@ -98,7 +93,7 @@ def scan_reference(
 
     def masked_step(a_prev, inputs):
         z_t, m_t = inputs
-        a = jnp.where(m_t[:, None], g(z_t + b[None, :] + a_prev @ W_aa_T), a_prev)
+        a = jnp.where(m_t[:, None], g(z_t + b[None, :] + recur(a_prev)), a_prev)
         return a, a
 
     _, h = jax.lax.scan(masked_step, a0, (z, mask), reverse=reverse, unroll=unroll)

@@ -29,23 +29,21 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
+from rnn_jax._activations import Activation, hidden_activation, output_activation_fn
 from rnn_jax.params import HeadParams, LayerParams
 
 __all__ = [
+    "Activation",
     "CellParams",
     "hidden_activation",
     "output_activation_fn",
     "rnn_cell",
 ]
-
-Activation = str | Callable[[Array], Array]
 
 
 class CellParams(NamedTuple):
@@ -72,40 +70,6 @@ class CellParams(NamedTuple):
         return HeadParams(self.W_y, self.b_y)
 
 
-_HIDDEN = {"tanh": jnp.tanh, "relu": jax.nn.relu}
-_OUTPUT = {
-    None: lambda z: z,
-    "identity": lambda z: z,
-    "linear": lambda z: z,
-    "sigmoid": jax.nn.sigmoid,
-    "softmax": lambda z: jax.nn.softmax(z, axis=-1),
-    "tanh": jnp.tanh,
-}
-
-
-def hidden_activation(name: Activation) -> Callable[[Array], Array]:
-    """``g`` by name (``"tanh"``, ``"relu"``) or a callable, returned as is."""
-    if callable(name):
-        return name
-    if name not in _HIDDEN:
-        raise ValueError(
-            f"`activation` must be one of {sorted(_HIDDEN)} or a callable, got {name!r}."
-        )
-    return _HIDDEN[name]
-
-
-def output_activation_fn(name: Activation | None) -> Callable[[Array], Array]:
-    """``g_y`` by name: ``None``/``"identity"`` (logits), ``"sigmoid"``, ``"softmax"``, ``"tanh"``."""
-    if callable(name):
-        return name
-    if name not in _OUTPUT:
-        names = sorted(k for k in _OUTPUT if k is not None)
-        raise ValueError(
-            f"`output_activation` must be None, one of {names} or a callable, got {name!r}."
-        )
-    return _OUTPUT[name]
-
-
 def rnn_cell(
     params: CellParams | LayerParams,
     a_prev: Float[Array, " H"],
@@ -122,7 +86,8 @@ def rnn_cell(
         a_prev: ``a<t-1>``, shape ``(H,)``.
         x_t: ``x<t>``: a dense vector ``(D,)``, or an integer scalar token id meaning the
             one-hot vector of length ``D = |V|``; then ``W_ax x<t>`` is the column
-            ``W_ax[:, id]`` and no one-hot vector is ever built.
+            ``W_ax[:, id]`` and no one-hot vector is ever built (an id outside
+            ``[0, |V|)`` gives NaN).
         activation: ``g``: ``"tanh"`` (default), ``"relu"`` or a callable.
         output_activation: ``g_y``: ``None`` (identity, logits), ``"sigmoid"``,
             ``"softmax"`` or a callable.
@@ -130,6 +95,11 @@ def rnn_cell(
     Returns:
         ``(a, y_hat)``: ``a<t>`` of shape ``(H,)`` and ``ŷ<t>`` of shape ``(C,)``.
     """
+    if not isinstance(params, CellParams | LayerParams):
+        raise ValueError(
+            "`params` must be a CellParams (a layer with its head) or a LayerParams (one "
+            f"layer, e.g. `params.layers[0][0]` of an RNNParams), got {type(params).__name__}."
+        )
     W_a, b_a = params[0], params[1]
     H = b_a.shape[-1]
     if a_prev.shape != (H,):
@@ -141,7 +111,11 @@ def rnn_cell(
             raise ValueError(
                 f"`x_t` as a scalar must be an integer token id, got dtype {x_t.dtype}."
             )
-        input_term = W_ax[:, x_t]  # W_ax @ one_hot(x_t, |V|), as a column lookup
+        # W_ax @ one_hot(x_t, |V|), as a column lookup; an id out of [0, |V|) reads the
+        # fill value NaN (never a clamped or wrapped-around column), also under jit.
+        V = W_ax.shape[1]
+        col = jnp.where((x_t >= 0) & (x_t < V), x_t + H, W_a.shape[1])
+        input_term = jnp.take(W_a, col, axis=1, mode="fill", fill_value=jnp.nan)
     elif x_t.shape == (W_ax.shape[1],):
         input_term = W_ax @ x_t
     else:

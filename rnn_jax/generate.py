@@ -5,7 +5,10 @@ Every function here drives a *step function*
     ``step_fn(params, state, y_prev) -> (state, logits)``
 
 with ``y_prev`` of shape ``(B,)`` (integer ids), ``logits`` of shape ``(B, V)`` and a state
-pytree whose every leaf has the batch axis first. Two step functions ship with the
+pytree whose every leaf has the batch axis first, unless the state says otherwise with a
+``batch_axes`` attribute (a pytree of ints of the same structure):
+:class:`LMState` and :class:`~rnn_jax.seq2seq.DecoderState` keep their stacked states in
+the library's one layout ``(L, B, H)``. Two step functions ship with the
 library: :func:`rnn_jax.seq2seq.decoder_step` (an encoder–decoder's decoder, conditional
 generation) and :func:`lm_step` (a uni-directional :class:`~rnn_jax.RNNParams` language
 model, one-to-many generation from a seed or from nothing). The loop replaced is::
@@ -49,16 +52,16 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float, Int
 
-from rnn_jax._checks import check_lengths
-from rnn_jax.cell import rnn_cell
+from rnn_jax._checks import check_lengths, positive_int
 from rnn_jax.network import check_params, rnn_layers
-from rnn_jax.params import LayerParams, RNNParams
+from rnn_jax.params import RNNParams
+from rnn_jax.stack import head_apply, stack_step
 
 __all__ = [
     "BeamSearchResult",
+    "LMState",
     "beam_search",
     "greedy_decode",
     "lm_initial_state",
@@ -87,10 +90,27 @@ class BeamSearchResult(NamedTuple):
     scores: Float[Array, "B k"]
 
 
-def _check_int(name: str, value: Any, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}.")
-    return int(value)
+class LMState(NamedTuple):
+    """A language model's recurrent state for :func:`lm_step`.
+
+    Attributes:
+        a: ``(L, B, H)``, the state of every layer (the layout of
+            :func:`~rnn_jax.rnn_layers`' final states).
+    """
+
+    a: Float[Array, "L B H"]
+
+    @property
+    def batch_axes(self) -> LMState:
+        return LMState(a=1)
+
+
+def _batch_axes(state: Any) -> Any:
+    """The batch axis of every leaf of ``state`` (0 unless the state has ``batch_axes``)."""
+    axes = getattr(state, "batch_axes", None)
+    if axes is None:
+        return jax.tree_util.tree_map(lambda _: 0, state)
+    return axes
 
 
 def _check_start(start_ids: Any) -> Array:
@@ -104,10 +124,11 @@ def _check_start(start_ids: Any) -> Array:
 
 
 def _check_state(state: Any, B: int) -> None:
-    for leaf in jax.tree_util.tree_leaves(state):
-        if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != B:
+    axes = jax.tree_util.tree_leaves(_batch_axes(state))
+    for leaf, axis in zip(jax.tree_util.tree_leaves(state), axes, strict=True):
+        if jnp.ndim(leaf) <= axis or jnp.shape(leaf)[axis] != B:
             raise ValueError(
-                f"every leaf of `state` must have the batch axis first, of size B = {B} "
+                f"every leaf of `state` must have its batch axis ({axis}) of size B = {B} "
                 f"(from start_ids), got a leaf of shape {tuple(jnp.shape(leaf))}."
             )
 
@@ -172,7 +193,7 @@ def greedy_decode(
     """
     start_ids = _check_start(start_ids)
     _check_state(state, start_ids.shape[0])
-    max_len = _check_int("max_len", max_len, minimum=1)
+    max_len = positive_int("max_len", max_len, minimum=1)
     return _greedy(step_fn, params, state, start_ids, max_len, eos_id, pad_id)
 
 
@@ -219,13 +240,13 @@ def sample(
     """
     start_ids = _check_start(start_ids)
     _check_state(state, start_ids.shape[0])
-    max_len = _check_int("max_len", max_len, minimum=1)
+    max_len = positive_int("max_len", max_len, minimum=1)
     if not isinstance(key, jax.Array):
         raise ValueError(f"`key` must be a jax.random key array, got {type(key).__name__}.")
     if not isinstance(temperature, jax.core.Tracer) and not float(temperature) > 0.0:
         raise ValueError(f"`temperature` must be > 0, got {temperature!r}.")
     if top_k is not None:
-        top_k = _check_int("top_k", top_k, minimum=1)
+        top_k = positive_int("top_k", top_k, minimum=1)
     return _sample(
         step_fn, params, state, start_ids, key, jnp.float32(temperature), max_len, eos_id, pad_id,
         top_k,
@@ -238,7 +259,8 @@ def sample(
 def _beam(step_fn, params, state, start_ids, alpha, beam_width, max_len, eos_id, pad_id):
     B, k = start_ids.shape[0], beam_width
     # Every beam of example b lives at row b * k + j of the flattened state.
-    state = jax.tree_util.tree_map(lambda x: jnp.repeat(x, k, axis=0), state)
+    axes = _batch_axes(state)
+    state = jax.tree_util.tree_map(lambda x, ax: jnp.repeat(x, k, axis=ax), state, axes)
     y_prev = jnp.repeat(start_ids.astype(jnp.int32), k)
     # Only beam 0 is alive at first, so the first step expands one hypothesis, not k copies.
     log_probs = jnp.where(jnp.arange(k) == 0, 0.0, -jnp.inf)[None, :] + jnp.zeros((B, 1))
@@ -271,7 +293,7 @@ def _beam(step_fn, params, state, start_ids, alpha, beam_width, max_len, eos_id,
         tokens = jnp.take_along_axis(tokens, origin[:, :, None], axis=1)
         tokens = tokens.at[:, :, t].set(y)
         rows = (jnp.arange(B)[:, None] * k + origin).reshape(B * k)
-        state = jax.tree_util.tree_map(lambda x: jnp.take(x, rows, axis=0), state)
+        state = jax.tree_util.tree_map(lambda x, ax: jnp.take(x, rows, axis=ax), state, axes)
         return t + 1, state, y.reshape(B * k), tokens, log_probs, n_gen, done
 
     carry = (jnp.int32(0), state, y_prev, tokens, log_probs, n_gen, done)
@@ -320,8 +342,8 @@ def beam_search(
     """
     start_ids = _check_start(start_ids)
     _check_state(state, start_ids.shape[0])
-    max_len = _check_int("max_len", max_len, minimum=1)
-    beam_width = _check_int("beam_width", beam_width, minimum=1)
+    max_len = positive_int("max_len", max_len, minimum=1)
+    beam_width = positive_int("beam_width", beam_width, minimum=1)
     if not isinstance(alpha, jax.core.Tracer) and not float(alpha) >= 0.0:
         raise ValueError(f"`alpha` must be >= 0, got {alpha!r}.")
     return _beam(
@@ -334,28 +356,29 @@ def beam_search(
 
 
 def lm_step(
-    params: RNNParams, state: Float[Array, "B L H"], y_prev: Int[Array, " B"]
-) -> tuple[Float[Array, "B L H"], Float[Array, "B V"]]:
+    params: RNNParams, state: LMState, y_prev: Int[Array, " B"]
+) -> tuple[LMState, Float[Array, "B V"]]:
     """One step of a uni-directional token-input :class:`~rnn_jax.RNNParams` language model.
 
-    ``state[:, l]`` is ``a_l<t-1>``; each layer is :func:`~rnn_jax.rnn_cell` (``vmap`` over
-    the batch), the head gives the logits of the next token.
+    ``state.a[l]`` is ``a_l<t-1>``: :func:`rnn_jax.stack.stack_step` (each layer
+    :func:`~rnn_jax.rnn_cell`, ``vmap`` over the batch), then the head gives the logits
+    of the next token.
     """
     if params.bidirectional:
         raise ValueError(
             "`params` must be a uni-directional RNN to generate left to right, got a "
             "bidirectional one."
         )
-
-    def one_example(a_prev, y_t):
-        a_new, x_t = [], y_t
-        for l, (layer,) in enumerate(params.layers):
-            a_l, x_t = rnn_cell(LayerParams(*layer), a_prev[l], x_t, activation=params.activation)
-            a_new.append(a_l)
-        return jnp.stack(a_new)
-
-    a = jax.vmap(one_example)(state, y_prev)
-    return a, a[:, -1] @ params.head.W_y.T + params.head.b_y[None, :]
+    shape = (params.num_layers, jnp.shape(y_prev)[0], params.hidden_size)
+    if not isinstance(state, LMState) or tuple(jnp.shape(state.a)) != shape:
+        got = tuple(jnp.shape(state.a)) if isinstance(state, LMState) else type(state).__name__
+        raise ValueError(
+            f"`state` must be an LMState whose `a` has shape (L, B, H) = {shape} "
+            f"(from lm_initial_state), got {got}."
+        )
+    step = jax.vmap(functools.partial(stack_step, params.stack), in_axes=(1, 0), out_axes=(1, 0))
+    a, y = step(state.a, y_prev)
+    return LMState(a), head_apply(params.head, y)
 
 
 def lm_initial_state(
@@ -364,7 +387,7 @@ def lm_initial_state(
     seed_lengths: Int[Array, " B"],
     *,
     bos_id: int,
-) -> tuple[Float[Array, "B L H"], Int[Array, " B"]]:
+) -> tuple[LMState, Int[Array, " B"]]:
     """Prime a language model on a seed: the state and first input for generation.
 
     The model is assumed trained on ``[<BOS>, x<1>, ..., x<n>]`` → ``[x<1>, ..., <EOS>]``.
@@ -379,7 +402,7 @@ def lm_initial_state(
         bos_id: the ``<BOS>`` id.
 
     Returns:
-        ``(state (B, L, H), start_ids (B,))`` for :func:`greedy_decode`, :func:`sample`,
+        ``(state, start_ids (B,))``: an :class:`LMState` (``a`` of shape ``(L, B, H)``) for :func:`greedy_decode`, :func:`sample`,
         :func:`beam_search` with :func:`lm_step`.
     """
     check_params(params)
@@ -399,4 +422,4 @@ def lm_initial_state(
     prefix = jnp.concatenate([jnp.full((B, 1), bos_id, seed.dtype), seed], axis=1)  # (B, S+1)
     _, finals = rnn_layers(params, prefix, seed_lengths)  # (L, B, H), after prefix[:n]
     start_ids = jnp.take_along_axis(prefix, seed_lengths[:, None], axis=1)[:, 0]
-    return jnp.swapaxes(finals, 0, 1), start_ids.astype(jnp.int32)
+    return LMState(finals), start_ids.astype(jnp.int32)

@@ -34,9 +34,10 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Bool, Float, Int
 
-from rnn_jax.network import _prepare, check_params
+from rnn_jax._checks import positive_int
+from rnn_jax.network import check_params
 from rnn_jax.params import RNNParams
-from rnn_jax.recurrence import input_projection, recurrence
+from rnn_jax.stack import check_batch, head_apply, stack_unroll
 
 __all__ = ["chunk_loss", "rnn_loss_remat", "truncated_bptt"]
 
@@ -52,9 +53,13 @@ def chunk_loss(
 ) -> tuple[Float[Array, ""], Float[Array, "L B H"]]:
     """Summed cross-entropy of one chunk of ``K`` steps and the states after it.
 
+    :func:`rnn_jax.stack.stack_unroll` then :func:`rnn_jax.stack.head_apply`: the same
+    layer loop (and optimisations) as :func:`rnn_jax.rnn_apply`.
+
     Args:
         params: a unidirectional :class:`~rnn_jax.RNNParams`.
-        a_prev: the state of every layer before the chunk, ``(num_layers, B, H)``.
+        a_prev: the state of every layer before the chunk, ``(num_layers, B, H)`` (the
+            stacked-state layout ``(L * dirs, B, H)`` of :func:`rnn_jax.rnn_layers`).
         xs: the chunk's inputs, batch-major ``(B, K, D)`` or ids ``(B, K)``.
         labels: ``(B, K)`` integer classes.
         mask_tb: time-major validity ``(K, B)``.
@@ -62,23 +67,13 @@ def chunk_loss(
     Returns:
         ``(sum of the per-step losses at valid steps, states after the chunk)``.
     """
-    H = params.hidden_size
-    h, finals = None, []
-    for l, (layer,) in enumerate(params.layers):
-        if l == 0:
-            z = input_projection(layer, xs)
-        else:
-            z = jnp.einsum("tbd,hd->tbh", h, layer.W_a[:, H:]) + layer.b_a[None, None, :]
-        h, a_last = recurrence(
-            layer.W_a[:, :H], z, a_prev[l], mask_tb, activation=params.activation
-        )
-        finals.append(a_last)
-    logits = jnp.einsum("tbh,ch->tbc", h, params.head.W_y) + params.head.b_y[None, None, :]
+    h, finals = stack_unroll(params.stack, xs, mask_tb, a_prev)
+    logits = head_apply(params.head, h)  # (K, B, C)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels.T)
-    return jnp.sum(jnp.where(mask_tb, ce, jnp.zeros_like(ce))), jnp.stack(finals)
+    return jnp.sum(jnp.where(mask_tb, ce, jnp.zeros_like(ce))), finals
 
 
-def _chunked(params, xs, labels, lengths, chunk_size, name="chunk_size"):
+def _chunked(params, xs, labels, lengths, chunk_size):
     """Validate, pad ``T`` to a multiple of ``chunk_size`` and split into chunks."""
     check_params(params)
     if params.bidirectional:
@@ -86,7 +81,7 @@ def _chunked(params, xs, labels, lengths, chunk_size, name="chunk_size"):
             "`params` must be unidirectional: a backward direction needs the whole sequence, "
             "so it cannot be run chunk by chunk."
         )
-    xs, m, _ = _prepare(params, xs, lengths, None, None, 0.0, None)
+    xs, m, _, _ = check_batch(params.stack, xs, lengths)
     B, T = xs.shape[:2]
     if tuple(labels.shape) != (B, T):
         raise ValueError(
@@ -95,9 +90,8 @@ def _chunked(params, xs, labels, lengths, chunk_size, name="chunk_size"):
     if m is None:
         m = jnp.ones((B, T), bool)
     if chunk_size is None:
-        chunk_size = max(1, math.isqrt(T - 1) + 1 if T > 1 else 1)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
-        raise ValueError(f"`{name}` must be a positive int, got {chunk_size!r}.")
+        chunk_size = max(1, math.ceil(math.sqrt(T)))
+    chunk_size = positive_int("chunk_size", chunk_size)
     n = -(-T // chunk_size)
     pad = n * chunk_size - T
     if pad:  # padded steps are masked: they carry the state and add no loss
@@ -200,6 +194,8 @@ def truncated_bptt(
         raise ValueError(
             f"`a0` must have shape (num_layers, B, H) = ({L}, {B}, {H}), got {tuple(jnp.shape(a0))}."
         )
+    else:
+        a0 = jnp.asarray(a0).astype(params.layers[0][0].W_a.dtype)
 
     def mean_chunk_loss(params, a_prev, x, y, m):
         loss, a = chunk_loss(params, a_prev, x, y, m)

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from rnn_jax.bptt import varying_like
+from rnn_jax._sharding import varying_like
 
 __all__ = ["column_lookup"]
 

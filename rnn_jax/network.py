@@ -9,9 +9,14 @@ head reads the merged outputs of the top layer:
     \\hat y^{<t>} = g_y(W_y [\\overrightarrow{a}^{<t>}; \\overleftarrow{a}^{<t>}] + b_y)
 
 - many-to-many (tagging, ``T_y = T_x``): :func:`rnn_apply`, a prediction at every step;
-- many-to-one (classification): :func:`rnn_classify`, a prediction from each example's
-  final state(s): the forward state after its last valid token and, if bidirectional,
-  the backward state after its first token, as PyTorch's ``h_n``.
+- many-to-one (classification or regression): :func:`rnn_classify`, a prediction from
+  each example's final state(s) (the forward state after its last valid token and, if
+  bidirectional, the backward state after its first token, as PyTorch's ``h_n``), or
+  from the masked mean or max of its outputs (``pool="mean"``/``"max"``).
+
+All three validate their arguments, then run :func:`rnn_jax.stack.stack_unroll` (the one
+layer loop), one ``shard_map`` shard per device when the batch is sharded over explicit
+mesh axes (:mod:`rnn_jax._sharding`), then :func:`rnn_jax.stack.head_apply`.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -31,19 +36,26 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from rnn_jax._checks import check_inputs, resolve_mask
-from rnn_jax.cell import Activation, output_activation_fn
-from rnn_jax.params import HeadParams, RNNParams
-from rnn_jax.recurrence import explicit_batch_axes, input_term, on_batch_shards, recurrence
+from rnn_jax._activations import Activation
+from rnn_jax._projection import forward_mode_hint
+from rnn_jax._sharding import KEY, batch_sharded
+from rnn_jax.params import RNNParams
+from rnn_jax.stack import (
+    check_batch,
+    check_stack,
+    head_apply,
+    merge_directions,
+    stack_unroll,
+)
 
 __all__ = [
+    "POOLS",
     "check_params",
     "merge_directions",
     "rnn_apply",
@@ -53,22 +65,8 @@ __all__ = [
 
 Inputs = Float[Array, "B T D"] | Int[Array, "B T"]
 
-
-def merge_directions(
-    merge: str | Callable[[Array, Array], Array], a_fwd: Array, a_bwd: Array
-) -> Array:
-    """Merge forward and backward states: concat (default), sum, mean, product or a callable."""
-    if callable(merge):
-        return merge(a_fwd, a_bwd)
-    if merge == "concat":
-        return jnp.concatenate([a_fwd, a_bwd], axis=-1)
-    if merge == "sum":
-        return a_fwd + a_bwd
-    if merge == "mean":
-        return 0.5 * (a_fwd + a_bwd)
-    if merge == "product":
-        return a_fwd * a_bwd
-    raise ValueError(f"`merge` must be concat, sum, mean, product or a callable, got {merge!r}.")
+POOLS = ("last", "mean", "max")
+_OUTPUT_STREAM = 3_000_000  # the output-dropout key: jax.random.fold_in(key, _OUTPUT_STREAM)
 
 
 def check_params(params: RNNParams) -> None:
@@ -77,29 +75,7 @@ def check_params(params: RNNParams) -> None:
         raise ValueError(
             f"`params` must be an RNNParams (see init_rnn), got {type(params).__name__}."
         )
-    if not params.layers or not params.layers[0]:
-        raise ValueError("`params.layers` must hold at least one layer with one direction.")
-    H = params.hidden_size
-    dirs = params.num_directions
-    if dirs not in (1, 2):
-        raise ValueError(f"`params.layers[0]` must hold 1 or 2 directions, got {dirs}.")
-    D = params.input_size
-    for l, layer in enumerate(params.layers):
-        if len(layer) != dirs:
-            raise ValueError(
-                f"`params.layers[{l}]` must hold {dirs} direction(s) like layer 0, got {len(layer)}."
-            )
-        D_l = D if l == 0 else params.merged_size
-        for d, p in enumerate(layer):
-            if tuple(p.b_a.shape) != (H,):
-                raise ValueError(
-                    f"`params.layers[{l}][{d}].b_a` must have shape ({H},), got {tuple(p.b_a.shape)}."
-                )
-            if tuple(p.W_a.shape) != (H, H + D_l):
-                raise ValueError(
-                    f"`params.layers[{l}][{d}].W_a` must have shape (H, H + D) = ({H}, {H + D_l}), "
-                    f"got {tuple(p.W_a.shape)}."
-                )
+    check_stack(params.stack)
     C = params.output_size
     if tuple(params.head.W_y.shape) != (C, params.merged_size):
         raise ValueError(
@@ -108,124 +84,82 @@ def check_params(params: RNNParams) -> None:
         )
 
 
-def _check_a0(a0: Any, params: RNNParams, B: int) -> Array:
-    shape = (params.num_layers * params.num_directions, B, params.hidden_size)
-    if tuple(jnp.shape(a0)) != shape:
+def _check_rate(name: str, rate: Any) -> float:
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"`{name}` must lie in [0, 1), got {rate!r}.")
+    return float(rate)
+
+
+def _check_dropout(params: RNNParams, key: Any, rates: dict[str, float]) -> None:
+    for name, rate in rates.items():
+        _check_rate(name, rate)
+    if rates.get("dropout", 0.0) > 0.0 and params.num_layers == 1:
         raise ValueError(
-            f"`a0` must have shape (num_layers * directions, B, H) = {shape}, got {tuple(jnp.shape(a0))}."
+            "`dropout` applies between stacked layers and has no effect with num_layers=1; "
+            "use input_dropout=, recurrent_dropout= or output_dropout= instead."
         )
-    return jnp.asarray(a0)
+    active = [name for name, rate in rates.items() if rate > 0.0]
+    if active and key is None:
+        raise ValueError(f"`key` is required when `{active[0]}` > 0 (there is no default key).")
 
 
-def _layers_time_major(
-    params: RNNParams,
-    xs: Inputs,
-    mask_tb: Bool[Array, "T B"] | None,
-    a0: Float[Array, "LD B H"] | None,
-    dropout: float,
-    key: jax.Array | None,
-    unroll: int | bool,
-) -> tuple[Float[Array, "T Bo Hout"], Float[Array, "LD B H"]]:
-    """All layers, time-major; over a batch sharded on explicit mesh axes, one shard per device.
-
-    Examples never interact, so with ``xs`` sharded along its batch axis (``jax.make_mesh``
-    axes are explicit by default) each device runs the single-device code on its own
-    examples under ``shard_map``; the replicated parameters' gradients are summed over the
-    devices by ``shard_map``'s own differentiation. (Under an auto-sharded mesh, XLA's
-    partitioner handles the same code.)
-    """
-    found = explicit_batch_axes(xs)
-    if found is None:
-        return _layers_local(params, xs, mask_tb, a0, dropout, key, unroll)
-    from jax.sharding import PartitionSpec as P
-
-    mesh, axes = found
-
-    def local(params, xs, mask_tb, a0, key):
-        if key is not None:  # a different dropout mask on every shard
-            key = jax.random.fold_in(key, jax.lax.axis_index(axes))
-        return _layers_local(params, xs, mask_tb, a0, dropout, key, unroll)
-
-    return on_batch_shards(
-        local,
-        mesh,
-        (params, xs, mask_tb, a0, key),
-        in_specs=(P(), P(axes), P(None, axes), P(None, axes), P()),
-        out_specs=(P(None, axes), P(None, axes)),
-    )
+def _check_unk_id(unk_id: Any, xs: Array, rates: dict[str, float]) -> None:
+    if unk_id is None:
+        return
+    if not jnp.issubdtype(xs.dtype, jnp.integer) or rates.get("input_dropout", 0.0) == 0.0:
+        raise ValueError(
+            "`unk_id` only acts with token ids and input_dropout > 0 (a dropped word is read "
+            f"as unk_id), got unk_id={unk_id!r} with input_dropout="
+            f"{rates.get('input_dropout', 0.0)!r} and inputs of dtype {xs.dtype}."
+        )
 
 
-def _layers_local(
-    params: RNNParams,
-    xs: Inputs,
-    mask_tb: Bool[Array, "T B"] | None,
-    a0: Float[Array, "LD B H"] | None,
-    dropout: float,
-    key: jax.Array | None,
-    unroll: int | bool,
-) -> tuple[Float[Array, "T B Hout"], Float[Array, "LD B H"]]:
-    dirs = params.num_directions
-    H = params.hidden_size
-    B = xs.shape[0]
-    h = xs  # layer input: (B, T, D) / (B, T) ids for layer 0, time-major (T, B, H') after
-    finals = []
-    for l, layer in enumerate(params.layers):
-        if l > 0 and dropout > 0.0:
-            keep = jax.random.bernoulli(jax.random.fold_in(key, l), 1.0 - dropout, h.shape)
-            h = jnp.where(keep, h / (1.0 - dropout), jnp.zeros_like(h))
-        outs = []
-        for d, p in enumerate(layer):
-            if l == 0:
-                z = input_term(p, h)
-            else:
-                z = jnp.einsum("tbd,hd->tbh", h, p.W_a[:, H:])
-            a_init = jnp.zeros((B, H), p.W_a.dtype) if a0 is None else a0[l * dirs + d]
-            a_seq, a_last = recurrence(
-                p.W_a[:, :H],
-                z,
-                a_init,
-                mask_tb,
-                bias=p.b_a,
-                activation=params.activation,
-                reverse=(d == 1),
-                unroll=unroll,
-            )
-            outs.append(a_seq)
-            finals.append(a_last)
-        h = outs[0] if dirs == 1 else merge_directions(params.merge, outs[0], outs[1])
-    return h, jnp.stack(finals)
-
-
-def _prepare(params, xs, lengths, mask, a0, dropout, key):
+def _prepare(params, xs, lengths, mask, a0, positional, key, rates, c0=None, unk_id=None):
+    if positional:
+        raise TypeError(
+            "`a0` is keyword-only (as in rnn_apply and rnn_classify): call "
+            "rnn_layers(params, xs, lengths, a0=a0); no argument may follow `lengths` "
+            "positionally."
+        )
     check_params(params)
-    xs = check_inputs(xs, params.input_size)
-    if jnp.issubdtype(xs.dtype, jnp.integer) and not params.token_inputs:
-        raise ValueError(
-            "`xs` holds integer token ids but `params` was built for dense inputs; "
-            "initialise with init_rnn(..., token_inputs=True) or pass floats (B, T, D)."
-        )
-    B, T = xs.shape[:2]
-    m = resolve_mask(lengths, mask, (B, T))
-    if a0 is not None:
-        a0 = _check_a0(a0, params, B)
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"`dropout` must lie in [0, 1), got {dropout!r}.")
-    if dropout > 0.0 and key is None:
-        raise ValueError("`key` is required when `dropout` > 0 (there is no default key).")
-    return xs, m, a0
+    xs, m, a0, c0 = check_batch(params.stack, xs, lengths, mask, a0, c0=c0)
+    _check_dropout(params, key, rates)
+    _check_unk_id(unk_id, xs, rates)
+    return xs, m, a0, c0
+
+
+@batch_sharded(in_axes=(None, 0, 1, 1, KEY, 1), out_axes=(1, 1), lead=1)
+def _sharded_stack(stack, xs, mask_tb, a0, key, c0, **options):
+    """:func:`~rnn_jax.stack.stack_unroll`, one batch shard per device on an explicit mesh."""
+    return stack_unroll(stack, xs, mask_tb, a0, c0=c0, key=key, **options)
+
+
+def _run(params, xs, m, a0, key, c0=None, **options):
+    mask_tb = None if m is None else m.T
+    try:
+        return _sharded_stack(params.stack, xs, mask_tb, a0, key, c0, **options)
+    except TypeError as e:  # jax.jvp through a custom_vjp: name the option that works
+        raise forward_mode_hint(e) from e
 
 
 def rnn_layers(
     params: RNNParams,
     xs: Inputs,
     lengths: Int[Array, " B"] | None = None,
-    a0: Float[Array, "LD B H"] | None = None,
-    *,
+    *positional: Any,
     mask: Bool[Array, "B T"] | None = None,
+    a0: Float[Array, "LD B H"] | None = None,
     dropout: float = 0.0,
+    input_dropout: float = 0.0,
+    recurrent_dropout: float = 0.0,
+    unk_id: int | None = None,
     key: jax.Array | None = None,
     unroll: int | bool = 1,
-) -> tuple[Float[Array, "B T Hout"], Float[Array, "LD B H"]]:
+    backward: str = "bptt",
+    lookup: str = "sorted",
+    c0: Float[Array, "LD B H"] | None = None,
+    return_cell_state: bool = False,
+) -> tuple[Float[Array, "B T Hout"], Any]:
     """Run all recurrent layers: the top layer's states and every layer's final state.
 
     The same layout and meaning as PyTorch's ``nn.RNN`` ``(output, h_n)`` on packed
@@ -236,13 +170,25 @@ def rnn_layers(
         xs: ``(B, T, D)`` floats, or ``(B, T)`` integer token ids if
             ``params.token_inputs``.
         lengths: ``(B,)`` valid lengths in ``[0, T]``; ``None`` means all ``T`` valid.
-        a0: initial states ``(num_layers * directions, B, H)``, index
-            ``layer * directions + direction``; zeros if ``None``.
-        mask: a boolean ``(B, T)`` mask instead of ``lengths``.
+        mask: a boolean (or 0/1 integer) ``(B, T)`` mask instead of ``lengths``.
+        a0: keyword-only: initial states ``(num_layers * directions, B, H)``, index
+            ``layer * directions + direction``; zeros if ``None``. (Passing it as the
+            fourth positional argument raises a ``TypeError``.)
         dropout: dropout rate on the inputs of layers ``1..L-1`` (training only; the
-            default 0 is evaluation).
-        key: PRNG key, required when ``dropout > 0``.
+            default 0 is evaluation). With ``num_layers=1`` it would have no effect and
+            raises a ``ValueError``.
+        input_dropout, recurrent_dropout, unk_id: dropout for any depth, see
+            :func:`rnn_jax.stack.stack_unroll`.
+        key: PRNG key, required when a dropout rate is positive.
         unroll: ``lax.scan`` unroll factor.
+        backward: ``"bptt"`` (the hand-written backward pass, default) or
+            ``"autodiff"`` (``jax.grad`` of the plain scan; needed for forward-mode
+            autodiff: ``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``).
+        lookup: ``"sorted"`` (default) or ``"take"``: how token ids gather the
+            columns of ``W_ax``.
+        c0: an LSTM's initial cell states, same layout as ``a0`` (``cell="lstm"`` only).
+        return_cell_state: return ``(a_seq, (h_n, c_n))``, the LSTM's final cell states
+            too (``cell="lstm"`` only).
 
     Returns:
         ``(a_seq, a_last)``: top-layer states ``(B, T, H_out)`` (``H_out = 2H`` for a
@@ -250,16 +196,30 @@ def rnn_layers(
         states ``(num_layers * directions, B, H)``: forward states after the last valid
         step, backward states after step 0.
     """
-    xs, m, a0 = _prepare(params, xs, lengths, mask, a0, dropout, key)
-    h, finals = _layers_time_major(params, xs, None if m is None else m.T, a0, dropout, key, unroll)
+    rates = dict(dropout=dropout, input_dropout=input_dropout, recurrent_dropout=recurrent_dropout)
+    xs, m, a0, c0 = _prepare(params, xs, lengths, mask, a0, positional, key, rates, c0, unk_id)
+    h, finals = _run(
+        params,
+        xs,
+        m,
+        a0,
+        key,
+        c0,
+        unk_id=unk_id,
+        unroll=unroll,
+        backward=backward,
+        lookup=lookup,
+        return_cell_state=return_cell_state,
+        **rates,
+    )
     return jnp.swapaxes(h, 0, 1), finals
 
 
-def _head(head: HeadParams, a: Array, output_activation: Activation | None) -> Array:
-    logits = a @ head.W_y.T
-    return output_activation_fn(output_activation)(
-        logits + jnp.broadcast_to(head.b_y, logits.shape)
-    )
+def _output_dropout(h: Array, rate: float, key: Any) -> Array:
+    if rate == 0.0:
+        return h
+    keep = jax.random.bernoulli(jax.random.fold_in(key, _OUTPUT_STREAM), 1.0 - rate, h.shape)
+    return jnp.where(keep, h / (1.0 - rate), jnp.zeros_like(h))
 
 
 def rnn_apply(
@@ -271,8 +231,14 @@ def rnn_apply(
     a0: Float[Array, "LD B H"] | None = None,
     output_activation: Activation | None = None,
     dropout: float = 0.0,
+    input_dropout: float = 0.0,
+    recurrent_dropout: float = 0.0,
+    output_dropout: float = 0.0,
+    unk_id: int | None = None,
     key: jax.Array | None = None,
     unroll: int | bool = 1,
+    backward: str = "bptt",
+    lookup: str = "sorted",
 ) -> Float[Array, "B T C"]:
     """Many-to-many: ``ŷ<t> = g_y(W_y a<t> + b_y)`` at every step (``T_y = T_x``).
 
@@ -280,20 +246,52 @@ def rnn_apply(
     at padded steps are exactly zero.
 
     Args:
-        params, xs, lengths, mask, a0, dropout, key, unroll: as :func:`rnn_layers`.
+        params, xs, lengths, mask, a0, dropout, input_dropout, recurrent_dropout, unk_id,
+            key, unroll, backward, lookup: as :func:`rnn_layers`.
         output_activation: ``g_y``; ``None`` returns logits (what the losses take).
+        output_dropout: dropout rate on the top layer's outputs, before the head.
 
     Returns:
         ``(B, T, C)``.
     """
-    xs, m, a0 = _prepare(params, xs, lengths, mask, a0, dropout, key)
-    h, _ = _layers_time_major(params, xs, None if m is None else m.T, a0, dropout, key, unroll)
+    rates = dict(dropout=dropout, input_dropout=input_dropout, recurrent_dropout=recurrent_dropout)
+    all_rates = dict(rates, output_dropout=output_dropout)
+    xs, m, a0, _ = _prepare(params, xs, lengths, mask, a0, (), key, all_rates, unk_id=unk_id)
+    h, _ = _run(
+        params,
+        xs,
+        m,
+        a0,
+        key,
+        unk_id=unk_id,
+        unroll=unroll,
+        backward=backward,
+        lookup=lookup,
+        **rates,
+    )
     # The head reads the time-major states (T, B, H_out) in place; only the small
     # (T, B, C) result is transposed.
-    y_hat = _head(params.head, h, output_activation)
+    y_hat = head_apply(params.head, _output_dropout(h, output_dropout, key), output_activation)
     if m is not None:
         y_hat = jnp.where(m.T[:, :, None], y_hat, jnp.zeros_like(y_hat))
     return jnp.swapaxes(y_hat, 0, 1)
+
+
+def _pool(h_tm: Array, m: Array | None, pool: str) -> Array:
+    """Masked mean or max over the valid steps of time-major ``(T, B, H)`` outputs.
+
+    An example with no valid step pools to zeros (never NaN).
+    """
+    T, B = h_tm.shape[:2]
+    if T == 0:
+        return jnp.zeros(h_tm.shape[1:], h_tm.dtype)
+    valid = jnp.ones((T, B), bool) if m is None else m.T
+    count = jnp.sum(valid, axis=0)[:, None]  # (B, 1)
+    if pool == "mean":  # outputs are exactly zero at masked steps
+        return jnp.sum(h_tm, axis=0) / jnp.maximum(count, 1).astype(h_tm.dtype)
+    low = jnp.asarray(-jnp.inf, h_tm.dtype)
+    top = jnp.max(jnp.where(valid[:, :, None], h_tm, low), axis=0)
+    return jnp.where(count > 0, top, jnp.zeros_like(top))
 
 
 def rnn_classify(
@@ -303,25 +301,77 @@ def rnn_classify(
     *,
     mask: Bool[Array, "B T"] | None = None,
     a0: Float[Array, "LD B H"] | None = None,
+    pool: str = "last",
     output_activation: Activation | None = None,
     dropout: float = 0.0,
+    input_dropout: float = 0.0,
+    recurrent_dropout: float = 0.0,
+    output_dropout: float = 0.0,
+    unk_id: int | None = None,
     key: jax.Array | None = None,
     unroll: int | bool = 1,
+    backward: str = "bptt",
+    lookup: str = "sorted",
 ) -> Float[Array, "B C"]:
-    """Many-to-one: one prediction per example from its final state(s).
+    """Many-to-one: one prediction per example, the head of classification *and* regression.
 
-    ``ŷ = g_y(W_y a_final + b_y)`` where ``a_final`` is the top layer's forward state
-    after the example's last valid step, merged (for a bidirectional network) with the
-    backward state after step 0, i.e. after reading the whole valid sequence from the
-    right.
+    ``ŷ = g_y(W_y a_pool + b_y)`` where ``a_pool`` summarises each example's sequence:
+
+    - ``pool="last"`` (default): the top layer's forward state after the example's last
+      valid step, merged (for a bidirectional network) with the backward state after
+      step 0, i.e. after reading the whole valid sequence from the right (PyTorch's
+      ``h_n``);
+    - ``pool="mean"`` / ``"max"``: the mean / elementwise max of the top layer's
+      (merged) outputs over the valid steps only (an example of length 0 gives zeros).
+
+    With ``output_activation=None`` the outputs are unbounded reals: a regression head
+    (pair with :func:`~rnn_jax.masked_mean_squared_error`); logits for a classifier.
+
+    Args:
+        params, xs, lengths, mask, a0, dropout, input_dropout, recurrent_dropout, unk_id,
+            key, unroll, backward, lookup: as :func:`rnn_layers`.
+        pool: ``"last"``, ``"mean"`` or ``"max"``.
+        output_activation: ``g_y``.
+        output_dropout: dropout rate on the pooled state, before the head.
 
     Returns:
         ``(B, C)``.
+
+    Example (regression of the mean of each sequence, shapes only):
+        >>> import jax, jax.numpy as jnp
+        >>> from rnn_jax import init_rnn
+        >>> params = init_rnn(jax.random.key(0), 1, 16, 1)           # one real output
+        >>> xs = jax.random.normal(jax.random.key(1), (4, 10, 1))
+        >>> lengths = jnp.array([10, 7, 3, 0])
+        >>> y_hat = rnn_classify(params, xs, lengths, pool="mean")   # (B, 1) reals
+        >>> y_hat.shape
+        (4, 1)
+        >>> loss = lambda p: jnp.mean((rnn_classify(p, xs, lengths, pool="mean")
+        ...                            - xs.mean(axis=(1, 2))[:, None]) ** 2)
+        >>> jax.grad(loss)(params).head.W_y.shape
+        (1, 16)
     """
-    xs, m, a0 = _prepare(params, xs, lengths, mask, a0, dropout, key)
-    _, finals = _layers_time_major(params, xs, None if m is None else m.T, a0, dropout, key, unroll)
-    if params.bidirectional:
+    if pool not in POOLS:
+        raise ValueError(f"`pool` must be one of {POOLS}, got {pool!r}.")
+    rates = dict(dropout=dropout, input_dropout=input_dropout, recurrent_dropout=recurrent_dropout)
+    all_rates = dict(rates, output_dropout=output_dropout)
+    xs, m, a0, _ = _prepare(params, xs, lengths, mask, a0, (), key, all_rates, unk_id=unk_id)
+    h, finals = _run(
+        params,
+        xs,
+        m,
+        a0,
+        key,
+        unk_id=unk_id,
+        unroll=unroll,
+        backward=backward,
+        lookup=lookup,
+        **rates,
+    )
+    if pool != "last":
+        a_final = _pool(h, m, pool)
+    elif params.bidirectional:
         a_final = merge_directions(params.merge, finals[-2], finals[-1])
     else:
         a_final = finals[-1]
-    return _head(params.head, a_final, output_activation)
+    return head_apply(params.head, _output_dropout(a_final, output_dropout, key), output_activation)

@@ -26,22 +26,27 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float
+
+from rnn_jax._activations import ACTIVATIONS as _ACTIVATION_TABLE
+from rnn_jax._checks import is_concrete, positive_int
 
 __all__ = [
     "ACTIVATIONS",
+    "CELLS",
     "MERGES",
     "HeadParams",
     "LayerParams",
     "RNNParams",
     "SplitLayerParams",
+    "StackParams",
     "init_head",
     "init_layer",
     "count_params",
@@ -50,8 +55,11 @@ __all__ = [
     "stack_layer",
 ]
 
-ACTIVATIONS = ("tanh", "relu")
+ACTIVATIONS = tuple(_ACTIVATION_TABLE)
 MERGES = ("concat", "sum", "mean", "product")
+CELLS = ("rnn", "gru", "lstm")
+"""Cell names: ``"rnn"`` is the classic cell of this module; the gated cells are
+implemented by :mod:`rnn_jax.cells` (see :func:`rnn_jax.stack.stack_unroll`)."""
 
 Initializer = Callable[..., Array]
 
@@ -150,40 +158,43 @@ def split_layer(layer: LayerParams) -> SplitLayerParams:
     return SplitLayerParams(W_aa=layer.W_aa, W_ax=layer.W_ax, b_a=layer.b_a)
 
 
-@dataclasses.dataclass(frozen=True)
-class RNNParams:
-    """All parameters of a (deep, possibly bidirectional) RNN with an output head.
+def _check_config(activation: Any, merge: Any, cell: Any) -> None:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"`activation` must be one of {ACTIVATIONS}, got {activation!r}.")
+    if merge not in MERGES and not callable(merge):
+        raise ValueError(
+            f"`merge` must be one of {MERGES} or a callable (a_fwd, a_bwd) -> a, got {merge!r}."
+        )
+    if cell not in CELLS:
+        raise ValueError(f"`cell` must be one of {CELLS}, got {cell!r}.")
 
-    A pytree: the arrays are leaves (what Optax updates), the configuration is static
-    metadata (part of the tree structure, so ``jit`` specialises on it).
+
+@dataclasses.dataclass(frozen=True)
+class StackParams:
+    """The recurrent layers of a network without a head: what runs over time.
+
+    A pytree (arrays are leaves; the configuration is static metadata). The one layer
+    loop :func:`rnn_jax.stack.stack_unroll` and the one step
+    :func:`rnn_jax.stack.stack_step` take it; :class:`RNNParams` adds a head, and the
+    seq2seq encoder and decoder are stacks.
 
     Attributes:
-        layers: ``layers[l][d]`` is the :class:`LayerParams` of layer ``l`` and direction
-            ``d`` (0 forward, 1 backward). Layer ``l > 0`` reads the merged outputs of
-            layer ``l - 1``.
-        head: the output layer :class:`HeadParams`.
-        activation: hidden activation ``g``: ``"tanh"`` or ``"relu"``.
-        merge: how the two directions are merged: ``"concat"`` (default), ``"sum"``,
-            ``"mean"``, ``"product"``, or any callable ``(a_fwd, a_bwd) -> a`` that keeps
-            the width ``H`` (a callable is not JSON-serialisable: checkpoints store names only).
-        token_inputs: whether the first layer's input is a vocabulary (then integer token
-            ids may be given and ``W_ax x`` is the column lookup ``W_ax[:, id]``).
+        layers: ``layers[l][d]``, the parameters of layer ``l`` and direction ``d``
+            (0 forward, 1 backward); :class:`LayerParams` for the classic cell.
+        activation: hidden activation ``g`` of the classic cell: ``"tanh"`` or ``"relu"``.
+        merge: how the two directions are merged (see :class:`RNNParams`).
+        token_inputs: whether layer 0 reads a vocabulary (integer ids may be given).
+        cell: ``"rnn"`` (the classic cell), or a gated cell of :mod:`rnn_jax.cells`.
     """
 
-    layers: tuple[tuple[LayerParams, ...], ...]
-    head: HeadParams
+    layers: tuple[tuple[Any, ...], ...]
     activation: str = "tanh"
     merge: str | Callable[[Array, Array], Array] = "concat"
     token_inputs: bool = False
+    cell: str = "rnn"
 
     def __post_init__(self):
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"`activation` must be one of {ACTIVATIONS}, got {self.activation!r}.")
-        if self.merge not in MERGES and not callable(self.merge):
-            raise ValueError(
-                f"`merge` must be one of {MERGES} or a callable (a_fwd, a_bwd) -> a, "
-                f"got {self.merge!r}."
-            )
+        _check_config(self.activation, self.merge, self.cell)
 
     @property
     def num_layers(self) -> int:
@@ -206,19 +217,82 @@ class RNNParams:
         return self.layers[0][0].input_size
 
     @property
-    def output_size(self) -> int:
-        return self.head.b_y.shape[-1]
-
-    @property
     def merged_size(self) -> int:
         """Width of a layer's output after merging directions (``H`` or ``2H``)."""
         if self.bidirectional and self.merge == "concat":
             return 2 * self.hidden_size
         return self.hidden_size
 
+
+jax.tree_util.register_dataclass(
+    StackParams,
+    data_fields=["layers"],
+    meta_fields=["activation", "merge", "token_inputs", "cell"],
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class RNNParams:
+    """All parameters of a (deep, possibly bidirectional) RNN with an output head.
+
+    A pytree: the arrays are leaves (what Optax updates), the configuration is static
+    metadata (part of the tree structure, so ``jit`` specialises on it). It is a
+    :class:`StackParams` (``params.stack``) plus a :class:`HeadParams` (``params.head``).
+
+    Attributes:
+        layers: ``layers[l][d]`` is the :class:`LayerParams` of layer ``l`` and direction
+            ``d`` (0 forward, 1 backward). Layer ``l > 0`` reads the merged outputs of
+            layer ``l - 1``.
+        head: the output layer :class:`HeadParams`.
+        activation: hidden activation ``g``: ``"tanh"`` or ``"relu"``.
+        merge: how the two directions are merged: ``"concat"`` (default), ``"sum"``,
+            ``"mean"``, ``"product"``, or any callable ``(a_fwd, a_bwd) -> a`` that keeps
+            the width ``H`` (a callable is not JSON-serialisable: checkpoints store names only).
+        token_inputs: whether the first layer's input is a vocabulary (then integer token
+            ids may be given and ``W_ax x`` is the column lookup ``W_ax[:, id]``).
+        cell: ``"rnn"`` (default, the classic cell) or a gated cell name (see
+            :data:`CELLS`).
+    """
+
+    layers: tuple[tuple[LayerParams, ...], ...]
+    head: HeadParams
+    activation: str = "tanh"
+    merge: str | Callable[[Array, Array], Array] = "concat"
+    token_inputs: bool = False
+    cell: str = "rnn"
+
+    def __post_init__(self):
+        _check_config(self.activation, self.merge, self.cell)
+
+    @property
+    def stack(self) -> StackParams:
+        """The layers as a :class:`StackParams` (same arrays, no copy)."""
+        return StackParams(
+            layers=self.layers,
+            activation=self.activation,
+            merge=self.merge,
+            token_inputs=self.token_inputs,
+            cell=self.cell,
+        )
+
+    num_layers = StackParams.num_layers
+    num_directions = StackParams.num_directions
+    bidirectional = StackParams.bidirectional
+    hidden_size = StackParams.hidden_size
+    input_size = StackParams.input_size
+    merged_size = StackParams.merged_size
+
+    @property
+    def output_size(self) -> int:
+        return self.head.b_y.shape[-1]
+
     def config(self) -> dict[str, Any]:
-        """The static configuration, JSON-serialisable (for checkpoints)."""
-        return dict(
+        """The static configuration, JSON-serialisable (for checkpoints).
+
+        ``cell`` is included only for a gated cell, so classic-cell checkpoints keep
+        their configuration unchanged.
+        """
+        out = dict(
             input_size=self.input_size,
             hidden_size=self.hidden_size,
             output_size=self.output_size,
@@ -230,12 +304,15 @@ class RNNParams:
             else getattr(self.merge, "__name__", "callable"),
             token_inputs=self.token_inputs,
         )
+        if self.cell != "rnn":
+            out["cell"] = self.cell
+        return out
 
 
 jax.tree_util.register_dataclass(
     RNNParams,
     data_fields=["layers", "head"],
-    meta_fields=["activation", "merge", "token_inputs"],
+    meta_fields=["activation", "merge", "token_inputs", "cell"],
 )
 
 
@@ -255,17 +332,19 @@ def _initializer(name: str | Initializer, arg: str) -> Initializer:
 
 
 def _check_finite(name: str, x: Array) -> None:
-    if not bool(jnp.all(jnp.isfinite(x))):
+    # Only on concrete arrays: under jit/vmap (an ensemble of seeds, a Flax `self.param`)
+    # the check would need a host sync of a traced value.
+    if is_concrete(x) and not bool(jnp.all(jnp.isfinite(x))):
         raise ValueError(
             f"`{name}` produced non-finite values (NaN or inf) at initialisation; "
             "check the initialiser and its scale."
         )
 
 
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
-    return int(value)
+def _draw_dtype(dtype: Any) -> Any:
+    """Draw in float32 at least (QR, used by the orthogonal initialiser, has no bfloat16 or
+    float16 kernel), then cast to ``dtype``."""
+    return jnp.promote_types(dtype, jnp.float32)
 
 
 def init_layer(
@@ -293,18 +372,20 @@ def init_layer(
     Returns:
         :class:`LayerParams` with ``W_a`` of shape ``(H, H + D)``.
     """
-    D = _check_positive_int("input_size", input_size)
-    H = _check_positive_int("hidden_size", hidden_size)
+    D = positive_int("input_size", input_size)
+    H = positive_int("hidden_size", hidden_size)
     k_aa, k_ax, k_b = jax.random.split(key, 3)
-    W_aa = _initializer(recurrent_init, "recurrent_init")(k_aa, (H, H), dtype)
+    draw = _draw_dtype(dtype)
+    W_aa = _initializer(recurrent_init, "recurrent_init")(k_aa, (H, H), draw)
     # jax initialisers read (fan_in, fan_out) from (shape[-2], shape[-1]); W_ax maps D -> H,
     # so draw it as (D, H) and transpose.
-    W_ax = _initializer(input_init, "input_init")(k_ax, (D, H), dtype).T
-    b_a = _initializer(bias_init, "bias_init")(k_b, (H,), dtype)
+    W_ax = _initializer(input_init, "input_init")(k_ax, (D, H), draw).T
+    b_a = _initializer(bias_init, "bias_init")(k_b, (H,), draw)
+    _check_shape("recurrent_init(...)", W_aa, (H, H))
+    _check_shape("input_init(...)", W_ax, (H, D))
+    _check_shape("bias_init(...)", b_a, (H,))
+    W_aa, W_ax, b_a = (x.astype(dtype) for x in (W_aa, W_ax, b_a))
     for name, x in (("recurrent_init", W_aa), ("input_init", W_ax), ("bias_init", b_a)):
-        _check_shape(
-            f"{name}(...)", x, {"recurrent_init": (H, H), "input_init": (H, D)}.get(name, (H,))
-        )
         _check_finite(name, x)
     return stack_layer(SplitLayerParams(W_aa, W_ax, b_a))
 
@@ -319,12 +400,13 @@ def init_head(
     dtype: Any = jnp.float32,
 ) -> HeadParams:
     """Initialise the output layer ``W_y (C, H_out)``, ``b_y (C,)``."""
-    H = _check_positive_int("hidden_size", hidden_size)
-    C = _check_positive_int("output_size", output_size)
+    H = positive_int("hidden_size", hidden_size)
+    C = positive_int("output_size", output_size)
     k_w, k_b = jax.random.split(key)
-    W_y = _initializer(weight_init, "head_init")(k_w, (H, C), dtype).T
-    b_y = _initializer(bias_init, "bias_init")(k_b, (C,), dtype)
-    _check_finite("head_init", W_y)
+    draw = _draw_dtype(dtype)
+    W_y = _initializer(weight_init, "weight_init")(k_w, (H, C), draw).T.astype(dtype)
+    b_y = _initializer(bias_init, "bias_init")(k_b, (C,), draw).astype(dtype)
+    _check_finite("weight_init", W_y)
     _check_finite("bias_init", b_y)
     return HeadParams(W_y=W_y, b_y=b_y)
 
@@ -335,6 +417,7 @@ def init_rnn(
     hidden_size: int,
     output_size: int,
     *,
+    cell: str = "rnn",
     num_layers: int = 1,
     bidirectional: bool = False,
     activation: str = "tanh",
@@ -349,11 +432,18 @@ def init_rnn(
     """Initialise a (deep, optionally bidirectional) RNN with an output head.
 
     Args:
-        key: PRNG key (required; there is no default key). It is split into one key per
-            layer and direction and one for the head.
+        key: PRNG key (required; there is no default key). It is the first positional
+            argument of every ``init_*`` network constructor (``init_rnn``,
+            ``init_seq2seq``; the contract), keyword-only in the per-layer helpers
+            (``init_layer``, ``init_head``). It is split into one key per layer and
+            direction and one for the head. ``init_rnn`` is traceable: ``jax.vmap`` over
+            keys gives an ensemble.
         input_size: ``D``, the input width, or ``|V|`` for token inputs.
         hidden_size: ``H``.
         output_size: ``C``, the number of outputs of the head.
+        cell: ``"rnn"`` (the classic cell, default) or a gated cell of
+            :mod:`rnn_jax.cells` (``"gru"``, ``"lstm"``), whose layers come from
+            ``rnn_jax.cells.init_cell_layer``.
         num_layers: number of stacked recurrent layers.
         bidirectional: a forward and a backward layer at every depth.
         activation: hidden activation ``g``, ``"tanh"`` or ``"relu"``.
@@ -363,7 +453,7 @@ def init_rnn(
             may then be given to :func:`rnn_jax.rnn_apply` and friends.
         recurrent_init, input_init, head_init, bias_init: initialisers (names or
             callables, see :func:`init_layer`).
-        dtype: parameter dtype.
+        dtype: parameter dtype (low-precision dtypes are drawn in float32, then cast).
 
     Returns:
         :class:`RNNParams`.
@@ -379,43 +469,49 @@ def init_rnn(
     """
     if not isinstance(key, jax.Array):
         raise ValueError(f"`key` must be a jax.random key array, got {type(key).__name__}.")
-    D = _check_positive_int("input_size", input_size)
-    H = _check_positive_int("hidden_size", hidden_size)
-    L = _check_positive_int("num_layers", num_layers)
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"`activation` must be one of {ACTIVATIONS}, got {activation!r}.")
-    if merge not in MERGES and not callable(merge):
-        raise ValueError(f"`merge` must be one of {MERGES}, got {merge!r}.")
+    D = positive_int("input_size", input_size)
+    H = positive_int("hidden_size", hidden_size)
+    L = positive_int("num_layers", num_layers)
+    _check_config(activation, merge, cell)
     dirs = 2 if bidirectional else 1
     merged = 2 * H if (bidirectional and merge == "concat") else H
     keys = jax.random.split(key, L * dirs + 1)
-    layers = []
-    for l in range(L):
-        layer_in = D if l == 0 else merged
-        layers.append(
-            tuple(
-                init_layer(
-                    layer_in,
-                    H,
-                    key=keys[l * dirs + d],
-                    recurrent_init=recurrent_init,
-                    input_init=input_init,
-                    bias_init=bias_init,
-                    dtype=dtype,
-                )
-                for d in range(dirs)
-            )
+    if cell == "rnn":
+        init_one = functools.partial(
+            init_layer,
+            recurrent_init=recurrent_init,
+            input_init=input_init,
+            bias_init=bias_init,
+            dtype=dtype,
         )
+    else:  # the gated-cell plug-in (rnn_jax.cells), imported only when asked for
+        init_one = _gated_init(cell, dtype)
+    layers = tuple(
+        tuple(init_one(D if l == 0 else merged, H, key=keys[l * dirs + d]) for d in range(dirs))
+        for l in range(L)
+    )
     head = init_head(
         merged, output_size, key=keys[-1], weight_init=head_init, bias_init=bias_init, dtype=dtype
     )
     return RNNParams(
-        layers=tuple(layers),
+        layers=layers,
         head=head,
         activation=activation,
         merge=merge,
         token_inputs=bool(token_inputs),
+        cell=cell,
     )
+
+
+def _gated_init(cell: str, dtype: Any) -> Callable[..., Any]:
+    try:
+        from rnn_jax import cells
+    except ImportError as e:
+        raise ValueError(
+            f"`cell={cell!r}` needs the gated cells of rnn_jax.cells, which are not "
+            f"available in this installation ({e}); use cell='rnn'."
+        ) from None
+    return functools.partial(cells.init_cell_layer, cell, dtype=dtype)
 
 
 def count_params(tree: Any) -> int:

@@ -23,18 +23,18 @@ each example's last valid token, never at padding.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from rnn_jax._checks import check_inputs, is_token_ids, lengths_to_mask, resolve_mask
-from rnn_jax.bptt import carried_states, scan_reference, varying_like
-from rnn_jax.lookup import column_lookup
+from rnn_jax._checks import check_inputs, lengths_to_mask, resolve_mask
+from rnn_jax._projection import check_options, input_projection, input_term
+from rnn_jax._sharding import batch_sharded
+from rnn_jax.bptt import carried_states, scan_reference
 from rnn_jax.params import LayerParams
 
 __all__ = [
+    "cast_state",
     "input_projection",
     "input_term",
     "lengths_to_mask",
@@ -45,99 +45,18 @@ __all__ = [
 Inputs = Float[Array, "B T D"] | Int[Array, "B T"]
 
 
-def explicit_batch_axes(xs: Any) -> tuple[Any, Any] | None:
-    """``(mesh, axes)`` if the batch (first) axis of ``xs`` is sharded over explicit mesh axes.
+def cast_state(name: str, a: Array, dtype: object, shape: tuple[int, ...]) -> Array:
+    """An initial state checked for shape and cast to the parameters' float ``dtype``.
 
-    Then the layer functions run one ``shard_map`` shard per device (examples never
-    interact); ``None`` otherwise (one device, auto-sharded meshes, inside ``shard_map``).
+    A float state of another precision is cast (``lax.scan`` needs one carry dtype); an
+    integer or boolean one is a ``ValueError`` naming ``name``.
     """
-    try:
-        sharding = jax.typeof(xs).sharding
-        spec = sharding.spec
-    except AttributeError:  # not a typed JAX value
-        return None
-    if len(spec) == 0 or spec[0] is None:
-        return None
-    return sharding.mesh, spec[0]
-
-
-def on_batch_shards(fn: Callable, mesh: Any, args: tuple, in_specs: tuple, out_specs: Any) -> Any:
-    """``fn(*args)`` under ``shard_map`` over ``mesh``: one shard of the batch per device.
-
-    Arguments with a non-empty spec are first resharded to it (a no-op when they already
-    have it, e.g. a replicated ``a0`` becomes batch-sharded); ``P()`` ones and ``None``
-    pass as they are.
-    """
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
-
-    placed = tuple(
-        a if a is None or spec == P() else jax.sharding.reshard(a, NamedSharding(mesh, spec))
-        for a, spec in zip(args, in_specs, strict=True)
-    )
-    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs)(*placed)
-
-
-def input_projection(layer: LayerParams, xs: Inputs) -> Float[Array, "T B H"]:
-    """``z<t> = W_ax x<t> + b_a`` for every step at once, time-major ``(T, B, H)``.
-
-    See :func:`input_term` (the same without ``b_a``, which :func:`recurrence` can add
-    inside its loop).
-    """
-    return input_term(layer, xs) + layer.b_a[None, None, :]
-
-
-def input_term(layer: LayerParams, xs: Inputs) -> Float[Array, "T B H"]:
-    """``W_ax x<t>`` for every step at once, time-major ``(T, B, H)`` (no bias).
-
-    Dense inputs: one matmul. Token ids: one gather of the columns ``W_ax[:, id]``
-    (the product of ``W_ax`` with a one-hot vector, without building it). Ids out of
-    range under ``jit`` (where they cannot be checked) give NaN, never a silently wrong
-    column.
-    """
-    H = layer.hidden_size
-    W_ax = layer.W_a[:, H:]
-    if is_token_ids(xs):
-        # Columns H + id of the whole W_a (slicing W_ax first would copy the (H, V) block
-        # on every call), gathered and scatter-added in sorted-id order: rnn_jax.lookup.
-        z = column_lookup(layer.W_a, xs.T, offset=H, num_columns=W_ax.shape[1])
-    else:
-        # Transpose the (narrower) inputs to time-major first, then one plain matmul whose
-        # output is already (T, B, H): an einsum "btd,hd->tbh" makes XLA:CPU emit a
-        # transposing dot that is 4x slower (benchmarks/RESULTS.md).
-        z = _dense_term(varying_like(W_ax, xs), jnp.swapaxes(xs, 0, 1))
-    return z
-
-
-@jax.custom_vjp
-def _dense_term(W_ax: Array, xs_tm: Array) -> Array:
-    """``xs_tm @ W_ax.T`` for time-major ``(T, B, D)`` inputs.
-
-    Its weight gradient ``sum_n dz[n]^T x[n]`` needs one operand transposed; left to
-    itself XLA transposes ``dz`` (``(T*B, H)``, a state-sized copy), here the narrower
-    ``x`` is (``(T*B, D)``, usually ``D <= H``).
-    """
-    return jax.lax.dot_general(xs_tm, W_ax, (((2,), (1,)), ((), ())))
-
-
-def _dense_term_fwd(W_ax, xs_tm):
-    return _dense_term(W_ax, xs_tm), (W_ax, xs_tm)
-
-
-def _dense_term_bwd(residuals, dz):
-    W_ax, xs_tm = residuals
-    H, D = W_ax.shape
-    x = xs_tm.reshape(-1, D)
-    d = dz.reshape(-1, H)
-    if D <= H:
-        dW_ax = (x.T @ d).T
-    else:
-        dW_ax = d.T @ x
-    dxs = jax.lax.dot_general(dz, W_ax, (((2,), (0,)), ((), ())))
-    return dW_ax.astype(W_ax.dtype), dxs.astype(xs_tm.dtype)
-
-
-_dense_term.defvjp(_dense_term_fwd, _dense_term_bwd)
+    a = jnp.asarray(a)
+    if tuple(a.shape) != tuple(shape):
+        raise ValueError(f"`{name}` must have shape {tuple(shape)}, got {tuple(a.shape)}.")
+    if not jnp.issubdtype(a.dtype, jnp.floating):
+        raise ValueError(f"`{name}` must be a float array, got dtype {a.dtype}.")
+    return a.astype(dtype)
 
 
 def recurrence(
@@ -151,6 +70,7 @@ def recurrence(
     reverse: bool = False,
     unroll: int | bool = 1,
     backward: str = "bptt",
+    state_mask: Float[Array, "B H"] | None = None,
 ) -> tuple[Float[Array, "T B H"], Float[Array, "B H"]]:
     """The loop itself, time-major: ``a<t> = g(z<t> + b + a<t-1> W_aa^T)`` with masking.
 
@@ -164,8 +84,22 @@ def recurrence(
     :mod:`rnn_jax.bptt` (saves only the states; weight gradient as one matmul after the
     loop); ``backward="autodiff"`` lets ``jax.grad`` differentiate the ``lax.scan``.
     Both compute the same function and the same gradients up to float rounding.
+    ``state_mask`` (recurrent dropout, see :func:`rnn_jax.bptt.scan_reference`) takes the
+    autodiff path.
     """
-    if backward == "bptt":
+    if state_mask is not None and backward in ("bptt", "autodiff"):
+        h = scan_reference(
+            W_aa,
+            z,
+            a0,
+            mask,
+            bias=bias,
+            activation=activation,
+            reverse=reverse,
+            unroll=unroll,
+            state_mask=state_mask,
+        )
+    elif backward == "bptt":
         h = carried_states(
             W_aa, z, a0, mask, bias=bias, activation=activation, reverse=reverse, unroll=unroll
         )
@@ -196,6 +130,8 @@ def rnn_unroll(
     reverse: bool = False,
     activation: str | Callable[[Array], Array] = "tanh",
     unroll: int | bool = 1,
+    backward: str = "bptt",
+    lookup: str = "sorted",
 ) -> tuple[Float[Array, "B T H"], Float[Array, "B H"]]:
     """Run one recurrent layer in one direction over a batch of sequences.
 
@@ -204,12 +140,16 @@ def rnn_unroll(
         xs: dense inputs ``(B, T, D)`` or integer token ids ``(B, T)`` with ``D = |V|``.
         lengths: ``(B,)`` integers in ``[0, T]``: example ``b`` is valid at
             ``t < lengths[b]``. ``None``: every step is valid.
-        a0: initial state ``(B, H)``; zeros if ``None``.
+        a0: initial state ``(B, H)``; zeros if ``None`` (a float state of another dtype
+            is cast to the parameters' dtype).
         mask: a boolean ``(B, T)`` mask instead of ``lengths``.
         reverse: run from the last step to the first (over the valid part of each
             sequence: padded steps at the end keep the initial state).
         activation: ``g``.
         unroll: passed to ``lax.scan``.
+        backward: ``"bptt"`` (hand-written backward pass, default) or ``"autodiff"``
+            (``jax.grad`` of the plain scan; also supports ``jax.jvp``).
+        lookup: ``"sorted"`` (default) or ``"take"``: how token ids gather columns.
 
     Returns:
         ``(a_seq, a_last)``: states ``(B, T, H)``, exactly zero at masked steps, and the
@@ -227,6 +167,18 @@ def rnn_unroll(
         >>> bool(jnp.all(a_seq[1, 2:] == 0)), bool(jnp.all(a_last[1] == a_seq[1, 1]))
         (True, True)
     """
+    if not isinstance(layer, LayerParams):
+        raise ValueError(
+            "`layer` must be one LayerParams (one layer, one direction), e.g. "
+            f"`params.layers[0][0]`, got {type(layer).__name__}"
+            + (
+                " (a layer's tuple of directions: pass one direction, with reverse=True "
+                "for the backward one)."
+                if isinstance(layer, tuple)
+                else "."
+            )
+        )
+    check_options(backward, lookup)
     W_a = jnp.asarray(layer.W_a)
     H = layer.hidden_size
     if W_a.ndim != 2 or W_a.shape[0] != H or W_a.shape[1] <= H:
@@ -241,32 +193,33 @@ def rnn_unroll(
         a0 = jnp.zeros((B, H), W_a.dtype)
     elif tuple(jnp.shape(a0)) != (B, H):
         raise ValueError(f"`a0` must have shape (B, H) = ({B}, {H}), got {tuple(jnp.shape(a0))}.")
-    m_tb = None if m is None else m.T
-
-    def run(layer, xs, a0, m_tb):
-        return recurrence(
-            layer.W_a[:, :H],
-            input_term(layer, xs),
-            a0,
-            m_tb,
-            bias=layer.b_a,
-            activation=activation,
-            reverse=reverse,
-            unroll=unroll,
-        )
-
-    found = explicit_batch_axes(xs)
-    if found is None:
-        a_seq, a_last = run(layer, xs, a0, m_tb)
-    else:  # a batch sharded over explicit mesh axes: one shard per device
-        from jax.sharding import PartitionSpec as P
-
-        mesh, axes = found
-        a_seq, a_last = on_batch_shards(
-            run,
-            mesh,
-            (layer, xs, a0, m_tb),
-            in_specs=(P(), P(axes), P(axes), P(None, axes)),
-            out_specs=(P(None, axes), P(axes)),
-        )
+    else:
+        a0 = cast_state("a0", a0, W_a.dtype, (B, H))
+    a_seq, a_last = _unroll_layer(
+        layer,
+        xs,
+        a0,
+        m,
+        activation=activation,
+        reverse=reverse,
+        unroll=unroll,
+        backward=backward,
+        lookup=lookup,
+    )
     return jnp.swapaxes(a_seq, 0, 1), a_last
+
+
+@batch_sharded(in_axes=(None, 0, 0, 0), out_axes=(1, 0), lead=1)
+def _unroll_layer(layer, xs, a0, m, *, activation, reverse, unroll, backward, lookup):
+    H = layer.hidden_size
+    return recurrence(
+        layer.W_a[:, :H],
+        input_term(layer, xs, mask=m, lookup=lookup, backward=backward),
+        a0,
+        None if m is None else m.T,
+        bias=layer.b_a,
+        activation=activation,
+        reverse=reverse,
+        unroll=unroll,
+        backward=backward,
+    )

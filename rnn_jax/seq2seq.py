@@ -50,19 +50,24 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float, Int
 
-from rnn_jax._checks import check_inputs, check_lengths, lengths_to_mask
-from rnn_jax.cell import rnn_cell
+from rnn_jax._checks import check_inputs, check_lengths, lengths_to_mask, positive_int
 from rnn_jax.losses import masked_softmax_cross_entropy
-from rnn_jax.network import rnn_layers
-from rnn_jax.params import ACTIVATIONS, HeadParams, LayerParams, RNNParams, init_head, init_layer
-from rnn_jax.recurrence import input_projection, recurrence
+from rnn_jax.params import (
+    ACTIVATIONS,
+    HeadParams,
+    LayerParams,
+    StackParams,
+    init_head,
+    init_layer,
+)
+from rnn_jax.stack import head_apply, stack_step, stack_unroll
 
 __all__ = [
     "BRIDGES",
@@ -162,22 +167,23 @@ jax.tree_util.register_dataclass(
 
 
 class DecoderState(NamedTuple):
-    """The decoder's recurrent state; every leaf has the batch axis first.
+    """The decoder's recurrent state.
 
     Attributes:
-        a: ``(B, L_dec, H_dec)``, the state ``a_l<t>`` of every decoder layer.
+        a: ``(L_dec, B, H_dec)``, the state ``a_l<t>`` of every decoder layer, in the
+            library's one stacked-state layout ``(L * dirs, B, H)``.
         context: ``(B, C)``, the top encoder layer's ``c`` (read at every step when
             ``feed_context``; carried but unused otherwise).
+
+    ``batch_axes`` tells :mod:`rnn_jax.generate` where each leaf's batch axis is.
     """
 
-    a: Float[Array, "B L H"]
+    a: Float[Array, "L B H"]
     context: Float[Array, "B C"]
 
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
-    return int(value)
+    @property
+    def batch_axes(self) -> DecoderState:
+        return DecoderState(a=1, context=0)
 
 
 def init_seq2seq(
@@ -197,8 +203,9 @@ def init_seq2seq(
     """Initialise an encoder–decoder RNN.
 
     Args:
-        key: PRNG key (required), split into named sub-keys for encoder, decoder, bridge
-            and head.
+        key: PRNG key (required; first positional, or ``key=`` keyword, as in
+            :func:`~rnn_jax.init_rnn`), split into named sub-keys for encoder, decoder,
+            bridge and head.
         source_vocab_size: ``V_src`` (source token ids lie in ``[0, V_src)``).
         target_vocab_size: ``V_tgt``.
         hidden_size: encoder ``H_enc``.
@@ -217,11 +224,11 @@ def init_seq2seq(
     """
     if not isinstance(key, jax.Array):
         raise ValueError(f"`key` must be a jax.random key array, got {type(key).__name__}.")
-    V_src = _positive_int("source_vocab_size", source_vocab_size)
-    V_tgt = _positive_int("target_vocab_size", target_vocab_size)
-    H_enc = _positive_int("hidden_size", hidden_size)
-    L_enc = _positive_int("num_layers", num_layers)
-    L_dec = _positive_int("decoder_layers", L_enc if decoder_layers is None else decoder_layers)
+    V_src = positive_int("source_vocab_size", source_vocab_size)
+    V_tgt = positive_int("target_vocab_size", target_vocab_size)
+    H_enc = positive_int("hidden_size", hidden_size)
+    L_enc = positive_int("num_layers", num_layers)
+    L_dec = positive_int("decoder_layers", L_enc if decoder_layers is None else decoder_layers)
     if bridge not in BRIDGES:
         raise ValueError(f"`bridge` must be one of {BRIDGES}, got {bridge!r}.")
     if activation not in ACTIVATIONS:
@@ -231,7 +238,7 @@ def init_seq2seq(
     if decoder_hidden_size is None:
         H_dec = C
     else:
-        H_dec = _positive_int("decoder_hidden_size", decoder_hidden_size)
+        H_dec = positive_int("decoder_hidden_size", decoder_hidden_size)
         if bridge == "concat" and H_dec != C:
             raise ValueError(
                 f"`decoder_hidden_size` must equal directions * hidden_size = {C} with "
@@ -266,19 +273,24 @@ def init_seq2seq(
     )
 
 
-def _encoder_view(params: Seq2SeqParams) -> RNNParams:
-    # rnn_layers wants an RNNParams; the head is a constant placeholder, never used.
-    C = params.context_size
-    head = HeadParams(
-        jnp.zeros((1, C), params.head.W_y.dtype), jnp.zeros((1,), params.head.W_y.dtype)
+def _encoder_stack(params: Seq2SeqParams) -> StackParams:
+    return StackParams(
+        layers=params.encoder, activation=params.activation, merge="concat", token_inputs=True
     )
-    return RNNParams(
-        layers=params.encoder,
-        head=head,
-        activation=params.activation,
-        merge="concat",
-        token_inputs=True,
+
+
+def _decoder_stack(params: Seq2SeqParams) -> StackParams:
+    """The decoder as a stack whose layer 0 reads the target ids: ``[W_aa | W_ax^tok]``.
+
+    The context columns ``W_ax^ctx`` (``feed_context``) enter as the stack's
+    ``extra_term``, :func:`_context_term`.
+    """
+    first = params.decoder[0]
+    H, V = params.decoder_hidden_size, params.target_vocab_size
+    layers = ((LayerParams(first.W_a[:, : H + V], first.b_a),),) + tuple(
+        (layer,) for layer in params.decoder[1:]
     )
+    return StackParams(layers=layers, activation=params.activation, token_inputs=True)
 
 
 def encode(
@@ -294,37 +306,47 @@ def encode(
         raise ValueError(f"`src` must be integer token ids (B, T_x), got dtype {src.dtype}.")
     B, T_x = src.shape
     src_lengths = check_lengths(src_lengths, B, T_x, name="src_lengths")
-    _, finals = rnn_layers(_encoder_view(params), src, src_lengths)  # (L * dirs, B, H)
+    mask_tb = lengths_to_mask(src_lengths, T_x).T
+    _, finals = stack_unroll(_encoder_stack(params), src, mask_tb)  # (L * dirs, B, H)
     L, dirs, H = len(params.encoder), params.num_directions, params.encoder_hidden_size
     finals = finals.reshape(L, dirs, B, H)
     return jnp.concatenate([finals[:, d] for d in range(dirs)], axis=-1)  # (L, B, dirs * H)
 
 
 def decoder_initial_state(params: Seq2SeqParams, c: Float[Array, "L_enc B C"]) -> DecoderState:
-    """``a_l<0>`` of every decoder layer from the encoder's ``c_l`` (the bridge)."""
+    """``a_l<0>`` of every decoder layer from the encoder's ``c_l`` (the bridge).
+
+    Returns:
+        :class:`DecoderState` with ``a`` of shape ``(L_dec, B, H_dec)``.
+    """
     L_enc, L_dec = c.shape[0], len(params.decoder)
     a0 = []
     for l in range(L_dec):
         c_l = c[l] if L_enc == L_dec else c[-1]
         if params.bridge_type == "project":
-            W_b, b_b = params.bridge[l]
-            c_l = jnp.tanh(c_l @ W_b.T + b_b[None, :])
+            c_l = head_apply(params.bridge[l], c_l, "tanh")
         a0.append(c_l)
-    return DecoderState(a=jnp.stack(a0, axis=1), context=c[-1])
+    return DecoderState(a=jnp.stack(a0), context=c[-1])
 
 
-def _split_first_layer(params: Seq2SeqParams) -> tuple[LayerParams, Array]:
-    """Decoder layer 0 as a token-input layer ``[W_aa | W_ax^tok]`` and its ``W_ax^ctx``."""
-    layer = params.decoder[0]
-    H, V = params.decoder_hidden_size, params.target_vocab_size
-    return LayerParams(layer.W_a[:, : H + V], layer.b_a), layer.W_a[:, H + V :]
-
-
-def _context_term(params: Seq2SeqParams, context: Float[Array, "B C"]) -> Float[Array, "B H"]:
+def _context_term(
+    params: Seq2SeqParams, context: Float[Array, "B C"]
+) -> Float[Array, "B H"] | None:
+    """``W_ax^ctx c`` for ``feed_context`` (``None`` otherwise)."""
     if not params.feed_context:
-        return jnp.zeros((context.shape[0], params.decoder_hidden_size), context.dtype)
-    _, W_ax_ctx = _split_first_layer(params)
-    return context @ W_ax_ctx.T
+        return None
+    H, V = params.decoder_hidden_size, params.target_vocab_size
+    return context @ params.decoder[0].W_a[:, H + V :].T
+
+
+def _check_state(params: Seq2SeqParams, state: DecoderState, B: int) -> None:
+    shape = (len(params.decoder), B, params.decoder_hidden_size)
+    if not isinstance(state, DecoderState) or tuple(jnp.shape(state.a)) != shape:
+        got = tuple(jnp.shape(state.a)) if isinstance(state, DecoderState) else type(state).__name__
+        raise ValueError(
+            f"`state` must be a DecoderState whose `a` has shape (L_dec, B, H_dec) = {shape} "
+            f"(from decoder_initial_state), got {got}."
+        )
 
 
 def decoder_step(
@@ -332,27 +354,20 @@ def decoder_step(
 ) -> tuple[DecoderState, Float[Array, "B V"]]:
     """One decoding step for a batch: ``(state<t-1>, y<t-1>) -> (state<t>, logits<t>)``.
 
-    Each layer is :func:`~rnn_jax.rnn_cell` applied per example (``vmap`` over the
-    batch); layer 0 reads the token id as a column of ``W_ax`` (and ``c`` through the
-    bias when ``feed_context``). This is the ``step_fn`` the functions of
-    :mod:`rnn_jax.generate` take.
+    :func:`rnn_jax.stack.stack_step` (each layer :func:`~rnn_jax.rnn_cell`) per example,
+    ``vmap`` over the batch; layer 0 reads the token id as a column of ``W_ax`` (and, with
+    ``feed_context``, ``W_ax^ctx c`` as its extra term). This is the ``step_fn`` the
+    functions of :mod:`rnn_jax.generate` take.
     """
-    layer0, _ = _split_first_layer(params)
-    ctx_term = _context_term(params, state.context)  # (B, H)
+    _check_state(params, state, jnp.shape(y_prev)[0])
+    ctx = _context_term(params, state.context)  # (B, H) or None
+    step = jax.vmap(partial(_step_one, _decoder_stack(params)), in_axes=(1, 0, 0), out_axes=(1, 0))
+    a, y = step(state.a, y_prev, ctx)
+    return DecoderState(a=a, context=state.context), head_apply(params.head, y)
 
-    def one_example(a_prev, y_t, ctx_b):
-        a_new = []
-        x_t = y_t
-        for l, layer in enumerate(params.decoder):
-            if l == 0:
-                layer = LayerParams(layer0.W_a, layer0.b_a + ctx_b)
-            a_l, x_t = rnn_cell(layer, a_prev[l], x_t, activation=params.activation)
-            a_new.append(a_l)
-        return jnp.stack(a_new)
 
-    a = jax.vmap(one_example)(state.a, y_prev, ctx_term)
-    logits = a[:, -1] @ params.head.W_y.T + params.head.b_y[None, :]
-    return DecoderState(a=a, context=state.context), logits
+def _step_one(stack, a_prev, y_t, ctx):
+    return stack_step(stack, a_prev, y_t, extra_term=ctx)
 
 
 def shift_right(tgt: Int[Array, "B T_y"], bos_id: int) -> Int[Array, "B T_y"]:
@@ -377,8 +392,8 @@ def seq2seq_apply(
     """Teacher-forced decoding: logits of ``y<t>`` given the source and ``tgt_in<1..t>``.
 
     Equal (up to float rounding) to running :func:`decoder_step` in a Python loop over
-    ``tgt_in``; the decoder layers run through :func:`rnn_jax.recurrence.recurrence` with
-    the input projections hoisted out of the loop. Source and target lengths differ per
+    ``tgt_in``; the decoder runs through :func:`rnn_jax.stack.stack_unroll` (the same
+    layer loop as the network, input projections hoisted out of the loop). Source and target lengths differ per
     example; logits at padded target steps are exactly zero.
 
     Args:
@@ -402,16 +417,15 @@ def seq2seq_apply(
     tgt_lengths = check_lengths(tgt_lengths, B, T_y, name="tgt_lengths")
     state = decoder_initial_state(params, c)
     mask_tb = lengths_to_mask(tgt_lengths, T_y).T  # (T_y, B)
-    layer0, _ = _split_first_layer(params)
-    H = params.decoder_hidden_size
-    h = None
-    for l, layer in enumerate(params.decoder):
-        if l == 0:
-            z = input_projection(layer0, tgt_in) + _context_term(params, state.context)[None]
-        else:
-            z = jnp.einsum("tbd,hd->tbh", h, layer.W_a[:, H:]) + layer.b_a[None, None, :]
-        h, _ = recurrence(layer.W_a[:, :H], z, state.a[:, l], mask_tb, activation=params.activation)
-    logits = jnp.einsum("tbh,vh->btv", h, params.head.W_y) + params.head.b_y[None, None, :]
+    ctx = _context_term(params, state.context)
+    h, _ = stack_unroll(
+        _decoder_stack(params),
+        tgt_in,
+        mask_tb,
+        state.a,
+        extra_term=None if ctx is None else ctx[None],
+    )
+    logits = jnp.swapaxes(head_apply(params.head, h), 0, 1)  # (B, T_y, V)
     return jnp.where(mask_tb.T[:, :, None], logits, jnp.zeros_like(logits))
 
 

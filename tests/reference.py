@@ -99,3 +99,43 @@ def params_as_numpy(params):
     ]
     head = (np.asarray(params.head.W_y, np.float64), np.asarray(params.head.b_y, np.float64))
     return layers, head
+
+
+def cell_scan_reference(layer, xs, lengths, a0=None, *, reverse=False, activation="tanh"):
+    """One layer over a batch as the cell itself: ``vmap`` over the batch of
+    ``lax.scan(partial(rnn_cell, layer), a0, x)`` (STYLE 2 and 4: one example per function,
+    the batch in one place). Masked steps keep the state and emit zero; ``reverse`` reverses
+    the valid part of each sequence (padding stays at the end).
+
+    Returns (a_seq (B, T, H), a_last (B, H)), as ``rnn_jax.rnn_unroll``.
+    """
+    from functools import partial
+
+    import jax
+    import jax.numpy as jnp
+
+    from rnn_jax import rnn_cell
+
+    H = layer.b_a.shape[-1]
+    B, T = xs.shape[:2]
+    if a0 is None:
+        a0 = jnp.zeros((B, H), layer.W_a.dtype)
+    cell = partial(rnn_cell, layer, activation=activation)
+
+    def one_example(x, n, a_init):
+        valid = jnp.arange(T) < n
+        if reverse:  # reverse the valid part: position t reads x[n - 1 - t]
+            order = jnp.where(valid, n - 1 - jnp.arange(T), jnp.arange(T))
+            x = jnp.take(x, order, axis=0)
+
+        def step(a_prev, inputs):
+            x_t, m_t = inputs
+            a, y = cell(a_prev, x_t)
+            return jnp.where(m_t, a, a_prev), jnp.where(m_t, y, jnp.zeros_like(y))
+
+        a_last, ys = jax.lax.scan(step, a_init, (x, valid))
+        if reverse:
+            ys = jnp.take(ys, order, axis=0)
+        return ys, a_last
+
+    return jax.vmap(one_example)(xs, lengths, a0)

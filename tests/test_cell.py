@@ -95,3 +95,17 @@ def test_errors():
         rnn_cell(p, jnp.zeros(4), jnp.ones(5), activation="gelu")
     with pytest.raises(ValueError, match="`output_activation` must be None, one of"):
         rnn_cell(p, jnp.zeros(4), jnp.ones(5), output_activation="max")
+
+
+def test_errors_from_issue_11():
+    from rnn_jax import init_rnn
+
+    params = init_rnn(jax.random.key(0), 5, 4, 3, token_inputs=True)
+    with pytest.raises(ValueError, match="`params` must be a CellParams .* or a LayerParams"):
+        rnn_cell(params, jnp.zeros(4), jnp.int32(1))
+    layer = params.layers[0][0]
+    # An out-of-range id gives NaN, also under jit (no clamped or wrapped-around column).
+    step = jax.jit(lambda x: rnn_cell(layer, jnp.zeros(4), x)[0])
+    for bad in (5, 7, -1):
+        assert bool(jnp.all(jnp.isnan(step(jnp.int32(bad))))), bad
+    assert bool(jnp.all(jnp.isfinite(step(jnp.int32(4)))))

@@ -11,6 +11,7 @@ import pytest
 from rnn_jax import init_rnn, rnn_apply
 from rnn_jax.generate import (
     BeamSearchResult,
+    LMState,
     beam_search,
     greedy_decode,
     lm_initial_state,
@@ -39,7 +40,10 @@ def _python_greedy(step_fn, params, state, start, max_len, eos_id):
     """The loop greedy_decode replaces, one example at a time."""
     out, step_fn = [], jax.jit(step_fn)
     for b in range(start.shape[0]):
-        s = jax.tree_util.tree_map(lambda x, b=b: x[b : b + 1], state)
+        axes = getattr(state, "batch_axes", jax.tree_util.tree_map(lambda _: 0, state))
+        s = jax.tree_util.tree_map(
+            lambda x, ax, b=b: jax.lax.slice_in_dim(x, b, b + 1, axis=ax), state, axes
+        )
         y, toks = start[b : b + 1], []
         for _ in range(max_len):
             s, logits = step_fn(params, s, y)
@@ -102,7 +106,7 @@ def test_exhaustive_beam_finds_the_exact_best_sequence(alpha, seed):
     lm = lm.__class__(lm.layers, lm.head._replace(b_y=lm.head.b_y.at[EOS_ID].set(0.5)),
                       lm.activation, lm.merge, lm.token_inputs)  # fmt: skip
     start = jnp.array([2], jnp.int32)
-    state = jnp.zeros((1, 1, 4))
+    state = LMState(jnp.zeros((1, 1, 4)))
 
     apply = jax.jit(rnn_apply)
 
@@ -239,9 +243,14 @@ def test_lm_from_nothing_and_from_a_seed():
     seed = jnp.array([[4, 5, 6], [5, 0, 0], [0, 0, 0]], jnp.int32)
     lengths = jnp.array([3, 1, 0])
     state, start = lm_initial_state(lm, seed, lengths, bos_id=BOS)
-    assert state.shape == (3, 2, 8)
+    assert isinstance(state, LMState) and state.a.shape == (2, 3, 8)  # (L, B, H)
     assert start.tolist() == [6, 5, BOS]
-    assert bool(jnp.all(state[2] == 0.0)) and bool(jnp.all(state[1] == 0.0)) is False
+    assert bool(jnp.all(state.a[:, 2] == 0.0)) and bool(jnp.all(state.a[:, 1] == 0.0)) is False
+    # A state in another layout raises instead of giving wrong logits.
+    with pytest.raises(ValueError, match=r"`state` must be an LMState whose `a` has shape"):
+        lm_step(lm, LMState(jnp.swapaxes(state.a, 0, 1)), start)
+    with pytest.raises(ValueError, match=r"`state` must be an LMState"):
+        lm_step(lm, state.a, start)
     # the primed state continues exactly as the teacher-forced LM does
     s, logits = lm_step(lm, state, start)
     full = rnn_apply(lm, jnp.array([[BOS, 4, 5, 6]]), jnp.array([4]))
@@ -252,9 +261,9 @@ def test_lm_from_nothing_and_from_a_seed():
 
 def test_errors_name_the_argument():
     params, state, start = _seq2seq(10)
-    with pytest.raises(ValueError, match="`max_len` must be an int >= 1, got 0"):
+    with pytest.raises(ValueError, match="`max_len` must be a positive int, got 0"):
         greedy_decode(decoder_step, params, state, start, max_len=0, eos_id=EOS)
-    with pytest.raises(ValueError, match="`beam_width` must be an int >= 1"):
+    with pytest.raises(ValueError, match="`beam_width` must be a positive int"):
         beam_search(decoder_step, params, state, start, beam_width=0, max_len=3, eos_id=EOS)
     with pytest.raises(ValueError, match="`alpha` must be >= 0"):
         beam_search(decoder_step, params, state, start, beam_width=2, max_len=3, eos_id=EOS,
@@ -262,14 +271,14 @@ def test_errors_name_the_argument():
     with pytest.raises(ValueError, match="`temperature` must be > 0, got 0"):
         sample(decoder_step, params, state, start, max_len=3, eos_id=EOS, key=jax.random.key(0),
                temperature=0.0)  # fmt: skip
-    with pytest.raises(ValueError, match="`top_k` must be an int >= 1"):
+    with pytest.raises(ValueError, match="`top_k` must be a positive int"):
         sample(decoder_step, params, state, start, max_len=3, eos_id=EOS, key=jax.random.key(0),
                top_k=0)  # fmt: skip
     with pytest.raises(ValueError, match="`key` must be a jax.random key"):
         sample(decoder_step, params, state, start, max_len=3, eos_id=EOS, key=0)
     with pytest.raises(ValueError, match=r"`start_ids` must be integer ids of shape \(B,\)"):
         greedy_decode(decoder_step, params, state, start[:, None], max_len=3, eos_id=EOS)
-    with pytest.raises(ValueError, match="batch axis first, of size B = 2"):
+    with pytest.raises(ValueError, match=r"its batch axis \(1\) of size B = 2"):
         greedy_decode(decoder_step, params, state, start[:2], max_len=3, eos_id=EOS)
     bi = init_rnn(jax.random.key(0), 7, 4, 7, token_inputs=True, bidirectional=True)
     with pytest.raises(ValueError, match="uni-directional"):

@@ -127,3 +127,51 @@ def test_errors_name_the_argument():
         truncated_bptt(
             params, opt.init(params), xs, labels, optimizer=opt, chunk_size=2, a0=jnp.zeros((2, 4))
         )
+
+
+def test_truncated_bptt_equals_manual_chunks_with_the_gradient_cut():
+    """Review d.33: a test that fails if the stop_gradient at the chunk boundary goes.
+
+    Two SGD steps by hand: chunk 1 from a0, then chunk 2 from the carried state held
+    constant. The same with the gradient flowing back into chunk 1 differs.
+    """
+    from rnn_jax.long import chunk_loss
+
+    V, H, B, K = 6, 5, 3, 4
+    params = init_rnn(jax.random.key(2), V, H, V, token_inputs=True, num_layers=2)
+    ids = jax.random.randint(jax.random.key(3), (B, 2 * K), 0, V)
+    labels = jnp.roll(ids, -1, axis=1)
+    lr = 0.5
+    opt = optax.sgd(lr)
+    got, _, _, _ = truncated_bptt(
+        params, opt.init(params), ids, labels, optimizer=opt, chunk_size=K
+    )
+    m = jnp.ones((K, B), bool)
+
+    def mean_loss(p, a_prev, c):
+        loss, a = chunk_loss(
+            p, a_prev, ids[:, c * K : (c + 1) * K], labels[:, c * K : (c + 1) * K], m
+        )
+        return loss / (K * B), a
+
+    def sgd(p, g):
+        return jax.tree_util.tree_map(lambda x, d: x - lr * d, p, g)
+
+    a0 = jnp.zeros((2, B, H))
+    g1, a1 = jax.grad(mean_loss, has_aux=True)(params, a0, 0)
+    p1 = sgd(params, g1)
+    cut = sgd(p1, jax.grad(mean_loss, has_aux=True)(p1, a1, 1)[0])  # a1: a constant
+
+    def through(p):  # the same a1 at p = p1, but as a function of the parameters
+        shifted = jax.tree_util.tree_map(lambda x, x0, x1: x0 + (x - x1), p, params, p1)
+        _, a = mean_loss(shifted, a0, 0)
+        return mean_loss(p, a, 1)[0]
+
+    uncut = sgd(p1, jax.grad(through)(p1))
+    leaves = jax.tree_util.tree_leaves
+    for a, b in zip(leaves(got), leaves(cut), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    assert any(
+        not np.allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+        for a, b in zip(leaves(got), leaves(uncut), strict=True)
+    )

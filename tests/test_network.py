@@ -66,7 +66,6 @@ def test_matches_numpy_reference(num_layers, bidirectional, tokens, activation, 
         activation=activation,
         merge=merge,
         token_inputs=tokens,
-        bias_init="lecun_normal" if False else "zeros",
     )
     # Non-zero biases so that they are tested too.
     params = jax.tree_util.tree_map(
@@ -86,7 +85,7 @@ def test_matches_numpy_reference(num_layers, bidirectional, tokens, activation, 
         activation=activation,
         merge=merge,
     )
-    a_seq, a_last = rnn_layers(params, xs, lengths, a0)
+    a_seq, a_last = rnn_layers(params, xs, lengths, a0=a0)
     np.testing.assert_allclose(a_seq, ref["a_seq"], rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(a_last, ref["a_last"], rtol=RTOL, atol=ATOL)
     logits = rnn_apply(params, xs, lengths, a0=a0)
@@ -103,7 +102,7 @@ def test_length_zero_returns_initial_state():
     params = init_rnn(jax.random.key(0), 3, 4, 2, num_layers=2, bidirectional=True)
     a0 = jax.random.normal(jax.random.key(1), (4, 2, 4))
     xs = jax.random.normal(jax.random.key(2), (2, 5, 3))
-    _, a_last = rnn_layers(params, xs, jnp.array([0, 5]), a0)
+    _, a_last = rnn_layers(params, xs, jnp.array([0, 5]), a0=a0)
     np.testing.assert_array_equal(a_last[:, 0], a0[:, 0])
 
 
@@ -330,11 +329,11 @@ def test_dropout():
     d3 = rnn_apply(params, xs, dropout=0.5, key=jax.random.key(3))
     np.testing.assert_array_equal(d1, d2)
     assert not np.allclose(d1, base) and not np.allclose(d1, d3)
-    # Dropout acts between layers only: a one-layer network is unaffected.
+    # `dropout` acts between layers only: with one layer it would do nothing, so it raises
+    # and names the options that do act.
     one = init_rnn(jax.random.key(0), 4, 16, 2)
-    np.testing.assert_array_equal(
-        rnn_apply(one, xs, dropout=0.5, key=jax.random.key(2)), rnn_apply(one, xs)
-    )
+    with pytest.raises(ValueError, match="no effect with num_layers=1; use input_dropout="):
+        rnn_apply(one, xs, dropout=0.5, key=jax.random.key(2))
 
 
 def test_merge_callable():
@@ -476,7 +475,7 @@ _SHARDED = """
 
             def loss(p, xs, lengths, a0):
                 logits = rnn_jax.rnn_apply(p, xs, lengths, a0=a0)
-                _, finals = rnn_jax.rnn_layers(p, xs, lengths, a0)
+                _, finals = rnn_jax.rnn_layers(p, xs, lengths, a0=a0)
                 return jnp.sum(jnp.sin(logits)) + jnp.sum(finals**2)
 
             name = f"{'ids' if token else 'dense'}-{'bi' if bi else 'uni'}"
@@ -523,3 +522,129 @@ def test_batch_sharded_over_two_devices_equals_one_device(on_cpu_devices):
             assert res[2] < 1e-5, (name, res)  # logits without lengths
             assert res[3].startswith("P('b'"), (name, res)  # the output stays sharded
             assert res[4], (name, res)  # dropout on shards runs and stays finite
+
+
+def _np_pool(h, lengths, pool):
+    out = np.zeros((h.shape[0], h.shape[2]))
+    for b, n in enumerate(np.asarray(lengths)):
+        if n > 0:
+            out[b] = h[b, :n].mean(0) if pool == "mean" else h[b, :n].max(0)
+    return out
+
+
+@pytest.mark.parametrize("pool", ["mean", "max"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_classify_pooling_against_numpy_and_padding_invariant(pool, bidirectional):
+    rng = np.random.default_rng(3)
+    B, T, D = 5, 6, 3
+    params = init_rnn(jax.random.key(4), D, 4, 2, num_layers=2, bidirectional=bidirectional)
+    xs = _inputs(rng, B, T, D, tokens=False)
+    lengths = _lengths(rng, B, T)  # includes 0, 1 and T
+    layers, head = params_as_numpy(params)
+    ref = ref_network(layers, head, np.asarray(xs, np.float64), np.asarray(lengths))
+    pooled = _np_pool(ref["a_seq"], lengths, pool)
+    expected = pooled @ head[0].T + head[1]
+    got = rnn_classify(params, xs, lengths, pool=pool)
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=RTOL, atol=ATOL)
+    assert bool(jnp.all(jnp.isfinite(got)))  # a length-0 example pools to zeros, not NaN
+    np.testing.assert_allclose(np.asarray(got[0]), head[1], rtol=RTOL, atol=ATOL)
+    # Padding never matters: garbage (even inf) beyond each length changes nothing.
+    pad = jnp.arange(T)[None, :, None] >= lengths[:, None, None]
+    noisy = jnp.where(pad, jnp.inf, xs)
+    np.testing.assert_array_equal(
+        np.asarray(rnn_classify(params, noisy, lengths, pool=pool)), np.asarray(got)
+    )
+    with pytest.raises(ValueError, match="`pool` must be one of"):
+        rnn_classify(params, xs, lengths, pool="sum")
+
+
+def test_one_layer_dropouts_act_and_need_a_key():
+    params = init_rnn(jax.random.key(0), 4, 16, 2)
+    tok = init_rnn(jax.random.key(0), 9, 16, 2, token_inputs=True)
+    xs = jax.random.normal(jax.random.key(1), (3, 6, 4))
+    ids = jax.random.randint(jax.random.key(1), (3, 6), 1, 9)
+    k = jax.random.key(5)
+    base = rnn_classify(params, xs)
+    for option in ("input_dropout", "recurrent_dropout", "output_dropout"):
+        with pytest.raises(ValueError, match=f"`key` is required when `{option}` > 0"):
+            rnn_classify(params, xs, **{option: 0.5})
+        with pytest.raises(ValueError, match=rf"`{option}` must lie in \[0, 1\)"):
+            rnn_classify(params, xs, key=k, **{option: 1.0})
+        d1 = rnn_classify(params, xs, key=k, **{option: 0.5})
+        np.testing.assert_array_equal(d1, rnn_classify(params, xs, key=k, **{option: 0.5}))
+        assert not np.allclose(d1, base), option
+        assert bool(jnp.all(jnp.isfinite(jax.grad(
+            lambda p, o=option: rnn_classify(p, xs, key=k, **{o: 0.5}).sum())(params).layers[0][0].W_a
+        )))  # fmt: skip
+    # token ids: dropped words read as <UNK> (unk_id) or as a zeroed column of W_ax
+    base_t = rnn_apply(tok, ids)
+    unk = rnn_apply(tok, ids, input_dropout=0.5, unk_id=0, key=k)
+    zeroed = rnn_apply(tok, ids, input_dropout=0.5, key=k)
+    assert not np.allclose(unk, base_t) and not np.allclose(zeroed, base_t)
+    with pytest.raises(ValueError, match="`unk_id` only acts with token ids and input_dropout"):
+        rnn_apply(tok, ids, unk_id=0)
+    with pytest.raises(ValueError, match="`unk_id` only acts with token ids and input_dropout"):
+        rnn_apply(params, xs, input_dropout=0.5, unk_id=0, key=k)
+    keep = jax.random.bernoulli(jax.random.fold_in(k, 1_000_001), 0.5, ids.shape)
+    np.testing.assert_allclose(unk, rnn_apply(tok, jnp.where(keep, ids, 0)), rtol=1e-6, atol=1e-6)
+
+
+def test_nan_in_dense_padding_gives_finite_gradients():
+    """Issue 11 case 1: NaN/inf in the padding of dense inputs never reaches a gradient."""
+    params = init_rnn(jax.random.key(0), 3, 5, 2, num_layers=2, bidirectional=True)
+    xs = jax.random.normal(jax.random.key(1), (3, 6, 3))
+    lengths = jnp.array([6, 2, 0])
+    pad = jnp.arange(6)[None, :, None] >= lengths[:, None, None]
+    noisy = jnp.where(pad, jnp.nan, xs).at[1, 4, 0].set(jnp.inf)
+    for backward in ("bptt", "autodiff"):
+
+        def loss(p, x, backward=backward):
+            return jnp.sum(rnn_apply(p, x, lengths, backward=backward) ** 2)
+
+        g_clean = jax.grad(loss)(params, xs)
+        g_noisy = jax.grad(loss)(params, noisy)
+        for a, b in zip(
+            jax.tree_util.tree_leaves(g_noisy), jax.tree_util.tree_leaves(g_clean), strict=True
+        ):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+        dx = jax.grad(loss, argnums=1)(params, noisy)
+        assert bool(jnp.all(jnp.isfinite(dx))) and bool(jnp.all(jnp.where(pad, dx, 0.0) == 0.0))
+
+
+def test_conventions_a0_keyword_only_and_cast():
+    params = init_rnn(jax.random.key(0), 3, 4, 2, num_layers=2)
+    xs = jax.random.normal(jax.random.key(1), (2, 5, 3))
+    a0 = jnp.ones((2, 2, 4))
+    with pytest.raises(TypeError, match="`a0` is keyword-only"):
+        rnn_layers(params, xs, None, a0)
+    ref = rnn_layers(params, xs, a0=a0)
+    got = rnn_layers(params, xs, a0=a0.astype(jnp.bfloat16))  # cast, not a scan carry error
+    np.testing.assert_array_equal(got[1], ref[1])
+    with pytest.raises(ValueError, match="`a0` must be a float array"):
+        rnn_apply(params, xs, a0=a0.astype(jnp.int32))
+
+
+def test_forward_mode_with_backward_autodiff():
+    params = init_rnn(jax.random.key(0), 3, 4, 2, num_layers=2, bidirectional=True)
+    xs = jax.random.normal(jax.random.key(1), (2, 5, 3))
+    lengths = jnp.array([5, 3])
+
+    def f(x, backward):
+        return rnn_classify(params, x, lengths, backward=backward)
+
+    t = jnp.ones_like(xs)
+    _, jvp = jax.jvp(lambda x: f(x, "autodiff"), (xs,), (t,))
+    _, vjp_fn = jax.vjp(lambda x: f(x, "bptt"), xs)
+    # <J t, e_i> == <t, J^T e_i> for every output i
+    for i in range(2):
+        e = jnp.zeros((2, 2)).at[:, i].set(1.0)
+        np.testing.assert_allclose(
+            jnp.sum(jvp * e), jnp.sum(vjp_fn(e)[0] * t), rtol=1e-4, atol=1e-5
+        )
+    assert jax.jacfwd(lambda x: f(x, "autodiff"))(xs).shape == (2, 2, 2, 5, 3)
+    # The default path's error names the option.
+    with pytest.raises(TypeError, match="pass backward='autodiff'"):
+        jax.jvp(lambda x: f(x, "bptt"), (xs,), (t,))
+    tok = init_rnn(jax.random.key(0), 7, 4, 2, token_inputs=True)
+    ids = jnp.array([[1, 2, 3], [4, 5, 0]])
+    jax.jvp(lambda p: rnn_apply(p, ids, backward="autodiff", lookup="take"), (tok,), (tok,))

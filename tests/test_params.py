@@ -152,3 +152,80 @@ def test_layer_properties():
     layer = LayerParams(jnp.arange(12.0).reshape(2, 6), jnp.zeros(2))
     assert (layer.hidden_size, layer.input_size) == (2, 4)
     np.testing.assert_array_equal(layer.W_aa, [[0, 1], [6, 7]])
+
+
+def test_initialisers_are_traceable_vmap_and_jit():
+    keys = jax.random.split(jax.random.key(0), 8)
+    ensemble = jax.vmap(lambda k: init_rnn(k, 5, 8, 3))(keys)
+    assert ensemble.layers[0][0].W_a.shape == (8, 8, 13)
+    one = init_rnn(keys[3], 5, 8, 3)
+    np.testing.assert_array_equal(ensemble.layers[0][0].W_a[3], one.layers[0][0].W_a)
+    jitted = jax.jit(init_rnn, static_argnums=(1, 2, 3))(keys[3], 5, 8, 3)
+    np.testing.assert_allclose(jitted.head.W_y, one.head.W_y, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_low_precision_dtypes_with_the_default_orthogonal_init(dtype):
+    p = init_rnn(jax.random.key(0), 5, 8, 3, dtype=dtype, num_layers=2)
+    assert {x.dtype for x in jax.tree_util.tree_leaves(p)} == {jnp.dtype(dtype)}
+    # drawn in float32 then cast: W_aa is the float32 orthogonal matrix, rounded
+    ref = init_rnn(jax.random.key(0), 5, 8, 3, num_layers=2)
+    np.testing.assert_array_equal(
+        np.asarray(p.layers[0][0].W_a), np.asarray(ref.layers[0][0].W_a.astype(dtype))
+    )
+
+
+def test_seeds_trained_in_one_jit_vmap_program_equal_separate_runs():
+    import optax
+
+    from rnn_jax import masked_softmax_cross_entropy, rnn_apply
+
+    xs = jax.random.normal(jax.random.key(1), (6, 7, 3))
+    labels = jax.random.randint(jax.random.key(2), (6, 7), 0, 2)
+    lengths = jnp.array([7, 5, 3, 1, 0, 6])
+    opt = optax.adam(1e-2)
+
+    def train(key):
+        params = init_rnn(key, 3, 8, 2)
+
+        def loss(p):
+            return masked_softmax_cross_entropy(rnn_apply(p, xs, lengths), labels, lengths=lengths)
+
+        def step(carry, _):
+            p, s = carry
+            g = jax.grad(loss)(p)
+            u, s = opt.update(g, s, p)
+            return (optax.apply_updates(p, u), s), None
+
+        (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=5)
+        return params
+
+    keys = jax.random.split(jax.random.key(0), 4)
+    together = jax.jit(jax.vmap(train))(keys)
+    separate = jax.jit(train)
+    for i, k in enumerate(keys):
+        one = separate(k)
+        for a, b in zip(
+            jax.tree_util.tree_leaves(together), jax.tree_util.tree_leaves(one), strict=True
+        ):
+            np.testing.assert_allclose(np.asarray(a[i]), np.asarray(b), rtol=2e-5, atol=2e-5)
+
+
+def test_stack_view_and_cell_field():
+    from rnn_jax import StackParams
+
+    p = init_rnn(jax.random.key(0), 5, 8, 3, num_layers=2, bidirectional=True)
+    assert isinstance(p.stack, StackParams) and p.stack.layers is p.layers
+    assert (p.cell, p.stack.cell, p.stack.merged_size) == ("rnn", "rnn", 16)
+    assert "cell" not in p.config()  # classic-cell checkpoints keep their configuration
+    with pytest.raises(ValueError, match="`cell` must be one of"):
+        init_rnn(jax.random.key(0), 5, 8, 3, cell="magic")
+
+
+def test_gated_cells_plug_in_point():
+    import importlib.util
+
+    if importlib.util.find_spec("rnn_jax.cells") is not None:
+        pytest.skip("rnn_jax.cells is installed: its own tests cover cell='gru'/'lstm'")
+    with pytest.raises(ValueError, match="needs the gated cells of rnn_jax.cells"):
+        init_rnn(jax.random.key(0), 5, 8, 3, cell="gru")

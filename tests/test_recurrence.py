@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from reference import ref_layer
 
-from rnn_jax import init_layer, lengths_to_mask, rnn_cell, rnn_unroll
+from rnn_jax import init_layer, init_rnn, lengths_to_mask, rnn_cell, rnn_unroll
 
 _unroll = jax.jit(rnn_unroll, static_argnames=("reverse", "activation", "unroll"))
 
@@ -197,3 +197,41 @@ def test_rnn_unroll_on_a_batch_sharded_over_two_devices(on_cpu_devices):
     for name, (d_loss, d_seq, d_last, d_grad, spec) in out.items():
         assert max(d_loss, d_seq, d_last, d_grad) < 1e-5, (name, out[name])
         assert spec.startswith("P('b'"), (name, spec)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("tokens", [False, True])
+def test_rnn_unroll_equals_vmap_of_scan_over_the_cell(reverse, tokens):
+    """The fused unroll against the cell itself: vmap over the batch of lax.scan(rnn_cell)."""
+    from reference import cell_scan_reference
+
+    rng = np.random.default_rng(7)
+    B, T, D, H = 4, 6, 5, 3
+    layer = init_layer(D, H, key=jax.random.key(1))
+    if tokens:
+        xs = jnp.asarray(rng.integers(0, D, size=(B, T)), jnp.int32)
+    else:
+        xs = jnp.asarray(rng.normal(size=(B, T, D)), jnp.float32)
+    lengths = jnp.array([6, 0, 3, 1])
+    a0 = jnp.asarray(rng.normal(size=(B, H)), jnp.float32)
+    got = rnn_unroll(layer, xs, lengths, a0=a0, reverse=reverse)
+    ref = cell_scan_reference(layer, xs, lengths, a0, reverse=reverse)
+    for g, r in zip(got, ref, strict=True):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-5, atol=1e-5)
+
+
+def test_unroll_errors_from_issue_11():
+    params = init_rnn(jax.random.key(0), 3, 4, 2, bidirectional=True)
+    xs = jnp.zeros((2, 5, 3))
+    with pytest.raises(ValueError, match="`layer` must be one LayerParams .*a layer's tuple"):
+        rnn_unroll(params.layers[0], xs)
+    # a float a0 of another dtype is cast (one carry dtype for lax.scan); ints are rejected
+    layer = params.layers[0][0]
+    a_seq, _ = rnn_unroll(layer, xs, a0=jnp.ones((2, 4), jnp.bfloat16))
+    assert a_seq.dtype == jnp.float32
+    with pytest.raises(ValueError, match="`a0` must be a float array, got dtype int32"):
+        rnn_unroll(layer, xs, a0=jnp.ones((2, 4), jnp.int32))
+    with pytest.raises(ValueError, match="`backward` must be 'bptt' or 'autodiff'"):
+        rnn_unroll(layer, xs, backward="magic")
+    with pytest.raises(ValueError, match="`lookup` must be 'sorted' or 'take'"):
+        rnn_unroll(layer, xs, lookup="magic")

@@ -139,8 +139,13 @@ def test_encode_shapes_and_bidirectional_context():
     assert c.shape == (2, src.shape[0], 10)
     state = decoder_initial_state(params, c)
     assert isinstance(state, DecoderState)
-    assert state.a.shape == (src.shape[0], 2, 10) and state.context.shape == (src.shape[0], 10)
-    np.testing.assert_array_equal(np.asarray(state.a[:, 1]), np.asarray(c[1]))
+    # One stacked-state layout everywhere: (L_dec, B, H_dec), as rnn_layers' finals.
+    assert state.a.shape == (2, src.shape[0], 10) and state.context.shape == (src.shape[0], 10)
+    np.testing.assert_array_equal(np.asarray(state.a[1]), np.asarray(c[1]))
+    # A state in another layout raises instead of giving wrong logits.
+    bad = DecoderState(a=jnp.swapaxes(state.a, 0, 1), context=state.context)
+    with pytest.raises(ValueError, match=r"`state` must be a DecoderState whose `a` has shape"):
+        decoder_step(params, bad, jnp.zeros((src.shape[0],), jnp.int32))
 
 
 def test_empty_source_gives_zero_context_not_a_crash():
@@ -236,3 +241,10 @@ def test_errors_name_the_argument():
         seq2seq_apply(params, src, sl, tgt[:2], tl[:2])
     with pytest.raises(ValueError, match=r"`tgt_lengths` must have shape \(B,\)"):
         seq2seq_apply(params, src, sl, tgt, tl[:2])
+
+
+def test_key_first_positional_or_keyword():
+    a = init_seq2seq(jax.random.key(3), 7, 6, hidden_size=4)
+    b = init_seq2seq(key=jax.random.key(3), source_vocab_size=7, target_vocab_size=6, hidden_size=4)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
