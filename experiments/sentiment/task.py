@@ -605,7 +605,7 @@ def summary_command(run: Invocation) -> int:
     """
     if not run.inputs:
         raise ValueError("`summary` needs the run directories to combine, e.g. runs/s0 runs/s1")
-    runs = [json.loads((Path(d) / "results.json").read_text(encoding="utf-8")) for d in run.inputs]
+    runs = [read_run_results(spec) for spec in run.inputs]
     summary = summarize(runs)
     markdown = format_summary(summary)
     out = Path(run.workdir)
