@@ -160,7 +160,7 @@ def test_train_eval_predict_summary_end_to_end(tmp_path, capsys, monkeypatch):
     args = [
         "--workdir", str(workdir),
         f"--config.corpus_dir={corpus}",
-        "--config.models=rnn_last,rnnbi_mean_lm",
+        "--config.models=rnnbi_mean_lm",
         "--config.lm_epochs=1",
         "--config.lm_targets=20",
         "--config.cross_domains=tweets",
@@ -175,7 +175,7 @@ def test_train_eval_predict_summary_end_to_end(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "| rnnbi_mean_lm |" in out and "| tfidf_lr |" in out and "tweets acc" in out
     results = json.loads((workdir / "results.json").read_text())
-    assert set(results["models"]) == {"rnn_last", "rnnbi_mean_lm"}
+    assert set(results["models"]) == {"rnnbi_mean_lm"}
     assert set(results["baselines"]) == {"majority", "vader", "bow_lr", "tfidf_lr"}
     for r in [*results["models"].values(), *results["baselines"].values()]:
         assert 0.0 <= r["test"] <= 1.0 and set(r["cross"]) == {"tweets"}
@@ -184,7 +184,7 @@ def test_train_eval_predict_summary_end_to_end(tmp_path, capsys, monkeypatch):
     assert (workdir / "rnnbi_mean_lm" / "metrics.jsonl").exists()
 
     assert EXPERIMENT.main(["eval", "--workdir", str(workdir), "--config.baselines=false"]) == 0
-    assert "| rnn_last |" in capsys.readouterr().out
+    assert "| rnnbi_mean_lm |" in capsys.readouterr().out
 
     texts = ["a gem , it .", "dull and tedious , the film ."]
     assert EXPERIMENT.main(["predict", "--workdir", str(workdir), *texts]) == 0
@@ -203,7 +203,5 @@ def test_train_eval_predict_summary_end_to_end(tmp_path, capsys, monkeypatch):
     runs = [str(workdir), str(workdir), f"light={workdir}"]
     assert EXPERIMENT.main(["summary", "--workdir", str(summary_dir), *runs]) == 0
     out = capsys.readouterr().out
-    assert (
-        "| rnn_last | 2 |" in out and "| rnn_last (light) | 1 |" in out and "| vader | 2 |" in out
-    )
+    assert "| rnnbi_mean_lm | 2 |" in out and "| rnnbi_mean_lm (light) | 1 |" in out
     assert (summary_dir / "summary.png").exists() and (summary_dir / "results.json").exists()
