@@ -29,7 +29,6 @@ import dataclasses
 import json
 import os
 import sys
-import tempfile
 import typing
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 import jax
+
+from rnn_jax._io import atomic_write
 
 __all__ = [
     "Keys",
@@ -327,23 +328,9 @@ def prepare_run_directory(workdir: Path, config: Any, experiment: str) -> None:
         raise PermissionError(f"--workdir {workdir} is not writable")
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_run_config(workdir: Path, config: Any) -> None:
     """Stores the whole configuration as ``workdir/run_config.json`` (atomically)."""
-    _write_text_atomic(
-        Path(workdir) / RUN_CONFIG, json.dumps(config_to_dict(config), indent=2) + "\n"
-    )
+    atomic_write(Path(workdir) / RUN_CONFIG, json.dumps(config_to_dict(config), indent=2) + "\n")
 
 
 def write_results(
@@ -359,10 +346,10 @@ def write_results(
     """
     workdir = Path(workdir)
     try:
-        _write_text_atomic(
+        atomic_write(
             workdir / "results.json", json.dumps(results, indent=2, ensure_ascii=False) + "\n"
         )
-        _write_text_atomic(workdir / "results.md", markdown + "\n")
+        atomic_write(workdir / "results.md", markdown + "\n")
         for name, writer in extra:
             writer(workdir / name)
     except OSError as err:

@@ -43,6 +43,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from rnn_jax._io import atomic_write
+
 __all__ = [
     "CORPUS_FILENAME",
     "CORPUS_SHA256",
@@ -139,21 +141,6 @@ def _extract_verified(archive: Path, member: str, sha256: str) -> bytes:
     return data
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0o600; the cache is ordinary readable data
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def fetch_tagged_corpus(data_dir: str | os.PathLike[str] | None = None) -> Path:
     """Makes sure the tagged corpus is cached and returns its path.
 
@@ -202,7 +189,8 @@ def fetch_tagged_corpus(data_dir: str | os.PathLike[str] | None = None) -> Path:
                 f"Delete it and retry. {_how_to_fetch(data_dir)}"
             )
         data = _extract_verified(archive, CORPUS_MEMBER, CORPUS_SHA256)
-    _write_atomic(target, data)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(target, data)
     return target
 
 

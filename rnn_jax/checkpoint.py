@@ -64,7 +64,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -72,6 +71,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from rnn_jax._io import write_json_atomic
 from rnn_jax.train import TrainState
 
 __all__ = [
@@ -162,25 +162,6 @@ def config_diff(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
 
     walk(stored, current, "")
     return out
-
-
-def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
-    """Writes ``obj`` as JSON to ``path`` atomically: a temporary file, ``fsync``, ``os.replace``.
-
-    A crash at any moment leaves either the old file or the new one, never a torn one.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _reason(err: BaseException) -> str:

@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rnn_jax._io import atomic_write
+
 __all__ = [
     "MetricsLogger",
     "ProgressBar",
@@ -162,12 +164,8 @@ class MetricsLogger:
         """Drops the records with ``step`` greater than ``step`` (on resume)."""
         self._file.close()
         kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        with open(tmp, "w") as f:
-            f.write("".join(json.dumps(r) + "\n" for r in kept))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)  # atomic: a crash leaves the old file or the new one
+        # atomic: a crash leaves the old file or the new one
+        atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self._file = open(self.path, "a")  # noqa: SIM115
 
     def flush(self) -> None:

@@ -28,7 +28,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -40,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from rnn_jax._io import write_json_atomic
 from rnn_jax.batching import pad_batch
 
 __all__ = [
@@ -551,19 +551,7 @@ class Vocabulary:
         The document goes to a temporary file in the same directory, is flushed to disk and
         then renamed over ``path`` (``os.replace``), so a crash never leaves a half-written file.
         """
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".vocab-", suffix=".json.tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_json_dict(), f, ensure_ascii=False, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_json_atomic(path, self.to_json_dict(), ensure_ascii=False, indent=1, sort_keys=False)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Vocabulary:

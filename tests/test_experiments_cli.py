@@ -171,7 +171,7 @@ def test_eval_needs_no_write_access(trained, tmp_path, capsys, monkeypatch):
     def read_only(path, text):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(common, "_write_text_atomic", read_only)
+    monkeypatch.setattr(common, "atomic_write", read_only)
     code, out, err = run(["eval", "--workdir", str(workdir), "--config.seeds=a"], capsys)
     assert code == 0 and "| rnn |" in out
     assert len(err) == 1 and "results printed only, not written" in err[0]

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rnn_jax import vocab as vocab_module
+from rnn_jax import _io as rnn_io
 from rnn_jax.vocab import DEFAULT_SPECIALS, Vocabulary, char_tokenize, one_hot, tokenize
 
 SENTENCE = "Sherlock Holmes and John Watson lived at 221B Baker Street in London."
@@ -333,10 +333,10 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     assert Vocabulary.load(path) == new
     assert sorted(os.listdir(tmp_path)) == ["vocab.json"]  # no temp file left behind
 
-    def exploding_dump(*args, **kwargs):
+    def exploding_fsync(fd):  # the disk fills up after part of the new file was written
         raise OSError("disk full")
 
-    monkeypatch.setattr(vocab_module.json, "dump", exploding_dump)
+    monkeypatch.setattr(rnn_io.os, "fsync", exploding_fsync)
     with pytest.raises(OSError, match="disk full"):
         old.save(path)
     assert Vocabulary.load(path) == new  # the previous file is intact

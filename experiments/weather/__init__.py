@@ -1,0 +1,1 @@
+"""Temperature forecasting on Seattle weather (issue 12): regression with uncertainty."""

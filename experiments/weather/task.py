@@ -1,0 +1,717 @@
+"""Data, baselines, training, evaluation, figure and prediction of the weather experiment.
+
+Run directory layout (``--workdir DIR``; one task per directory)::
+
+    DIR/run_config.json      the whole configuration of the last ``train``
+    DIR/scaler.json          standardisation, climatology and residual scale (from training)
+    DIR/baselines.npz        the baselines' test forecasts (computed once by ``train``)
+    DIR/<model>/             config.json, checkpoints/ (latest and best), metrics.jsonl,
+                             curves.png, train.json
+    DIR/results.json, .md    test scores of every model and baseline
+    DIR/forecast.png         a test fortnight: observations, forecasts, 80 % intervals
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import sys
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments import common
+from experiments.weather import baselines as bl
+from experiments.weather.config import WeatherConfig, parse_model_name
+from experiments.weather.data import (
+    TASKS,
+    Series,
+    Task,
+    Windows,
+    load_series,
+    make_windows,
+    series_from_frame,
+    split_bounds,
+)
+from experiments.weather.metrics import Z80, point_scores, prob_scores
+from experiments.weather.models import (
+    Forecaster,
+    gaussian_nll_loss,
+    make_forecaster,
+    mse_loss,
+)
+
+__all__ = [
+    "Data",
+    "ModelRun",
+    "evaluate_all",
+    "load_data",
+    "predict_csv",
+    "run_baselines",
+    "summarize",
+]
+
+RUN_CONFIG = "run_config.json"
+BASELINES = ("persistence", "climatology", "ridge_ar", "sarimax")
+
+
+# ----------------------------------------------------------------------------- data
+@dataclasses.dataclass
+class Data:
+    """The series, its splits as windows, and what was fitted on the training rows."""
+
+    series: Series
+    bounds: tuple[int, int]
+    mean: np.ndarray
+    std: np.ndarray
+    climatology: bl.Climatology
+    train: Windows
+    val: Windows
+    test: Windows
+    offset: np.ndarray  # (C,) training mean of the residual
+    scale: np.ndarray  # (C,) training sd of the residual
+    residual: str
+    ridge: Any = None  # residual="ridge_ar": the ridge AR fitted on all training windows
+    ridge_train: np.ndarray | None = None  # its cross-fitted forecasts of `train`
+
+    @property
+    def task(self) -> Task:
+        return self.series.task
+
+    def base(self, w: Windows) -> np.ndarray:
+        """The reference forecast the network's output is added to: ``(B, C)``."""
+        if self.residual == "persistence":
+            return w.persistence
+        if self.residual == "climatology":
+            return self.climatology.windows(w)
+        if self.residual == "ridge_ar":
+            return self.ridge_train if w is self.train else bl.ridge_predict(self.ridge, w.xs)
+        return np.zeros_like(w.y)
+
+    def z(self, w: Windows) -> np.ndarray:
+        """Standardised residual targets ``(B, C)``."""
+        return ((w.y - self.base(w) - self.offset) / self.scale).astype(np.float32)
+
+    def describe(self) -> str:
+        t = self.task
+        return (
+            f"{t.name}: {len(self.series)} rows, {len(self.train)} train / {len(self.val)} "
+            f"validation / {len(self.test)} test windows of T_x = {t.T_x}, C = {t.C}"
+        )
+
+
+def load_data(config: WeatherConfig, series: Series | None = None) -> Data:
+    """Splits, standardisation, climatology and residual scale (all from the training rows)."""
+    c = config.train
+    series = load_series(c.task, config.report.data_dir) if series is None else series
+    v, t = split_bounds(series)
+    mean, std = series.X[:v].mean(axis=0), series.X[:v].std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    train = make_windows(series, 0, v, mean, std, stride=c.train_stride)
+    val = make_windows(series, v, t, mean, std)
+    test = make_windows(series, t, len(series), mean, std)
+    clim = bl.Climatology.fit(series, v)
+    data = Data(series, (v, t), mean, std, clim, train, val, test, 0.0, 1.0, c.residual)
+    if c.residual == "ridge_ar":
+        data.ridge, data.ridge_train = _ridge_base(series, v, mean, std, val, train)
+    resid = train.y - data.base(train)
+    data.offset, data.scale = resid.mean(axis=0), resid.std(axis=0)
+    return data
+
+
+def _ridge_base(series, v, mean, std, val, train, folds: int = 5):
+    """The ridge AR (alpha by validation) and its out-of-fold forecasts of ``train``.
+
+    The training windows are cut into ``folds`` contiguous blocks; each block is forecast by
+    a ridge fitted on the other blocks, so the network learns the ridge's errors as they
+    are on unseen data, not its smaller in-sample errors.
+    """
+    from sklearn.linear_model import Ridge
+
+    train_full = make_windows(series, 0, v, mean, std)
+    model, alpha, _ = bl.ridge_fit(train_full, val)
+    blocks = np.array_split(np.arange(len(train_full)), folds)
+    oof = np.empty_like(train_full.y)
+    flat = train_full.xs.reshape(len(train_full), -1).astype(np.float64)
+    for block in blocks:
+        rest = np.setdiff1d(np.arange(len(train_full)), block)
+        fold = Ridge(alpha=alpha).fit(flat[rest], train_full.y[rest])
+        oof[block] = fold.predict(flat[block]).reshape(len(block), -1)
+    position = np.searchsorted(train_full.origins, train.origins)
+    return model, oof[position]
+
+
+def _scaler_dict(data: Data) -> dict[str, Any]:
+    return {
+        "task": data.task.name,
+        "inputs": list(data.task.inputs),
+        "mean": data.mean.tolist(),
+        "std": data.std.tolist(),
+        "climatology": data.climatology.coef.tolist(),
+        "residual": data.residual,
+        "offset": np.asarray(data.offset).tolist(),
+        "scale": np.asarray(data.scale).tolist(),
+        "ridge_coef": None if data.ridge is None else data.ridge.coef_.tolist(),
+        "ridge_intercept": None if data.ridge is None else np.ravel(data.ridge.intercept_).tolist(),
+    }
+
+
+# ----------------------------------------------------------------------------- baselines
+def run_baselines(
+    data: Data, names=BASELINES, sarimax_rows: int | None = None
+) -> dict[str, dict[str, np.ndarray]]:
+    """Test forecasts of the baselines ``names``: ``{name: {"mean": (B, C)[, "sd": (B, C)]}}``."""
+    task, test = data.task, data.test
+    v, _ = data.bounds
+    out: dict[str, dict[str, Any]] = {
+        "persistence": {"mean": test.persistence},
+        "climatology": {"mean": data.climatology.windows(test)},
+    }
+    if "ridge_ar" not in names and "sarimax" not in names:
+        return out
+    t0 = time.perf_counter()
+    ridge, alpha, _ = bl.ridge_fit(data.train, data.val)  # the windows the RNN is trained on
+    out["ridge_ar"] = {"mean": bl.ridge_predict(ridge, test.xs), "alpha": alpha}
+    out["ridge_ar"]["seconds"] = time.perf_counter() - t0
+    if "sarimax" not in names:
+        return out
+    t0 = time.perf_counter()
+    y = data.series.y
+    first = 0 if sarimax_rows is None else max(0, v - sarimax_rows)
+    if task.name == "daily":  # an ARMA on the anomaly from the climatology
+        anomaly = y - data.climatology.predict(np.arange(len(y)))
+        res = bl.sarimax_fit(anomaly[first:v], "daily")
+        mu, sd = bl.sarimax_rolling(res, anomaly, test.origins, task.C)
+        mu = mu + data.climatology.windows(test)
+        spec = f"ARMA{res.specification['order']} on the climatology anomaly"
+    else:
+        res = bl.sarimax_fit(y[first:v], "hourly")
+        mu, sd = bl.sarimax_rolling(res, y, test.origins, task.C)
+        spec = "SARIMAX(2,0,1)(0,1,1)_24"
+    spec += f", parameters fitted on training rows {first}..{v - 1}"
+    out["sarimax"] = {"mean": mu, "sd": sd, "spec": spec, "seconds": time.perf_counter() - t0}
+    return out
+
+
+def _save_baselines(path: Path, base: dict[str, dict[str, Any]]) -> None:
+    arrays, meta = {}, {}
+    for name, d in base.items():
+        for k, val in d.items():
+            if isinstance(val, np.ndarray):
+                arrays[f"{name}.{k}"] = val
+            else:
+                meta[f"{name}.{k}"] = val
+    np.savez(path, meta=json.dumps(meta), **arrays)
+
+
+def _load_baselines(path: Path) -> dict[str, dict[str, Any]]:
+    with np.load(path) as f:
+        out: dict[str, dict[str, Any]] = {}
+        for key in f.files:
+            if key != "meta":
+                name, k = key.split(".")
+                out.setdefault(name, {})[k] = f[key]
+        for key, val in json.loads(str(f["meta"])).items():
+            name, k = key.split(".")
+            out.setdefault(name, {})[k] = val
+    return out
+
+
+# ----------------------------------------------------------------------------- models
+@functools.cache
+def _compiled(name: str, model_config, D: int, C: int):
+    forecaster = make_forecaster(name, model_config, D, C)
+    return forecaster, jax.jit(forecaster.apply)
+
+
+def _keys(seed: int, name: str):
+    own = jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()) & 0x7FFFFFFF)
+    k_init, k_steps = jax.random.split(own)
+    return k_init, k_steps, jax.random.fold_in(jax.random.key(seed), 1)
+
+
+def checkpoint_config(config: WeatherConfig, name: str) -> dict[str, Any]:
+    d = json.loads(json.dumps(dataclasses.asdict(config)))
+    return {"name": name, "model": d["model"], "train": d["train"]}
+
+
+class ModelRun:
+    """One model's training run in ``<workdir>/<name>``."""
+
+    def __init__(self, config: WeatherConfig, name: str, workdir: Path, D: int, C: int):
+        self.config, self.name, self.workdir = config, name, Path(workdir)
+        self.dir = self.workdir / name
+        self.head = parse_model_name(name)[1]
+        self.forecaster: Forecaster
+        self.forecaster, self._apply = _compiled(name, config.model, D, C)
+        self.k_init, self.k_steps, self.k_data = _keys(config.train.seed, name)
+        self.params0 = self.forecaster.init(self.k_init)
+        self.best = ("rmse", "min") if self.head == "mse" else ("crps", "min")
+
+    def optimizer(self, steps_per_epoch: int):
+        from rnn_jax.train import default_optimizer
+
+        c = self.config.train
+        return default_optimizer(
+            c.learning_rate,
+            clip_norm=c.clip_norm,
+            warmup_steps=c.warmup_steps,
+            total_steps=max(c.num_epochs * steps_per_epoch, c.warmup_steps + 1),
+            weight_decay=c.weight_decay,
+        )
+
+    def checkpointer(self):
+        from rnn_jax.checkpoint import Checkpointer
+
+        return Checkpointer(
+            self.dir,
+            config=checkpoint_config(self.config, self.name),
+            max_to_keep=2,
+            best_metric=self.best[0],
+            best_mode=self.best[1],
+        )
+
+    def loss_fn(self, params, batch, *, key):
+        xs, z = batch
+        mu, log_var = self.forecaster.apply(params, xs)
+        if log_var is None:
+            return mse_loss(mu, z)
+        return gaussian_nll_loss(mu, log_var, z)
+
+    def predict_std(self, params, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Standardised ``(mu, sigma)`` for windows ``xs``, in fixed-size batches."""
+        rows = self.config.report.eval_batch_size
+        mus, sigmas = [], []
+        for start in range(0, len(xs), rows):
+            chunk = xs[start : start + rows]
+            n = len(chunk)
+            if n < rows:  # pad to one shape: one compile
+                chunk = np.concatenate([chunk, np.zeros((rows - n, *chunk.shape[1:]), chunk.dtype)])
+            mu, log_var = self._apply(params, jnp.asarray(chunk))
+            mus.append(np.asarray(mu)[:n])
+            if log_var is not None:
+                sigmas.append(np.exp(0.5 * np.asarray(log_var))[:n])
+        return np.concatenate(mus), (np.concatenate(sigmas) if sigmas else None)
+
+    def forecast(self, params, data: Data, w: Windows):
+        """Forecasts in °C: ``(mean (B, C), sd (B, C) or None)``."""
+        mu, sigma = self.predict_std(params, w.xs)
+        mean = data.base(w) + data.offset + data.scale * mu
+        return mean, (None if sigma is None else data.scale * sigma)
+
+    def scores(self, params, data: Data, w: Windows) -> dict[str, Any]:
+        mean, sd = self.forecast(params, data, w)
+        return point_scores(mean, w.y) if sd is None else prob_scores(mean, sd, w.y)
+
+    def train(self, data: Data) -> dict[str, Any]:
+        from rnn_jax.params import count_params
+        from rnn_jax.progress import MetricsLogger, plot_metrics
+        from rnn_jax.train import EarlyStopping, fit, init_train_state, make_train_step
+
+        c, r = self.config.train, self.config.report
+        xs, z = data.train.xs, data.z(data.train)
+        n = len(xs)
+        if c.batch_size > n:
+            raise ValueError(
+                f"`batch_size` = {c.batch_size} is larger than the {n} training windows"
+            )
+        steps_per_epoch = n // c.batch_size
+        optimizer = self.optimizer(steps_per_epoch)
+        state = init_train_state(self.params0, optimizer, key=self.k_steps)
+        train_step = make_train_step(self.loss_fn, optimizer)
+
+        def epoch_batches(epoch: int, start: int):
+            order = np.asarray(jax.random.permutation(jax.random.fold_in(self.k_data, epoch), n))
+            for b in range(start, steps_per_epoch):
+                idx = order[b * c.batch_size : (b + 1) * c.batch_size]
+                yield jnp.asarray(xs[idx]), jnp.asarray(z[idx])
+
+        def evaluate_fn(params):
+            s = self.scores(params, data, data.val)
+            return {k: v for k, v in s.items() if not k.endswith("_by_h")}
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        logger = MetricsLogger(self.dir)
+        checkpointer = self.checkpointer()
+        try:
+            result = fit(
+                state,
+                train_step,
+                epoch_batches,
+                num_epochs=c.num_epochs,
+                steps_per_epoch=steps_per_epoch,
+                evaluate_fn=evaluate_fn,
+                early_stopping=EarlyStopping(self.best[0], mode=self.best[1], patience=c.patience),
+                restore_best=True,
+                checkpointer=checkpointer,
+                logger=logger,
+                progress=r.progress,
+                log_every=r.log_every,
+                description=self.name,
+            )
+            steps = max(int(result.state.step), checkpointer.latest_step() or 0)
+        finally:
+            logger.close()
+            checkpointer.close()
+        plot_metrics(self.dir / "metrics.jsonl", self.dir / "curves.png", title=self.name)
+        summary = {
+            "train_seconds": result.train_seconds,
+            "best_step": result.best_step,
+            "steps": steps,
+            "steps_per_epoch": steps_per_epoch,
+            "stopped_early": result.stopped_early,
+            "val": result.best_metrics,
+            "num_params": count_params(self.params0),
+        }
+        (self.dir / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    def best_params(self):
+        """Parameters of the best checkpoint (by the validation score)."""
+        from rnn_jax.train import init_train_state
+
+        if not (self.dir / "checkpoints").exists():
+            raise FileNotFoundError(
+                f"{self.dir} has no checkpoint: train first with `python -m experiments.weather "
+                f"train --workdir {self.workdir}`"
+            )
+        template = init_train_state(self.params0, self.optimizer(1), key=self.k_steps)
+        checkpointer = self.checkpointer()
+        try:
+            step = "best" if checkpointer.best_step() is not None else "latest"
+            state, _ = checkpointer.restore(template, step=step)
+        finally:
+            checkpointer.close()
+        return state.params
+
+
+# ----------------------------------------------------------------------------- run directory
+def write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def read_run_config(workdir: Path) -> WeatherConfig:
+    from experiments.cli import apply_overrides  # noqa: F401  (same parsing rules)
+
+    path = Path(workdir) / RUN_CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist: train first with `python -m experiments.weather train "
+            f"--workdir {workdir}`"
+        )
+    try:
+        d = json.loads(path.read_text())
+        from experiments.weather.config import ModelConfig, ReportConfig, TrainConfig
+
+        return WeatherConfig(
+            models=tuple(d["models"]),
+            model=ModelConfig(**d["model"]),
+            train=TrainConfig(**d["train"]),
+            report=ReportConfig(**d["report"]),
+        )
+    except (ValueError, TypeError, KeyError) as err:
+        raise ValueError(f"{path} is not a weather configuration ({err})") from None
+
+
+def prepare_run_directory(workdir: Path, config: WeatherConfig) -> None:
+    """Refuses (nothing written) a run directory of another (model, train) configuration."""
+    workdir = Path(workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise NotADirectoryError(f"--workdir {workdir} is a file, not a directory")
+    if (workdir / RUN_CONFIG).exists():
+        stored = read_run_config(workdir)
+        if (stored.model, stored.train) != (config.model, config.train):
+            raise ValueError(
+                f"{workdir} holds a run of another configuration (model/train sections "
+                "differ); use a fresh --workdir or the stored configuration"
+            )
+    workdir.mkdir(parents=True, exist_ok=True)
+
+
+# ----------------------------------------------------------------------------- commands
+def train_command(config: WeatherConfig, workdir: Path) -> int:
+    prepare_run_directory(workdir, config)
+    data = load_data(config)
+    print(f"data: {data.describe()}", file=sys.stderr)
+    write_json(workdir / RUN_CONFIG, json.loads(json.dumps(dataclasses.asdict(config))))
+    write_json(workdir / "scaler.json", _scaler_dict(data))
+    if not (workdir / "baselines.npz").exists():
+        t0 = time.perf_counter()
+        _save_baselines(
+            workdir / "baselines.npz",
+            run_baselines(data, config.report.baselines, config.report.sarimax_rows),
+        )
+        print(f"baselines: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    D, C = data.train.xs.shape[2], data.task.C
+    for name in config.models:
+        run = ModelRun(config, name, workdir, D, C)
+        t0 = time.perf_counter()
+        summary = run.train(data)
+        print(
+            f"{name}: {summary['steps']} steps, best step {summary['best_step']}, "
+            f"{time.perf_counter() - t0:.0f} s, val {run.best[0]} "
+            f"{summary['val'][run.best[0]]:.4f}",
+            file=sys.stderr,
+        )
+    print(format_results(evaluate_all(config, workdir, data)))
+    return 0
+
+
+def eval_command(workdir: Path, overrides: dict[str, str]) -> int:
+    """Evaluates the run in ``workdir`` with its stored configuration (``report`` overrides only)."""
+    from experiments.cli import apply_overrides
+
+    stored = read_run_config(workdir)
+    config = apply_overrides(stored, overrides)
+    if (config.models, config.model, config.train) != (stored.models, stored.model, stored.train):
+        raise ValueError(
+            f"{workdir} was trained with another configuration; eval takes report overrides only"
+        )
+    print(format_results(evaluate_all(config, workdir, load_data(config))))
+    return 0
+
+
+def evaluate_all(config: WeatherConfig, workdir: Path, data: Data) -> dict[str, Any]:
+    """Test scores of the trained models and the baselines; writes results and the figure."""
+    test = data.test
+    results: dict[str, Any] = {
+        "config": json.loads(json.dumps(dataclasses.asdict(config))),
+        "data": {
+            "task": data.task.name,
+            "train_windows": len(data.train),
+            "val_windows": len(data.val),
+            "test_windows": len(test),
+            "test_from": str(data.series.dates[test.origins[0]]),
+            "test_to": str(data.series.dates[test.origins[-1] + data.task.C - 1]),
+        },
+        "models": {},
+        "baselines": {},
+    }
+    path = workdir / "baselines.npz"
+    names = config.report.baselines
+    base = _load_baselines(path) if path.exists() else {}
+    if not all(n in base for n in names):
+        base = run_baselines(data, names, config.report.sarimax_rows)
+    forecasts: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+    for name in names:
+        d = base[name]
+        sd = d.get("sd")
+        scores = (
+            point_scores(d["mean"], test.y) if sd is None else prob_scores(d["mean"], sd, test.y)
+        )
+        extra = {k: v for k, v in d.items() if not isinstance(v, np.ndarray)}
+        results["baselines"][name] = {**scores, **extra}
+        forecasts[name] = (d["mean"], sd)
+    D, C = data.train.xs.shape[2], data.task.C
+    for name in config.models:
+        run = ModelRun(config, name, workdir, D, C)
+        params = run.best_params()
+        info = {}
+        if (run.dir / "train.json").exists():
+            info = json.loads((run.dir / "train.json").read_text())
+        mean, sd = run.forecast(params, data, test)
+        scores = point_scores(mean, test.y) if sd is None else prob_scores(mean, sd, test.y)
+        results["models"][name] = {**scores, "train": info}
+        forecasts[name] = (mean, sd)
+    common.write_results(  # prints a note instead where the run directory is read-only
+        workdir,
+        results,
+        format_results(results),
+        [("forecast.png", lambda path: plot_forecasts(data, forecasts, config, path))],
+    )
+    return results
+
+
+def _fmt(x, digits=3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def format_results(results: dict[str, Any]) -> str:
+    d = results["data"]
+    lines = [
+        f"Task {d['task']}: {d['test_windows']} test forecasts ({d['test_from']} .. "
+        f"{d['test_to']}); scores in °C over all steps ahead.",
+        "",
+        "| forecaster | RMSE | MAE | CRPS | 80 % coverage | NLL | params | train time |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    rows = [(f"baseline: {n}", r) for n, r in results["baselines"].items()]
+    rows += list(results["models"].items())
+    for name, r in rows:
+        t = r.get("train", {})
+        secs = t.get("train_seconds")
+        lines.append(
+            f"| {name} | {r['rmse']:.3f} | {r['mae']:.3f} | {_fmt(r.get('crps'))} | "
+            f"{_fmt(r.get('coverage80'))} | {_fmt(r.get('nll'))} | "
+            f"{t.get('num_params', '-')} | {'-' if secs is None else f'{secs:.0f} s'} |"
+        )
+    C = len(rows[0][1]["rmse_by_h"])
+    if C > 1:
+        hs = [h for h in (1, 2, 6, 12, 18, 24) if h <= C]
+        lines += [
+            "",
+            "RMSE (°C) by step ahead:",
+            "",
+            "| forecaster | " + " | ".join(f"h = {h}" for h in hs) + " |",
+            "|---|" + "---:|" * len(hs),
+        ]
+        for name, r in rows:
+            by_h = r["rmse_by_h"]
+            lines.append(f"| {name} | " + " | ".join(f"{by_h[h - 1]:.3f}" for h in hs) + " |")
+    return "\n".join(lines)
+
+
+def plot_forecasts(data: Data, forecasts, config: WeatherConfig, out: Path) -> None:
+    """A test fortnight: the observations, each forecast, and the Gaussian 80 % intervals.
+
+    Daily: each day's 1-day-ahead forecast. Hourly: the 24-hour forecasts issued at
+    midnight of each day, joined.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    test, task, dates = data.test, data.task, data.series.dates
+    start = np.datetime64(config.report.plot_start) if config.report.plot_start else None
+    first = int(np.searchsorted(dates[test.origins], start)) if start is not None else 0
+    if task.name == "daily":
+        sel = np.arange(first, min(first + 14, len(test)))
+    else:
+        midnight = (dates[test.origins].astype("datetime64[h]").astype(np.int64) % 24) == 0
+        sel = np.nonzero(midnight)[0]
+        sel = sel[sel >= first][:14]
+    t = dates[(test.origins[sel][:, None] + np.arange(task.C)[None, :]).reshape(-1)]
+    y = test.y[sel].reshape(-1)
+    fig, (ax, ax_err) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True, height_ratios=(3, 2))
+    ax.plot(t, y, "k.-", lw=1.5, ms=4, label="observed")
+    ax_err.axhline(0.0, color="k", lw=1)
+    styles = {"persistence": ":", "climatology": ":", "ridge_ar": "--", "sarimax": "--"}
+    for name, (mean, sd) in forecasts.items():
+        if name == "climatology" and task.name == "hourly":
+            continue  # far off the scale of the others in autumn
+        m = mean[sel].reshape(-1)
+        line = ax.plot(t, m, styles.get(name, "-"), lw=1, label=name)[0]
+        ax_err.plot(t, m - y, styles.get(name, "-"), lw=1, color=line.get_color())
+        if sd is not None and name in config.models:
+            s = sd[sel].reshape(-1)
+            ax.fill_between(t, m - Z80 * s, m + Z80 * s, color=line.get_color(), alpha=0.2)
+            ax_err.fill_between(t, m - y - Z80 * s, m - y + Z80 * s, color=line.get_color(), alpha=0.15)  # fmt: skip
+    what = "tomorrow's maximum" if task.name == "daily" else "next 24 h, issued at midnight"
+    ax.set(title=f"Seattle test fortnight ({what}); bands: 80 % intervals", ylabel="°C")
+    ax_err.set(ylabel="forecast - observed (°C)")
+    for a in (ax, ax_err):
+        a.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=3)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def predict_csv(workdir: Path, csv: str) -> str:
+    """The next forecast(s) of every trained model from the last ``T_x`` rows of ``csv``."""
+    import pandas as pd
+
+    config = read_run_config(workdir)
+    scaler = json.loads((Path(workdir) / "scaler.json").read_text())
+    task = TASKS[config.train.task]
+    try:
+        frame = pd.read_csv(csv)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read {csv}: {err}") from None
+    if task.name == "hourly" and "temp" not in frame.columns and "temp_f" in frame.columns:
+        frame["temp"] = (frame["temp_f"] - 32.0) * 5.0 / 9.0
+    series = series_from_frame(task, frame)
+    if len(series) < task.rows_needed:
+        raise ValueError(
+            f"{csv} has {len(series)} rows; the {task.name} model needs the last {task.rows_needed}"
+        )
+    mean, std = np.array(scaler["mean"]), np.array(scaler["std"])
+    n = len(series)
+    xs = ((series.X[n - task.T_x :] - mean) / std).astype(np.float32)[None]  # (1, T_x, D)
+    persistence = series.y[n - task.period + np.arange(task.C) % task.period][None]
+    origin = n
+    target_dates = series.dates[-1] + task.step * np.arange(1, task.C + 1)
+    if config.train.residual == "persistence":
+        base = persistence
+    elif config.train.residual == "climatology":
+        clim = bl.Climatology(
+            dataclasses.replace(series, dates=np.concatenate([series.dates, target_dates])),
+            np.array(scaler["climatology"]),
+        )
+        base = clim.predict(origin + np.arange(task.C))[None, :]
+    elif config.train.residual == "ridge_ar":
+        coef = np.array(scaler["ridge_coef"]).reshape(task.C, -1)
+        base = xs.reshape(1, -1).astype(np.float64) @ coef.T + np.array(scaler["ridge_intercept"])
+    else:
+        base = np.zeros((1, task.C))
+    offset, scale = np.array(scaler["offset"]), np.array(scaler["scale"])
+    lines = []
+    for name in config.models:
+        run = ModelRun(config, name, workdir, len(task.inputs), task.C)
+        mu, sigma = run.predict_std(run.best_params(), xs)
+        y = base + offset + scale * mu
+        for h in range(task.C):
+            when = str(target_dates[h])[: 10 if task.name == "daily" else 16]
+            text = f"{name}\t{when}\t{y[0, h]:.2f}"
+            if sigma is not None:
+                s = scale[h] * sigma[0, h]
+                text += f"\t[{y[0, h] - Z80 * s:.2f}, {y[0, h] + Z80 * s:.2f}] (80 %)"
+            lines.append(text)
+    return "\n".join(lines)
+
+
+def summarize(workdirs: list[str]) -> str:
+    """Mean ± sd over the runs (seeds) in ``workdirs`` of every model's and baseline's scores."""
+    runs = [json.loads((Path(w) / "results.json").read_text()) for w in workdirs]
+    names = [f"baseline: {n}" for n in runs[0]["baselines"]] + list(runs[0]["models"])
+
+    def get(r, name):
+        if name.startswith("baseline: "):
+            return r["baselines"][name[len("baseline: ") :]]
+        return r["models"][name]
+
+    def ms(values, digits=3):
+        values = [v for v in values if v is not None]
+        if not values:
+            return "-"
+        if len(values) == 1 or np.std(values) < 1e-9:  # a baseline: the same in every run
+            return f"{values[0]:.{digits}f}"
+        return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+
+    lines = [
+        f"{len(runs)} runs: " + ", ".join(str(r["config"]["train"]["seed"]) for r in runs),
+        "",
+        "| forecaster | RMSE | MAE | CRPS | 80 % coverage | train time (s) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name in names:
+        rs = [get(r, name) for r in runs]
+        times = [r.get("train", {}).get("train_seconds") for r in rs]
+        lines.append(
+            f"| {name} | {ms([r['rmse'] for r in rs])} | {ms([r['mae'] for r in rs])} | "
+            f"{ms([r.get('crps') for r in rs])} | {ms([r.get('coverage80') for r in rs])} | "
+            f"{ms(times, 0) if any(times) else '-'} |"
+        )
+    C = len(get(runs[0], names[0])["rmse_by_h"])
+    if C > 1:
+        hs = [h for h in (1, 6, 12, 24) if h <= C]
+        lines += ["", "| RMSE by step ahead | " + " | ".join(f"h = {h}" for h in hs) + " |"]
+        lines.append("|---|" + "---:|" * len(hs))
+        for name in names:
+            rs = [get(r, name) for r in runs]
+            lines.append(
+                f"| {name} | "
+                + " | ".join(ms([r["rmse_by_h"][h - 1] for r in rs]) for h in hs)
+                + " |"
+            )
+    return "\n".join(lines)
