@@ -161,7 +161,7 @@ class SentimentConfig:
 
 #: The quick configuration: under 3 minutes on 2 CPU cores.
 QUICK = {
-    "models": ("rnn_last", "rnnbi_mean"),
+    "models": ("rnn_mean", "rnnbi_mean"),
     "hidden_size": 64,
     "num_epochs": 3,
     "warmup_steps": 50,
