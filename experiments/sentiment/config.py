@@ -1,0 +1,173 @@
+"""Configuration of the sentiment experiment (the seed is part of it).
+
+``SentimentConfig(models, model, train, report)``: checkpoints are tied to ``model`` and
+``train`` (and the model's name), so adding a model to ``models`` or changing a ``report``
+field never invalidates the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from experiments import common
+from experiments.cli import replace_fields
+
+__all__ = [
+    "MODEL_SPECS",
+    "ModelConfig",
+    "ReportConfig",
+    "SentimentConfig",
+    "TrainConfig",
+    "default_config",
+]
+
+# name -> (cell, num_layers, bidirectional, pool, pretrained)
+MODEL_SPECS: dict[str, tuple[str, int, bool, str, bool]] = {
+    f"{cell}{'bi' if bi else ''}{layers if layers > 1 else ''}_{pool}{'_lm' if lm else ''}": (
+        cell, layers, bi, pool, lm
+    )
+    for cell in ("rnn", "gru", "lstm")
+    for layers in (1, 2)
+    for bi in (False, True)
+    for pool in ("last", "mean", "max")
+    for lm in (False, True)
+    if not lm or (cell == "rnn" and layers == 1)  # pre-training: 1-layer classic RNNs
+}  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The classifiers' sizes and regularisation.
+
+    Attributes:
+        hidden_size: ``H`` of every recurrent layer (each direction).
+        input_dropout: each word is read as ``<UNK>`` with this probability during
+            training (word dropout through ``rnn_classify(..., input_dropout, unk_id)``).
+        recurrent_dropout: dropout on the recurrent state ``a<t-1>`` (one mask a sequence).
+        output_dropout: dropout on the pooled state, before the head.
+        dropout: dropout between stacked layers (2-layer models only).
+    """
+
+    hidden_size: int = 128
+    input_dropout: float = 0.5
+    recurrent_dropout: float = 0.3
+    output_dropout: float = 0.5
+    dropout: float = 0.3
+
+    def __post_init__(self):
+        common.check_positive("hidden_size", self.hidden_size)
+        for name in ("input_dropout", "recurrent_dropout", "output_dropout", "dropout"):
+            common.check_probability(name, getattr(self, name))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(common.TrainConfig):
+    """Training (see :class:`experiments.common.TrainConfig` for the common fields).
+
+    Attributes:
+        corpus_dir: read ``*_GroundTruth.txt`` files from this directory without checksums
+            instead of the fetched cache (tests); a missing cross-domain file is skipped.
+        split_seed: seed of the fixed 80/10/10 split of the movie snippets.
+        vocab_size: the most frequent (lower-cased) training words kept, plus ``<UNK>``.
+        max_len: snippets are truncated to this many tokens (99 % have at most 47).
+        pad_to_multiple: batch lengths are rounded up to a multiple of this (fewer compiles).
+        keep_checkpoints: the latest checkpoints kept (the best is kept as well).
+        lm_epochs, lm_targets, lm_learning_rate: the language models that pre-train the
+            ``*_lm`` models (:mod:`experiments.sentiment.pretrain`): epochs, the number of
+            most frequent words predicted (rarer ones are ``<UNK>``), Adam's step size.
+        lm_file: use the language models another run of the same data and sizes stored
+            (its ``language_models.npz``) instead of pre-training them again.
+    """
+
+    batch_size: int = 64
+    num_epochs: int = 20
+    learning_rate: float = 2e-3
+    warmup_steps: int = 100
+    patience: int = 5
+    corpus_dir: str | None = None
+    split_seed: int = 0
+    vocab_size: int = 10_000
+    max_len: int = 64
+    pad_to_multiple: int = 16
+    keep_checkpoints: int = 1
+    lm_epochs: int = 2
+    lm_targets: int = 2000
+    lm_learning_rate: float = 2e-3
+    lm_file: str | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        names = ("vocab_size", "max_len", "pad_to_multiple", "keep_checkpoints", "lm_epochs")
+        for name in names + ("lm_targets",):
+            common.check_positive(name, getattr(self, name))
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportConfig(common.ReportConfig):
+    """Evaluation and output (see :class:`experiments.common.ReportConfig`).
+
+    Attributes:
+        data_dir: the data cache root (default ``$RNN_JAX_DATA`` or ``~/.cache/rnn_jax``).
+        cross_domains: the other domains every model and baseline is also tested on.
+        baselines: also fit and score the baselines (majority, VADER, BoW LR, tf-idf LR).
+        tensorboard: also write TensorBoard events (if a writer is installed).
+    """
+
+    log_every: int = 50
+    data_dir: str | None = None
+    cross_domains: tuple[str, ...] = ("amazon", "nyt", "tweets")
+    baselines: bool = True
+    tensorboard: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class SentimentConfig:
+    """Everything that determines a run.
+
+    Attributes:
+        models: which models to train, named ``{cell}[bi][2]_{pool}[_lm]`` (see
+            :data:`MODEL_SPECS`), e.g. ``rnnbi_mean``: a bidirectional 1-layer classic RNN
+            whose outputs are mean-pooled; ``_lm``: its layers pre-trained as language models.
+        model, train, report: the sections (see their classes).
+    """
+
+    models: tuple[str, ...] = (
+        "rnn_last",
+        "rnn_mean",
+        "rnn_max",
+        "rnnbi_last",
+        "rnnbi_mean",
+        "rnnbi_max",
+        "rnnbi2_mean",
+    )
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
+
+    def __post_init__(self):
+        unknown = [m for m in self.models if m not in MODEL_SPECS]
+        if unknown or not self.models:
+            raise ValueError(
+                f"`models` must be a non-empty subset of {sorted(MODEL_SPECS)}, got {self.models!r}"
+            )
+        from experiments.sentiment.data import DOMAINS
+
+        bad = [d for d in self.report.cross_domains if d not in DOMAINS or d == "movies"]
+        if bad:
+            raise ValueError(
+                f"`cross_domains` must be among {DOMAINS[1:]}, got {self.report.cross_domains!r}"
+            )
+
+
+#: The quick configuration: under 3 minutes on 2 CPU cores.
+QUICK = {
+    "models": ("rnn_mean", "rnnbi_mean"),
+    "hidden_size": 64,
+    "num_epochs": 3,
+    "warmup_steps": 50,
+}
+
+
+def default_config(quick: bool = False) -> SentimentConfig:
+    """The full configuration, or the quick one (:data:`QUICK`)."""
+    return replace_fields(SentimentConfig(), QUICK if quick else {})

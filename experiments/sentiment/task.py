@@ -1,0 +1,628 @@
+"""Data, training, evaluation, baselines and prediction for the sentiment experiment.
+
+Run directory layout (``--workdir DIR``, see :mod:`experiments.common`)::
+
+    DIR/run_config.json        the experiment configuration of the last ``train``
+    DIR/vocab.json             the vocabulary (lower-cased words of the training split)
+    DIR/<model>/               one run per model: config.json, checkpoints/, metrics.jsonl,
+                               curves.png, train.json
+    DIR/results.json, .md      test accuracy (movies), cross-domain accuracy, stars, baselines
+    DIR/accuracy.png           test accuracy per model and baseline
+
+``summary --workdir OUT RUN_DIR ...`` reads the ``results.json`` of several runs (one per
+seed; ``TAG=DIR`` for runs of another configuration) and writes ``OUT/results.{json,md}``
+(mean ± sd) and ``OUT/summary.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments import common
+from experiments.cli import Experiment, Invocation, read_inputs
+from experiments.sentiment.baselines import BASELINES, fit_baselines
+from experiments.sentiment.config import MODEL_SPECS, ModelConfig, SentimentConfig, default_config
+from experiments.sentiment.data import (
+    FILES,
+    SentimentFetchError,
+    Snippets,
+    load_snippets,
+    parse_snippets,
+    split_indices,
+    stars_from_score,
+)
+from experiments.sentiment.models import Classifier, make_classifier
+from experiments.sentiment.pretrain import pretrained_layers, with_layers
+from rnn_jax.batching import iterate_batches, pad_batch
+from rnn_jax.losses import masked_softmax_cross_entropy
+from rnn_jax.params import count_params
+from rnn_jax.vocab import Vocabulary
+
+EXPERIMENT_NAME = "sentiment"
+BEST = common.Best("accuracy", "max")  # validation accuracy picks the checkpoint, stops early
+
+
+# ----------------------------------------------------------------------------- data
+@dataclasses.dataclass
+class Split:
+    snippets: Snippets
+    ids: list[np.ndarray]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.snippets.labels
+
+
+@dataclasses.dataclass
+class Data:
+    vocab: Vocabulary
+    train: Split
+    val: Split
+    test: Split
+    cross: dict[str, Split]
+
+    @property
+    def vocabs(self) -> tuple[Vocabulary]:
+        return (self.vocab,)
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train.ids)
+
+    def describe(self) -> str:
+        cross = ", ".join(f"{d} {len(s.ids)}" for d, s in self.cross.items())
+        return (
+            f"{len(self.train.ids)} train / {len(self.val.ids)} validation / "
+            f"{len(self.test.ids)} test movie snippets; cross-domain: {cross or 'none'}; "
+            f"vocabulary {len(self.vocab)} tokens"
+        )
+
+
+def load_domain(config: SentimentConfig, domain: str) -> Snippets | None:
+    """A domain's snippets: the sha256-checked cache, or ``train.corpus_dir`` (tests).
+
+    From ``corpus_dir`` a missing cross-domain file gives ``None`` (skipped).
+    """
+    if config.train.corpus_dir is None:
+        return load_snippets(domain, config.report.data_dir)
+    path = Path(config.train.corpus_dir) / FILES[domain][0]
+    if not path.is_file():
+        if domain == "movies":
+            raise SentimentFetchError(f"{path} does not exist (--config.corpus_dir)")
+        return None
+    return parse_snippets(path.read_text(encoding="utf-8"), source=str(path))
+
+
+def tokenize(vocab: Vocabulary, text: str) -> list[str]:
+    return vocab.tokenize(text)
+
+
+def encode(vocab: Vocabulary, snippets: Snippets) -> list[np.ndarray]:
+    return [np.asarray(vocab.encode(vocab.tokenize(t)), np.int32) for t in snippets.texts]
+
+
+def load_data(config: SentimentConfig, vocabs: tuple[Vocabulary] | None = None) -> Data:
+    """The fixed 80/10/10 split of the movie snippets, the vocabulary, the cross domains."""
+    movies = load_domain(config, "movies")
+    assert movies is not None
+    parts = [movies.subset(i) for i in split_indices(len(movies), seed=config.train.split_seed)]
+    if vocabs is None:
+        vocab = Vocabulary.build(
+            parts[0].texts, max_size=config.train.vocab_size, lower=True, level="word"
+        )
+    else:
+        vocab = vocabs[0]
+    train, val, test = (Split(p, encode(vocab, p)) for p in parts)
+    cross = {}
+    for domain in config.report.cross_domains:
+        snippets = load_domain(config, domain)
+        if snippets is not None:
+            cross[domain] = Split(snippets, encode(vocab, snippets))
+    return Data(vocab, train, val, test, cross)
+
+
+def _bucket_length(n: int, cap: int) -> int:
+    T = 16
+    while T < n:
+        T *= 2
+    return min(T, cap)
+
+
+def eval_batches(ids: list[np.ndarray], rows: int, max_len: int):
+    """Fixed-shape batches ``(ids, lengths, indices)`` in ascending length order.
+
+    ``T`` is a power of two (>= 16, at most ``max_len``) and every batch has exactly
+    ``rows`` rows (filler rows have length 0 and index -1), so evaluation compiles only a
+    handful of shapes.
+    """
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    for start in range(0, len(order), rows):
+        idx = order[start : start + rows]
+        T = _bucket_length(max(1, max(len(ids[i]) for i in idx)), max_len)
+        fill = rows - len(idx)
+        seqs = [ids[i][:T] for i in idx] + [np.zeros(0, np.int32)] * fill
+        x, lengths = pad_batch(seqs, max_len=T)
+        yield x, lengths, np.concatenate([idx, -np.ones(fill, np.int64)])
+
+
+# ----------------------------------------------------------------------------- models & runs
+@functools.cache
+def compiled(name: str, model: ModelConfig, vocab_size: int, unk_id: int):
+    """The classifier and its jitted ``P(positive)``, built once per model and size."""
+    classifier = make_classifier(name, model, vocab_size, unk_id)
+    proba = jax.jit(lambda p, ids, lengths: jax.nn.softmax(classifier.apply(p, ids, lengths))[:, 1])
+    return classifier, proba
+
+
+def accuracy(proba: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of ``(proba > 0.5) == labels``.
+
+    Example:
+        >>> accuracy(np.array([0.9, 0.2, 0.6]), np.array([1, 0, 0]))
+        0.6666666666666666
+    """
+    return float(np.mean((np.asarray(proba) > 0.5) == np.asarray(labels, bool)))
+
+
+def stars_from_proba(proba) -> np.ndarray:
+    """Stars from ``P(positive)``: five equal bins of ``[0, 1]`` (the models are not trained
+    on the scores, so this is a mapping of the probability, not a rating model).
+
+    Example:
+        >>> stars_from_proba([0.0, 0.19, 0.5, 0.8, 1.0]).tolist()
+        [1, 1, 3, 5, 5]
+    """
+    edges = np.array([0.2, 0.4, 0.6, 0.8])
+    return (np.searchsorted(edges, np.asarray(proba, np.float64), side="right") + 1).astype(
+        np.int32
+    )
+
+
+def star_scores(proba: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """Star accuracy and mean absolute error of :func:`stars_from_proba` vs the true stars."""
+    pred, true = stars_from_proba(proba), stars_from_score(scores)
+    return {
+        "star_accuracy": float(np.mean(pred == true)),
+        "star_mae": float(np.mean(np.abs(pred - true))),
+    }
+
+
+class ModelRun:
+    """One model's training run in ``<workdir>/<name>``."""
+
+    def __init__(self, config: SentimentConfig, name: str, vocab: Vocabulary, workdir: Path):
+        self.config = config
+        self.name = name
+        self.vocab = vocab
+        self.dir = Path(workdir) / name
+        self.workdir = Path(workdir)
+        self.classifier: Classifier
+        self.classifier, self._proba = compiled(name, config.model, len(vocab), vocab.unk_id)
+        self.keys = common.make_keys(config.train.seed, name)
+        self.params0 = self.classifier.init(self.keys.init)
+        self.num_params = count_params(self.params0)
+
+    def loss_fn(self, params, batch, *, key):
+        ids, lengths, labels = batch
+        logits = self.classifier.apply(params, ids, lengths, key=key, train=True)
+        return masked_softmax_cross_entropy(logits, labels)
+
+    def predict_proba(self, params, ids: list[np.ndarray]) -> np.ndarray:
+        """``P(positive)`` of each snippet, in the order given."""
+        out = np.zeros(len(ids))
+        rows = common.row_bucket(len(ids), cap=self.config.report.eval_batch_size)
+        for x, lengths, indices in eval_batches(ids, rows, self.config.train.max_len):
+            p = np.asarray(self._proba(params, jnp.asarray(x), jnp.asarray(lengths)))
+            keep = indices >= 0
+            out[indices[keep]] = p[keep]
+        return out
+
+    def evaluate(self, params, split: Split) -> dict[str, float]:
+        p = self.predict_proba(params, split.ids)
+        y = split.labels
+        nll = -np.mean(np.log(np.clip(np.where(y == 1, p, 1 - p), 1e-12, 1.0)))
+        return {"accuracy": accuracy(p, y), "loss": float(nll)}
+
+    def checkpointer(self, read_only: bool = False):
+        return common.make_checkpointer(
+            self.dir,
+            common.checkpoint_config(self.config, name=self.name),
+            BEST,
+            max_to_keep=self.config.train.keep_checkpoints,
+            read_only=read_only,
+        )
+
+    def best_params(self):
+        """Parameters of the best checkpoint (by validation accuracy), or ``None``."""
+        if not (self.dir / "checkpoints").exists():
+            return None
+        return common.restore_best_params(
+            self.checkpointer(read_only=True),
+            common.train_template(self.config, self.params0, self.keys),
+            experiment=EXPERIMENT_NAME,
+            workdir=self.workdir,
+        )
+
+    def language_models(self, data: Data):
+        """The forward and backward language models' layers (trained once per run directory)."""
+        c = self.config.train
+        if c.lm_file and not Path(c.lm_file).is_file():
+            raise FileNotFoundError(
+                f"--config.lm_file {c.lm_file} does not exist: it is the language_models.npz "
+                "a training run of a *_lm model writes into its run directory."
+            )
+        corpus = list(data.train.ids)  # the movie training texts, without their labels
+        for domain in ("amazon", "nyt", "tweets"):
+            snippets = load_domain(self.config, domain)
+            if snippets is not None:
+                corpus += encode(data.vocab, snippets)
+        return pretrained_layers(
+            Path(c.lm_file) if c.lm_file else self.workdir / "language_models.npz",
+            corpus,
+            key=jax.random.fold_in(jax.random.key(c.seed), 0x4C4D),
+            vocab_size=len(data.vocab),
+            hidden_size=self.config.model.hidden_size,
+            num_targets=min(c.lm_targets, len(data.vocab)),
+            unk_id=data.vocab.unk_id,
+            pad_id=data.vocab.pad_id,
+            num_epochs=c.lm_epochs,
+            batch_size=c.batch_size,
+            learning_rate=c.lm_learning_rate,
+            max_len=c.max_len,
+        )
+
+    def train(self, data: Data) -> dict[str, Any]:
+        c = self.config.train
+        train = data.train
+
+        def epoch_batches(epoch: int, start: int):
+            for b in iterate_batches(
+                train.ids,
+                batch_size=c.batch_size,
+                key=jax.random.fold_in(self.keys.data, epoch),
+                pad_values=data.vocab.pad_id,
+                extras=[train.labels],
+                drop_last=True,
+                start=start,
+                pad_to_multiple=c.pad_to_multiple,
+                max_len=c.max_len,
+            ):
+                yield (
+                    jnp.asarray(b.fields[0]),
+                    jnp.asarray(b.lengths),
+                    jnp.asarray(b.extras[0]),
+                )
+
+        params = self.params0
+        _, _, bidirectional, _, pretrained = MODEL_SPECS[self.name]
+        if pretrained:
+            params = with_layers(params, self.language_models(data), bidirectional)
+        return common.train_logged(
+            self.config,
+            self.loss_fn,
+            epoch_batches,
+            params=params,
+            keys=self.keys,
+            num_train=len(train.ids),
+            workdir=self.dir,
+            checkpointer=self.checkpointer(),
+            best=BEST,
+            name=self.name,
+            evaluate_fn=lambda params: self.evaluate(params, data.val),
+            checkpoint_extra={"vocab": data.vocab.to_json_dict()},
+        )
+
+
+# ----------------------------------------------------------------------------- evaluation
+def score_all(proba_of, data: Data) -> dict[str, Any]:
+    """Accuracy on every split and domain, and the star scores on the movie test split.
+
+    ``proba_of(split) -> P(positive)`` for each snippet of the split.
+    """
+    p_test = proba_of(data.test)
+    out = {
+        "val": accuracy(proba_of(data.val), data.val.labels),
+        "test": accuracy(p_test, data.test.labels),
+        **star_scores(p_test, data.test.snippets.scores),
+        "cross": {d: accuracy(proba_of(s), s.labels) for d, s in data.cross.items()},
+    }
+    return out
+
+
+def evaluate_all(config: SentimentConfig, workdir: Path, data: Data) -> dict[str, Any]:
+    """Scores of every trained model and every baseline; writes ``results.{json,md}``."""
+    results: dict[str, Any] = {
+        "config": common.config_to_dict(config),
+        "data": {
+            "train": len(data.train.ids),
+            "val": len(data.val.ids),
+            "test": len(data.test.ids),
+            "test_positive_fraction": float(np.mean(data.test.labels)),
+            "vocab_size": len(data.vocab),
+            "test_unk_fraction": float(np.mean(np.concatenate(data.test.ids) == data.vocab.unk_id)),
+            "cross": {d: len(s.ids) for d, s in data.cross.items()},
+        },
+        "models": {},
+        "baselines": {},
+    }
+    if config.report.baselines:
+        t0 = time.perf_counter()
+        predictors, info = fit_baselines(
+            (data.train.snippets.texts, data.train.labels),
+            (data.val.snippets.texts, data.val.labels),
+        )
+        for name in BASELINES:
+            results["baselines"][name] = {
+                **info[name],
+                **score_all(lambda s, f=predictors[name]: f(s.snippets.texts), data),
+            }
+        results["baselines_seconds"] = time.perf_counter() - t0
+    for name in config.models:
+        run = ModelRun(config, name, data.vocab, workdir)
+        params = run.best_params()
+        if params is None:
+            continue
+        info = {}
+        if (run.dir / "train.json").exists():
+            info = json.loads((run.dir / "train.json").read_text())
+        cell, layers, bidirectional, pool, pretrained = MODEL_SPECS[name]
+        results["models"][name] = {
+            "cell": cell,
+            "layers": layers,
+            "bidirectional": bidirectional,
+            "pool": pool,
+            "pretrained": pretrained,
+            "params": run.num_params,
+            "train_seconds": info.get("train_seconds"),
+            "steps": info.get("steps"),
+            "best_step": info.get("best_step"),
+            **score_all(lambda s, r=run, p=params: r.predict_proba(p, s.ids), data),
+        }
+    common.write_results(
+        workdir,
+        results,
+        format_results(results),
+        [("accuracy.png", lambda path: plot_accuracy([results], path))],
+    )
+    return results
+
+
+def format_results(results: dict[str, Any]) -> str:
+    """A Markdown table: every model and baseline, movie test accuracy, stars, cross-domain."""
+    d = results["data"]
+    domains = list(d["cross"])
+    lines = [
+        f"Movie snippets: {d['train']} train / {d['val']} validation / {d['test']} test "
+        f"({100 * d['test_positive_fraction']:.1f}% positive); vocabulary {d['vocab_size']} "
+        f"tokens ({100 * d['test_unk_fraction']:.1f}% of test tokens are <UNK>). Stars are "
+        "mapped from P(positive) (five equal bins).",
+        "",
+        "| model | params | train time | val acc | **test acc** | star acc | star MAE | "
+        + " | ".join(f"{x} acc" for x in domains)
+        + " |",
+        "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(domains),
+    ]
+    rows = [(n, r, True) for n, r in results["models"].items()]
+    rows += [(n, r, False) for n, r in results["baselines"].items()]
+    for name, r, is_model in rows:
+        t = r.get("train_seconds")
+        params = f"{r['params']:,}" if is_model else "-"
+        time_ = f"{t:.0f} s" if t else "-"
+        lines.append(
+            f"| {name} | {params} | {time_} | {r['val']:.3f} | **{r['test']:.3f}** | "
+            f"{r['star_accuracy']:.3f} | {r['star_mae']:.3f} | "
+            + " | ".join(f"{r['cross'][x]:.3f}" for x in domains)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    a = np.asarray(values, np.float64)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and sample sd over runs (seeds) of every model's and baseline's scores.
+
+    A row is summarised over the runs that have it (``runs`` says how many).
+
+    Example:
+        >>> r = lambda acc: {"models": {"m": {"val": acc, "test": acc, "star_accuracy": 0.4,
+        ...     "star_mae": 0.8, "cross": {}, "train_seconds": 10}}, "baselines": {}}
+        >>> s = summarize([r(0.7), r(0.8), r(0.9)])
+        >>> [round(x, 3) for x in s["models"]["m"]["test"]], s["models"]["m"]["runs"]
+        ([0.8, 0.1], 3)
+    """
+    out: dict[str, Any] = {"models": {}, "baselines": {}}
+    for section in ("models", "baselines"):
+        names = list(dict.fromkeys(n for r in runs for n in r[section]))
+        for name in names:
+            rs = [r[section][name] for r in runs if name in r[section]]
+            entry: dict[str, Any] = {"runs": len(rs)}
+            for key in ("val", "test", "star_accuracy", "star_mae"):
+                entry[key] = _mean_sd([x[key] for x in rs])
+            entry["cross"] = {d: _mean_sd([x["cross"][d] for x in rs]) for d in rs[0]["cross"]}
+            if rs[0].get("train_seconds") is not None:
+                entry["train_seconds"] = _mean_sd([x["train_seconds"] for x in rs])
+            out[section][name] = entry
+    return out
+
+
+def read_run_results(spec: str) -> dict[str, Any]:
+    """``results.json`` of ``DIR``, or of ``TAG=DIR`` with every model renamed ``name (TAG)``."""
+    tag, _, directory = spec.rpartition("=")
+    results = json.loads((Path(directory) / "results.json").read_text(encoding="utf-8"))
+    if tag:
+        results["models"] = {f"{n} ({tag})": r for n, r in results["models"].items()}
+    return results
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The mean ± sd table of :func:`summarize`."""
+    any_row = next(iter({**summary["models"], **summary["baselines"]}.values()))
+    domains = list(any_row["cross"])
+    lines = [
+        "| model | runs | train time | val acc | **test acc** | star acc | star MAE | "
+        + " | ".join(f"{x} acc" for x in domains)
+        + " |",
+        "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(domains),
+    ]
+
+    def ms(v, digits=3):
+        return f"{v[0]:.{digits}f} ± {v[1]:.{digits}f}"
+
+    for section in ("models", "baselines"):
+        for name, e in summary[section].items():
+            t = e.get("train_seconds")
+            lines.append(
+                f"| {name} | {e['runs']} | {f'{t[0]:.0f} s' if t else '-'} | {ms(e['val'])} | "
+                f"**{ms(e['test'])}** | {ms(e['star_accuracy'])} | {ms(e['star_mae'])} | "
+                + " | ".join(ms(e["cross"][d]) for d in domains)
+                + " |"
+            )
+    return "\n".join(lines)
+
+
+def plot_accuracy(runs: list[dict[str, Any]], out_path: Path) -> Path:
+    """Movie test accuracy per model (mean ± sd over ``runs``), baselines as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = summarize(runs)
+    names = list(summary["models"])
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(names) + 2.5), 4.2))
+    means = [summary["models"][n]["test"][0] for n in names]
+    sds = [summary["models"][n]["test"][1] for n in names]
+    ax.bar(range(len(names)), means, yerr=sds, capsize=4, color="tab:blue", alpha=0.8)
+    styles = {"majority": ":", "vader": "-.", "bow_lr": "--", "tfidf_lr": "-"}
+    for name, e in summary["baselines"].items():
+        if name == "majority":
+            continue
+        ax.axhline(e["test"][0], color="grey", ls=styles.get(name, "--"), label=name)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    lows = means + [e["test"][0] for e in summary["baselines"].values()]
+    ax.set(
+        ylabel="test accuracy (movie snippets)",
+        ylim=(max(0.0, min(lows) - 0.05), min(1.0, max(lows) + 0.04)),
+        title="MR fixed split: test accuracy, mean ± sd over seeds",
+    )
+    ax.grid(axis="y", alpha=0.3)
+    if summary["baselines"]:
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return out_path
+
+
+# ----------------------------------------------------------------------------- commands
+def read_config(workdir: Path) -> SentimentConfig:
+    return common.read_run_config(workdir, SentimentConfig, EXPERIMENT_NAME)
+
+
+def train_command(run: Invocation) -> int:
+    """Trains every model of ``config.models`` (each resumes automatically), then evaluates."""
+    config, workdir = run.config, run.workdir
+    data = common.start_training(run, EXPERIMENT_NAME, load_data)
+    for name in config.models:
+        model_run = ModelRun(config, name, data.vocab, workdir)
+        print(f"training {name} ({model_run.num_params:,} parameters)", file=sys.stderr)
+        summary = model_run.train(data)
+        (model_run.dir / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(format_results(evaluate_all(config, workdir, data)))
+    return 0
+
+
+def eval_command(run: Invocation) -> int:
+    """Evaluates the trained models of ``workdir`` (with its stored config)."""
+    config = common.stored_config(run.workdir, SentimentConfig, EXPERIMENT_NAME, run.overrides)
+    data = load_data(config, (common.load_vocab(run.workdir, EXPERIMENT_NAME),))
+    print(format_results(evaluate_all(config, run.workdir, data)))
+    return 0
+
+
+def best_model(config: SentimentConfig, workdir: Path) -> str:
+    """The trained model with the best validation accuracy (from ``results.json`` or
+    ``train.json``); the first trained one if none was scored."""
+    scored = {}
+    for name in config.models:
+        path = Path(workdir) / name / "train.json"
+        if path.exists():
+            scored[name] = (json.loads(path.read_text()).get("val") or {}).get("accuracy", -1.0)
+    if not scored:
+        raise FileNotFoundError(
+            f"no trained model in {workdir}: train first with "
+            f"`python -m experiments.sentiment train --workdir {workdir}`."
+        )
+    return max(scored, key=lambda n: scored[n])
+
+
+def predict_texts(workdir: Path, texts: list[str], model: str | None = None) -> list[str]:
+    """``positive|negative <probability> <stars> <text>`` for each text."""
+    config = read_config(workdir)
+    vocab = common.load_vocab(workdir, EXPERIMENT_NAME)
+    name = model or best_model(config, workdir)
+    run = ModelRun(config, name, vocab, workdir)
+    params = run.best_params()
+    if params is None:
+        raise FileNotFoundError(f"{run.dir} has no checkpoint: train {name} first.")
+    ids = [np.asarray(vocab.encode(vocab.tokenize(t)), np.int32) for t in texts]
+    proba = run.predict_proba(params, ids)
+    stars = stars_from_proba(proba)
+    lines = []
+    for text, p, s in zip(texts, proba, stars, strict=True):
+        label = "positive" if p > 0.5 else "negative"
+        lines.append(f"{label} {p:.3f} {'★' * s}{'☆' * (5 - s)} {text}")
+    return lines
+
+
+def predict_command(run: Invocation) -> int:
+    """Classifies each input text (arguments, or lines of stdin) with the best model."""
+    texts = read_inputs(run.inputs)
+    for line in predict_texts(run.workdir, texts):
+        print(line)
+    return 0
+
+
+def summary_command(run: Invocation) -> int:
+    """``summary --workdir OUT [TAG=]RUN_DIR ...``: mean ± sd over the runs' ``results.json``.
+
+    ``TAG=DIR`` renames that run's models ``name (TAG)``, so runs of another configuration
+    (e.g. ``light=runs/light_seed0``) get rows of their own.
+    """
+    if not run.inputs:
+        raise ValueError("`summary` needs the run directories to combine, e.g. runs/s0 runs/s1")
+    runs = [read_run_results(spec) for spec in run.inputs]
+    summary = summarize(runs)
+    markdown = format_summary(summary)
+    out = Path(run.workdir)
+    out.mkdir(parents=True, exist_ok=True)
+    common.write_results(out, {"runs": list(run.inputs), **summary}, markdown)
+    plot_accuracy(runs, out / "summary.png")
+    print(markdown)
+    return 0
+
+
+EXPERIMENT = Experiment(
+    EXPERIMENT_NAME,
+    default_config,
+    {
+        "train": train_command,
+        "eval": eval_command,
+        "predict": predict_command,
+        "summary": summary_command,
+    },
+)

@@ -1,0 +1,207 @@
+"""Tests of the sentiment experiment: parsing, split, stars, metrics, and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments.sentiment import data as sdata
+from experiments.sentiment.config import MODEL_SPECS, default_config
+from experiments.sentiment.data import (
+    SentimentFetchError,
+    kfold_indices,
+    load_snippets,
+    parse_snippets,
+    split_indices,
+    stars_from_score,
+)
+from experiments.sentiment.task import (
+    EXPERIMENT,
+    accuracy,
+    stars_from_proba,
+    summarize,
+)
+
+
+# ----------------------------------------------------------------------------- parsing
+def test_parse_snippets_crlf_tabs_in_text_and_blank_lines():
+    text = "1\t2.26666666667\tThe Rock is ''great''\r\n\r\n2\t-0.6\tToo\ttepid\r\n3\t0\tMeh\n"
+    s = parse_snippets(text)
+    assert s.ids == ("1", "2", "3")
+    np.testing.assert_allclose(s.scores, [2.26666666667, -0.6, 0.0])
+    assert s.texts == ("The Rock is ''great''", "Too\ttepid", "Meh")
+    assert s.labels.tolist() == [1, 0, 0]  # a score of exactly 0 is negative (score > 0)
+    assert s.stars.tolist() == [4, 3, 3]
+    sub = s.subset([2, 0])
+    assert sub.ids == ("3", "1") and sub.labels.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize(
+    "line, match",
+    [
+        ("1\t2.0", "line 1: expected id<TAB>score<TAB>text"),
+        ("1\tgood\tx", "line 1: the score 'good' is not a number"),
+        ("1\t4.5\tx", r"line 1: the score 4.5 is outside \[-4, 4\]"),
+    ],
+)
+def test_parse_snippets_rejects_malformed_lines(line, match):
+    with pytest.raises(ValueError, match=match):
+        parse_snippets(line)
+
+
+def test_stars_from_score_bins_are_equal_fifths_of_the_range():
+    edges = np.array([-4.0, -2.4, -0.8, 0.8, 2.4, 4.0])
+    assert stars_from_score(edges).tolist() == [1, 2, 3, 4, 5, 5]
+    assert stars_from_score(edges - 1e-9)[1:].tolist() == [1, 2, 3, 4, 5]
+
+
+def test_split_is_fixed_disjoint_and_80_10_10():
+    parts = split_indices(10_605, seed=0)
+    assert [len(p) for p in parts] == [8484, 1060, 1061]
+    assert sorted(np.concatenate(parts).tolist()) == list(range(10_605))
+    again = split_indices(10_605, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again, strict=True))
+    assert not np.array_equal(parts[2], split_indices(10_605, seed=1)[2])
+    folds = kfold_indices(100, seed=0, k=10)
+    assert sorted(np.concatenate([t for _, t in folds]).tolist()) == list(range(100))
+    assert all(len(np.intersect1d(tr, te)) == 0 for tr, te in folds)
+
+
+# ----------------------------------------------------------------------------- fetch / load
+def _fake_sdist(directory: Path, files: dict[str, bytes]) -> Path:
+    """A stand-in for vaderSentiment-3.3.2.tar.gz: an sdist holding the inner archive."""
+    inner = io.BytesIO()
+    with tarfile.open(fileobj=inner, mode="w:gz") as tar:
+        for name, content in files.items():
+            info = tarfile.TarInfo(f"{sdata.INNER_DIR}/{name}")
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    outer = directory / sdata.SDIST
+    with tarfile.open(outer, mode="w:gz") as tar:
+        info = tarfile.TarInfo(sdata.INNER_ARCHIVE)
+        info.size = len(inner.getvalue())
+        tar.addfile(info, io.BytesIO(inner.getvalue()))
+    return outer
+
+
+def test_fetch_from_a_local_archive_checks_every_sha256(tmp_path, monkeypatch):
+    contents = {name: f"1\t{i}.5\ttext {i}\r\n".encode() for i, (name, _) in enumerate(sdata.FILES.values())}  # fmt: skip
+    files = {d: (name, sdata._sha256(contents[name])) for d, (name, _) in sdata.FILES.items()}
+    (tmp_path / "sentiment").mkdir()
+    archive = _fake_sdist(tmp_path / "sentiment", contents)
+    monkeypatch.setattr(sdata, "FILES", files)
+    monkeypatch.setattr(sdata, "SDIST_SHA256", sdata._sha256(archive.read_bytes()))
+    paths = sdata.fetch_snippets(tmp_path)
+    assert load_snippets("tweets", tmp_path).scores.tolist() == [3.5]
+    assert paths["movies"].read_bytes() == contents[files["movies"][0]]
+    # a corrupted cache file is named, with the command that fetches it again
+    paths["nyt"].write_bytes(b"1\t0.5\tchanged\r\n")
+    with pytest.raises(SentimentFetchError, match="sha256 of .*`python -m experiments.sentiment fetch"):  # fmt: skip
+        load_snippets("nyt", tmp_path)
+    sdata.fetch_snippets(tmp_path)  # repaired from the archive in the cache directory
+    assert load_snippets("nyt", tmp_path).texts == ("text 2",)
+    # a wrong archive is refused
+    monkeypatch.setattr(sdata, "SDIST_SHA256", "0" * 64)
+    paths["nyt"].unlink()
+    with pytest.raises(SentimentFetchError, match="sha256 of .*vaderSentiment-3.3.2.tar.gz"):
+        sdata.fetch_snippets(tmp_path)
+
+
+def test_missing_data_names_the_fetch_command(tmp_path):
+    with pytest.raises(SentimentFetchError, match=r"does not exist: run `python -m experiments.sentiment fetch --data-dir"):  # fmt: skip
+        load_snippets("movies", tmp_path)
+
+
+# ----------------------------------------------------------------------------- metrics
+def test_accuracy_stars_from_proba_and_summary():
+    assert accuracy(np.array([0.9, 0.5, 0.1, 0.7]), np.array([1, 1, 0, 0])) == 0.5
+    assert stars_from_proba([0.0, 0.2, 0.39, 0.6, 0.99, 1.0]).tolist() == [1, 2, 2, 4, 5, 5]
+    row = lambda a: {"val": a, "test": a, "star_accuracy": a, "star_mae": 1.0, "cross": {"nyt": a}}  # noqa: E731
+    runs = [{"models": {"m": row(a)}, "baselines": {"b": row(0.5)}} for a in (0.7, 0.8)]
+    s = summarize(runs)
+    assert s["models"]["m"]["test"] == pytest.approx((0.75, np.std([0.7, 0.8], ddof=1)))
+    assert s["baselines"]["b"]["cross"]["nyt"] == (0.5, 0.0)
+
+
+def test_config_names_and_quick():
+    assert {"rnn_last", "rnnbi_mean", "rnnbi2_max", "gru_mean", "lstmbi_last"} <= set(MODEL_SPECS)
+    assert MODEL_SPECS["rnnbi2_max"] == ("rnn", 2, True, "max", False)
+    assert MODEL_SPECS["rnnbi_mean_lm"] == ("rnn", 1, True, "mean", True)
+    quick = default_config(quick=True)
+    assert quick.model.hidden_size == 64 and set(quick.models) <= set(MODEL_SPECS)
+    with pytest.raises(ValueError, match="`models` must be"):
+        default_config().__class__(models=("cnn",))
+
+
+# ----------------------------------------------------------------------------- end to end
+def _write_corpus(directory: Path, n: int = 160, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    pos, neg = ["a gem", "moving and funny", "brilliant"], ["a mess", "dull and tedious", "awful"]
+    for name, size in (("movieReviewSnippets_GroundTruth.txt", n), ("tweets_GroundTruth.txt", 30)):
+        lines = []
+        for i in range(size):
+            good = rng.random() < 0.5
+            text = f"{rng.choice(pos if good else neg)} , {rng.choice(['the film', 'it'])} ."
+            lines.append(f"{i + 1}\t{rng.uniform(0.2, 3.8) * (1 if good else -1):.3f}\t{text}")
+        (directory / name).write_text("\r\n".join(lines) + "\r\n")
+    return directory
+
+
+def test_train_eval_predict_summary_end_to_end(tmp_path, capsys, monkeypatch):
+    (tmp_path / "corpus").mkdir()
+    corpus = _write_corpus(tmp_path / "corpus")
+    workdir = tmp_path / "run"
+    args = [
+        "--workdir", str(workdir),
+        f"--config.corpus_dir={corpus}",
+        "--config.models=rnnbi_mean_lm",
+        "--config.lm_epochs=1",
+        "--config.lm_targets=20",
+        "--config.cross_domains=tweets",
+        "--config.hidden_size=8",
+        "--config.batch_size=16",
+        "--config.num_epochs=2",
+        "--config.warmup_steps=5",
+        "--config.eval_batch_size=32",
+        "--config.progress=false",
+    ]  # fmt: skip
+    assert EXPERIMENT.main(["train", *args]) == 0
+    out = capsys.readouterr().out
+    assert "| rnnbi_mean_lm |" in out and "| tfidf_lr |" in out and "tweets acc" in out
+    results = json.loads((workdir / "results.json").read_text())
+    assert set(results["models"]) == {"rnnbi_mean_lm"}
+    assert set(results["baselines"]) == {"majority", "vader", "bow_lr", "tfidf_lr"}
+    for r in [*results["models"].values(), *results["baselines"].values()]:
+        assert 0.0 <= r["test"] <= 1.0 and set(r["cross"]) == {"tweets"}
+    assert (workdir / "accuracy.png").stat().st_size > 0
+    assert (workdir / "language_models.npz").exists()
+    assert (workdir / "rnnbi_mean_lm" / "metrics.jsonl").exists()
+
+    assert EXPERIMENT.main(["eval", "--workdir", str(workdir), "--config.baselines=false"]) == 0
+    assert "| rnnbi_mean_lm |" in capsys.readouterr().out
+
+    texts = ["a gem , it .", "dull and tedious , the film ."]
+    assert EXPERIMENT.main(["predict", "--workdir", str(workdir), *texts]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    for line, text in zip(lines, texts, strict=True):
+        label, proba, stars, rest = line.split(" ", 3)
+        assert label in ("positive", "negative") and rest == text
+        assert (label == "positive") == (float(proba) > 0.5)
+        assert len(stars) == 5 and set(stars) <= {"★", "☆"}
+    monkeypatch.setattr("sys.stdin", io.StringIO("brilliant\n\n"))
+    assert EXPERIMENT.main(["predict", "--workdir", str(workdir)]) == 0
+    assert capsys.readouterr().out.strip().endswith(" brilliant")
+
+    summary_dir = tmp_path / "summary"
+    runs = [str(workdir), str(workdir), f"light={workdir}"]
+    assert EXPERIMENT.main(["summary", "--workdir", str(summary_dir), *runs]) == 0
+    out = capsys.readouterr().out
+    assert "| rnnbi_mean_lm | 2 |" in out and "| rnnbi_mean_lm (light) | 1 |" in out
+    assert (summary_dir / "summary.png").exists() and (summary_dir / "results.json").exists()
