@@ -23,6 +23,7 @@ install: $(STAMP)
 data: $(STAMP)
 	$(PY) -m experiments.data fetch
 	$(PY) -m experiments.weather fetch
+	$(PY) -m experiments.sentiment fetch
 
 test: $(STAMP) data
 	$(PY) -m pytest -q -n $(JOBS) -m "not slow"
