@@ -1,4 +1,8 @@
-"""Test configuration: strict rank promotion, as the JAX codebases we admire do."""
+"""Test configuration: strict rank and dtype promotion, as the JAX codebases we admire do.
+
+jaxtyping annotations of ``rnn_jax`` are checked at run time in the tests (beartype), by
+``--jaxtyping-packages`` in ``[tool.pytest.ini_options]`` of pyproject.toml.
+"""
 
 import os
 
@@ -9,6 +13,7 @@ import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 settings.register_profile(
     "ci",
@@ -49,6 +54,7 @@ def on_cpu_devices():
             import jax
             jax.config.update("jax_num_cpu_devices", {n})
             jax.config.update("jax_numpy_rank_promotion", "raise")
+            jax.config.update("jax_numpy_dtype_promotion", "strict")
             assert len(jax.devices()) == {n}, jax.devices()
             """
         )
