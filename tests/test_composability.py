@@ -16,6 +16,9 @@ from jax import export
 
 from rnn_jax import RNNParams, init_rnn, rnn_apply, rnn_classify, rnn_layers
 
+# The library's own code under strict dtype promotion (optax, used in two tests, is not).
+pytestmark = pytest.mark.usefixtures("strict_dtypes")
+
 D, H, C = 5, 8, 3
 
 
