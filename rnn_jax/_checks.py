@@ -217,8 +217,8 @@ def _format_value(v: Any) -> str:
 def check_label_range(
     labels: Any,
     valid: Any,
-    lo: float,
-    hi: float,
+    lo: int | float,
+    hi: int | float,
     *,
     closed: bool = False,
     expected: str,
@@ -240,8 +240,24 @@ def check_label_range(
         name: the argument, for the message.
     """
     labels = jnp.asarray(labels) if not isinstance(labels, jax.Array) else labels
-    above = labels > hi if closed else labels >= hi
-    bad = ~((labels >= lo) & ~above)  # NaN counts as bad
+    compared = labels.astype(jnp.int32) if labels.dtype == jnp.bool_ else labels
+
+    def bound(v: int | float) -> Array:
+        # Explicit dtypes (strict dtype promotion): an integer label is compared with an
+        # integer bound; an infinite bound is always above (or below) an integer.
+        if jnp.issubdtype(compared.dtype, jnp.integer) and np.isinf(v):
+            return jnp.asarray(
+                np.iinfo(compared.dtype).max if v > 0 else np.iinfo(compared.dtype).min,
+                compared.dtype,
+            )
+        return jnp.asarray(v, compared.dtype)
+
+    hi_, lo_ = bound(hi), bound(lo)
+    if jnp.issubdtype(compared.dtype, jnp.integer) and np.isinf(hi) and not closed:
+        above = jnp.zeros(compared.shape, bool)  # nothing reaches +inf
+    else:
+        above = compared > hi_ if closed else compared >= hi_
+    bad = ~((compared >= lo_) & ~above)  # NaN counts as bad
     if valid is not None:
         bad = bad & valid
     if is_concrete(labels) and (valid is None or is_concrete(valid)) and labels.size:

@@ -92,7 +92,7 @@ def input_term(
 
     Args:
         layer: the layer (``W_a = [W_aa | W_ax]``).
-        xs: ``(B, T, D)`` floats or ``(B, T)`` integer ids.
+        xs: ``(B, T, D)`` floats (cast to the parameters' dtype) or ``(B, T)`` integer ids.
         mask: ``(B, T)``; dense inputs at masked steps are read as zeros, so that
             whatever the padding holds (even NaN or inf) never reaches a gradient. The
             select fuses into the time-major transpose; without a mask nothing changes.
@@ -107,6 +107,9 @@ def input_term(
         # on every call), gathered and scatter-added in sorted-id order: rnn_jax.lookup.
         find = column_lookup if lookup == "sorted" else take_lookup
         return find(layer.W_a, xs.T, offset=H, num_columns=W_ax.shape[1])
+    # Float inputs of another precision are cast to the parameters' dtype (float32 data
+    # with bfloat16 or float16 parameters): lax.scan needs one carry dtype.
+    xs = xs.astype(W_ax.dtype)
     if mask is not None:
         xs = jnp.where(mask[:, :, None], xs, jnp.zeros_like(xs))
     # Transpose the (narrower) inputs to time-major first, then one plain matmul whose

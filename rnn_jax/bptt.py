@@ -147,7 +147,8 @@ def _shifted_outer_sum(lhs, rhs, *, lhs_offset: int, rhs_offset: int):
     acc = varying_like(jnp.zeros((H, rhs.shape[-1]), jnp.result_type(lhs, rhs)), lhs)
     if pairs <= 0:
         return acc
-    K = max(1, min(pairs, _BLOCK_ROWS // max(B, 1)))
+    # A symbolic batch (jax.export) has no block size to compute: one row per block.
+    K = max(1, min(pairs, _BLOCK_ROWS // max(B, 1))) if isinstance(B, int) else 1
     n_blocks = pairs // K
 
     def block(j, acc):
@@ -222,7 +223,8 @@ def _carried_states_bwd(activation, reverse, unroll, residuals, dh):
         (h, mask),
         reverse=not reverse,
         unroll=unroll,
-        in_place=min(dh.shape[1:]) > 1,
+        # a symbolic batch (jax.export) is taken to be > 1
+        in_place=all(not isinstance(n, int) or n > 1 for n in dh.shape[1:]),
     )
     # dW_aa = sum_t dz<t>^T h<t-1> (h<-1> = a0), as block matmuls after the loop.
     if reverse:

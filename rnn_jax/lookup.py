@@ -50,7 +50,8 @@ def _sorted_rows(W: Array, ids: Array, offset: int, num_columns: int):
     valid = (flat >= 0) & (flat < num_columns)
     rows = jnp.where(valid, flat.astype(jnp.int32) + offset, sentinel)
     position = jnp.arange(n, dtype=jnp.int32)
-    if (sentinel + 1) * n <= _INT32_MAX:
+    # A symbolic size (jax.export with a symbolic batch) cannot be bounded: two keys.
+    if isinstance(n, int) and (sentinel + 1) * n <= _INT32_MAX:
         key = jnp.sort(rows * n + position)
         return key // n, key % n
     rows_sorted, order = jax.lax.sort((rows, position), num_keys=1)

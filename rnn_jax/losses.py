@@ -254,8 +254,8 @@ def masked_sigmoid_binary_cross_entropy(
 
 
 def masked_mean_squared_error(
-    preds: Float[Array, "*positions *features"],
-    targets: Float[Array, "*positions *features"],
+    preds: Float[Array, "*shape"],
+    targets: Float[Array, "*shape"],
     lengths: Int[Array, " B"] | None = None,
     *,
     mask: Bool[Array, "*positions"] | None = None,

@@ -253,8 +253,9 @@ def _confusion(
             y_hat_ids, valid, 0, 1, closed=True, expected="{0, 1}", name="predictions"
         )
     counted = _valid(valid, labels.shape) & ~bad
-    y_hat = y_hat_ids != 0
-    y = labels != 0
+    # Explicit dtypes (strict dtype promotion): bool labels are compared with False.
+    y_hat = y_hat_ids != jnp.zeros((), y_hat_ids.dtype)
+    y = labels != jnp.zeros((), labels.dtype)
 
     def count(condition: Array) -> Array:
         return jnp.sum(condition & counted, dtype=jnp.int32)
@@ -266,7 +267,7 @@ def _confusion(
 
 
 def binary_confusion_counts(
-    predictions: Int[Array, "*positions"] | Float[Array, "*positions *C"],
+    predictions: Int[Array, "*positions"] | Float[Array, "..."],
     labels: Int[Array, "*positions"],
     lengths: Int[Array, " B"] | None = None,
     *,
@@ -311,7 +312,7 @@ def binary_confusion_counts(
 
 
 def binary_precision_recall_f1(
-    predictions: Int[Array, "*positions"] | Float[Array, "*positions *C"],
+    predictions: Int[Array, "*positions"] | Float[Array, "..."],
     labels: Int[Array, "*positions"],
     lengths: Int[Array, " B"] | None = None,
     *,
@@ -367,7 +368,7 @@ def _accuracy(
 
 
 def accuracy_counts(
-    predictions: Int[Array, "*positions"] | Float[Array, "*positions *C"],
+    predictions: Int[Array, "*positions"] | Float[Array, "..."],
     labels: Int[Array, "*positions"],
     lengths: Int[Array, " B"] | None = None,
     *,
@@ -407,7 +408,7 @@ def accuracy_counts(
 
 
 def masked_accuracy(
-    predictions: Int[Array, "*positions"] | Float[Array, "*positions *C"],
+    predictions: Int[Array, "*positions"] | Float[Array, "..."],
     labels: Int[Array, "*positions"],
     lengths: Int[Array, " B"] | None = None,
     *,

@@ -344,7 +344,7 @@ def _check_finite(name: str, x: Array) -> None:
 def _draw_dtype(dtype: Any) -> Any:
     """Draw in float32 at least (QR, used by the orthogonal initialiser, has no bfloat16 or
     float16 kernel), then cast to ``dtype``."""
-    return jnp.promote_types(dtype, jnp.float32)
+    return jnp.dtype(jnp.float32) if jnp.dtype(dtype).itemsize < 4 else jnp.dtype(dtype)
 
 
 def init_layer(

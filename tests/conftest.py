@@ -1,4 +1,8 @@
-"""Test configuration: strict rank promotion, as the JAX codebases we admire do."""
+"""Test configuration: strict rank promotion (and strict dtype promotion where it applies).
+
+jaxtyping annotations of ``rnn_jax`` are checked at run time in the tests (beartype), by
+``--jaxtyping-packages`` in ``[tool.pytest.ini_options]`` of pyproject.toml.
+"""
 
 import os
 
@@ -9,6 +13,8 @@ import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# Strict dtype promotion is not global: optax itself (adam's bias correction) mixes a
+# Python float with its int32 step count. Tests opt in with the `strict_dtypes` fixture.
 
 settings.register_profile(
     "ci",
@@ -17,6 +23,13 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture
+def strict_dtypes():
+    """Run a test with ``jax_numpy_dtype_promotion="strict"`` (no implicit promotion)."""
+    with jax.numpy_dtype_promotion("strict"):
+        yield
 
 
 @pytest.fixture
