@@ -145,7 +145,7 @@ def _shifted_outer_sum(lhs, rhs, *, lhs_offset: int, rhs_offset: int):
     T, B, H = lhs.shape
     pairs = T - 1
     acc = varying_like(jnp.zeros((H, rhs.shape[-1]), jnp.result_type(lhs, rhs)), lhs)
-    if pairs <= 0:
+    if pairs <= 0 or (isinstance(B, int) and B == 0):  # nothing to sum (B = 0: empty batch)
         return acc
     # A symbolic batch (jax.export) has no block size to compute: one row per block.
     K = max(1, min(pairs, _BLOCK_ROWS // max(B, 1))) if isinstance(B, int) else 1

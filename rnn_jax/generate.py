@@ -52,9 +52,10 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, Int
 
-from rnn_jax._checks import check_lengths, positive_int
+from rnn_jax._checks import check_lengths, is_concrete, positive_int
 from rnn_jax.network import check_params, rnn_layers
 from rnn_jax.params import RNNParams
 from rnn_jax.stack import head_apply, stack_step
@@ -115,13 +116,29 @@ def _batch_axes(state: Any) -> Any:
     return axes
 
 
-def _check_start(start_ids: Any) -> Array:
+def _vocab_size(params: Any) -> int | None:
+    """The number of token ids the step function reads, where ``params`` says it."""
+    if isinstance(params, RNNParams):
+        return params.input_size if params.token_inputs else None
+    size = getattr(params, "target_vocab_size", None)  # an encoder-decoder's decoder
+    return size if isinstance(size, int) else None
+
+
+def _check_start(start_ids: Any, params: Any = None) -> Array:
     start_ids = jnp.asarray(start_ids)
     if start_ids.ndim != 1 or not jnp.issubdtype(start_ids.dtype, jnp.integer):
         raise ValueError(
             f"`start_ids` must be integer ids of shape (B,), got shape {tuple(start_ids.shape)} "
             f"and dtype {start_ids.dtype}."
         )
+    V = _vocab_size(params)
+    if V is not None and is_concrete(start_ids) and start_ids.size:
+        lo, hi = int(np.min(np.asarray(start_ids))), int(np.max(np.asarray(start_ids)))
+        if lo < 0 or hi >= V:  # the first step would read a NaN column and decode garbage
+            raise ValueError(
+                f"`start_ids` must lie in [0, {V}) (the vocabulary size), got values in "
+                f"[{lo}, {hi}]."
+            )
     return start_ids
 
 
@@ -193,7 +210,7 @@ def greedy_decode(
     Returns:
         ``(tokens (B, max_len), lengths (B,))``, see the module docstring.
     """
-    start_ids = _check_start(start_ids)
+    start_ids = _check_start(start_ids, params)
     _check_state(state, start_ids.shape[0])
     max_len = positive_int("max_len", max_len, minimum=1)
     return _greedy(step_fn, params, state, start_ids, max_len, eos_id, pad_id)
@@ -240,7 +257,7 @@ def sample(
     Returns:
         ``(tokens (B, max_len), lengths (B,))``.
     """
-    start_ids = _check_start(start_ids)
+    start_ids = _check_start(start_ids, params)
     _check_state(state, start_ids.shape[0])
     max_len = positive_int("max_len", max_len, minimum=1)
     if not isinstance(key, jax.Array):
@@ -342,7 +359,7 @@ def beam_search(
     Returns:
         :class:`BeamSearchResult`, hypotheses sorted best first.
     """
-    start_ids = _check_start(start_ids)
+    start_ids = _check_start(start_ids, params)
     _check_state(state, start_ids.shape[0])
     max_len = positive_int("max_len", max_len, minimum=1)
     beam_width = positive_int("beam_width", beam_width, minimum=1)

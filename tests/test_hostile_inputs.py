@@ -676,3 +676,26 @@ def test_repr_of_a_large_vocabulary_is_short():
 def test_pad_batch_with_integral_float_pad_value_and_empty_sequence():
     padded, lengths = batching.pad_batch([[1, 2], []], pad_value=-1.0)
     assert padded.tolist() == [[1, 2], [-1, -1]] and lengths.tolist() == [2, 0]
+
+
+# --------------------------------------------------------------------------- core (issue 11)
+def test_generation_start_id_beyond_the_vocabulary_raises():
+    from rnn_jax.generate import greedy_decode, lm_initial_state, lm_step
+
+    params = rnn_jax.init_rnn(jax.random.key(0), 10, 8, 10, token_inputs=True)
+    state, _ = lm_initial_state(params, jnp.zeros((2, 0), jnp.int32), jnp.array([0, 0]), bos_id=2)
+    with pytest.raises(
+        ValueError, match=r"`start_ids` must lie in \[0, 10\).*got values in \[3, 12\]"
+    ):
+        greedy_decode(lm_step, params, state, jnp.array([12, 3]), max_len=4, eos_id=3)
+
+
+def test_gradient_over_an_empty_batch_is_zero():
+    params = rnn_jax.init_rnn(jax.random.key(0), 3, 4, 2)
+
+    def loss(p):
+        logits = rnn_jax.rnn_classify(p, jnp.ones((0, 5, 3)))
+        return rnn_jax.masked_softmax_cross_entropy(logits, jnp.zeros((0,), jnp.int32))
+
+    grads = jax.grad(loss)(params)
+    assert all(bool(jnp.all(g == 0)) for g in jax.tree_util.tree_leaves(grads))
