@@ -103,6 +103,21 @@ _TORCH_MODES = {"RNN_TANH": "tanh", "RNN_RELU": "relu"}
 # --------------------------------------------------------------------------- helpers
 
 
+def _torch_dtype(torch: Any, np_dtype: np.dtype, what: str) -> Any:
+    """The torch dtype of a float16/32/64 NumPy dtype; a ValueError naming ``what`` otherwise."""
+    torch_dtypes = {
+        np.dtype(np.float16): torch.float16,
+        np.dtype(np.float32): torch.float32,
+        np.dtype(np.float64): torch.float64,
+    }
+    if np_dtype not in torch_dtypes:
+        raise ValueError(
+            f"`{what}` must hold float16, float32 or float64 arrays to convert to PyTorch, "
+            f"got {np_dtype}."
+        )
+    return torch_dtypes[np_dtype]
+
+
 def _import_torch() -> Any:
     try:
         return importlib.import_module("torch")
@@ -399,17 +414,7 @@ def to_torch(params: RNNParams, *, batch_first: bool = True) -> tuple[Any, Any]:
         return module, linear
     H, D, C = params.hidden_size, params.input_size, params.output_size
     np_dtype = _np(params.head.W_y).dtype
-    torch_dtypes = {
-        np.dtype(np.float16): torch.float16,
-        np.dtype(np.float32): torch.float32,
-        np.dtype(np.float64): torch.float64,
-    }
-    if np_dtype not in torch_dtypes:
-        raise ValueError(
-            f"`params` must hold float16, float32 or float64 arrays to convert to PyTorch, "
-            f"got {np_dtype}."
-        )
-    tdt = torch_dtypes[np_dtype]
+    tdt = _torch_dtype(torch, np_dtype, "params")
     # Build the modules without moving the caller's global torch RNG (their random
     # initialisation is overwritten below anyway).
     with torch.random.fork_rng(devices=[]):
@@ -960,16 +965,7 @@ def gated_layers_to_torch(
     first = layers[0][0]
     H, D = first.hidden_size, first.input_size
     np_dtype = _np(first.W_a).dtype
-    torch_dtypes = {
-        np.dtype(np.float16): torch.float16,
-        np.dtype(np.float32): torch.float32,
-        np.dtype(np.float64): torch.float64,
-    }
-    if np_dtype not in torch_dtypes:
-        raise ValueError(
-            f"`layers` must hold float16, float32 or float64 arrays to convert to PyTorch, "
-            f"got {np_dtype}."
-        )
+    tdt = _torch_dtype(torch, np_dtype, "layers")
     kind = torch.nn.GRU if cell == "gru" else torch.nn.LSTM
     with torch.random.fork_rng(devices=[]):
         module = kind(
@@ -979,7 +975,7 @@ def gated_layers_to_torch(
             bias=True,
             batch_first=batch_first,
             bidirectional=len(layers[0]) == 2,
-            dtype=torch_dtypes[np_dtype],
+            dtype=tdt,
         )
 
     def put(tensor: Any, value: Any) -> None:
