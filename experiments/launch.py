@@ -1,0 +1,252 @@
+"""Starts one command as several cooperating JAX processes on this machine (loopback).
+
+Usage::
+
+    python -m experiments.launch --processes P [--devices-per-process N] [--grace S] \\
+        -- python -m experiments.names train --workdir runs/names-2x2 --quick
+
+starts ``P`` copies of the command. Each gets the environment :func:`rnn_jax.distributed.initialize`
+reads: ``JAX_COORDINATOR_ADDRESS=127.0.0.1:<a free port>``, ``JAX_NUM_PROCESSES=P``,
+``JAX_PROCESS_ID=p``, and with ``--devices-per-process N`` also ``JAX_NUM_CPU_DEVICES=N``
+(``N`` CPU devices per process; accelerators are what the machine has). The experiment
+CLIs see ``JAX_NUM_PROCESSES`` and train on all processes' devices. Output is forwarded
+line by line with a ``[p0] ``, ``[p1] ``, ... prefix (standard output to standard output,
+errors to standard error).
+
+Ending: the launcher exits 0 when every process does. When one fails (a non-zero status or
+a signal), the others get ``--grace`` seconds (default 5) to stop by themselves (JAX's
+runtime stops them when a peer dies, see :mod:`rnn_jax.distributed`), then SIGTERM, then,
+3 seconds later, SIGKILL; the launcher exits with the first failure's status (``128 + n``
+for signal ``n``). SIGINT or SIGTERM to the launcher is passed on to every process, with
+the same SIGKILL 3 seconds later. Nothing is left running: each process runs in its own
+process group, which is what gets the signals.
+
+Several machines: run one process per machine yourself with the same three variables
+(``JAX_COORDINATOR_ADDRESS`` the address of process 0's machine), see the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import IO
+
+__all__ = ["free_port", "launch", "main"]
+
+KILL_AFTER_SECONDS = 3.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _forward(stream: IO[bytes], out: IO[str], prefix: str, lock: threading.Lock) -> None:
+    for raw in iter(stream.readline, b""):
+        text = raw.decode("utf-8", errors="replace").rstrip("\n")
+        for part in text.split("\r"):  # progress bars redraw with \r: one line per redraw
+            if part.strip():
+                with lock:
+                    out.write(f"{prefix}{part}\n")
+                    out.flush()
+    stream.close()
+
+
+def _status(code: int) -> str:
+    if code < 0:
+        return f"signal {signal.Signals(-code).name}"
+    return f"status {code}"
+
+
+def _exit_status(code: int) -> int:
+    return 128 - code if code < 0 else code
+
+
+def _signal_group(proc: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(proc.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _stop(procs: list[subprocess.Popen], grace: float) -> None:
+    """Waits ``grace`` seconds for the live processes, then SIGTERM, then SIGKILL."""
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(p.poll() is None for p in procs):
+        time.sleep(0.05)
+    for signum, wait in ((signal.SIGTERM, KILL_AFTER_SECONDS), (signal.SIGKILL, 10.0)):
+        live = [p for p in procs if p.poll() is None]
+        if not live:
+            return
+        for p in live:
+            _signal_group(p, signum)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and any(p.poll() is None for p in live):
+            time.sleep(0.05)
+
+
+def launch(
+    command: Sequence[str],
+    *,
+    processes: int,
+    devices_per_process: int | None = None,
+    grace: float = 5.0,
+    log: IO[str] | None = None,
+) -> int:
+    """Runs ``command`` as ``processes`` cooperating processes; returns the exit status.
+
+    See the module docstring for the environment, the output and how failures end.
+    """
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise ValueError(f"`processes` must be a positive int, got {processes!r}.")
+    if devices_per_process is not None and (
+        isinstance(devices_per_process, bool)
+        or not isinstance(devices_per_process, int)
+        or devices_per_process < 1
+    ):
+        raise ValueError(
+            f"`devices_per_process` must be a positive int or None, got {devices_per_process!r}."
+        )
+    if not command:
+        raise ValueError("`command` must name a program to run (after `--`), got nothing.")
+    if not grace >= 0:
+        raise ValueError(f"`grace` must be >= 0 seconds, got {grace!r}.")
+    log = sys.stderr if log is None else log
+    address = f"127.0.0.1:{free_port()}"
+    lock = threading.Lock()
+    procs: list[subprocess.Popen] = []
+    threads: list[threading.Thread] = []
+    started = time.monotonic()
+    stopping: list[int] = []  # a signal received by the launcher
+
+    def on_signal(signum, frame):
+        stopping.append(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for p in range(processes):
+            env = {
+                **os.environ,
+                "JAX_COORDINATOR_ADDRESS": address,
+                "JAX_NUM_PROCESSES": str(processes),
+                "JAX_PROCESS_ID": str(p),
+                "PYTHONUNBUFFERED": "1",
+            }
+            if devices_per_process is not None:
+                env["JAX_NUM_CPU_DEVICES"] = str(devices_per_process)
+            proc = subprocess.Popen(
+                list(command),
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            procs.append(proc)
+            with lock:
+                print(f"launch: process {p} pid {proc.pid} ({address})", file=log, flush=True)
+            for stream, out in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr)):
+                t = threading.Thread(target=_forward, args=(stream, out, f"[p{p}] ", lock))
+                t.daemon = True
+                t.start()
+                threads.append(t)
+        failure: tuple[int, int] | None = None
+        while failure is None and not stopping and any(p.poll() is None for p in procs):
+            for i, proc in enumerate(procs):
+                code = proc.poll()
+                if code not in (None, 0):
+                    failure = (i, code)
+                    break
+            time.sleep(0.05)
+        if failure is None and not stopping:
+            failure = next(((i, p.returncode) for i, p in enumerate(procs) if p.returncode), None)
+        if stopping:
+            with lock:
+                print(f"launch: {signal.Signals(stopping[0]).name}; stopping all", file=log)
+            for proc in procs:
+                if proc.poll() is None:
+                    _signal_group(proc, signal.SIGTERM)
+            _stop(procs, 0.0 if stopping[0] == signal.SIGTERM else KILL_AFTER_SECONDS)
+        elif failure is not None:
+            i, code = failure
+            with lock:
+                print(
+                    f"launch: process {i} failed ({_status(code)}) after "
+                    f"{time.monotonic() - started:.1f} s; stopping the others "
+                    f"(grace {grace:g} s)",
+                    file=log,
+                    flush=True,
+                )
+            _stop(procs, grace)
+    finally:
+        for proc in procs:  # whatever happened above, nothing outlives the launcher
+            if proc.poll() is None:
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait()
+        for t in threads:
+            t.join(timeout=5)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    elapsed = time.monotonic() - started
+    with lock:
+        for i, proc in enumerate(procs):
+            print(f"launch: process {i} ended with {_status(proc.returncode)}", file=log)
+        print(f"launch: done after {elapsed:.1f} s", file=log, flush=True)
+    if stopping:
+        return 128 + stopping[0]
+    if failure is not None:
+        return _exit_status(failure[1])
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" in argv:
+        split = argv.index("--")
+        own, command = argv[:split], argv[split + 1 :]
+    else:
+        own, command = argv, []
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.launch",
+        description="Run a command as P cooperating JAX processes on this machine.",
+        epilog="Example: python -m experiments.launch --processes 2 --devices-per-process 2 "
+        "-- python -m experiments.names train --quick --workdir runs/names-2x2",
+    )
+    parser.add_argument("--processes", type=int, required=True, help="how many processes")
+    parser.add_argument(
+        "--devices-per-process", type=int, default=None, help="CPU devices of each process"
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=5.0,
+        help="seconds the others get to stop by themselves after one fails (default 5)",
+    )
+    args = parser.parse_args(own)
+    if not command:
+        parser.error("give the command to run after `--`")
+    try:
+        return launch(
+            command,
+            processes=args.processes,
+            devices_per_process=args.devices_per_process,
+            grace=args.grace,
+        )
+    except ValueError as err:
+        parser.error(str(err))
+    except FileNotFoundError as err:
+        print(f"launch: error: cannot start {command[0]!r}: {err.strerror}", file=sys.stderr)
+        return 127
+
+
+if __name__ == "__main__":
+    sys.exit(main())
