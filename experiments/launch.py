@@ -94,6 +94,73 @@ def _stop(procs: list[subprocess.Popen], grace: float) -> None:
             time.sleep(0.05)
 
 
+def _check(processes: int, devices_per_process: int | None, command, grace: float) -> None:
+    def positive(x):
+        return not isinstance(x, bool) and isinstance(x, int) and x >= 1
+
+    if not positive(processes):
+        raise ValueError(f"`processes` must be a positive int, got {processes!r}.")
+    if devices_per_process is not None and not positive(devices_per_process):
+        raise ValueError(
+            f"`devices_per_process` must be a positive int or None, got {devices_per_process!r}."
+        )
+    if not command:
+        raise ValueError("`command` must name a program to run (after `--`), got nothing.")
+    if not grace >= 0:
+        raise ValueError(f"`grace` must be >= 0 seconds, got {grace!r}.")
+
+
+class _Group:
+    """The running processes, their output forwarders, and the launcher's own signals."""
+
+    def __init__(self, log: IO[str]):
+        self.log, self.lock = log, threading.Lock()
+        self.procs: list[subprocess.Popen] = []
+        self.threads: list[threading.Thread] = []
+        self.stopping: list[int] = []  # signals received by the launcher
+        self.started = time.monotonic()
+
+    def say(self, text: str) -> None:
+        with self.lock:
+            print(f"launch: {text}", file=self.log, flush=True)
+
+    def start(self, command, env: dict[str, str], p: int) -> None:
+        proc = subprocess.Popen(
+            list(command),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: signals reach its children too
+        )
+        self.procs.append(proc)
+        self.say(f"process {p} pid {proc.pid} ({env['JAX_COORDINATOR_ADDRESS']})")
+        for stream, out in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr)):
+            t = threading.Thread(
+                target=_forward, args=(stream, out, f"[p{p}] ", self.lock), daemon=True
+            )
+            t.start()
+            self.threads.append(t)
+
+    def watch(self) -> tuple[int, int] | None:
+        """Waits until all processes end, one fails or a signal comes: ``(index, status)``
+        of the first failure, else ``None``."""
+        while not self.stopping and any(p.poll() is None for p in self.procs):
+            for i, proc in enumerate(self.procs):
+                if proc.poll() not in (None, 0):
+                    return i, proc.returncode
+            time.sleep(0.05)
+        return next(((i, p.returncode) for i, p in enumerate(self.procs) if p.returncode), None)
+
+    def kill_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait()
+        for t in self.threads:
+            t.join(timeout=5)
+
+
 def launch(
     command: Sequence[str],
     *,
@@ -106,106 +173,43 @@ def launch(
 
     See the module docstring for the environment, the output and how failures end.
     """
-    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
-        raise ValueError(f"`processes` must be a positive int, got {processes!r}.")
-    if devices_per_process is not None and (
-        isinstance(devices_per_process, bool)
-        or not isinstance(devices_per_process, int)
-        or devices_per_process < 1
-    ):
-        raise ValueError(
-            f"`devices_per_process` must be a positive int or None, got {devices_per_process!r}."
-        )
-    if not command:
-        raise ValueError("`command` must name a program to run (after `--`), got nothing.")
-    if not grace >= 0:
-        raise ValueError(f"`grace` must be >= 0 seconds, got {grace!r}.")
-    log = sys.stderr if log is None else log
+    _check(processes, devices_per_process, command, grace)
+    group = _Group(sys.stderr if log is None else log)
     address = f"127.0.0.1:{free_port()}"
-    lock = threading.Lock()
-    procs: list[subprocess.Popen] = []
-    threads: list[threading.Thread] = []
-    started = time.monotonic()
-    stopping: list[int] = []  # a signal received by the launcher
-
-    def on_signal(signum, frame):
-        stopping.append(signum)
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        s: signal.signal(s, lambda signum, frame: group.stopping.append(signum))
+        for s in (signal.SIGINT, signal.SIGTERM)
+    }
+    failure = None
     try:
         for p in range(processes):
-            env = {
-                **os.environ,
-                "JAX_COORDINATOR_ADDRESS": address,
-                "JAX_NUM_PROCESSES": str(processes),
-                "JAX_PROCESS_ID": str(p),
-                "PYTHONUNBUFFERED": "1",
-            }
+            env = {**os.environ, "JAX_COORDINATOR_ADDRESS": address,
+                   "JAX_NUM_PROCESSES": str(processes), "JAX_PROCESS_ID": str(p),
+                   "PYTHONUNBUFFERED": "1"}  # fmt: skip
             if devices_per_process is not None:
                 env["JAX_NUM_CPU_DEVICES"] = str(devices_per_process)
-            proc = subprocess.Popen(
-                list(command),
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            procs.append(proc)
-            with lock:
-                print(f"launch: process {p} pid {proc.pid} ({address})", file=log, flush=True)
-            for stream, out in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr)):
-                t = threading.Thread(target=_forward, args=(stream, out, f"[p{p}] ", lock))
-                t.daemon = True
-                t.start()
-                threads.append(t)
-        failure: tuple[int, int] | None = None
-        while failure is None and not stopping and any(p.poll() is None for p in procs):
-            for i, proc in enumerate(procs):
-                code = proc.poll()
-                if code not in (None, 0):
-                    failure = (i, code)
-                    break
-            time.sleep(0.05)
-        if failure is None and not stopping:
-            failure = next(((i, p.returncode) for i, p in enumerate(procs) if p.returncode), None)
-        if stopping:
-            with lock:
-                print(f"launch: {signal.Signals(stopping[0]).name}; stopping all", file=log)
-            for proc in procs:
-                if proc.poll() is None:
-                    _signal_group(proc, signal.SIGTERM)
-            _stop(procs, 0.0 if stopping[0] == signal.SIGTERM else KILL_AFTER_SECONDS)
+            group.start(command, env, p)
+        failure = group.watch()
+        if group.stopping:
+            group.say(f"{signal.Signals(group.stopping[0]).name}; stopping all")
+            _stop(group.procs, 0.0)
         elif failure is not None:
             i, code = failure
-            with lock:
-                print(
-                    f"launch: process {i} failed ({_status(code)}) after "
-                    f"{time.monotonic() - started:.1f} s; stopping the others "
-                    f"(grace {grace:g} s)",
-                    file=log,
-                    flush=True,
-                )
-            _stop(procs, grace)
-    finally:
-        for proc in procs:  # whatever happened above, nothing outlives the launcher
-            if proc.poll() is None:
-                _signal_group(proc, signal.SIGKILL)
-                proc.wait()
-        for t in threads:
-            t.join(timeout=5)
+            group.say(
+                f"process {i} failed ({_status(code)}) after "
+                f"{time.monotonic() - group.started:.1f} s; stopping the others (grace {grace:g} s)"
+            )
+            _stop(group.procs, grace)
+    finally:  # whatever happened above, nothing outlives the launcher
+        group.kill_all()
         for s, handler in previous.items():
             signal.signal(s, handler)
-    elapsed = time.monotonic() - started
-    with lock:
-        for i, proc in enumerate(procs):
-            print(f"launch: process {i} ended with {_status(proc.returncode)}", file=log)
-        print(f"launch: done after {elapsed:.1f} s", file=log, flush=True)
-    if stopping:
-        return 128 + stopping[0]
-    if failure is not None:
-        return _exit_status(failure[1])
-    return 0
+    for i, proc in enumerate(group.procs):
+        group.say(f"process {i} ended with {_status(proc.returncode)}")
+    group.say(f"done after {time.monotonic() - group.started:.1f} s")
+    if group.stopping:
+        return 128 + group.stopping[0]
+    return 0 if failure is None else _exit_status(failure[1])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -123,6 +123,11 @@ def _replicate(tree: PyTree, mesh: Mesh) -> PyTree:
             return jax.random.wrap_key_data(
                 put(jax.random.key_data(x)), impl=jax.random.key_impl(x)
             )
+        if jax.process_count() > 1 and not (
+            isinstance(x, jax.Array) and not x.is_fully_addressable
+        ):
+            # this process's copy (device_put cannot move a committed array to other hosts)
+            return jax.make_array_from_process_local_data(sharding, np.asarray(x), np.shape(x))
         return jax.device_put(x, sharding)
 
     return jax.tree_util.tree_map(put, tree)

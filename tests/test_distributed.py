@@ -259,6 +259,7 @@ def test_two_by_two_equals_one_by_one_and_checkpoints_cross_over(tmp_path):
     print(f"2x2 under the launcher {seconds:.1f} s; relative errors {max(errors):.2e}")
 
 
+@pytest.mark.slow  # three 2-process launches: about 90 s on 2 busy cores
 def test_one_process_dies_the_other_stops_and_a_relaunch_is_bit_identical(tmp_path):
     """SIGKILL one of 2 processes at a random moment after the first checkpoint: the other
     exits non-zero within the heartbeat timeout (plus slack for a busy machine), and the same
@@ -312,6 +313,46 @@ def test_one_process_dies_the_other_stops_and_a_relaunch_is_bit_identical(tmp_pa
         assert np.asarray(a, np.float32).tobytes() == np.asarray(b, np.float32).tobytes()
 
 
+@pytest.mark.slow  # the names experiment twice: about 100 s on 2 busy cores
+def test_names_experiment_under_the_launcher_equals_one_process(tmp_path):
+    """``experiments.launch --processes 2 --devices-per-process 2 -- names train`` trains,
+    checkpoints, evaluates on 4 devices; its validation and test metrics equal a plain
+    one-process run's to float tolerance. (Word dropout is off: each device draws its own
+    dropout masks, so with dropout the two runs are equally good, not equal.)"""
+    from test_experiments_names import tiny_args, write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    args = tiny_args(corpus, "--config.models=birnn", "--config.word_dropout=0")
+    names = [sys.executable, "-m", "experiments.names", "train"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    one = subprocess.run([*names, "--workdir", str(tmp_path / "one"), *args],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert one.returncode == 0, one.stderr[-3000:]
+    cmd = [sys.executable, "-m", "experiments.launch", "--processes", "2",
+           "--devices-per-process", "2", "--", *names, "--workdir", str(tmp_path / "two"), *args]  # fmt: skip
+    two = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=150)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "[p0] data parallel: 2 process(es) x 2 cpu device(s)" in two.stderr
+    assert "[p0] | birnn | 1 |" in two.stdout and "[p1] |" not in two.stdout  # one report
+    assert sorted(p.name for p in (tmp_path / "two" / "birnn" / "checkpoints").iterdir()) == [
+        "15",
+        "30",
+    ]
+
+    def val(workdir):
+        lines = (workdir / "birnn" / "metrics.jsonl").read_text().splitlines()
+        return [r for r in map(json.loads, lines) if r["split"] == "val"]
+
+    for a, b in zip(val(tmp_path / "one"), val(tmp_path / "two"), strict=True):
+        assert a["step"] == b["step"] and a["tokens"] == b["tokens"]
+        assert abs(a["loss"] - b["loss"]) <= 1e-5 * a["loss"]
+    test_one = json.loads((tmp_path / "one" / "results.json").read_text())["models"]["birnn"]
+    test_two = json.loads((tmp_path / "two" / "results.json").read_text())["models"]["birnn"]
+    assert test_one["test"]["tokens"] == test_two["test"]["tokens"]
+    assert abs(test_one["test"]["f1"] - test_two["test"]["f1"]) <= 1e-6
+
+
 # ----------------------------------------------------------------------------- one process
 def test_one_process_helpers():
     mesh = distributed.global_mesh()
@@ -347,3 +388,22 @@ def test_bad_arguments(monkeypatch):
     monkeypatch.setenv("JAX_NUM_PROCESSES", "two")
     with pytest.raises(ValueError, match="JAX_NUM_PROCESSES must be an int, got 'two'"):
         distributed.initialize()
+
+
+def test_experiment_command_lines(tmp_path, capsys):
+    from experiments.cli import main, parallel_flags
+    from experiments.names.config import default_config
+
+    def run(*argv, data_parallel=False):
+        commands = {"train": lambda invocation: 0}
+        return main(["train", "--workdir", str(tmp_path), *argv], prog="x", commands=commands,
+                    default_config=default_config, data_parallel=data_parallel)  # fmt: skip
+
+    assert run("--devices", "2") == 2
+    assert (
+        "--devices/--distributed: this experiment has no data-parallel" in capsys.readouterr().err
+    )
+    assert run("--devices", "0", data_parallel=True) == 2
+    assert "`--devices` must be a positive int, got 0" in capsys.readouterr().err
+    assert parallel_flags(["train", "--devices", "3", "--distributed"]) == (3, True)
+    assert parallel_flags(["train", "--config.seed=1"]) == (None, False)
