@@ -54,7 +54,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from rnn_jax.parallel import _replicate, batch_mesh
+from rnn_jax.parallel import batch_mesh, replicate
 
 __all__ = [
     "HEARTBEAT_TIMEOUT_SECONDS",
@@ -321,16 +321,6 @@ def process_batches(
             yield global_batch(batch, mesh)
 
     return batches
-
-
-def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
-    """Every leaf of ``tree`` replicated on all devices of ``mesh`` (PRNG keys included).
-
-    Each process passes its own copy (the same values everywhere, e.g. the same seed);
-    leaves already replicated on ``mesh`` pass unchanged.
-    """
-    _check_mesh(mesh)
-    return _replicate(tree, mesh)
 
 
 def devices_description(devices: Sequence[jax.Device] | None = None) -> str:

@@ -58,12 +58,13 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from jaxtyping import Array
 
-from rnn_jax.train import LossFn, TrainState, _all_finite
+from rnn_jax.train import LossFn, TrainState, all_finite
 
 __all__ = [
     "batch_mesh",
     "make_parallel_train_step",
     "parallel_sums",
+    "replicate",
     "shard_batch",
 ]
 
@@ -110,7 +111,7 @@ def shard_batch(batch: PyTree, mesh: Mesh) -> PyTree:
     return jax.tree_util.tree_unflatten(treedef, placed)
 
 
-def _replicate(tree: PyTree, mesh: Mesh) -> PyTree:
+def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
     """Every leaf of ``tree`` replicated over ``mesh`` (PRNG keys included; with several
     processes each passes its own, equal, copy); leaves already there pass unchanged."""
     sharding = NamedSharding(mesh, P())
@@ -198,7 +199,7 @@ def make_parallel_train_step(
         params = optax.apply_updates(state.params, updates)
         # As make_train_step: a non-finite step is skipped (the same on every device, since
         # loss, gradients and parameters are replicated after the sums).
-        finite = _all_finite((loss, grads, params))
+        finite = all_finite((loss, grads, params))
         keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
         params = jax.tree_util.tree_map(keep, params, state.params)
         opt_state = jax.tree_util.tree_map(keep, opt_state, state.opt_state)
@@ -214,7 +215,7 @@ def make_parallel_train_step(
     )
 
     def train_step(state: TrainState, batch: Any) -> tuple[TrainState, dict[str, Array]]:
-        return step(_replicate(state, mesh), shard_batch(batch, mesh))
+        return step(replicate(state, mesh), shard_batch(batch, mesh))
 
     return train_step
 
@@ -238,6 +239,6 @@ def parallel_sums(
     )
 
     def run(params, batch):
-        return fn(_replicate(params, mesh), shard_batch(batch, mesh))
+        return fn(replicate(params, mesh), shard_batch(batch, mesh))
 
     return run
