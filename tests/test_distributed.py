@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -221,16 +222,20 @@ def test_two_by_two_equals_one_by_one_and_checkpoints_cross_over(tmp_path):
     on one device, and a 1x1 checkpoint on 2x2.
     """
     one = tmp_path / "one"
-    want_state, want_val = run(one)
-    assert int(want_state.step) == 20
     body = f"""
     state, val = t.run(Path({str(tmp_path / "two")!r}), mesh)
     out["params"] = t.as_lists(state.params)
     out["step"] = int(state.step)
     out["val"] = val
     out["is_global"] = [not x.is_fully_addressable for x in jax.tree_util.tree_leaves(state)]
-    # the 1x1 run's checkpoint, restored replicated on the 4 devices of the 2 processes
+    # the 1x1 run's checkpoint (written meanwhile by the test), restored replicated on the
+    # 4 devices of the 2 processes
+    import time
     from rnn_jax.checkpoint import Checkpointer
+    done = Path({str(one / "checkpoints" / "20" / "files.sha256.json")!r})
+    deadline = time.monotonic() + 80
+    while not done.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
     template = distributed.replicate(t.init_train_state(
         t.problem()[2], t.optax.chain(t.optax.clip_by_global_norm(1.0), t.optax.adam(3e-2)),
         key=jax.random.key(3)), mesh)
@@ -239,7 +244,15 @@ def test_two_by_two_equals_one_by_one_and_checkpoints_cross_over(tmp_path):
     out["from_one"] = t.as_lists(restored.params)
     out["from_one_sharding"] = str(jax.tree_util.tree_leaves(restored.params)[0].sharding.spec)
     """
-    status, out, err, seconds = launch(body, logs=tmp_path / "logs")
+    launched = []  # the 2x2 run goes on while this process trains 1x1
+    thread = threading.Thread(target=lambda: launched.append(launch(body, logs=tmp_path / "logs")))
+    thread.start()
+    try:
+        want_state, want_val = run(one)
+    finally:
+        thread.join()
+    assert int(want_state.step) == 20
+    status, out, err, seconds = launched[0]
     assert status == 0, err[-4000:]
     assert out["mesh"] == [0, 0, 1, 1] and out["step"] == 20 and all(out["is_global"])
     got = [np.asarray(x, np.float32) for x in out["params"]]
@@ -313,11 +326,12 @@ def test_one_process_dies_the_other_stops_and_a_relaunch_is_bit_identical(tmp_pa
         assert np.asarray(a, np.float32).tobytes() == np.asarray(b, np.float32).tobytes()
 
 
-@pytest.mark.slow  # the names experiment twice: about 100 s on 2 busy cores
+@pytest.mark.slow  # the names experiment three times: about 150 s on 2 busy cores
 def test_names_experiment_under_the_launcher_equals_one_process(tmp_path):
     """``experiments.launch --processes 2 --devices-per-process 2 -- names train`` trains,
-    checkpoints, evaluates on 4 devices; its validation and test metrics equal a plain
-    one-process run's to float tolerance. (Word dropout is off: each device draws its own
+    checkpoints, evaluates on 4 devices, and ``names train --devices 2`` on 2 devices of one
+    process; their validation and test metrics equal a plain one-process run's to float
+    tolerance. (Word dropout is off: each device draws its own
     dropout masks, so with dropout the two runs are equally good, not equal.)"""
     from test_experiments_names import tiny_args, write_corpus
 
@@ -340,17 +354,24 @@ def test_names_experiment_under_the_launcher_equals_one_process(tmp_path):
         "30",
     ]
 
+    cmd = [*names, "--devices", "2", "--workdir", str(tmp_path / "devices"), *args]
+    devices = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert devices.returncode == 0, devices.stderr[-3000:]
+    assert "data parallel: 1 process(es) x 2 cpu device(s)" in devices.stderr
+
     def val(workdir):
         lines = (workdir / "birnn" / "metrics.jsonl").read_text().splitlines()
         return [r for r in map(json.loads, lines) if r["split"] == "val"]
 
-    for a, b in zip(val(tmp_path / "one"), val(tmp_path / "two"), strict=True):
-        assert a["step"] == b["step"] and a["tokens"] == b["tokens"]
-        assert abs(a["loss"] - b["loss"]) <= 1e-5 * a["loss"]
-    test_one = json.loads((tmp_path / "one" / "results.json").read_text())["models"]["birnn"]
-    test_two = json.loads((tmp_path / "two" / "results.json").read_text())["models"]["birnn"]
-    assert test_one["test"]["tokens"] == test_two["test"]["tokens"]
-    assert abs(test_one["test"]["f1"] - test_two["test"]["f1"]) <= 1e-6
+    def test(workdir):
+        return json.loads((workdir / "results.json").read_text())["models"]["birnn"]["test"]
+
+    for other in ("two", "devices"):
+        for a, b in zip(val(tmp_path / "one"), val(tmp_path / other), strict=True):
+            assert a["step"] == b["step"] and a["tokens"] == b["tokens"]
+            assert abs(a["loss"] - b["loss"]) <= 1e-5 * a["loss"]
+        assert test(tmp_path / "one")["tokens"] == test(tmp_path / other)["tokens"]
+        assert abs(test(tmp_path / "one")["f1"] - test(tmp_path / other)["f1"]) <= 1e-6
 
 
 # ----------------------------------------------------------------------------- one process
