@@ -221,10 +221,12 @@ def _on_all_processes(tree: Any) -> Any:
         return tree
     from rnn_jax.distributed import global_mesh, replicate
 
-    leaves = jax.tree_util.tree_leaves(tree)
-    if all(isinstance(x, jax.Array) and not x.is_fully_addressable for x in leaves):
-        return tree
-    return replicate(tree, global_mesh())
+    mesh = global_mesh()
+
+    def place(x):
+        return x if isinstance(x, jax.Array) and not x.is_fully_addressable else replicate(x, mesh)
+
+    return jax.tree_util.tree_map(place, tree)
 
 
 def _barrier(name: str) -> None:

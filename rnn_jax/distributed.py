@@ -59,8 +59,10 @@ from rnn_jax.parallel import batch_mesh, replicate
 __all__ = [
     "HEARTBEAT_TIMEOUT_SECONDS",
     "ProcessInfo",
+    "devices_description",
     "global_batch",
     "global_mesh",
+    "info",
     "initialize",
     "is_primary",
     "process_batches",

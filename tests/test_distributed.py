@@ -243,6 +243,10 @@ def test_two_by_two_equals_one_by_one_and_checkpoints_cross_over(tmp_path):
         restored, _ = ckpt.restore(template)
     out["from_one"] = t.as_lists(restored.params)
     out["from_one_sharding"] = str(jax.tree_util.tree_leaves(restored.params)[0].sharding.spec)
+    # a state on each process's own device (not yet on the mesh) is saved once, by all
+    fresh = t.init_train_state(t.problem()[2], t.optax.sgd(0.1), key=jax.random.key(5))
+    with Checkpointer(Path({str(tmp_path / "fresh")!r}), config=t.CONFIG) as ckpt:
+        ckpt.save(fresh, meta={{"epoch": 0, "position": 0}})
     """
     launched = []  # the 2x2 run goes on while this process trains 1x1
     thread = threading.Thread(target=lambda: launched.append(launch(body, logs=tmp_path / "logs")))
@@ -269,6 +273,11 @@ def test_two_by_two_equals_one_by_one_and_checkpoints_cross_over(tmp_path):
     for a, b in zip(got, leaves(state.params), strict=True):
         assert a.tobytes() == b.tobytes()
     assert (tmp_path / "two" / "checkpoints" / "20" / "files.sha256.json").is_file()
+    fresh = init_train_state(problem()[2], optax.sgd(0.1), key=jax.random.key(5))
+    with Checkpointer(tmp_path / "fresh", config=CONFIG, read_only=True) as ckpt:
+        saved, _ = ckpt.restore(fresh)
+    for a, b in zip(leaves(saved.params), leaves(fresh.params), strict=True):
+        assert a.tobytes() == b.tobytes()
     print(f"2x2 under the launcher {seconds:.1f} s; relative errors {max(errors):.2e}")
 
 
