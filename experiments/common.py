@@ -579,6 +579,13 @@ def train_logged(
         from rnn_jax.distributed import process_batches
         from rnn_jax.parallel import make_parallel_train_step
 
+        n = _MESH.devices.size
+        if config.train.batch_size % n:
+            raise ValueError(
+                f"`batch_size` = {config.train.batch_size} must be a multiple of the {n} "
+                "devices of --devices/--distributed (each device takes an equal share)"
+            )
+
         train_step = make_parallel_train_step(loss_fn, optimizer, _MESH, weight_fn=weight_fn)
         epoch_batches = process_batches(epoch_batches, _MESH)
         # One process cannot stop alone on a signal (the others wait in the all-reduce):
