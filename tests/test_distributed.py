@@ -354,10 +354,23 @@ def test_names_experiment_under_the_launcher_equals_one_process(tmp_path):
     assert one.returncode == 0, one.stderr[-3000:]
     cmd = [sys.executable, "-m", "experiments.launch", "--processes", "2",
            "--devices-per-process", "2", "--", *names, "--workdir", str(tmp_path / "two"), *args]  # fmt: skip
-    two = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=150)
-    assert two.returncode == 0, two.stderr[-3000:]
-    assert "[p0] data parallel: 2 process(es) x 2 cpu device(s)" in two.stderr
-    assert "[p0] | birnn | 1 |" in two.stdout and "[p1] |" not in two.stdout  # one report
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    out = err = ""
+    try:
+        out, err = proc.communicate(timeout=150)
+    finally:
+        if proc.poll() is None:  # SIGTERM: the launcher stops its processes, then exits
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 0, err[-3000:]
+    assert "[p0] data parallel: 2 process(es) x 2 cpu device(s)" in err
+    assert "[p0] | birnn | 1 |" in out and "[p1] |" not in out  # one report
     assert sorted(p.name for p in (tmp_path / "two" / "birnn" / "checkpoints").iterdir()) == [
         "15",
         "30",
