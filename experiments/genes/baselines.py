@@ -33,7 +33,7 @@ def codon_ids(ids: np.ndarray) -> np.ndarray:
     Example:
         >>> from experiments.genes.data import encode_bases
         >>> codon_ids(encode_bases("ATGAN")).tolist()
-        [14, 50, -1, -1, -1]
+        [14, 56, -1, -1, -1]
     """
     ids = np.asarray(ids)
     n = len(ids)
@@ -76,7 +76,7 @@ def orf_coding(ids: np.ndarray, min_codons: int = 100) -> np.ndarray:
         >>> from experiments.genes.data import encode_bases
         >>> seq = encode_bases("CC" + "ATG" + "GCT" * 4 + "TAA" + "CC")
         >>> orf_coding(seq, min_codons=5).tolist()
-        [0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0]
+        [0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0]
     """
     if min_codons < 1:
         raise ValueError(f"`min_codons` must be a positive int, got {min_codons!r}")

@@ -40,21 +40,23 @@ class TrainConfig(common.TrainConfig):
         window: bases per training window; windows start at random positions of the
             training region and are read as their reverse complement with probability 1/2.
         windows_per_epoch: windows drawn per epoch (``windows_per_epoch // batch_size`` steps).
-        backward: ``remat`` (``O(sqrt(window))`` memory, chunks recomputed under
-            ``jax.checkpoint``) or ``bptt`` (the library's default backward pass, ``O(window)``).
+        backward: ``bptt`` (the library's default backward pass, ``O(window)`` memory) or
+            ``remat`` (``O(sqrt(window))`` memory, chunks recomputed under ``jax.checkpoint``,
+            about twice the compute: ``python -m experiments.genes memory`` measures both).
         chunk_size: bases per recomputed chunk (``remat``); ``None``: ``ceil(sqrt(window))``.
     """
 
-    batch_size: int = 16
-    num_epochs: int = 12
-    learning_rate: float = 3e-3
-    warmup_steps: int = 30
-    patience: int = 4
+    batch_size: int = 64
+    num_epochs: int = 8
+    learning_rate: float = 1e-2
+    warmup_steps: int = 20
+    eval_every: int | None = 25
+    patience: int = 8
     assignment: str = "forward"
     genbank: str | None = None
-    window: int = 2000
-    windows_per_epoch: int = 320
-    backward: str = "remat"
+    window: int = 500
+    windows_per_epoch: int = 1600
+    backward: str = "bptt"
     chunk_size: int | None = None
 
     def __post_init__(self):
@@ -137,11 +139,11 @@ class GenesConfig:
 QUICK = {
     "models": ("grubi",),
     "hidden_size": 32,
-    "window": 1000,
-    "batch_size": 16,
-    "windows_per_epoch": 160,
+    "batch_size": 32,
+    "windows_per_epoch": 640,
     "num_epochs": 2,
     "warmup_steps": 5,
+    "eval_every": 20,
     "bench_lengths": (1_000, 10_000),
 }
 

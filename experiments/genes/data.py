@@ -46,6 +46,7 @@ __all__ = [
     "region",
     "reverse_complement_ids",
     "shared_kmer_fraction",
+    "shared_kmers",
     "split_regions",
 ]
 
@@ -272,6 +273,27 @@ def split_regions(genome: Genome, assignment: str) -> tuple[Region, Region, Regi
     return tuple(out)  # type: ignore[return-value]
 
 
+def shared_kmers(test: np.ndarray, train: np.ndarray, k: int = 32) -> np.ndarray:
+    """Per base of ``test``: does the ``k``-mer starting there occur in ``train`` (either strand)?
+
+    The last ``k - 1`` bases (no whole ``k``-mer) count as not shared.
+
+    Example:
+        >>> x = encode_bases("ACGTTGCAAC" * 5)
+        >>> shared_kmers(reverse_complement_ids(x), x, k=8).sum()
+        np.int64(43)
+    """
+
+    def kmers(ids: np.ndarray) -> list[bytes]:
+        b = np.ascontiguousarray(ids.astype(np.uint8)).tobytes()
+        return [b[i : i + k] for i in range(len(b) - k + 1)]
+
+    seen = set(kmers(train)) | set(kmers(reverse_complement_ids(train)))
+    out = np.zeros(len(test), bool)
+    out[: max(len(test) - k + 1, 0)] = [m in seen for m in kmers(test)]
+    return out
+
+
 def shared_kmer_fraction(test: np.ndarray, train: np.ndarray, k: int = 32) -> float:
     """Fraction of the ``k``-mers of ``test`` that occur in ``train`` on either strand.
 
@@ -283,16 +305,8 @@ def shared_kmer_fraction(test: np.ndarray, train: np.ndarray, k: int = 32) -> fl
         >>> shared_kmer_fraction(reverse_complement_ids(x), x, k=8)
         1.0
     """
-
-    def kmers(ids: np.ndarray) -> list[bytes]:
-        b = np.ascontiguousarray(ids.astype(np.uint8)).tobytes()
-        return [b[i : i + k] for i in range(len(b) - k + 1)]
-
-    seen = set(kmers(train)) | set(kmers(reverse_complement_ids(train)))
-    test_kmers = kmers(test)
-    if not test_kmers:
-        return 0.0
-    return sum(m in seen for m in test_kmers) / len(test_kmers)
+    n = len(test) - k + 1
+    return float(shared_kmers(test, train, k)[:n].mean()) if n > 0 else 0.0
 
 
 def load_genomes(paths: Sequence[str | os.PathLike[str]]) -> list[Genome]:
