@@ -89,6 +89,7 @@ class ReportConfig(common.ReportConfig):
         bench_batch: windows per batch in the ``memory`` command.
         genbank_files: ``eval`` scores the best model and the ORF finder on these GenBank
             files instead of the test region (``eval --genbank FILE ...`` sets it).
+        eval_model: the model ``eval --genbank`` scores (``None``: the best by validation F1).
     """
 
     log_every: int = 10
@@ -99,6 +100,7 @@ class ReportConfig(common.ReportConfig):
     bench_lengths: tuple[int, ...] = (1_000, 10_000, 100_000)
     bench_batch: int = 1
     genbank_files: tuple[str, ...] = ()
+    eval_model: str | None = None
 
     def __post_init__(self):
         super().__post_init__()

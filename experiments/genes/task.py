@@ -447,10 +447,15 @@ def _best_model(config: GenesConfig, workdir: Path) -> str:
 
 
 def eval_genbank(config: GenesConfig, workdir: Path, paths: list[str]) -> list[dict[str, Any]]:
-    """The best model (by validation F1) and the ORF finder on whole GenBank files."""
-    name = _best_model(config, workdir)
+    """A model (``report.eval_model``, default the best by validation F1) and the ORF finder
+    on the whole first record of each GenBank file (threshold from the validation region)."""
+    name = config.report.eval_model or _best_model(config, workdir)
+    if name not in config.models:
+        raise ValueError(f"`eval_model` must be one of the trained {config.models}, got {name!r}")
     run = ModelRun(config, name, workdir)
     params = run.best_params()
+    if params is None:
+        raise FileNotFoundError(f"{run.dir} has no checkpoint: train {name} first")
     data = load_data(config)
     threshold, _ = tune_threshold(
         run.probability(params, data.val.ids, data.orf["val"]), data.val.labels
