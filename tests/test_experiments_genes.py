@@ -19,7 +19,7 @@ from experiments.genes.models import (
     parse_model_name,
     sequence_loss,
 )
-from experiments.genes.task import EXPERIMENT, base_scores, gene_recall
+from experiments.genes.task import EXPERIMENT, ORF_LENGTHS, base_scores, gene_recall
 
 STOPS = ("TAA", "TAG", "TGA")
 SENSE = [a + b + c for a in "ACGT" for b in "ACGT" for c in "ACGT" if a + b + c not in STOPS]
@@ -231,6 +231,7 @@ def test_train_and_eval_end_to_end(genbank, tmp_path, capsys):
         f"--config.genbank={genbank}",
         "--config.hidden_size=8",
         "--config.window=300",
+        "--config.backward=remat",
         "--config.batch_size=8",
         "--config.windows_per_epoch=16",
         "--config.num_epochs=1",
@@ -240,7 +241,8 @@ def test_train_and_eval_end_to_end(genbank, tmp_path, capsys):
     assert EXPERIMENT.main(["train", *common]) == 0
     results = json.loads((workdir / "results.json").read_text())
     assert set(results["models"]) == {"grubi"}
-    assert set(results["baselines"]) == {"orf_finder", "codon_logistic"}
+    assert set(results["baselines"]) == {"orf_finder", "orf_finder_tuned", "codon_logistic"}
+    assert results["baselines"]["orf_finder_tuned"]["min_codons"] in ORF_LENGTHS
     assert results["baselines"]["orf_finder"]["f1"] > 0.8  # planted genes are long ORFs
     assert 0.0 <= results["models"]["grubi"]["f1"] <= 1.0
     assert (workdir / "track.png").stat().st_size > 0

@@ -17,7 +17,7 @@ Two training losses of the same value and the same gradient (up to float roundin
 
 Example:
     >>> import jax, jax.numpy as jnp
-    >>> model = make_model("grubi", hidden_size=8)
+    >>> model = make_model("rnnbi", hidden_size=4)
     >>> params = model.init(jax.random.key(0))
     >>> ids = jax.random.randint(jax.random.key(1), (2, 50), 0, 5)
     >>> labels = (ids > 1).astype(jnp.int32)
