@@ -60,7 +60,8 @@ class TrainConfig(common.TrainConfig):
     """
 
     batch_size: int = 32
-    num_epochs: int = 30
+    num_epochs: int = 20
+    learning_rate: float = 1e-2
     warmup_steps: int = 100
     patience: int = 4
     tunes_file: str | None = None

@@ -524,6 +524,70 @@ def sample_command(run: Invocation) -> int:
     return 0
 
 
+def _mean_sd(values: list[float]) -> list[float]:
+    values = [float(v) for v in values]
+    sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return [float(np.mean(values)), sd]
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and sample sd over runs (seeds) of every test NLL and sanity-table row.
+
+    Example:
+        >>> r = lambda x: {"baselines": {"unigram": {"test": 4.0}}, "models": {"gru": {
+        ...     "test": x, "test_empty_prompt": x + 0.1, "train": {"train_seconds": 9}}},
+        ...     "sanity": {"s": {"n": 4, "minor": 0.5, "in_key": x / 3}}}
+        >>> s = summarize([r(2.4), r(2.5), r(2.6)])
+        >>> [round(v, 3) for v in s["models"]["gru"]["test"]], s["runs"]
+        ([2.5, 0.1], 3)
+    """
+    out: dict[str, Any] = {"runs": len(runs), "baselines": {}, "models": {}, "sanity": {}}
+    for name in runs[0]["baselines"]:
+        out["baselines"][name] = {"test": _mean_sd([r["baselines"][name]["test"] for r in runs])}
+    for name in runs[0]["models"]:
+        rs = [r["models"][name] for r in runs]
+        out["models"][name] = {
+            key: _mean_sd([x[key] for x in rs]) for key in ("test", "test_empty_prompt")
+        }
+        seconds = [x["train"]["train_seconds"] for x in rs if x.get("train")]
+        out["models"][name]["train_seconds"] = _mean_sd(seconds) if seconds else None
+    for row in runs[0]["sanity"]:
+        rows = [r["sanity"][row] for r in runs if r["sanity"][row].get("n")]
+        out["sanity"][row] = {k: _mean_sd([x[k] for x in rows]) for k in ("minor", "in_key")}
+    return out
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The mean ± sd tables of :func:`summarize`."""
+    pm = lambda v: f"{v[0]:.3f} ± {v[1]:.3f}"  # noqa: E731
+    lines = [
+        f"mean ± sd over {summary['runs']} runs (seeds)",
+        "",
+        "| model | test NLL (nats/event) | (bits/event) | train seconds |",
+        "|---|---|---|---|",
+    ]
+    for name, b in summary["baselines"].items():
+        lines.append(f"| {name} | {pm(b['test'])} | {b['test'][0] / _LN2:.3f} | |")
+    for name, m in summary["models"].items():
+        secs = f"{m['train_seconds'][0]:.0f} ± {m['train_seconds'][1]:.0f}" if m["train_seconds"] else ""  # fmt: skip
+        lines.append(f"| {name}, true prompt | {pm(m['test'])} | {m['test'][0] / _LN2:.3f} | {secs} |")  # fmt: skip
+        lines.append(f"| {name}, empty prompt | {pm(m['test_empty_prompt'])} | {m['test_empty_prompt'][0] / _LN2:.3f} | |")  # fmt: skip
+    lines += ["", "| melodies | minor | in-key |", "|---|---|---|"]
+    for row, s in summary["sanity"].items():
+        lines.append(f"| {row} | {pm(s['minor'])} | {pm(s['in_key'])} |")
+    return "\n".join(lines)
+
+
+def summary_command(run: Invocation) -> int:
+    """``summary --workdir OUT DIR ...``: mean ± sd over the ``results.json`` of runs."""
+    if len(run.inputs) < 1:
+        raise ValueError("`summary` needs run directories (holding results.json) as inputs")
+    runs = [json.loads((Path(d) / "results.json").read_text(encoding="utf-8")) for d in run.inputs]
+    summary = summarize(runs)
+    run.workdir.mkdir(parents=True, exist_ok=True)
+    return common.finish(run.workdir, summary, format_summary(summary))
+
+
 def _name(midi: int) -> str:
     from experiments.melody.tokens import event_token
 
@@ -533,5 +597,10 @@ def _name(midi: int) -> str:
 EXPERIMENT = Experiment(
     EXPERIMENT_NAME,
     default_config,
-    {"train": train_command, "eval": eval_command, "sample": sample_command},
+    {
+        "train": train_command,
+        "eval": eval_command,
+        "sample": sample_command,
+        "summary": summary_command,
+    },
 )
