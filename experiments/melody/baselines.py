@@ -62,11 +62,12 @@ class NGramCounts:
             seq = [self.bos, self.bos, *[int(t) for t in tune], self.eos]
             yield from zip(seq, seq[1:], seq[2:], strict=False)
 
-    def _columns(self, tunes) -> dict[str, np.ndarray]:
+    def columns(self, tunes) -> dict[str, np.ndarray]:
         """Per held-out target: every count the smoothed probabilities need."""
         rows = list(self._trigrams(tunes))
+        allowed = set(self.targets.tolist())
         for _, _, y in rows:
-            if y not in set(self.targets.tolist()):
+            if y not in allowed:
                 raise ValueError(f"`tunes` holds id {y}, which is not a target id")
         return {
             "c1": np.array([self.c1[y] for _, _, y in rows], float),
@@ -77,8 +78,11 @@ class NGramCounts:
         }
 
     def probabilities(self, tunes, model: str, param=None) -> np.ndarray:
-        """``p(y<t> | history)`` of every held-out target under ``model``."""
-        c = self._columns(tunes)
+        """``p(y<t> | history)`` of every held-out target under ``model``.
+
+        ``tunes`` may also be the counts of :meth:`columns` (computed once for many models).
+        """
+        c = tunes if isinstance(tunes, dict) else self.columns(tunes)
         p1 = (c["c1"] + 1.0) / (self.N + self.K)
         if model == "unigram":
             return p1
@@ -116,6 +120,7 @@ def ngram_results(
         "bigram interpolated": list(interpolation),
         "trigram interpolated": list(itertools.product(interpolation, interpolation)),
     }
+    val, test = counts.columns(val), counts.columns(test)  # counted once for every model
     out: dict[str, dict[str, object]] = {}
     for model, grid in grids.items():
         scored = [(counts.nll(val, model, p), p) for p in grid]

@@ -290,7 +290,11 @@ def generate(
     top_k: int,
     key: jax.Array,
 ) -> list[list[tuple[int, Any]]]:
-    """``num`` melodies (prime included) as ``(midi or -1, duration)`` events."""
+    """``num`` melodies (prime included) as ``(midi or -1, duration)`` events.
+
+    A sampled ``<UNK>`` (an event too rare to have its own token) has no pitch or duration
+    and is left out of the melody.
+    """
     for token in prime:
         if token not in vocab:
             raise ValueError(
