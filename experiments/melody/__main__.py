@@ -11,7 +11,8 @@
 - ``eval --workdir DIR``: the same evaluation from the checkpoints in ``DIR``;
 - ``sample --workdir DIR [--num N] [--temperature T] [--top-k K] [--prime "C4:1 E4:1 G4:2"]
   [--prompt style=folk,mode=major] [--model lstm] [--out OUT]``: write ``N`` samples as
-  ``OUT/sample_XX.mid`` and ``.png``, print their paths and their events.
+  ``OUT/sample_XX.mid`` and ``.png``, print their paths and their events;
+- ``summary --workdir OUT DIR ...``: mean ± sd over the ``results.json`` of several runs.
 """
 
 import argparse
