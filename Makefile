@@ -26,6 +26,7 @@ data: $(STAMP)
 	$(PY) -m experiments.weather fetch
 	$(PY) -m experiments.sentiment fetch
 	$(PY) -m experiments.genes fetch
+	$(PY) -m experiments.melody fetch
 
 test: $(STAMP) data
 	$(PY) -m pytest -q -n $(JOBS) -m "not slow"
