@@ -17,7 +17,7 @@ from experiments.entities import data as edata
 from experiments.entities.baselines import fit_crf, fit_most_frequent, word_features, word_shape
 from experiments.entities.config import MODEL_SPECS, EntitiesConfig, default_config
 from experiments.entities.data import EntitiesFetchError, fetch_tweets, load_tweets, parse_conll
-from experiments.entities.metrics import entity_scores, extract_entities, prf
+from experiments.entities.metrics import entity_scores, extract_entities, prf, viterbi_bio
 from experiments.entities.models import make_tagger
 from experiments.entities.task import (
     EXPERIMENT,
@@ -122,6 +122,29 @@ def test_entity_scores_exact_span_and_type_per_type():
         entity_scores(gold, pred[:1])
 
 
+def test_viterbi_bio_is_the_best_well_formed_sequence_by_brute_force():
+    import itertools
+
+    tags = ["O", "B-a", "I-a", "B-b", "I-b"]
+    rng = np.random.default_rng(0)
+    for T in (1, 2, 3, 4):
+        log_probs = np.log(rng.dirichlet(np.ones(len(tags)) * 0.3, size=T))
+        best, best_score = None, -np.inf
+        for seq in itertools.product(tags, repeat=T):
+            # well formed: every entity read from it is the tags' own B-/I- run
+            ok = all(
+                not t.startswith("I-") or (u > 0 and seq[u - 1][2:] == t[2:] and seq[u - 1] != "O")
+                for u, t in enumerate(seq)
+            )
+            score = sum(log_probs[u, tags.index(t)] for u, t in enumerate(seq))
+            if ok and score > best_score:
+                best, best_score = list(seq), score
+        assert viterbi_bio(log_probs, tags) == best
+    assert viterbi_bio(np.zeros((0, 5)), tags) == []
+    with pytest.raises(ValueError, match=r"`log_probs` must have shape \(T, 5\)"):
+        viterbi_bio(np.zeros((2, 3)), tags)
+
+
 # ----------------------------------------------------------------------------- baselines
 PERSONS = ("Tom", "Eliza", "Maria", "John", "Ahmed", "Lena")
 PLACES = ("Paris", "London", "Berlin", "Lagos", "Lima")
@@ -207,20 +230,24 @@ def _write_corpus(path: Path, n: int = 160) -> Path:
     return path
 
 
-def test_train_eval_predict_summary_end_to_end(tmp_path, capsys):
-    corpus = _write_corpus(tmp_path / "ner.txt")
-    workdir = tmp_path / "run"
-    args = ["--workdir", str(workdir), "--quick", f"--config.corpus_file={corpus}",
-            "--config.models=birnn_char,rnn", "--config.hidden_size=16", "--config.word_dim=16",
+def _args(workdir: Path, corpus: Path, models: str) -> list[str]:
+    return ["--workdir", str(workdir), "--quick", f"--config.corpus_file={corpus}",
+            f"--config.models={models}", "--config.hidden_size=16", "--config.word_dim=16",
             "--config.char_hidden=8", "--config.char_dim=8", "--config.num_epochs=3",
             "--config.batch_size=16", "--config.warmup_steps=5", "--config.progress=false",
             "--config.learning_rate=0.02", "--config.max_len=8", "--config.pad_to_multiple=8"]  # fmt: skip
-    assert EXPERIMENT.main(["train", *args]) == 0
+
+
+def test_train_eval_predict_summary_end_to_end(tmp_path, capsys):
+    """Word-only taggers (cheap to compile); the char-RNN taggers: the slow test below."""
+    corpus = _write_corpus(tmp_path / "ner.txt")
+    workdir = tmp_path / "run"
+    assert EXPERIMENT.main(["train", *_args(workdir, corpus, "birnn,rnn")]) == 0
     out = capsys.readouterr().out
-    assert "| birnn_char |" in out and "| crf |" in out and "| most_frequent |" in out
+    assert "| birnn |" in out and "| crf |" in out and "| most_frequent |" in out
     results = json.loads((workdir / "results.json").read_text())
-    assert set(results["models"]) == {"birnn_char", "rnn"}
-    assert results["models"]["birnn_char"]["test"]["f1"] > 0.5  # it learned the templates
+    assert set(results["models"]) == {"birnn", "rnn"}
+    assert results["models"]["birnn"]["test"]["f1"] > 0.5  # it learned the templates
     assert (workdir / "f1.png").stat().st_size > 1000
     assert EXPERIMENT.main(["eval", "--workdir", str(workdir)]) == 0
     assert "The formulation's sentences" in capsys.readouterr().out
@@ -233,6 +260,20 @@ def test_train_eval_predict_summary_end_to_end(tmp_path, capsys):
     assert "± 0.000" in capsys.readouterr().out and (tmp_path / "sum" / "summary.png").exists()
     assert EXPERIMENT.main(["eval", "--workdir", str(workdir), "--config.hidden_size=32"]) == 1
     assert "trained with another configuration" in capsys.readouterr().err
+    assert EXPERIMENT.main(["predict", "--workdir", str(tmp_path / "none"), "x"]) == 1
+    assert "train first" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_char_rnn_tagger_trains_end_to_end(tmp_path, capsys):
+    corpus = _write_corpus(tmp_path / "ner.txt")
+    workdir = tmp_path / "run"
+    args = _args(workdir, corpus, "birnn_char") + ["--config.baselines=false"]
+    assert EXPERIMENT.main(["train", *args]) == 0
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["models"]["birnn_char"]["test"]["f1"] > 0.5
+    assert EXPERIMENT.main(["predict", "--workdir", str(workdir), "Tom met Eliza"]) == 0
+    assert capsys.readouterr().out.strip().startswith("Tom/")
 
 
 def test_summarize_mean_and_sd():
