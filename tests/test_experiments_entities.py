@@ -272,6 +272,7 @@ def test_char_rnn_tagger_trains_end_to_end(tmp_path, capsys):
     assert EXPERIMENT.main(["train", *args]) == 0
     results = json.loads((workdir / "results.json").read_text())
     assert results["models"]["birnn_char"]["test"]["f1"] > 0.5
+    capsys.readouterr()  # the training's tables
     assert EXPERIMENT.main(["predict", "--workdir", str(workdir), "Tom met Eliza"]) == 0
     assert capsys.readouterr().out.strip().startswith("Tom/")
 
