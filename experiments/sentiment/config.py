@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 
 from experiments import common
-from experiments.cli import replace_fields
 
 __all__ = [
     "MODEL_SPECS",
@@ -61,22 +60,20 @@ class ModelConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig(common.TrainConfig):
-    """Training (see :class:`experiments.common.TrainConfig` for the common fields).
+class TrainConfig(common.TextTrainConfig):
+    """Training (see :class:`experiments.common.TextTrainConfig` for the common fields).
 
     Attributes:
         corpus_dir: read ``*_GroundTruth.txt`` files from this directory without checksums
             instead of the fetched cache (tests); a missing cross-domain file is skipped.
-        split_seed: seed of the fixed 80/10/10 split of the movie snippets.
-        vocab_size: the most frequent (lower-cased) training words kept, plus ``<UNK>``.
-        max_len: snippets are truncated to this many tokens (99 % have at most 47).
-        pad_to_multiple: batch lengths are rounded up to a multiple of this (fewer compiles).
-        keep_checkpoints: the latest checkpoints kept (the best is kept as well).
         lm_epochs, lm_targets, lm_learning_rate: the language models that pre-train the
             ``*_lm`` models (:mod:`experiments.sentiment.pretrain`): epochs, the number of
             most frequent words predicted (rarer ones are ``<UNK>``), Adam's step size.
         lm_file: use the language models another run of the same data and sizes stored
             (its ``language_models.npz``) instead of pre-training them again.
+
+    The vocabulary is lower-cased; snippets are cut at ``max_len`` = 64 tokens (99 % have at
+    most 47).
     """
 
     batch_size: int = 64
@@ -84,12 +81,8 @@ class TrainConfig(common.TrainConfig):
     learning_rate: float = 2e-3
     warmup_steps: int = 100
     patience: int = 5
-    corpus_dir: str | None = None
-    split_seed: int = 0
-    vocab_size: int = 10_000
-    max_len: int = 64
-    pad_to_multiple: int = 16
     keep_checkpoints: int = 1
+    corpus_dir: str | None = None
     lm_epochs: int = 2
     lm_targets: int = 2000
     lm_learning_rate: float = 2e-3
@@ -97,8 +90,7 @@ class TrainConfig(common.TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        names = ("vocab_size", "max_len", "pad_to_multiple", "keep_checkpoints", "lm_epochs")
-        for name in names + ("lm_targets",):
+        for name in ("lm_epochs", "lm_targets"):
             common.check_positive(name, getattr(self, name))
 
 
@@ -145,11 +137,7 @@ class SentimentConfig:
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
 
     def __post_init__(self):
-        unknown = [m for m in self.models if m not in MODEL_SPECS]
-        if unknown or not self.models:
-            raise ValueError(
-                f"`models` must be a non-empty subset of {sorted(MODEL_SPECS)}, got {self.models!r}"
-            )
+        common.check_models(self.models, MODEL_SPECS)
         from experiments.sentiment.data import DOMAINS
 
         bad = [d for d in self.report.cross_domains if d not in DOMAINS or d == "movies"]
@@ -168,6 +156,5 @@ QUICK = {
 }
 
 
-def default_config(quick: bool = False) -> SentimentConfig:
-    """The full configuration, or the quick one (:data:`QUICK`)."""
-    return replace_fields(SentimentConfig(), QUICK if quick else {})
+#: ``default_config(quick=False)``: the full configuration, or the quick one (:data:`QUICK`).
+default_config = common.quick_or_full(SentimentConfig, QUICK)

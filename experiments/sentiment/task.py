@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -43,9 +42,8 @@ from experiments.sentiment.data import (
 )
 from experiments.sentiment.models import Classifier, make_classifier
 from experiments.sentiment.pretrain import pretrained_layers, with_layers
-from rnn_jax.batching import iterate_batches, pad_batch
+from rnn_jax.batching import pad_batch
 from rnn_jax.losses import masked_softmax_cross_entropy
-from rnn_jax.params import count_params
 from rnn_jax.vocab import Vocabulary
 
 EXPERIMENT_NAME = "sentiment"
@@ -64,20 +62,10 @@ class Split:
 
 
 @dataclasses.dataclass
-class Data:
-    vocab: Vocabulary
-    train: Split
-    val: Split
-    test: Split
-    cross: dict[str, Split]
+class Data(common.SplitData):
+    """The vocabulary and the train, validation and test splits (:class:`Split`)."""
 
-    @property
-    def vocabs(self) -> tuple[Vocabulary]:
-        return (self.vocab,)
-
-    @property
-    def num_train(self) -> int:
-        return len(self.train.ids)
+    cross: dict[str, Split] = dataclasses.field(default_factory=dict)
 
     def describe(self) -> str:
         cross = ", ".join(f"{d} {len(s.ids)}" for d, s in self.cross.items())
@@ -197,20 +185,17 @@ def star_scores(proba: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     }
 
 
-class ModelRun:
+class ModelRun(common.ModelRun):
     """One model's training run in ``<workdir>/<name>``."""
 
+    experiment = EXPERIMENT_NAME
+    best = BEST
+
     def __init__(self, config: SentimentConfig, name: str, vocab: Vocabulary, workdir: Path):
-        self.config = config
-        self.name = name
         self.vocab = vocab
-        self.dir = Path(workdir) / name
-        self.workdir = Path(workdir)
         self.classifier: Classifier
         self.classifier, self._proba = compiled(name, config.model, len(vocab), vocab.unk_id)
-        self.keys = common.make_keys(config.train.seed, name)
-        self.params0 = self.classifier.init(self.keys.init)
-        self.num_params = count_params(self.params0)
+        super().__init__(config, name, workdir, self.classifier)
 
     def loss_fn(self, params, batch, *, key):
         ids, lengths, labels = batch
@@ -232,26 +217,6 @@ class ModelRun:
         y = split.labels
         nll = -np.mean(np.log(np.clip(np.where(y == 1, p, 1 - p), 1e-12, 1.0)))
         return {"accuracy": accuracy(p, y), "loss": float(nll)}
-
-    def checkpointer(self, read_only: bool = False):
-        return common.make_checkpointer(
-            self.dir,
-            common.checkpoint_config(self.config, name=self.name),
-            BEST,
-            max_to_keep=self.config.train.keep_checkpoints,
-            read_only=read_only,
-        )
-
-    def best_params(self):
-        """Parameters of the best checkpoint (by validation accuracy), or ``None``."""
-        if not (self.dir / "checkpoints").exists():
-            return None
-        return common.restore_best_params(
-            self.checkpointer(read_only=True),
-            common.train_template(self.config, self.params0, self.keys),
-            experiment=EXPERIMENT_NAME,
-            workdir=self.workdir,
-        )
 
     def language_models(self, data: Data):
         """The forward and backward language models' layers (trained once per run directory)."""
@@ -282,42 +247,22 @@ class ModelRun:
         )
 
     def train(self, data: Data) -> dict[str, Any]:
-        c = self.config.train
         train = data.train
-
-        def epoch_batches(epoch: int, start: int):
-            for b in iterate_batches(
-                train.ids,
-                batch_size=c.batch_size,
-                key=jax.random.fold_in(self.keys.data, epoch),
-                pad_values=data.vocab.pad_id,
-                extras=[train.labels],
-                drop_last=True,
-                start=start,
-                pad_to_multiple=c.pad_to_multiple,
-                max_len=c.max_len,
-            ):
-                yield (
-                    jnp.asarray(b.fields[0]),
-                    jnp.asarray(b.lengths),
-                    jnp.asarray(b.extras[0]),
-                )
-
+        epoch_batches = self.token_batches(
+            train.ids,
+            pad_values=data.vocab.pad_id,
+            extras=[train.labels],
+            convert=lambda b: tuple(map(jnp.asarray, (b.fields[0], b.lengths, b.extras[0]))),
+        )
         params = self.params0
         _, _, bidirectional, _, pretrained = MODEL_SPECS[self.name]
         if pretrained:
             params = with_layers(params, self.language_models(data), bidirectional)
-        return common.train_logged(
-            self.config,
+        return self.fit(
             self.loss_fn,
             epoch_batches,
-            params=params,
-            keys=self.keys,
             num_train=len(train.ids),
-            workdir=self.dir,
-            checkpointer=self.checkpointer(),
-            best=BEST,
-            name=self.name,
+            params=params,
             evaluate_fn=lambda params: self.evaluate(params, data.val),
             checkpoint_extra={"vocab": data.vocab.to_json_dict()},
         )
@@ -372,9 +317,7 @@ def evaluate_all(config: SentimentConfig, workdir: Path, data: Data) -> dict[str
         params = run.best_params()
         if params is None:
             continue
-        info = {}
-        if (run.dir / "train.json").exists():
-            info = json.loads((run.dir / "train.json").read_text())
+        info = run.train_info()
         cell, layers, bidirectional, pool, pretrained = MODEL_SPECS[name]
         results["models"][name] = {
             "cell": cell,
@@ -537,11 +480,7 @@ def train_command(run: Invocation) -> int:
     """Trains every model of ``config.models`` (each resumes automatically), then evaluates."""
     config, workdir = run.config, run.workdir
     data = common.start_training(run, EXPERIMENT_NAME, load_data)
-    for name in config.models:
-        model_run = ModelRun(config, name, data.vocab, workdir)
-        print(f"training {name} ({model_run.num_params:,} parameters)", file=sys.stderr)
-        summary = model_run.train(data)
-        (model_run.dir / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+    common.train_models(config, data, lambda name: ModelRun(config, name, data.vocab, workdir))
     print(format_results(evaluate_all(config, workdir, data)))
     return 0
 
