@@ -240,10 +240,12 @@ def quick_or_full(cls: type, quick: dict[str, Any]) -> Callable[[bool], Any]:
     """
     from experiments.cli import replace_fields
 
-    def default_config(quick_: bool = False) -> Any:
-        return replace_fields(cls(), quick if quick_ else {})
+    changes = dict(quick)
 
-    default_config.__doc__ = f"The full {cls.__name__}, or the quick one (``{sorted(quick)}``)."
+    def default_config(quick: bool = False) -> Any:
+        return replace_fields(cls(), changes if quick else {})
+
+    default_config.__doc__ = f"The full {cls.__name__}, or the quick one (``{sorted(changes)}``)."
     return default_config
 
 
@@ -710,11 +712,15 @@ class ModelRun:
         """The run's keys: :func:`make_keys` of the seed and the model's name."""
         return make_keys(self.config.train.seed, self.name)
 
+    def checkpoint_config(self) -> dict[str, Any]:
+        """What this run's checkpoints are tied to: ``{"name", "model", "train"}``."""
+        return checkpoint_config(self.config, name=self.name)
+
     def checkpointer(self, *, read_only: bool = False):
-        """The run directory's checkpointer, tied to ``(name, model, train)``."""
+        """The run directory's checkpointer, tied to :meth:`checkpoint_config`."""
         return make_checkpointer(
             self.dir,
-            checkpoint_config(self.config, name=self.name),
+            self.checkpoint_config(),
             self.best,
             max_to_keep=getattr(self.config.train, "keep_checkpoints", 2),
             read_only=read_only,

@@ -53,6 +53,7 @@ __all__ = [
     "FILES",
     "SentimentFetchError",
     "Snippets",
+    "cv_split",
     "data_dir",
     "fetch_snippets",
     "load_snippets",
@@ -281,3 +282,26 @@ def kfold_indices(n: int, *, seed: int, k: int = 10) -> list[tuple[np.ndarray, n
         (np.sort(np.concatenate([p for j, p in enumerate(parts) if j != i])), parts[i])
         for i in range(k)
     ]
+
+
+def cv_split(n: int, *, seed: int, fold: int, k: int = 10) -> tuple[np.ndarray, ...]:
+    """``(train, val, test)`` of fold ``fold`` of a ``k``-fold cross-validation of ``range(n)``.
+
+    The ``k`` equal parts of :func:`split_indices`' fixed permutation: test is part ``fold``,
+    validation part ``fold + 1 mod k`` (for early stopping), training the other ``k - 2``
+    (80/10/10 for ``k = 10``, like the fixed split). Over the folds, every index is tested
+    exactly once.
+
+    Example:
+        >>> train, val, test = cv_split(20, seed=0, fold=9, k=10)
+        >>> len(train), len(val), len(test), bool(np.intersect1d(train, test).size)
+        (16, 2, 2, False)
+        >>> bool((val == cv_split(20, seed=0, fold=0, k=10)[2]).all())
+        True
+    """
+    if not 0 <= fold < k:
+        raise ValueError(f"`fold` must be in [0, {k}), got {fold}")
+    parts = split_indices(n, seed=seed, fractions=[1.0 / k] * k)
+    val_part = (fold + 1) % k
+    train = np.sort(np.concatenate([p for j, p in enumerate(parts) if j not in (fold, val_part)]))
+    return train, parts[val_part], parts[fold]
