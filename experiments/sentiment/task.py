@@ -692,7 +692,12 @@ def ensemble_command(run: Invocation) -> int:
         "config": common.config_to_dict(config),
         "data": describe_data(data, config),
         "members": [m for m, _, _ in members],
-        "models": {f"ensemble of {len(members)}": score_all(outputs_of, data)},
+        "models": {
+            f"ensemble of {len(members)}": {
+                "params": sum(r.num_params for _, r, _ in members),
+                **score_all(outputs_of, data),
+            }
+        },
         "baselines": {},
     }
     out = Path(run.workdir)
