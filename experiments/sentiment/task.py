@@ -422,9 +422,8 @@ def format_results(results: dict[str, Any]) -> str:
         "<UNK>). Stars: the `_score` models and `tfidf_ridge` regress the rating (stars = its "
         "five bins of [-4, 4]); the others map P(positive) to five equal bins of [0, 1].",
         "",
-        "| model | params | train time | val acc | **test acc** | star acc | star MAE | "
-        + " | ".join(f"{x} acc" for x in domains)
-        + " |",
+        "| model | params | train time | val acc | **test acc** | star acc | star MAE |"
+        + "".join(f" {x} acc |" for x in domains),
         "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(domains),
     ]
     rows = [(n, r, True) for n, r in results["models"].items()]
@@ -435,9 +434,8 @@ def format_results(results: dict[str, Any]) -> str:
         time_ = f"{t:.0f} s" if t else "-"
         lines.append(
             f"| {name} | {params} | {time_} | {r['val']:.3f} | **{r['test']:.3f}** | "
-            f"{r['star_accuracy']:.3f} | {r['star_mae']:.3f} | "
-            + " | ".join(f"{r['cross'][x]:.3f}" for x in domains)
-            + " |"
+            f"{r['star_accuracy']:.3f} | {r['star_mae']:.3f} |"
+            + "".join(f" {r['cross'][x]:.3f} |" for x in domains)
         )
     return "\n".join(lines)
 
@@ -488,9 +486,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     any_row = next(iter({**summary["models"], **summary["baselines"]}.values()))
     domains = list(any_row["cross"])
     lines = [
-        "| model | runs | train time | val acc | **test acc** | star acc | star MAE | "
-        + " | ".join(f"{x} acc" for x in domains)
-        + " |",
+        "| model | runs | train time | val acc | **test acc** | star acc | star MAE |"
+        + "".join(f" {x} acc |" for x in domains),
         "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(domains),
     ]
 
@@ -502,9 +499,8 @@ def format_summary(summary: dict[str, Any]) -> str:
             t = e.get("train_seconds")
             lines.append(
                 f"| {name} | {e['runs']} | {f'{t[0]:.0f} s' if t else '-'} | {ms(e['val'])} | "
-                f"**{ms(e['test'])}** | {ms(e['star_accuracy'])} | {ms(e['star_mae'])} | "
-                + " | ".join(ms(e["cross"][d]) for d in domains)
-                + " |"
+                f"**{ms(e['test'])}** | {ms(e['star_accuracy'])} | {ms(e['star_mae'])} |"
+                + "".join(f" {ms(e['cross'][d])} |" for d in domains)
             )
     return "\n".join(lines)
 
