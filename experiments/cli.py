@@ -45,13 +45,14 @@ import os
 import sys
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 __all__ = [
     "Experiment",
     "Invocation",
+    "Option",
     "UsageError",
     "apply_overrides",
     "main",
@@ -78,6 +79,21 @@ class Invocation(NamedTuple):
     inputs: list[str]
     overrides: dict[str, str]
     debug: bool = False
+    options: dict[str, Any] = {}  # the experiment's own flags (:class:`Option`), by name
+
+
+class Option(NamedTuple):
+    """An experiment's own flag, e.g. ``--task`` (its value: ``Invocation.options[name]``).
+
+    With ``preset``, the value also picks the default configuration:
+    ``default_config(quick, **{name: value})`` (e.g. per-task defaults).
+    """
+
+    name: str
+    help: str
+    choices: tuple[str, ...] | None = None
+    default: str | None = None
+    preset: bool = False
 
 
 Command = Callable[[Invocation], "int | None"]
@@ -239,8 +255,13 @@ def parse_args(
     default_config: Callable[[bool], Any],
     description: str = "",
     workdir_required: bool = True,
+    options: Sequence[Option] = (),
+    workdir_optional: Collection[str] = (),
 ) -> Invocation:
     """Parses ``COMMAND --workdir DIR [--seed N] [--quick] [--config.k=v ...] [inputs ...]``.
+
+    ``options``: the experiment's own flags; ``workdir_optional``: commands that run without
+    ``--workdir`` (e.g. ``fetch``).
 
     Raises:
         SystemExit: status 2 after one line on stderr for a command line that cannot run.
@@ -253,7 +274,10 @@ def parse_args(
     )
     parser.add_argument("command", choices=list(commands))
     parser.add_argument("inputs", nargs="*", help="inputs of the command (e.g. texts for predict)")
-    parser.add_argument("--workdir", required=workdir_required, help="run directory")
+    parser.add_argument("--workdir", help="run directory")
+    for option in options:
+        flag, help_ = f"--{option.name}", option.help
+        parser.add_argument(flag, choices=option.choices, default=option.default, help=help_)
     parser.add_argument("--seed", type=int, default=None, help="shorthand for --config.seed")
     parser.add_argument("--quick", action="store_true", help="the quick configuration")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
@@ -261,6 +285,10 @@ def parse_args(
     args, unknown = parser.parse_known_args(argv)
     if args.devices is not None and args.devices < 1:
         parser.error(f"`--devices` must be a positive int, got {args.devices}")
+    if workdir_required and args.workdir is None and args.command not in workdir_optional:
+        parser.error("the following arguments are required: --workdir")
+    values = {o.name: getattr(args, o.name) for o in options}
+    presets = {o.name: values[o.name] for o in options if o.preset}
     overrides, more_inputs = _split_overrides(parser, unknown)
     inputs = list(args.inputs) + more_inputs
     if inputs and args.command in NO_INPUTS:
@@ -268,11 +296,11 @@ def parse_args(
     if args.seed is not None:
         overrides["seed"] = str(args.seed)
     try:
-        config = apply_overrides(default_config(args.quick), overrides)
+        config = apply_overrides(default_config(args.quick, **presets), overrides)
     except ValueError as err:
         parser.error(str(err))
     workdir = Path(args.workdir).expanduser() if args.workdir else None
-    return Invocation(args.command, config, workdir, inputs, overrides, args.debug)
+    return Invocation(args.command, config, workdir, inputs, overrides, args.debug, values)
 
 
 def _add_parallel_flags(parser: argparse.ArgumentParser) -> None:
@@ -325,9 +353,11 @@ def main(
     *,
     prog: str,
     commands: dict[str, Command],
-    default_config: Callable[[bool], Any],
+    default_config: Callable[..., Any],
     description: str = "",
     data_parallel: bool = False,
+    options: Sequence[Option] = (),
+    workdir_optional: Collection[str] = (),
 ) -> int:
     """Parses the command line and runs the command; returns the exit status.
 
@@ -345,6 +375,8 @@ def main(
             commands=list(commands),
             default_config=default_config,
             description=description,
+            options=options,
+            workdir_optional=workdir_optional,
         )
     except SystemExit as exit_:  # usage errors (one line printed) and --help
         return exit_.code if isinstance(exit_.code, int) else 2
@@ -376,9 +408,11 @@ class Experiment:
     """An experiment's command line: its name, default configuration and commands."""
 
     name: str
-    default_config: Callable[[bool], Any]
+    default_config: Callable[..., Any]
     commands: dict[str, Command]
     data_parallel: bool = False  # accepts --devices / --distributed
+    options: tuple[Option, ...] = ()
+    workdir_optional: frozenset[str] = frozenset()
 
     def main(self, argv: Sequence[str] | None = None, description: str = "") -> int:
         """:func:`main` for ``python -m experiments.<name>``."""
@@ -389,4 +423,6 @@ class Experiment:
             default_config=self.default_config,
             description=description,
             data_parallel=self.data_parallel,
+            options=self.options,
+            workdir_optional=self.workdir_optional,
         )

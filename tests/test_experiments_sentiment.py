@@ -11,10 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from experiments.cli import apply_overrides
 from experiments.sentiment import data as sdata
 from experiments.sentiment.config import MODEL_SPECS, default_config
 from experiments.sentiment.data import (
     SentimentFetchError,
+    cv_split,
     kfold_indices,
     load_snippets,
     parse_snippets,
@@ -24,6 +26,7 @@ from experiments.sentiment.data import (
 from experiments.sentiment.task import (
     EXPERIMENT,
     accuracy,
+    decide,
     stars_from_proba,
     summarize,
 )
@@ -71,6 +74,14 @@ def test_split_is_fixed_disjoint_and_80_10_10():
     folds = kfold_indices(100, seed=0, k=10)
     assert sorted(np.concatenate([t for _, t in folds]).tolist()) == list(range(100))
     assert all(len(np.intersect1d(tr, te)) == 0 for tr, te in folds)
+    # cross-validation folds: 80/10/10 parts of the same permutation, each index tested once
+    cv = [cv_split(10_605, seed=0, fold=k) for k in range(10)]
+    assert all(sorted(np.concatenate(f).tolist()) == list(range(10_605)) for f in cv)
+    assert sorted(np.concatenate([test for _, _, test in cv]).tolist()) == list(range(10_605))
+    assert all(np.array_equal(cv[k][1], cv[(k + 1) % 10][2]) for k in range(10))
+    assert all({len(val), len(test)} <= {1060, 1061} for _, val, test in cv)
+    with pytest.raises(ValueError, match="`fold` must be in"):
+        cv_split(100, seed=0, fold=10)
 
 
 # ----------------------------------------------------------------------------- fetch / load
@@ -121,6 +132,9 @@ def test_missing_data_names_the_fetch_command(tmp_path):
 # ----------------------------------------------------------------------------- metrics
 def test_accuracy_stars_from_proba_and_summary():
     assert accuracy(np.array([0.9, 0.5, 0.1, 0.7]), np.array([1, 1, 0, 0])) == 0.5
+    positive, stars = decide(np.array([-4.0, -0.5, 0.0, 0.3, 3.0]), "score")
+    assert positive.tolist() == [False, False, False, True, True]  # as labels: score > 0
+    assert stars.tolist() == [1, 3, 3, 3, 5]
     assert stars_from_proba([0.0, 0.2, 0.39, 0.6, 0.99, 1.0]).tolist() == [1, 2, 2, 4, 5, 5]
     row = lambda a: {"val": a, "test": a, "star_accuracy": a, "star_mae": 1.0, "cross": {"nyt": a}}  # noqa: E731
     runs = [{"models": {"m": row(a)}, "baselines": {"b": row(0.5)}} for a in (0.7, 0.8)]
@@ -131,12 +145,15 @@ def test_accuracy_stars_from_proba_and_summary():
 
 def test_config_names_and_quick():
     assert {"rnn_last", "rnnbi_mean", "rnnbi2_max", "gru_mean", "lstmbi_last"} <= set(MODEL_SPECS)
-    assert MODEL_SPECS["rnnbi2_max"] == ("rnn", 2, True, "max", False)
-    assert MODEL_SPECS["rnnbi_mean_lm"] == ("rnn", 1, True, "mean", True)
+    assert MODEL_SPECS["rnnbi2_max"] == ("rnn", 2, True, "max", False, "label")
+    assert MODEL_SPECS["rnnbi_mean_lm"] == ("rnn", 1, True, "mean", True, "label")
+    assert MODEL_SPECS["gru_mean_score"].target == "score" and "gru_mean_lm" not in MODEL_SPECS
     quick = default_config(quick=True)
     assert quick.model.hidden_size == 64 and set(quick.models) <= set(MODEL_SPECS)
     with pytest.raises(ValueError, match="`models` must be"):
         default_config().__class__(models=("cnn",))
+    with pytest.raises(ValueError, match=r"`fold` must be one of \(0, 1, .*9\), got 10"):
+        apply_overrides(default_config(), {"fold": "10"})
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -160,7 +177,7 @@ def test_train_eval_predict_summary_end_to_end(tmp_path, capsys, monkeypatch):
     args = [
         "--workdir", str(workdir),
         f"--config.corpus_dir={corpus}",
-        "--config.models=rnnbi_mean_lm",
+        "--config.models=rnnbi_mean_lm,rnn_mean_score",
         "--config.lm_epochs=1",
         "--config.lm_targets=20",
         "--config.cross_domains=tweets",
@@ -175,10 +192,16 @@ def test_train_eval_predict_summary_end_to_end(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "| rnnbi_mean_lm |" in out and "| tfidf_lr |" in out and "tweets acc" in out
     results = json.loads((workdir / "results.json").read_text())
-    assert set(results["models"]) == {"rnnbi_mean_lm"}
-    assert set(results["baselines"]) == {"majority", "vader", "bow_lr", "tfidf_lr"}
+    assert set(results["models"]) == {"rnnbi_mean_lm", "rnn_mean_score"}
+    assert set(results["baselines"]) == {"majority", "vader", "bow_lr", "tfidf_lr", "tfidf_ridge"}
     for r in [*results["models"].values(), *results["baselines"].values()]:
         assert 0.0 <= r["test"] <= 1.0 and set(r["cross"]) == {"tweets"}
+        assert 0.0 <= r["star_accuracy"] <= 1.0 and 0.0 <= r["star_mae"] <= 4.0
+    targets = {n: r["target"] for n, r in {**results["models"], **results["baselines"]}.items()}
+    assert targets["rnn_mean_score"] == targets["tfidf_ridge"] == "score"
+    assert targets["rnnbi_mean_lm"] == targets["tfidf_lr"] == "label"
+    train_info = json.loads((workdir / "rnn_mean_score" / "train.json").read_text())
+    assert train_info["val"]["loss"] >= 0.0  # the score model keeps its best squared error
     assert (workdir / "accuracy.png").stat().st_size > 0
     assert (workdir / "language_models.npz").exists()
     assert (workdir / "rnnbi_mean_lm" / "metrics.jsonl").exists()
@@ -205,3 +228,16 @@ def test_train_eval_predict_summary_end_to_end(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "| rnnbi_mean_lm | 2 |" in out and "| rnnbi_mean_lm (light) | 1 |" in out
     assert (summary_dir / "summary.png").exists() and (summary_dir / "results.json").exists()
+
+    # an ensemble averages P(positive) over the run directories' classifiers
+    ensemble_dir = tmp_path / "ensemble"
+    assert EXPERIMENT.main(["ensemble", "--workdir", str(ensemble_dir), str(workdir), str(workdir),
+                            "--config.models=rnnbi_mean_lm"]) == 0  # fmt: skip
+    results = json.loads((ensemble_dir / "results.json").read_text())
+    assert results["members"] == ["run/rnnbi_mean_lm"] * 2
+    single = json.loads((workdir / "results.json").read_text())["models"]["rnnbi_mean_lm"]
+    assert results["models"]["ensemble of 2"]["test"] == single["test"]  # two equal members
+    capsys.readouterr()
+    assert EXPERIMENT.main(["ensemble", "--workdir", str(ensemble_dir), str(workdir),
+                            "--config.models=rnn_mean_score"]) == 1  # fmt: skip
+    assert "is a _score model" in capsys.readouterr().err

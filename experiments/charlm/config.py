@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 
 from experiments import common
-from experiments.cli import replace_fields
 
 __all__ = ["CharLMConfig", "ModelConfig", "ReportConfig", "TrainConfig", "default_config"]
 
@@ -97,6 +96,5 @@ QUICK = {
 }
 
 
-def default_config(quick: bool = False) -> CharLMConfig:
-    """The full configuration, or the quick one (:data:`QUICK`)."""
-    return replace_fields(CharLMConfig(), QUICK if quick else {})
+#: ``default_config(quick=False)``: the full configuration, or the quick one (:data:`QUICK`).
+default_config = common.quick_or_full(CharLMConfig, QUICK)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 
 from experiments import common
-from experiments.cli import replace_fields
 
 __all__ = ["DatesConfig", "ModelConfig", "ReportConfig", "TrainConfig", "default_config"]
 
@@ -115,6 +114,5 @@ QUICK = {
 }
 
 
-def default_config(quick: bool = False) -> DatesConfig:
-    """The full configuration, or the quick one (:data:`QUICK`)."""
-    return replace_fields(DatesConfig(), QUICK if quick else {})
+#: ``default_config(quick=False)``: the full configuration, or the quick one (:data:`QUICK`).
+default_config = common.quick_or_full(DatesConfig, QUICK)

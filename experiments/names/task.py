@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,11 +32,9 @@ from experiments.data import (
 )
 from experiments.names.config import MODEL_SPECS, ModelConfig, NamesConfig, default_config
 from experiments.names.models import Tagger, make_tagger
-from rnn_jax._io import atomic_write
-from rnn_jax.batching import iterate_batches, pad_batch
+from rnn_jax.batching import pad_batch
 from rnn_jax.losses import masked_sigmoid_binary_cross_entropy
 from rnn_jax.metrics import ConfusionCounts, binary_confusion_counts
-from rnn_jax.params import count_params
 from rnn_jax.train import evaluate
 from rnn_jax.vocab import DEFAULT_SPECIALS, Vocabulary
 
@@ -58,19 +54,8 @@ class Split:
 
 
 @dataclasses.dataclass
-class Data:
-    vocab: Vocabulary
-    train: Split
-    val: Split
-    test: Split
-
-    @property
-    def vocabs(self) -> tuple[Vocabulary]:
-        return (self.vocab,)
-
-    @property
-    def num_train(self) -> int:
-        return len(self.train.ids)
+class Data(common.SplitData):
+    """The vocabulary and the train, validation and test splits (:class:`Split`)."""
 
     def describe(self) -> str:
         return (
@@ -210,21 +195,18 @@ def compiled(name: str, model: ModelConfig, vocab_size: int):
     return tagger, jax.jit(eval_stats), predict
 
 
-class ModelRun:
+class ModelRun(common.ModelRun):
     """One model's training run in ``<workdir>/<name>``."""
 
+    experiment = "names"
+    best = BEST
+
     def __init__(self, config: NamesConfig, name: str, vocab: Vocabulary, workdir: Path):
-        self.config = config
-        self.name = name
         self.vocab = vocab
-        self.dir = workdir / name
-        self.workdir = workdir
         self.tagger: Tagger
         self.tagger, eval_step, self._predict = compiled(name, config.model, len(vocab))
         self._eval_step = common.parallel_eval_step(eval_step)  # split over the devices, if any
-        self.keys = common.make_keys(config.train.seed, name)
-        self.params0 = self.tagger.init(self.keys.init)
-        self.num_params = count_params(self.params0)
+        super().__init__(config, name, workdir, self.tagger)
 
     # -------------------------------------------------------------- pieces
     def loss_fn(self, params, batch, *, key):
@@ -267,67 +249,24 @@ class ModelRun:
                     out[i] = y[row, : lengths[row]].astype(np.int32)
         return out
 
-    def checkpointer(self, *, read_only: bool = False):
-        return common.make_checkpointer(
-            self.dir,
-            common.checkpoint_config(self.config, name=self.name),
-            BEST,
-            max_to_keep=self.config.train.keep_checkpoints,
-            read_only=read_only,
-        )
-
-    def template(self):
-        return common.train_template(self.config, self.params0, self.keys)
-
-    def best_params(self):
-        """Parameters of the best checkpoint (by validation F1), or ``None`` if untrained."""
-        if not (self.dir / "checkpoints").exists():
-            return None
-        return common.restore_best_params(
-            self.checkpointer(read_only=True),
-            self.template(),
-            experiment="names",
-            workdir=self.workdir,
-        )
-
     # -------------------------------------------------------------- training
     def train(self, data: Data) -> dict[str, Any]:
         c = self.config.train
         train = data.train
 
-        def epoch_batches(epoch: int, start: int):
-            for b in iterate_batches(
-                train.ids,
-                train.labels,
-                train.unk_ids,
-                batch_size=c.batch_size,
-                key=jax.random.fold_in(self.keys.data, epoch),
-                pad_values=(data.vocab.pad_id, 0, data.vocab.pad_id),
-                drop_last=True,
-                start=start,
-                pad_to_multiple=c.pad_to_multiple,
-                max_len=c.max_len,
-            ):
-                ids, labels, unk_ids = b.fields
-                yield (
-                    jnp.asarray(ids),
-                    jnp.asarray(labels),
-                    jnp.asarray(b.lengths),
-                    jnp.asarray(unk_ids),
-                )
+        def convert(b):
+            ids, labels, unk_ids = (jnp.asarray(f) for f in b.fields)
+            return ids, labels, jnp.asarray(b.lengths), unk_ids
 
-        return common.train_logged(
-            self.config,
+        pad = data.vocab.pad_id
+        epoch_batches = self.token_batches(
+            train.ids, train.labels, train.unk_ids, pad_values=(pad, 0, pad), convert=convert
+        )
+        return self.fit(
             self.loss_fn,
             epoch_batches,
-            params=self.params0,
-            keys=self.keys,
             num_train=len(train.ids),
             weight_fn=self.loss_weight,
-            workdir=self.dir,
-            checkpointer=self.checkpointer(),
-            best=BEST,
-            name=self.name,
             evaluate_fn=lambda params: self.evaluate(params, data.val),
             checkpoint_every=c.checkpoint_every,
             checkpoint_extra={"vocab": data.vocab.to_json_dict()},
@@ -435,12 +374,7 @@ def train_command(run: Invocation) -> int:
     """Trains every model of ``config.models`` (each resumes automatically), then evaluates."""
     config, workdir = run.config, run.workdir
     data = common.start_training(run, "names", load_data)
-    for name in config.models:
-        model_run = ModelRun(config, name, data.vocab, workdir)
-        print(f"training {name} ({model_run.num_params:,} parameters)", file=sys.stderr)
-        summary = model_run.train(data)
-        if common.is_primary():
-            atomic_write(model_run.dir / "train.json", json.dumps(summary, indent=2) + "\n")
+    common.train_models(config, data, lambda name: ModelRun(config, name, data.vocab, workdir))
     results = evaluate_all(config, workdir, data)
     if common.is_primary():
         print(format_results(results))
@@ -548,9 +482,7 @@ def evaluate_all(config: NamesConfig, workdir: Path, data: Data) -> dict[str, An
         if params is None:
             continue
         t0 = time.perf_counter()
-        train_info = {}
-        if (run.dir / "train.json").exists():
-            train_info = json.loads((run.dir / "train.json").read_text())
+        train_info = run.train_info()
         preds = run.predict(params, test.ids)
         _, layers, bidirectional = MODEL_SPECS[name]
         results["models"][name] = {

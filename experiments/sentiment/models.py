@@ -1,7 +1,8 @@
-"""The sentiment classifiers: recurrent networks of :mod:`rnn_jax` with a many-to-one head.
+"""The sentiment models: recurrent networks of :mod:`rnn_jax` with a many-to-one head.
 
-Every model maps token ids ``(B, T)`` and lengths ``(B,)`` to two logits ``(B, 2)``
-(negative, positive) with :func:`rnn_jax.rnn_classify`: the ids go through the column lookup
+Every model maps token ids ``(B, T)`` and lengths ``(B,)`` with :func:`rnn_jax.rnn_classify`
+to two logits ``(B, 2)`` (negative, positive), or, for a ``_score`` model, to one number
+``(B, 1)``: the rating divided by 4 (so in about ``[-1, 1]``). The ids go through the column lookup
 ``W_ax[:, id]`` (never one-hot vectors), the recurrent layers run with masking, the top
 layer's outputs are summarised by ``pool`` (the last state, or the mean or max over the
 valid steps) and the head ``W_y a_pool + b_y`` gives the logits. During training, words are
@@ -20,22 +21,28 @@ from jaxtyping import Array, Float
 from experiments.sentiment.config import MODEL_SPECS, ModelConfig
 from rnn_jax import init_rnn, rnn_classify
 
-__all__ = ["Classifier", "make_classifier"]
+__all__ = ["SCORE_SCALE", "Classifier", "make_classifier"]
 
 NUM_CLASSES = 2
+SCORE_SCALE = 4.0  # a _score model's output times this is the rating in [-4, 4]
 
 
 class Classifier(NamedTuple):
-    """``init(key) -> params`` and ``apply(params, ids, lengths, *, key, train) -> logits``."""
+    """``init(key) -> params`` and ``apply(params, ids, lengths, *, key, train) -> outputs``.
+
+    ``outputs``: ``(B, 2)`` logits, or ``(B, 1)`` scaled ratings for a ``_score`` model.
+    """
 
     name: str
     init: Callable[[jax.Array], Any]
-    apply: Callable[..., Float[Array, "B 2"]]
+    apply: Callable[..., Float[Array, "B _"]]
 
 
 def make_classifier(name: str, config: ModelConfig, vocab_size: int, unk_id: int) -> Classifier:
     """The model called ``name`` (a key of :data:`MODEL_SPECS`, e.g. ``rnnbi_mean``)."""
-    cell, num_layers, bidirectional, pool, _ = MODEL_SPECS[name]
+    spec = MODEL_SPECS[name]
+    cell, num_layers, bidirectional, pool = spec[:4]
+    outputs = 1 if spec.target == "score" else NUM_CLASSES
     cell_kw = {} if cell == "rnn" else {"cell": cell}
     rates = {
         "input_dropout": config.input_dropout,
@@ -49,7 +56,7 @@ def make_classifier(name: str, config: ModelConfig, vocab_size: int, unk_id: int
             key,
             vocab_size,
             config.hidden_size,
-            NUM_CLASSES,
+            outputs,
             num_layers=num_layers,
             bidirectional=bidirectional,
             token_inputs=True,

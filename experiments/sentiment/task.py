@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,27 +28,34 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import common
-from experiments.cli import Experiment, Invocation, read_inputs
-from experiments.sentiment.baselines import BASELINES, fit_baselines
-from experiments.sentiment.config import MODEL_SPECS, ModelConfig, SentimentConfig, default_config
+from experiments.cli import Experiment, Invocation, UsageError, read_inputs
+from experiments.sentiment.baselines import fit_baselines
+from experiments.sentiment.config import (
+    CV_FOLDS,
+    MODEL_SPECS,
+    ModelConfig,
+    SentimentConfig,
+    default_config,
+)
 from experiments.sentiment.data import (
     FILES,
     SentimentFetchError,
     Snippets,
+    cv_split,
     load_snippets,
     parse_snippets,
     split_indices,
     stars_from_score,
 )
-from experiments.sentiment.models import Classifier, make_classifier
+from experiments.sentiment.models import SCORE_SCALE, Classifier, make_classifier
 from experiments.sentiment.pretrain import pretrained_layers, with_layers
-from rnn_jax.batching import iterate_batches, pad_batch
+from rnn_jax.batching import pad_batch
 from rnn_jax.losses import masked_softmax_cross_entropy
-from rnn_jax.params import count_params
 from rnn_jax.vocab import Vocabulary
 
 EXPERIMENT_NAME = "sentiment"
 BEST = common.Best("accuracy", "max")  # validation accuracy picks the checkpoint, stops early
+SCORE_BEST = common.Best("loss", "min")  # _score models: the validation squared error
 
 
 # ----------------------------------------------------------------------------- data
@@ -64,20 +70,10 @@ class Split:
 
 
 @dataclasses.dataclass
-class Data:
-    vocab: Vocabulary
-    train: Split
-    val: Split
-    test: Split
-    cross: dict[str, Split]
+class Data(common.SplitData):
+    """The vocabulary and the train, validation and test splits (:class:`Split`)."""
 
-    @property
-    def vocabs(self) -> tuple[Vocabulary]:
-        return (self.vocab,)
-
-    @property
-    def num_train(self) -> int:
-        return len(self.train.ids)
+    cross: dict[str, Split] = dataclasses.field(default_factory=dict)
 
     def describe(self) -> str:
         cross = ", ".join(f"{d} {len(s.ids)}" for d, s in self.cross.items())
@@ -112,10 +108,16 @@ def encode(vocab: Vocabulary, snippets: Snippets) -> list[np.ndarray]:
 
 
 def load_data(config: SentimentConfig, vocabs: tuple[Vocabulary] | None = None) -> Data:
-    """The fixed 80/10/10 split of the movie snippets, the vocabulary, the cross domains."""
+    """The movie snippets' fixed 80/10/10 split (or cross-validation fold ``train.fold``),
+    the vocabulary built on its training part, the cross domains."""
     movies = load_domain(config, "movies")
     assert movies is not None
-    parts = [movies.subset(i) for i in split_indices(len(movies), seed=config.train.split_seed)]
+    c = config.train
+    if c.fold is None:
+        indices = split_indices(len(movies), seed=c.split_seed)
+    else:
+        indices = cv_split(len(movies), seed=c.split_seed, fold=c.fold, k=CV_FOLDS)
+    parts = [movies.subset(i) for i in indices]
     if vocabs is None:
         vocab = Vocabulary.build(
             parts[0].texts, max_size=config.train.vocab_size, lower=True, level="word"
@@ -158,10 +160,13 @@ def eval_batches(ids: list[np.ndarray], rows: int, max_len: int):
 # ----------------------------------------------------------------------------- models & runs
 @functools.cache
 def compiled(name: str, model: ModelConfig, vocab_size: int, unk_id: int):
-    """The classifier and its jitted ``P(positive)``, built once per model and size."""
+    """The model and its jitted outputs (:meth:`ModelRun.predict`), built once per model and size."""
     classifier = make_classifier(name, model, vocab_size, unk_id)
-    proba = jax.jit(lambda p, ids, lengths: jax.nn.softmax(classifier.apply(p, ids, lengths))[:, 1])
-    return classifier, proba
+    if MODEL_SPECS[name].target == "score":
+        out = lambda p, ids, lengths: SCORE_SCALE * classifier.apply(p, ids, lengths)[:, 0]  # noqa: E731
+    else:
+        out = lambda p, ids, lengths: jax.nn.softmax(classifier.apply(p, ids, lengths))[:, 1]  # noqa: E731
+    return classifier, jax.jit(out)
 
 
 def accuracy(proba: np.ndarray, labels: np.ndarray) -> float:
@@ -188,70 +193,86 @@ def stars_from_proba(proba) -> np.ndarray:
     )
 
 
-def star_scores(proba: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-    """Star accuracy and mean absolute error of :func:`stars_from_proba` vs the true stars."""
-    pred, true = stars_from_proba(proba), stars_from_score(scores)
+def decide(outputs, target: str = "label") -> tuple[np.ndarray, np.ndarray]:
+    """``(positive, stars)`` from a model's or baseline's outputs.
+
+    ``target="label"``: the outputs are ``P(positive)``: positive iff ``> 0.5``, stars
+    :func:`stars_from_proba`; ``"score"``: the outputs are ratings in ``[-4, 4]``: positive
+    iff ``> 0`` (as the labels), stars their bin (:func:`stars_from_score`, as the truth).
+
+    Example:
+        >>> [a.tolist() for a in decide([0.9, 0.3], "label")]
+        [[True, False], [5, 2]]
+        >>> [a.tolist() for a in decide([2.5, 0.0, -1.0], "score")]
+        [[True, False, False], [5, 3, 2]]
+    """
+    outputs = np.asarray(outputs, np.float64)
+    if target == "score":
+        return outputs > 0, stars_from_score(outputs)
+    return outputs > 0.5, stars_from_proba(outputs)
+
+
+def split_scores(outputs, split: Split, target: str = "label") -> dict[str, float]:
+    """Accuracy of the sign, star accuracy and star mean absolute error on ``split``."""
+    positive, stars = decide(outputs, target)
+    true = stars_from_score(split.snippets.scores)
     return {
-        "star_accuracy": float(np.mean(pred == true)),
-        "star_mae": float(np.mean(np.abs(pred - true))),
+        "accuracy": float(np.mean(positive == split.labels.astype(bool))),
+        "star_accuracy": float(np.mean(stars == true)),
+        "star_mae": float(np.mean(np.abs(stars - true))),
     }
 
 
-class ModelRun:
+class ModelRun(common.ModelRun):
     """One model's training run in ``<workdir>/<name>``."""
 
+    experiment = EXPERIMENT_NAME
+
     def __init__(self, config: SentimentConfig, name: str, vocab: Vocabulary, workdir: Path):
-        self.config = config
-        self.name = name
         self.vocab = vocab
-        self.dir = Path(workdir) / name
-        self.workdir = Path(workdir)
+        self.spec = MODEL_SPECS[name]
+        self.target = self.spec.target
+        self.best = SCORE_BEST if self.target == "score" else BEST
         self.classifier: Classifier
-        self.classifier, self._proba = compiled(name, config.model, len(vocab), vocab.unk_id)
-        self.keys = common.make_keys(config.train.seed, name)
-        self.params0 = self.classifier.init(self.keys.init)
-        self.num_params = count_params(self.params0)
+        self.classifier, self._outputs = compiled(name, config.model, len(vocab), vocab.unk_id)
+        super().__init__(config, name, workdir, self.classifier)
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        """``train.fold`` is left out for the fixed split (``None``), so that the checkpoints of
+        runs made before cross-validation existed still open."""
+        config = super().checkpoint_config()
+        if config["train"]["fold"] is None:
+            del config["train"]["fold"]
+        return config
 
     def loss_fn(self, params, batch, *, key):
-        ids, lengths, labels = batch
-        logits = self.classifier.apply(params, ids, lengths, key=key, train=True)
-        return masked_softmax_cross_entropy(logits, labels)
+        """Softmax cross-entropy of the label, or the squared error of the scaled rating."""
+        ids, lengths, targets = batch
+        outputs = self.classifier.apply(params, ids, lengths, key=key, train=True)
+        if self.target == "score":
+            return jnp.mean((outputs[:, 0] - targets) ** 2)
+        return masked_softmax_cross_entropy(outputs, targets)
 
-    def predict_proba(self, params, ids: list[np.ndarray]) -> np.ndarray:
-        """``P(positive)`` of each snippet, in the order given."""
+    def predict(self, params, ids: list[np.ndarray]) -> np.ndarray:
+        """``P(positive)`` (or, for a ``_score`` model, the rating) of each snippet, in order."""
         out = np.zeros(len(ids))
         rows = common.row_bucket(len(ids), cap=self.config.report.eval_batch_size)
         for x, lengths, indices in eval_batches(ids, rows, self.config.train.max_len):
-            p = np.asarray(self._proba(params, jnp.asarray(x), jnp.asarray(lengths)))
+            p = np.asarray(self._outputs(params, jnp.asarray(x), jnp.asarray(lengths)))
             keep = indices >= 0
             out[indices[keep]] = p[keep]
         return out
 
     def evaluate(self, params, split: Split) -> dict[str, float]:
-        p = self.predict_proba(params, split.ids)
+        """Validation metrics; ``loss``: the negative log-likelihood of the label, or the
+        squared error of the rating (``_score``)."""
+        p = self.predict(params, split.ids)
+        scores = split_scores(p, split, self.target)
+        if self.target == "score":
+            return {**scores, "loss": float(np.mean((p - split.snippets.scores) ** 2))}
         y = split.labels
         nll = -np.mean(np.log(np.clip(np.where(y == 1, p, 1 - p), 1e-12, 1.0)))
-        return {"accuracy": accuracy(p, y), "loss": float(nll)}
-
-    def checkpointer(self, read_only: bool = False):
-        return common.make_checkpointer(
-            self.dir,
-            common.checkpoint_config(self.config, name=self.name),
-            BEST,
-            max_to_keep=self.config.train.keep_checkpoints,
-            read_only=read_only,
-        )
-
-    def best_params(self):
-        """Parameters of the best checkpoint (by validation accuracy), or ``None``."""
-        if not (self.dir / "checkpoints").exists():
-            return None
-        return common.restore_best_params(
-            self.checkpointer(read_only=True),
-            common.train_template(self.config, self.params0, self.keys),
-            experiment=EXPERIMENT_NAME,
-            workdir=self.workdir,
-        )
+        return {**scores, "loss": float(nll)}
 
     def language_models(self, data: Data):
         """The forward and backward language models' layers (trained once per run directory)."""
@@ -282,76 +303,69 @@ class ModelRun:
         )
 
     def train(self, data: Data) -> dict[str, Any]:
-        c = self.config.train
         train = data.train
-
-        def epoch_batches(epoch: int, start: int):
-            for b in iterate_batches(
-                train.ids,
-                batch_size=c.batch_size,
-                key=jax.random.fold_in(self.keys.data, epoch),
-                pad_values=data.vocab.pad_id,
-                extras=[train.labels],
-                drop_last=True,
-                start=start,
-                pad_to_multiple=c.pad_to_multiple,
-                max_len=c.max_len,
-            ):
-                yield (
-                    jnp.asarray(b.fields[0]),
-                    jnp.asarray(b.lengths),
-                    jnp.asarray(b.extras[0]),
-                )
-
+        if self.target == "score":
+            targets = (train.snippets.scores / SCORE_SCALE).astype(np.float32)
+        else:
+            targets = train.labels
+        epoch_batches = self.token_batches(
+            train.ids,
+            pad_values=data.vocab.pad_id,
+            extras=[targets],
+            convert=lambda b: tuple(map(jnp.asarray, (b.fields[0], b.lengths, b.extras[0]))),
+        )
         params = self.params0
-        _, _, bidirectional, _, pretrained = MODEL_SPECS[self.name]
-        if pretrained:
-            params = with_layers(params, self.language_models(data), bidirectional)
-        return common.train_logged(
-            self.config,
+        if self.spec.pretrained:
+            params = with_layers(params, self.language_models(data), self.spec.bidirectional)
+        return self.fit(
             self.loss_fn,
             epoch_batches,
-            params=params,
-            keys=self.keys,
             num_train=len(train.ids),
-            workdir=self.dir,
-            checkpointer=self.checkpointer(),
-            best=BEST,
-            name=self.name,
+            params=params,
             evaluate_fn=lambda params: self.evaluate(params, data.val),
             checkpoint_extra={"vocab": data.vocab.to_json_dict()},
         )
 
 
 # ----------------------------------------------------------------------------- evaluation
-def score_all(proba_of, data: Data) -> dict[str, Any]:
+def score_all(outputs_of, data: Data, target: str = "label") -> dict[str, Any]:
     """Accuracy on every split and domain, and the star scores on the movie test split.
 
-    ``proba_of(split) -> P(positive)`` for each snippet of the split.
+    ``outputs_of(split)``: ``P(positive)`` of each snippet of the split, or its predicted
+    rating for ``target="score"`` (see :func:`decide`).
     """
-    p_test = proba_of(data.test)
-    out = {
-        "val": accuracy(proba_of(data.val), data.val.labels),
-        "test": accuracy(p_test, data.test.labels),
-        **star_scores(p_test, data.test.snippets.scores),
-        "cross": {d: accuracy(proba_of(s), s.labels) for d, s in data.cross.items()},
+    test = split_scores(outputs_of(data.test), data.test, target)
+    return {
+        "target": target,
+        "val": split_scores(outputs_of(data.val), data.val, target)["accuracy"],
+        "test": test["accuracy"],
+        "star_accuracy": test["star_accuracy"],
+        "star_mae": test["star_mae"],
+        "cross": {
+            d: split_scores(outputs_of(s), s, target)["accuracy"] for d, s in data.cross.items()
+        },  # fmt: skip
     }
-    return out
+
+
+def describe_data(data: Data, config: SentimentConfig) -> dict[str, Any]:
+    """The sizes of the splits and domains, as the results report them."""
+    return {
+        "train": len(data.train.ids),
+        "val": len(data.val.ids),
+        "test": len(data.test.ids),
+        "fold": config.train.fold,
+        "test_positive_fraction": float(np.mean(data.test.labels)),
+        "vocab_size": len(data.vocab),
+        "test_unk_fraction": float(np.mean(np.concatenate(data.test.ids) == data.vocab.unk_id)),
+        "cross": {d: len(s.ids) for d, s in data.cross.items()},
+    }
 
 
 def evaluate_all(config: SentimentConfig, workdir: Path, data: Data) -> dict[str, Any]:
     """Scores of every trained model and every baseline; writes ``results.{json,md}``."""
     results: dict[str, Any] = {
         "config": common.config_to_dict(config),
-        "data": {
-            "train": len(data.train.ids),
-            "val": len(data.val.ids),
-            "test": len(data.test.ids),
-            "test_positive_fraction": float(np.mean(data.test.labels)),
-            "vocab_size": len(data.vocab),
-            "test_unk_fraction": float(np.mean(np.concatenate(data.test.ids) == data.vocab.unk_id)),
-            "cross": {d: len(s.ids) for d, s in data.cross.items()},
-        },
+        "data": describe_data(data, config),
         "models": {},
         "baselines": {},
     }
@@ -360,33 +374,31 @@ def evaluate_all(config: SentimentConfig, workdir: Path, data: Data) -> dict[str
         predictors, info = fit_baselines(
             (data.train.snippets.texts, data.train.labels),
             (data.val.snippets.texts, data.val.labels),
+            scores=(data.train.snippets.scores, data.val.snippets.scores),
         )
-        for name in BASELINES:
-            results["baselines"][name] = {
-                **info[name],
-                **score_all(lambda s, f=predictors[name]: f(s.snippets.texts), data),
-            }
+        for name in predictors:
+            target = info[name].get("target", "label")
+            outputs_of = lambda s, f=predictors[name]: f(s.snippets.texts)  # noqa: E731
+            results["baselines"][name] = {**info[name], **score_all(outputs_of, data, target)}
         results["baselines_seconds"] = time.perf_counter() - t0
     for name in config.models:
         run = ModelRun(config, name, data.vocab, workdir)
         params = run.best_params()
         if params is None:
             continue
-        info = {}
-        if (run.dir / "train.json").exists():
-            info = json.loads((run.dir / "train.json").read_text())
-        cell, layers, bidirectional, pool, pretrained = MODEL_SPECS[name]
+        info = run.train_info()
+        spec = MODEL_SPECS[name]
         results["models"][name] = {
-            "cell": cell,
-            "layers": layers,
-            "bidirectional": bidirectional,
-            "pool": pool,
-            "pretrained": pretrained,
+            "cell": spec.cell,
+            "layers": spec.num_layers,
+            "bidirectional": spec.bidirectional,
+            "pool": spec.pool,
+            "pretrained": spec.pretrained,
             "params": run.num_params,
             "train_seconds": info.get("train_seconds"),
             "steps": info.get("steps"),
             "best_step": info.get("best_step"),
-            **score_all(lambda s, r=run, p=params: r.predict_proba(p, s.ids), data),
+            **score_all(lambda s, r=run, p=params: r.predict(p, s.ids), data, spec.target),
         }
     common.write_results(
         workdir,
@@ -401,15 +413,17 @@ def format_results(results: dict[str, Any]) -> str:
     """A Markdown table: every model and baseline, movie test accuracy, stars, cross-domain."""
     d = results["data"]
     domains = list(d["cross"])
+    fold = d.get("fold")
+    split = "fixed split" if fold is None else f"cross-validation fold {fold}"
     lines = [
-        f"Movie snippets: {d['train']} train / {d['val']} validation / {d['test']} test "
-        f"({100 * d['test_positive_fraction']:.1f}% positive); vocabulary {d['vocab_size']} "
-        f"tokens ({100 * d['test_unk_fraction']:.1f}% of test tokens are <UNK>). Stars are "
-        "mapped from P(positive) (five equal bins).",
+        f"Movie snippets ({split}): {d['train']} train / {d['val']} validation / {d['test']} "
+        f"test ({100 * d['test_positive_fraction']:.1f}% positive); vocabulary "
+        f"{d['vocab_size']} tokens ({100 * d['test_unk_fraction']:.1f}% of test tokens are "
+        "<UNK>). Stars: the `_score` models and `tfidf_ridge` regress the rating (stars = its "
+        "five bins of [-4, 4]); the others map P(positive) to five equal bins of [0, 1].",
         "",
-        "| model | params | train time | val acc | **test acc** | star acc | star MAE | "
-        + " | ".join(f"{x} acc" for x in domains)
-        + " |",
+        "| model | params | train time | val acc | **test acc** | star acc | star MAE |"
+        + "".join(f" {x} acc |" for x in domains),
         "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(domains),
     ]
     rows = [(n, r, True) for n, r in results["models"].items()]
@@ -420,9 +434,8 @@ def format_results(results: dict[str, Any]) -> str:
         time_ = f"{t:.0f} s" if t else "-"
         lines.append(
             f"| {name} | {params} | {time_} | {r['val']:.3f} | **{r['test']:.3f}** | "
-            f"{r['star_accuracy']:.3f} | {r['star_mae']:.3f} | "
-            + " | ".join(f"{r['cross'][x]:.3f}" for x in domains)
-            + " |"
+            f"{r['star_accuracy']:.3f} | {r['star_mae']:.3f} |"
+            + "".join(f" {r['cross'][x]:.3f} |" for x in domains)
         )
     return "\n".join(lines)
 
@@ -473,9 +486,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     any_row = next(iter({**summary["models"], **summary["baselines"]}.values()))
     domains = list(any_row["cross"])
     lines = [
-        "| model | runs | train time | val acc | **test acc** | star acc | star MAE | "
-        + " | ".join(f"{x} acc" for x in domains)
-        + " |",
+        "| model | runs | train time | val acc | **test acc** | star acc | star MAE |"
+        + "".join(f" {x} acc |" for x in domains),
         "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(domains),
     ]
 
@@ -487,9 +499,8 @@ def format_summary(summary: dict[str, Any]) -> str:
             t = e.get("train_seconds")
             lines.append(
                 f"| {name} | {e['runs']} | {f'{t[0]:.0f} s' if t else '-'} | {ms(e['val'])} | "
-                f"**{ms(e['test'])}** | {ms(e['star_accuracy'])} | {ms(e['star_mae'])} | "
-                + " | ".join(ms(e["cross"][d]) for d in domains)
-                + " |"
+                f"**{ms(e['test'])}** | {ms(e['star_accuracy'])} | {ms(e['star_mae'])} |"
+                + "".join(f" {ms(e['cross'][d])} |" for d in domains)
             )
     return "\n".join(lines)
 
@@ -537,11 +548,7 @@ def train_command(run: Invocation) -> int:
     """Trains every model of ``config.models`` (each resumes automatically), then evaluates."""
     config, workdir = run.config, run.workdir
     data = common.start_training(run, EXPERIMENT_NAME, load_data)
-    for name in config.models:
-        model_run = ModelRun(config, name, data.vocab, workdir)
-        print(f"training {name} ({model_run.num_params:,} parameters)", file=sys.stderr)
-        summary = model_run.train(data)
-        (model_run.dir / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+    common.train_models(config, data, lambda name: ModelRun(config, name, data.vocab, workdir))
     print(format_results(evaluate_all(config, workdir, data)))
     return 0
 
@@ -554,34 +561,51 @@ def eval_command(run: Invocation) -> int:
     return 0
 
 
-def best_model(config: SentimentConfig, workdir: Path) -> str:
-    """The trained model with the best validation accuracy (from ``results.json`` or
-    ``train.json``); the first trained one if none was scored."""
+def best_model(config: SentimentConfig, workdir: Path, target: str = "label") -> str | None:
+    """The trained model of ``target`` with the best validation score (its ``train.json``):
+    accuracy for the classifiers, squared error for the ``_score`` models; ``None`` if none."""
+    sign = 1.0 if target == "label" else -1.0
+    metric = "accuracy" if target == "label" else "loss"
     scored = {}
     for name in config.models:
         path = Path(workdir) / name / "train.json"
-        if path.exists():
-            scored[name] = (json.loads(path.read_text()).get("val") or {}).get("accuracy", -1.0)
-    if not scored:
-        raise FileNotFoundError(
-            f"no trained model in {workdir}: train first with "
-            f"`python -m experiments.sentiment train --workdir {workdir}`."
-        )
-    return max(scored, key=lambda n: scored[n])
+        if MODEL_SPECS[name].target == target and path.exists():
+            val = json.loads(path.read_text()).get("val") or {}
+            scored[name] = sign * val.get(metric, -sign * np.inf)
+    return max(scored, key=lambda n: scored[n]) if scored else None
 
 
-def predict_texts(workdir: Path, texts: list[str], model: str | None = None) -> list[str]:
-    """``positive|negative <probability> <stars> <text>`` for each text."""
-    config = read_config(workdir)
-    vocab = common.load_vocab(workdir, EXPERIMENT_NAME)
-    name = model or best_model(config, workdir)
+def _trained(config: SentimentConfig, vocab: Vocabulary, workdir: Path, name: str):
     run = ModelRun(config, name, vocab, workdir)
     params = run.best_params()
     if params is None:
         raise FileNotFoundError(f"{run.dir} has no checkpoint: train {name} first.")
+    return run, params
+
+
+def predict_texts(workdir: Path, texts: list[str], model: str | None = None) -> list[str]:
+    """``positive|negative <probability> <stars> <text>`` for each text.
+
+    The label and probability come from ``model`` (default: the classifier with the best
+    validation accuracy); the stars from the best ``_score`` model where one was trained,
+    else from the probability (:func:`stars_from_proba`).
+    """
+    config = read_config(workdir)
+    vocab = common.load_vocab(workdir, EXPERIMENT_NAME)
+    name = model or best_model(config, workdir)
+    if name is None:
+        raise FileNotFoundError(
+            f"no trained classifier in {workdir}: train first with "
+            f"`python -m experiments.sentiment train --workdir {workdir}`."
+        )
     ids = [np.asarray(vocab.encode(vocab.tokenize(t)), np.int32) for t in texts]
-    proba = run.predict_proba(params, ids)
+    run, params = _trained(config, vocab, workdir, name)
+    proba = run.predict(params, ids)
     stars = stars_from_proba(proba)
+    rater = best_model(config, workdir, "score")
+    if rater is not None:
+        run, params = _trained(config, vocab, workdir, rater)
+        stars = stars_from_score(run.predict(params, ids))
     lines = []
     for text, p, s in zip(texts, proba, stars, strict=True):
         label = "positive" if p > 0.5 else "negative"
@@ -616,6 +640,70 @@ def summary_command(run: Invocation) -> int:
     return 0
 
 
+#: The ``train`` fields that fix the data; an ensemble's members must agree on them.
+DATA_FIELDS = ("corpus_dir", "split_seed", "fold", "vocab_size", "max_len")
+
+
+def ensemble_members(models: tuple[str, ...], run_dirs: list[Path]):
+    """``(data config, vocabulary, [(member name, ModelRun, params), ...])``: every trained
+    classifier of ``models`` in every run directory (all on the same data and vocabulary)."""
+    first = read_config(run_dirs[0])
+    vocab = common.load_vocab(run_dirs[0], EXPERIMENT_NAME)
+    members = []
+    for directory in run_dirs:
+        config = read_config(directory)
+        for field in DATA_FIELDS:
+            if getattr(config.train, field) != getattr(first.train, field):
+                raise ValueError(
+                    f"{directory} was trained on other data than {run_dirs[0]} ({field}: "
+                    f"{getattr(config.train, field)!r} vs {getattr(first.train, field)!r})"
+                )
+        if common.load_vocab(directory, EXPERIMENT_NAME).to_json_dict() != vocab.to_json_dict():
+            raise ValueError(f"{directory} has another vocabulary than {run_dirs[0]}")
+        for name in models:
+            if MODEL_SPECS[name].target != "label":
+                raise ValueError(f"an ensemble averages P(positive): {name} is a _score model")
+            run = ModelRun(config, name, vocab, directory)
+            params = run.best_params()
+            if params is not None:
+                members.append((f"{directory.name}/{name}", run, params))
+    if not members:
+        raise FileNotFoundError(f"none of {list(models)} is trained in {run_dirs}")
+    return first, vocab, members
+
+
+def ensemble_command(run: Invocation) -> int:
+    """``ensemble --workdir OUT RUN_DIR ... [--config.models=a,b]``: the average ``P(positive)``
+    of every trained model of ``models`` in every run directory (seeds), scored like a model."""
+    if not run.inputs:
+        raise UsageError("`ensemble` needs the run directories to combine, e.g. runs/s0 runs/s1")
+    data_config, vocab, members = ensemble_members(run.config.models, [Path(d) for d in run.inputs])
+    config = dataclasses.replace(data_config, report=run.config.report)
+    data = load_data(config, (vocab,))
+
+    def outputs_of(split: Split) -> np.ndarray:
+        return np.mean([r.predict(p, split.ids) for _, r, p in members], axis=0)
+
+    results = {
+        "config": common.config_to_dict(config),
+        "data": describe_data(data, config),
+        "members": [m for m, _, _ in members],
+        "models": {
+            f"ensemble of {len(members)}": {
+                "params": sum(r.num_params for _, r, _ in members),
+                **score_all(outputs_of, data),
+            }
+        },
+        "baselines": {},
+    }
+    out = Path(run.workdir)
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = format_results(results) + "\n\nMembers: " + ", ".join(results["members"])
+    common.write_results(out, results, markdown)
+    print(markdown)
+    return 0
+
+
 EXPERIMENT = Experiment(
     EXPERIMENT_NAME,
     default_config,
@@ -624,5 +712,6 @@ EXPERIMENT = Experiment(
         "eval": eval_command,
         "predict": predict_command,
         "summary": summary_command,
+        "ensemble": ensemble_command,
     },
 )

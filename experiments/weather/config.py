@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from experiments import common
+
 __all__ = [
     "HEADS",
     "ModelConfig",
@@ -23,6 +25,7 @@ CELLS = ("rnn", "gru", "lstm")
 HEADS = ("mse", "gauss")
 POOLS = ("last", "mean", "max")
 RESIDUALS = ("none", "persistence", "climatology", "ridge_ar")
+BASELINES = ("persistence", "climatology", "ridge_ar", "sarimax")
 
 
 def parse_model_name(name: str) -> tuple[str, str]:
@@ -32,11 +35,6 @@ def parse_model_name(name: str) -> tuple[str, str]:
     if cell not in CELLS or head not in HEADS:
         raise ValueError(f"a model name is CELL or CELL_gauss with CELL in {CELLS}, got {name!r}")
     return cell, head
-
-
-def _check(ok: bool, name: str, expected: str, value) -> None:
-    if not ok:
-        raise ValueError(f"`{name}` must be {expected}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,63 +53,51 @@ class ModelConfig:
     pool: str = "last"
 
     def __post_init__(self):
-        _check(self.hidden_size >= 1, "hidden_size", "a positive int", self.hidden_size)
-        _check(self.num_layers >= 1, "num_layers", "a positive int", self.num_layers)
-        _check(self.pool in POOLS, "pool", f"one of {POOLS}", self.pool)
+        common.check_positive("hidden_size", self.hidden_size)
+        common.check_positive("num_layers", self.num_layers)
+        common.check_choice("pool", self.pool, POOLS)
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Data and optimisation.
+class TrainConfig(common.TrainConfig):
+    """Data and optimisation (see :class:`experiments.common.TrainConfig` for the common fields).
 
     Attributes:
         task: ``daily`` (tomorrow's ``temp_max`` from 30 days) or ``hourly`` (the next 24
             hours from 168).
-        seed: initialisation, data order and step keys.
         residual: the network predicts the target minus this forecast (``persistence``:
             the value one period before; ``climatology``; ``ridge_ar``: the ridge AR
             baseline's forecast, out-of-fold on the training windows, i.e. a hybrid where
             the RNN learns the ridge's errors; ``none``), standardised by the residual's
             training mean and standard deviation per horizon.
         train_stride: use every N-th training window (hourly windows overlap heavily).
-        batch_size, num_epochs, learning_rate, warmup_steps, clip_norm, weight_decay:
-            Adam(W) with warm-up and cosine decay (:func:`rnn_jax.train.default_optimizer`).
+        weight_decay: AdamW's decoupled weight decay (0: Adam).
         patience: early stopping after this many epochs without a better validation score
             (RMSE for the MSE head, CRPS for the Gaussian head); the best state is kept.
     """
 
-    task: str = "daily"
-    seed: int = 0
-    residual: str = "persistence"
-    train_stride: int = 1
     batch_size: int = 32
     num_epochs: int = 60
-    learning_rate: float = 3e-3
     warmup_steps: int = 50
-    clip_norm: float = 1.0
-    weight_decay: float = 0.0
     patience: int = 10
+    task: str = "daily"
+    residual: str = "persistence"
+    train_stride: int = 1
+    weight_decay: float = 0.0
 
     def __post_init__(self):
-        _check(self.task in ("daily", "hourly"), "task", "daily or hourly", self.task)
-        _check(self.seed >= 0, "seed", "a non-negative int", self.seed)
-        _check(self.residual in RESIDUALS, "residual", f"one of {RESIDUALS}", self.residual)
-        for name in ("train_stride", "batch_size", "num_epochs", "patience"):
-            _check(getattr(self, name) >= 1, name, "a positive int", getattr(self, name))
-        _check(self.learning_rate > 0, "learning_rate", "positive", self.learning_rate)
-        _check(self.warmup_steps >= 0, "warmup_steps", "a non-negative int", self.warmup_steps)
-        _check(self.clip_norm > 0, "clip_norm", "positive", self.clip_norm)
-        _check(self.weight_decay >= 0, "weight_decay", "non-negative", self.weight_decay)
+        super().__post_init__()
+        common.check_choice("task", self.task, ("daily", "hourly"))
+        common.check_choice("residual", self.residual, RESIDUALS)
+        common.check_positive("train_stride", self.train_stride)
+        common.check_non_negative("weight_decay", self.weight_decay)
 
 
 @dataclasses.dataclass(frozen=True)
-class ReportConfig:
-    """Evaluation and output.
+class ReportConfig(common.ReportConfig):
+    """Evaluation and output (see :class:`experiments.common.ReportConfig`).
 
     Attributes:
-        eval_batch_size: batch size of evaluation and prediction.
-        log_every: a training-metrics record every N steps.
-        progress: progress bars.
         data_dir: the data cache (default ``$RNN_JAX_DATA`` or ``~/.cache/rnn_jax``).
         plot_start: first day (``YYYY-MM-DD``) of the test fortnight in ``forecast.png``.
         baselines: which baselines to run (``persistence``, ``climatology``, ``ridge_ar``,
@@ -121,19 +107,17 @@ class ReportConfig:
     """
 
     eval_batch_size: int = 512
-    log_every: int = 50
     progress: bool = False
     data_dir: str | None = None
     plot_start: str = ""
-    baselines: tuple[str, ...] = ("persistence", "climatology", "ridge_ar", "sarimax")
+    baselines: tuple[str, ...] = BASELINES
     sarimax_rows: int | None = None
 
     def __post_init__(self):
-        _check(self.eval_batch_size >= 1, "eval_batch_size", "a positive int", self.eval_batch_size)
-        _check(self.log_every >= 1, "log_every", "a positive int", self.log_every)
-        known = ("persistence", "climatology", "ridge_ar", "sarimax")
-        bad = [b for b in self.baselines if b not in known]
-        _check(not bad, "baselines", f"a subset of {known}", self.baselines)
+        super().__post_init__()
+        bad = [b for b in self.baselines if b not in BASELINES]
+        if bad:
+            raise ValueError(f"`baselines` must be a subset of {BASELINES}, got {self.baselines!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,7 +136,8 @@ class WeatherConfig:
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
 
     def __post_init__(self):
-        _check(bool(self.models), "models", "a non-empty list", self.models)
+        if not self.models:
+            raise ValueError(f"`models` must be a non-empty list, got {self.models!r}")
         for name in self.models:
             parse_model_name(name)
 

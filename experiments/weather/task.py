@@ -27,8 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import common
+from experiments.cli import Experiment, Invocation, Option, UsageError
 from experiments.weather import baselines as bl
-from experiments.weather.config import WeatherConfig, parse_model_name
+from experiments.weather.config import BASELINES, WeatherConfig, default_config, parse_model_name
 from experiments.weather.data import (
     TASKS,
     Series,
@@ -46,6 +47,7 @@ from experiments.weather.models import (
     make_forecaster,
     mse_loss,
 )
+from rnn_jax._io import atomic_write
 
 __all__ = [
     "Data",
@@ -57,8 +59,7 @@ __all__ = [
     "summarize",
 ]
 
-RUN_CONFIG = "run_config.json"
-BASELINES = ("persistence", "climatology", "ridge_ar", "sarimax")
+EXPERIMENT_NAME = "weather"
 
 
 # ----------------------------------------------------------------------------- data
@@ -98,6 +99,14 @@ class Data:
         """Standardised residual targets ``(B, C)``."""
         return ((w.y - self.base(w) - self.offset) / self.scale).astype(np.float32)
 
+    @property
+    def vocabs(self) -> tuple[()]:  # what common.start_training stores: nothing here
+        return ()
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train)
+
     def describe(self) -> str:
         t = self.task
         return (
@@ -106,10 +115,13 @@ class Data:
         )
 
 
-def load_data(config: WeatherConfig, series: Series | None = None) -> Data:
-    """Splits, standardisation, climatology and residual scale (all from the training rows)."""
+def load_data(config: WeatherConfig, vocabs: tuple[()] = ()) -> Data:
+    """Splits, standardisation, climatology and residual scale (all from the training rows).
+
+    ``vocabs``: none (the signature :func:`experiments.common.start_training` calls).
+    """
     c = config.train
-    series = load_series(c.task, config.report.data_dir) if series is None else series
+    series = load_series(c.task, config.report.data_dir)
     v, t = split_bounds(series)
     mean, std = series.X[:v].mean(axis=0), series.X[:v].std(axis=0)
     std = np.where(std > 0, std, 1.0)
@@ -230,52 +242,26 @@ def _compiled(name: str, model_config, D: int, C: int):
     return forecaster, jax.jit(forecaster.apply)
 
 
-def _keys(seed: int, name: str):
-    own = jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()) & 0x7FFFFFFF)
-    k_init, k_steps = jax.random.split(own)
-    return k_init, k_steps, jax.random.fold_in(jax.random.key(seed), 1)
-
-
-def checkpoint_config(config: WeatherConfig, name: str) -> dict[str, Any]:
-    d = json.loads(json.dumps(dataclasses.asdict(config)))
-    return {"name": name, "model": d["model"], "train": d["train"]}
-
-
-class ModelRun:
+class ModelRun(common.ModelRun):
     """One model's training run in ``<workdir>/<name>``."""
 
+    experiment = EXPERIMENT_NAME
+
     def __init__(self, config: WeatherConfig, name: str, workdir: Path, D: int, C: int):
-        self.config, self.name, self.workdir = config, name, Path(workdir)
-        self.dir = self.workdir / name
         self.head = parse_model_name(name)[1]
+        self.best = common.Best("rmse" if self.head == "mse" else "crps", "min")
         self.forecaster: Forecaster
         self.forecaster, self._apply = _compiled(name, config.model, D, C)
-        self.k_init, self.k_steps, self.k_data = _keys(config.train.seed, name)
-        self.params0 = self.forecaster.init(self.k_init)
-        self.best = ("rmse", "min") if self.head == "mse" else ("crps", "min")
+        super().__init__(config, name, workdir, self.forecaster)
 
-    def optimizer(self, steps_per_epoch: int):
-        from rnn_jax.train import default_optimizer
-
-        c = self.config.train
-        return default_optimizer(
-            c.learning_rate,
-            clip_norm=c.clip_norm,
-            warmup_steps=c.warmup_steps,
-            total_steps=max(c.num_epochs * steps_per_epoch, c.warmup_steps + 1),
-            weight_decay=c.weight_decay,
-        )
-
-    def checkpointer(self):
-        from rnn_jax.checkpoint import Checkpointer
-
-        return Checkpointer(
-            self.dir,
-            config=checkpoint_config(self.config, self.name),
-            max_to_keep=2,
-            best_metric=self.best[0],
-            best_mode=self.best[1],
-        )
+    def make_keys(self) -> common.Keys:
+        """This experiment's own derivation from the seed and the model's name (kept so that
+        the commands of RESULTS.md reproduce its numbers): ``init`` and ``steps`` split from
+        ``fold_in(key(seed), crc32(name))``, ``data`` = ``fold_in(key(seed), 1)``."""
+        root = jax.random.key(self.config.train.seed)
+        own = jax.random.fold_in(root, zlib.crc32(self.name.encode()) & 0x7FFFFFFF)
+        k_init, k_steps = jax.random.split(own)
+        return common.Keys(k_init, jax.random.fold_in(root, 1), k_steps, jax.random.fold_in(own, 3))
 
     def loss_fn(self, params, batch, *, key):
         xs, z = batch
@@ -310,24 +296,13 @@ class ModelRun:
         return point_scores(mean, w.y) if sd is None else prob_scores(mean, sd, w.y)
 
     def train(self, data: Data) -> dict[str, Any]:
-        from rnn_jax.params import count_params
-        from rnn_jax.progress import MetricsLogger, plot_metrics
-        from rnn_jax.train import EarlyStopping, fit, init_train_state, make_train_step
-
-        c, r = self.config.train, self.config.report
+        c = self.config.train
         xs, z = data.train.xs, data.z(data.train)
         n = len(xs)
-        if c.batch_size > n:
-            raise ValueError(
-                f"`batch_size` = {c.batch_size} is larger than the {n} training windows"
-            )
-        steps_per_epoch = n // c.batch_size
-        optimizer = self.optimizer(steps_per_epoch)
-        state = init_train_state(self.params0, optimizer, key=self.k_steps)
-        train_step = make_train_step(self.loss_fn, optimizer)
+        steps_per_epoch = common.check_steps_per_epoch(n, c.batch_size)
 
         def epoch_batches(epoch: int, start: int):
-            order = np.asarray(jax.random.permutation(jax.random.fold_in(self.k_data, epoch), n))
+            order = np.asarray(jax.random.permutation(jax.random.fold_in(self.keys.data, epoch), n))
             for b in range(start, steps_per_epoch):
                 idx = order[b * c.batch_size : (b + 1) * c.batch_size]
                 yield jnp.asarray(xs[idx]), jnp.asarray(z[idx])
@@ -336,113 +311,29 @@ class ModelRun:
             s = self.scores(params, data, data.val)
             return {k: v for k, v in s.items() if not k.endswith("_by_h")}
 
-        self.dir.mkdir(parents=True, exist_ok=True)
-        logger = MetricsLogger(self.dir)
-        checkpointer = self.checkpointer()
-        try:
-            result = fit(
-                state,
-                train_step,
-                epoch_batches,
-                num_epochs=c.num_epochs,
-                steps_per_epoch=steps_per_epoch,
-                evaluate_fn=evaluate_fn,
-                early_stopping=EarlyStopping(self.best[0], mode=self.best[1], patience=c.patience),
-                restore_best=True,
-                checkpointer=checkpointer,
-                logger=logger,
-                progress=r.progress,
-                log_every=r.log_every,
-                description=self.name,
-            )
-            steps = max(int(result.state.step), checkpointer.latest_step() or 0)
-        finally:
-            logger.close()
-            checkpointer.close()
-        plot_metrics(self.dir / "metrics.jsonl", self.dir / "curves.png", title=self.name)
-        summary = {
-            "train_seconds": result.train_seconds,
-            "best_step": result.best_step,
-            "steps": steps,
-            "steps_per_epoch": steps_per_epoch,
-            "stopped_early": result.stopped_early,
-            "val": result.best_metrics,
-            "num_params": count_params(self.params0),
-        }
-        (self.dir / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
-        return summary
+        return self.fit(self.loss_fn, epoch_batches, num_train=n, evaluate_fn=evaluate_fn)
 
     def best_params(self):
         """Parameters of the best checkpoint (by the validation score)."""
-        from rnn_jax.train import init_train_state
-
-        if not (self.dir / "checkpoints").exists():
+        params = super().best_params()
+        if params is None:
             raise FileNotFoundError(
                 f"{self.dir} has no checkpoint: train first with `python -m experiments.weather "
                 f"train --workdir {self.workdir}`"
             )
-        template = init_train_state(self.params0, self.optimizer(1), key=self.k_steps)
-        checkpointer = self.checkpointer()
-        try:
-            step = "best" if checkpointer.best_step() is not None else "latest"
-            state, _ = checkpointer.restore(template, step=step)
-        finally:
-            checkpointer.close()
-        return state.params
-
-
-# ----------------------------------------------------------------------------- run directory
-def write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)
-
-
-def read_run_config(workdir: Path) -> WeatherConfig:
-    from experiments.cli import apply_overrides  # noqa: F401  (same parsing rules)
-
-    path = Path(workdir) / RUN_CONFIG
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} does not exist: train first with `python -m experiments.weather train "
-            f"--workdir {workdir}`"
-        )
-    try:
-        d = json.loads(path.read_text())
-        from experiments.weather.config import ModelConfig, ReportConfig, TrainConfig
-
-        return WeatherConfig(
-            models=tuple(d["models"]),
-            model=ModelConfig(**d["model"]),
-            train=TrainConfig(**d["train"]),
-            report=ReportConfig(**d["report"]),
-        )
-    except (ValueError, TypeError, KeyError) as err:
-        raise ValueError(f"{path} is not a weather configuration ({err})") from None
-
-
-def prepare_run_directory(workdir: Path, config: WeatherConfig) -> None:
-    """Refuses (nothing written) a run directory of another (model, train) configuration."""
-    workdir = Path(workdir)
-    if workdir.exists() and not workdir.is_dir():
-        raise NotADirectoryError(f"--workdir {workdir} is a file, not a directory")
-    if (workdir / RUN_CONFIG).exists():
-        stored = read_run_config(workdir)
-        if (stored.model, stored.train) != (config.model, config.train):
-            raise ValueError(
-                f"{workdir} holds a run of another configuration (model/train sections "
-                "differ); use a fresh --workdir or the stored configuration"
-            )
-    workdir.mkdir(parents=True, exist_ok=True)
+        return params
 
 
 # ----------------------------------------------------------------------------- commands
-def train_command(config: WeatherConfig, workdir: Path) -> int:
-    prepare_run_directory(workdir, config)
-    data = load_data(config)
-    print(f"data: {data.describe()}", file=sys.stderr)
-    write_json(workdir / RUN_CONFIG, json.loads(json.dumps(dataclasses.asdict(config))))
-    write_json(workdir / "scaler.json", _scaler_dict(data))
+def read_run_config(workdir: Path) -> WeatherConfig:
+    return common.read_run_config(workdir, WeatherConfig, EXPERIMENT_NAME)
+
+
+def train_command(run: Invocation) -> int:
+    """Fits the baselines (once per run directory), trains every model, evaluates."""
+    config, workdir = run.config, run.workdir
+    data = common.start_training(run, EXPERIMENT_NAME, load_data, vocab_files=())
+    atomic_write(workdir / "scaler.json", json.dumps(_scaler_dict(data), indent=2) + "\n")
     if not (workdir / "baselines.npz").exists():
         t0 = time.perf_counter()
         _save_baselines(
@@ -451,31 +342,47 @@ def train_command(config: WeatherConfig, workdir: Path) -> int:
         )
         print(f"baselines: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     D, C = data.train.xs.shape[2], data.task.C
-    for name in config.models:
-        run = ModelRun(config, name, workdir, D, C)
-        t0 = time.perf_counter()
-        summary = run.train(data)
-        print(
-            f"{name}: {summary['steps']} steps, best step {summary['best_step']}, "
-            f"{time.perf_counter() - t0:.0f} s, val {run.best[0]} "
-            f"{summary['val'][run.best[0]]:.4f}",
-            file=sys.stderr,
-        )
+    common.train_models(config, data, lambda name: ModelRun(config, name, workdir, D, C))
     print(format_results(evaluate_all(config, workdir, data)))
     return 0
 
 
-def eval_command(workdir: Path, overrides: dict[str, str]) -> int:
+def eval_command(run: Invocation) -> int:
     """Evaluates the run in ``workdir`` with its stored configuration (``report`` overrides only)."""
-    from experiments.cli import apply_overrides
+    config = common.stored_config(run.workdir, WeatherConfig, EXPERIMENT_NAME, run.overrides)
+    print(format_results(evaluate_all(config, run.workdir, load_data(config))))
+    return 0
 
-    stored = read_run_config(workdir)
-    config = apply_overrides(stored, overrides)
-    if (config.models, config.model, config.train) != (stored.models, stored.model, stored.train):
-        raise ValueError(
-            f"{workdir} was trained with another configuration; eval takes report overrides only"
-        )
-    print(format_results(evaluate_all(config, workdir, load_data(config))))
+
+def _no_inputs(run: Invocation) -> None:
+    if run.inputs:
+        raise UsageError(f"`{run.command}` takes no positional inputs, got {run.inputs!r}")
+
+
+def predict_command(run: Invocation) -> int:
+    """``predict --workdir DIR --csv FILE``: the next forecast(s) of every trained model."""
+    _no_inputs(run)
+    if not run.options.get("csv"):
+        raise UsageError("`predict` needs --csv FILE")
+    print(predict_csv(run.workdir, run.options["csv"]))
+    return 0
+
+
+def fetch_command(run: Invocation) -> int:
+    """Checks the bundled CSVs (sha256) and caches them (``--config.data_dir``)."""
+    from experiments.weather.data import fetch
+
+    _no_inputs(run)
+    for name, path in fetch(run.config.report.data_dir).items():
+        print(f"{name}: {path} (sha256 checked)")
+    return 0
+
+
+def summarize_command(run: Invocation) -> int:
+    """``summarize DIR ...``: mean ± sd over the run directories' ``results.json``."""
+    if not run.inputs:
+        raise UsageError("`summarize` needs run directories")
+    print(summarize(run.inputs))
     return 0
 
 
@@ -483,7 +390,7 @@ def evaluate_all(config: WeatherConfig, workdir: Path, data: Data) -> dict[str, 
     """Test scores of the trained models and the baselines; writes results and the figure."""
     test = data.test
     results: dict[str, Any] = {
-        "config": json.loads(json.dumps(dataclasses.asdict(config))),
+        "config": common.config_to_dict(config),
         "data": {
             "task": data.task.name,
             "train_windows": len(data.train),
@@ -514,9 +421,7 @@ def evaluate_all(config: WeatherConfig, workdir: Path, data: Data) -> dict[str, 
     for name in config.models:
         run = ModelRun(config, name, workdir, D, C)
         params = run.best_params()
-        info = {}
-        if (run.dir / "train.json").exists():
-            info = json.loads((run.dir / "train.json").read_text())
+        info = run.train_info()
         mean, sd = run.forecast(params, data, test)
         scores = point_scores(mean, test.y) if sd is None else prob_scores(mean, sd, test.y)
         results["models"][name] = {**scores, "train": info}
@@ -715,3 +620,27 @@ def summarize(workdirs: list[str]) -> str:
                 + " |"
             )
     return "\n".join(lines)
+
+
+EXPERIMENT = Experiment(
+    EXPERIMENT_NAME,
+    default_config,
+    {
+        "fetch": fetch_command,
+        "train": train_command,
+        "eval": eval_command,
+        "predict": predict_command,
+        "summarize": summarize_command,
+    },
+    options=(
+        Option(
+            "task",
+            "the forecasting task",
+            choices=("daily", "hourly"),
+            default="daily",
+            preset=True,
+        ),  # fmt: skip
+        Option("csv", "predict: a CSV with a date column and the input columns"),
+    ),
+    workdir_optional=frozenset({"fetch", "summarize"}),
+)
