@@ -70,6 +70,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import re
@@ -83,7 +84,8 @@ from jaxtyping import Array
 
 from rnn_jax.cells import GRULayerParams, LSTMLayerParams, num_gates
 from rnn_jax.network import check_params, merge_directions
-from rnn_jax.params import ACTIVATIONS, HeadParams, LayerParams, RNNParams
+from rnn_jax.params import ACTIVATIONS, HeadParams, LayerParams, RNNParams, StackParams
+from rnn_jax.seq2seq import Seq2SeqParams
 
 __all__ = [
     "flax_module",
@@ -93,11 +95,84 @@ __all__ = [
     "gated_layers_from_torch",
     "gated_layers_to_flax",
     "gated_layers_to_torch",
+    "register_flax_serialization",
     "to_flax",
     "to_torch",
 ]
 
 _TORCH_MODES = {"RNN_TANH": "tanh", "RNN_RELU": "relu"}
+
+
+# --------------------------------------------------------------------------- serialization
+
+# The library's pytree dataclasses and their array fields (the rest is static configuration).
+_SERIALIZABLE = (
+    (RNNParams, ("layers", "head")),
+    (StackParams, ("layers",)),
+    (Seq2SeqParams, ("encoder", "decoder", "head", "bridge")),
+)
+
+
+def register_flax_serialization() -> None:
+    """Teach ``flax.serialization`` the library's parameter types; idempotent.
+
+    :class:`~rnn_jax.RNNParams`, :class:`~rnn_jax.StackParams` and
+    :class:`~rnn_jax.Seq2SeqParams` are JAX pytree dataclasses, which Flax's
+    ``to_state_dict``/``from_state_dict`` (and so ``to_bytes``/``from_bytes``, msgpack, and
+    a ``flax.training.train_state.TrainState`` holding them) do not know. This registers
+    them as Flax's own ``flax.struct`` dataclasses are: the state dict holds the array fields
+    (``{"layers": {"0": {"0": {"W_a": ..., "b_a": ...}}}, "head": {...}}``); the static
+    configuration (``cell``, ``activation``, ``merge``, ...) comes from the template given to
+    ``from_state_dict``/``from_bytes``, which must have the same architecture. The layer
+    and head types are ``NamedTuple``s, which Flax handles already.
+
+    ``import rnn_jax`` never imports Flax, so it cannot register at import time: call this
+    it once before serialising (it imports ``flax.serialization``; :func:`flax_module`
+    calls it too).
+
+    Raises:
+        ImportError: Flax is not installed (``pip install 'rnn_jax[interop]'``).
+
+    Example:
+        >>> import jax
+        >>> from flax import serialization
+        >>> from rnn_jax import init_rnn
+        >>> from rnn_jax.interop import register_flax_serialization
+        >>> register_flax_serialization()
+        >>> params = init_rnn(jax.random.key(0), 3, 4, 2, cell="lstm")
+        >>> template = init_rnn(jax.random.key(1), 3, 4, 2, cell="lstm")
+        >>> back = serialization.from_bytes(template, serialization.to_bytes(params))
+        >>> bool((back.layers[0][0].W_a == params.layers[0][0].W_a).all()), back.cell
+        (True, 'lstm')
+    """
+    serialization = importlib.import_module("flax.serialization")
+    for ty, fields in _SERIALIZABLE:
+        if serialization.is_serializable(ty):
+            continue
+        serialization.register_serialization_state(
+            ty,
+            functools.partial(_to_state_dict, serialization, fields),
+            functools.partial(_from_state_dict, serialization, fields),
+        )
+
+
+def _to_state_dict(serialization: Any, fields: tuple[str, ...], x: Any) -> dict[str, Any]:
+    return {f: serialization.to_state_dict(getattr(x, f)) for f in fields}
+
+
+def _from_state_dict(
+    serialization: Any, fields: tuple[str, ...], template: Any, state: dict[str, Any]
+) -> Any:
+    missing = sorted(set(fields) - set(state))
+    if missing:
+        raise ValueError(
+            f"the state dict of a {type(template).__name__} must hold the fields "
+            f"{list(fields)}, got keys {sorted(state)} (missing {missing})."
+        )
+    restored = {
+        f: serialization.from_state_dict(getattr(template, f), state[f], name=f) for f in fields
+    }
+    return dataclasses.replace(template, **restored)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -784,6 +859,7 @@ def flax_module(params: RNNParams) -> Any:
         an unbound ``flax.linen.Module``.
     """
     check_params(params)
+    register_flax_serialization()
     return _flax_module_class()(
         input_size=params.input_size,
         hidden_size=params.hidden_size,

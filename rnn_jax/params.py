@@ -196,6 +196,11 @@ class StackParams:
     def __post_init__(self):
         _check_config(self.activation, self.merge, self.cell)
 
+    def __contains__(self, name: object) -> bool:
+        """``name in stack``: whether ``name`` is an array field (as for a dict of params;
+        Flax's ``TrainState.create`` asks this of its params)."""
+        return name == "layers"
+
     @property
     def num_layers(self) -> int:
         return len(self.layers)
@@ -263,6 +268,11 @@ class RNNParams:
 
     def __post_init__(self):
         _check_config(self.activation, self.merge, self.cell)
+
+    def __contains__(self, name: object) -> bool:
+        """``name in params``: whether ``name`` is an array field, ``"layers"`` or ``"head"``
+        (as for a dict of params; Flax's ``TrainState.create`` asks this of its params)."""
+        return name in ("layers", "head")
 
     @property
     def stack(self) -> StackParams:

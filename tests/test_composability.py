@@ -271,49 +271,61 @@ def _assert_close_trees(a, b):
 # --- flax.serialization ------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="flax.serialization has no state-dict handler for the registered dataclasses "
-    "RNNParams/StackParams: `TypeError: can not serialize 'RNNParams' object` (needs "
-    "flax.serialization.register_serialization_state for both, fields `layers`/`head`).",
-    raises=TypeError,
-)
 def test_flax_serialization_round_trip_of_params_and_train_state():
     from flax import serialization
     from flax.training.train_state import TrainState
 
-    params = init_rnn(
-        jax.random.key(0),
-        11,
-        H,
-        C,
-        num_layers=2,
-        bidirectional=True,
-        token_inputs=True,
-        merge="sum",
-    )
-    template = init_rnn(
-        jax.random.key(9),
-        11,
-        H,
-        C,
-        num_layers=2,
-        bidirectional=True,
-        token_inputs=True,
-        merge="sum",
-    )
+    from rnn_jax.interop import register_flax_serialization
+
+    register_flax_serialization()
+    register_flax_serialization()  # idempotent
+    arch = dict(num_layers=2, bidirectional=True, token_inputs=True, merge="sum")
+    params = init_rnn(jax.random.key(0), 11, H, C, **arch)
+    template = init_rnn(jax.random.key(9), 11, H, C, **arch)
     restored = serialization.from_bytes(template, serialization.to_bytes(params))
     _assert_trees_equal(restored, params)
     assert restored.config() == params.config()
+    # The state dict holds the arrays by field name; the configuration is the template's.
+    sd = serialization.to_state_dict(params)
+    assert sorted(sd) == ["head", "layers"] and sorted(sd["layers"]["1"]["0"]) == ["W_a", "b_a"]
+    assert serialization.msgpack_restore(serialization.to_bytes(params)).keys() == sd.keys()
 
     state = TrainState.create(apply_fn=rnn_apply, params=params, tx=optax.adam(1e-3))
     grads = jax.tree.map(jnp.ones_like, params)
-    state = state.apply_gradients(grads=grads)
+    with jax.numpy_dtype_promotion("standard"):  # optax's adam: a float times its int32 count
+        state = state.apply_gradients(grads=grads)
     blank = TrainState.create(apply_fn=rnn_apply, params=template, tx=optax.adam(1e-3))
     back = serialization.from_bytes(blank, serialization.to_bytes(state))
     _assert_trees_equal(back.params, state.params)
     _assert_trees_equal(back.opt_state, state.opt_state)
     assert int(back.step) == 1 and back.params.config() == params.config()
+
+    # A template of another architecture is refused by Flax (not silently reshaped).
+    other = init_rnn(jax.random.key(9), 11, H, C, num_layers=1, bidirectional=True)
+    with pytest.raises(ValueError, match="size of the list and the state dict"):
+        serialization.from_bytes(other, serialization.to_bytes(params))
+    with pytest.raises(ValueError, match=r"must hold the fields \['layers', 'head'\]"):
+        serialization.from_state_dict(template, {"layers": sd["layers"]})
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_flax_serialization_of_gated_params_stacks_and_seq2seq(cell):
+    from flax import serialization
+
+    from rnn_jax.interop import register_flax_serialization
+    from rnn_jax.seq2seq import init_seq2seq
+
+    register_flax_serialization()
+    params = init_rnn(jax.random.key(0), D, H, C, cell=cell, num_layers=2)
+    template = init_rnn(jax.random.key(1), D, H, C, cell=cell, num_layers=2)
+    back = serialization.from_bytes(template, serialization.to_bytes(params))
+    _assert_trees_equal(back, params)
+    assert back.cell == cell
+    stack = serialization.from_bytes(template.stack, serialization.to_bytes(params.stack))
+    _assert_trees_equal(stack, params.stack)
+    s2s = init_seq2seq(jax.random.key(0), 9, 7, hidden_size=4, bridge="project", cell=cell)
+    blank = init_seq2seq(jax.random.key(1), 9, 7, hidden_size=4, bridge="project", cell=cell)
+    _assert_trees_equal(serialization.from_bytes(blank, serialization.to_bytes(s2s)), s2s)
 
 
 # --- streaming ---------------------------------------------------------------------
