@@ -71,6 +71,7 @@ from rnn_jax.losses import masked_softmax_cross_entropy
 from rnn_jax.params import (
     ACTIVATIONS,
     CELLS,
+    GATE_INITS,
     HeadParams,
     LayerParams,
     StackParams,
@@ -230,6 +231,7 @@ def init_seq2seq(
     feed_context: bool = False,
     activation: str = "tanh",
     cell: str = "rnn",
+    gate_init: str = "torch",
 ) -> Seq2SeqParams:
     """Initialise an encoder–decoder RNN.
 
@@ -250,8 +252,9 @@ def init_seq2seq(
         feed_context: feed ``c`` to the decoder at every step.
         activation: ``g`` (of the classic cell; the gated cells have their own).
         cell: ``"rnn"`` (default), ``"gru"`` or ``"lstm"`` for encoder and decoder; the
-            gated layers come from :func:`rnn_jax.cells.init_gated_layer` (PyTorch's
-            initialisation).
+            gated layers come from :func:`rnn_jax.cells.init_gated_layer`.
+        gate_init: the gated layers' scheme, ``"torch"`` (default) or ``"keras"`` (LSTM
+            forget-gate bias one), as in :func:`~rnn_jax.init_rnn`.
 
     Returns:
         :class:`Seq2SeqParams`.
@@ -269,7 +272,12 @@ def init_seq2seq(
         raise ValueError(f"`activation` must be one of {ACTIVATIONS}, got {activation!r}.")
     if cell not in CELLS:
         raise ValueError(f"`cell` must be one of {CELLS}, got {cell!r}.")
-    init_one = init_layer if cell == "rnn" else partial(_init_gated, cell)
+    if gate_init not in GATE_INITS or (cell == "rnn" and gate_init != "torch"):
+        raise ValueError(
+            f"`gate_init` must be one of {GATE_INITS} with cell='gru'/'lstm' ('torch' with "
+            f"the classic cell), got {gate_init!r} with cell={cell!r}."
+        )
+    init_one = init_layer if cell == "rnn" else partial(_init_gated, cell, gate_init)
     dirs = 2 if bidirectional else 1
     C = dirs * H_enc
     if decoder_hidden_size is None:
@@ -308,7 +316,9 @@ def init_seq2seq(
     )
 
 
-def _init_gated(cell: str, input_size: int, hidden_size: int, *, key: jax.Array) -> Any:
+def _init_gated(
+    cell: str, scheme: str, input_size: int, hidden_size: int, *, key: jax.Array
+) -> Any:
     try:
         from rnn_jax import cells
     except ImportError:
@@ -316,7 +326,7 @@ def _init_gated(cell: str, input_size: int, hidden_size: int, *, key: jax.Array)
             f"`cell={cell!r}` needs the gated cells of rnn_jax.cells, which this installation "
             "does not have; use cell='rnn'."
         ) from None
-    return cells.init_gated_layer(cell, input_size, hidden_size, key=key)
+    return cells.init_gated_layer(cell, input_size, hidden_size, key=key, scheme=scheme)
 
 
 def _encoder_stack(params: Seq2SeqParams) -> StackParams:

@@ -388,3 +388,14 @@ def test_gated_errors_name_the_argument():
     s2 = decoder_initial_state(proj, encode(proj, src, sl, return_cell_state=True))
     assert bool(jnp.all(s1.c == 0)) and bool(jnp.all(s2.c == 0))
     np.testing.assert_array_equal(np.asarray(s1.a), np.asarray(s2.a))
+
+
+def test_gate_init_keras_in_seq2seq():
+    p = init_seq2seq(jax.random.key(0), V_SRC, V_TGT, hidden_size=4, cell="lstm", gate_init="keras")
+    for layer in (p.encoder[0][0], p.decoder[0]):
+        np.testing.assert_array_equal(np.asarray(layer.b_a[4:8]), np.ones(4, np.float32))
+        np.testing.assert_array_equal(np.asarray(layer.b_a[:4]), np.zeros(4, np.float32))
+    with pytest.raises(
+        ValueError, match=r"`gate_init` must be one of .* got 'keras' with cell='rnn'"
+    ):
+        init_seq2seq(jax.random.key(0), V_SRC, V_TGT, gate_init="keras")
