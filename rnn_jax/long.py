@@ -152,7 +152,8 @@ def rnn_loss_remat(
         return a, loss
 
     _, losses = jax.lax.scan(body, a0, (x_chunks, y_chunks, m_chunks))
-    return jnp.sum(losses) / jnp.maximum(n_valid, 1)
+    total = jnp.sum(losses)
+    return total / jnp.maximum(n_valid, 1).astype(total.dtype)
 
 
 def truncated_bptt(
@@ -214,7 +215,7 @@ def truncated_bptt(
 
     def mean_chunk_loss(params, a_prev, x, y, m):
         loss, a = chunk_loss(params, a_prev, x, y, m)
-        return loss / jnp.maximum(jnp.sum(m), 1), a
+        return loss / jnp.maximum(jnp.sum(m), 1).astype(loss.dtype), a
 
     def body(carry, chunk):
         params, opt_state, a_prev = carry

@@ -335,7 +335,7 @@ def stack_unroll(
             if unk_id is not None:
                 h = jnp.where(keep, xs, jnp.asarray(unk_id, xs.dtype))
             else:
-                input_keep = (keep.T[:, :, None] / (1.0 - input_dropout)).astype(dtype)
+                input_keep = keep.T[:, :, None].astype(dtype) / (1.0 - input_dropout)
         else:
             h = _dropped(xs, input_dropout, k_in, xs.shape)
     finals, cell_finals = [], []

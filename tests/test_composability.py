@@ -365,3 +365,24 @@ def test_low_precision_params_with_float32_inputs(dtype):
     np.testing.assert_array_equal(y, rnn_apply(params, xs.astype(dtype), lengths))
     g = jax.grad(lambda p: jnp.sum(rnn_classify(p, xs, lengths).astype(jnp.float32)))(params)
     assert g.layers[0][0].W_a.dtype == dtype
+
+
+# --- strict dtype promotion on the gated paths --------------------------------------
+
+
+def test_gated_seq2seq_remat_and_word_dropout_under_strict_dtypes():
+    """The module runs under jax_numpy_dtype_promotion="strict": the gated seq2seq, the
+    chunked loss and word dropout on token ids promote nothing implicitly."""
+    from rnn_jax.long import rnn_loss_remat
+    from rnn_jax.seq2seq import init_seq2seq, seq2seq_loss
+
+    src, sl = jnp.array([[5, 6, 7], [8, 0, 0]]), jnp.array([3, 1])
+    tgt, tl = jnp.array([[4, 3], [3, 0]]), jnp.array([2, 1])
+    s2s = init_seq2seq(jax.random.key(0), 9, 6, hidden_size=4, feed_context=True, cell="lstm")
+    g = jax.grad(seq2seq_loss)(s2s, src, sl, tgt, tl, bos_id=2)
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(g))
+    lm = init_rnn(jax.random.key(1), 9, H, 9, cell="gru", token_inputs=True)
+    loss = rnn_loss_remat(lm, src, src, sl, chunk_size=2)
+    assert loss.dtype == jnp.float32
+    y = rnn_classify(lm, src, sl, input_dropout=0.5, key=jax.random.key(2))
+    assert y.shape == (2, 9) and y.dtype == jnp.float32
