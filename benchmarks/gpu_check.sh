@@ -23,7 +23,7 @@ PY="${PYTHON:-python}"
 #    check float32 rounding, so ask for full float32 precision here.
 JAX_DEFAULT_MATMUL_PRECISION=highest "$PY" -m pytest -q -p no:cacheprovider -m "not slow" \
   tests/test_recurrence.py tests/test_network.py tests/test_bptt.py tests/test_long.py \
-  tests/test_lookup.py \
+  tests/test_lookup.py tests/test_cells.py tests/test_seq2seq.py tests/test_parallel.py \
   2>&1 | tee "$OUT/tests.txt"
 echo "tests exit code: ${PIPESTATUS[0]}" | tee -a "$OUT/tests.txt"
 

@@ -13,6 +13,12 @@ Every experiment is run the same way::
   (``--config.model.hidden_size=64``) or by its name alone (``--config.hidden_size=64``),
   since no name occurs in two sections;
 - ``--seed N`` is ``--config.seed=N``;
+- ``--devices N`` trains data-parallel on ``N`` devices (``N`` CPU devices of this
+  process, or its first ``N`` accelerators), ``--distributed`` on the devices of several
+  processes (:mod:`rnn_jax.distributed`, from ``JAX_COORDINATOR_ADDRESS``,
+  ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``; implied when ``JAX_NUM_PROCESSES`` is set, as
+  ``python -m experiments.launch`` does). Neither changes the configuration: a run resumes
+  on any number of devices. Experiments without data-parallel training refuse them;
 - the remaining positional arguments are the command's inputs (e.g. texts for ``predict``;
   ``predict`` reads standard input when none are given); ``train`` and ``eval`` take none.
 
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import types
 import typing
@@ -48,6 +55,7 @@ __all__ = [
     "UsageError",
     "apply_overrides",
     "main",
+    "parallel_flags",
     "parse_args",
     "read_inputs",
     "replace_fields",
@@ -249,7 +257,10 @@ def parse_args(
     parser.add_argument("--seed", type=int, default=None, help="shorthand for --config.seed")
     parser.add_argument("--quick", action="store_true", help="the quick configuration")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    _add_parallel_flags(parser)
     args, unknown = parser.parse_known_args(argv)
+    if args.devices is not None and args.devices < 1:
+        parser.error(f"`--devices` must be a positive int, got {args.devices}")
     overrides, more_inputs = _split_overrides(parser, unknown)
     inputs = list(args.inputs) + more_inputs
     if inputs and args.command in NO_INPUTS:
@@ -262,6 +273,26 @@ def parse_args(
         parser.error(str(err))
     workdir = Path(args.workdir).expanduser() if args.workdir else None
     return Invocation(args.command, config, workdir, inputs, overrides, args.debug)
+
+
+def _add_parallel_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--devices", type=int, default=None, help="train data-parallel on N devices"
+    )
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        default=bool(os.environ.get("JAX_NUM_PROCESSES")),
+        help="train on the devices of several processes (see experiments.launch)",
+    )
+
+
+def parallel_flags(argv: Sequence[str]) -> tuple[int | None, bool]:
+    """``(--devices, --distributed)`` of a command line :func:`parse_args` accepted."""
+    parser = argparse.ArgumentParser(add_help=False)
+    _add_parallel_flags(parser)
+    args, _ = parser.parse_known_args(list(argv))
+    return args.devices, args.distributed
 
 
 # --------------------------------------------------------------------------- running
@@ -296,8 +327,12 @@ def main(
     commands: dict[str, Command],
     default_config: Callable[[bool], Any],
     description: str = "",
+    data_parallel: bool = False,
 ) -> int:
     """Parses the command line and runs the command; returns the exit status.
+
+    ``data_parallel``: whether the experiment trains on a mesh when ``--devices`` or
+    ``--distributed`` is given (otherwise they are refused, exit status 2).
 
     Every error is printed as one line on stderr, without a traceback unless ``--debug``:
     exit status 2 for a command line that cannot run, 1 for an error while running, or the
@@ -313,7 +348,20 @@ def main(
         )
     except SystemExit as exit_:  # usage errors (one line printed) and --help
         return exit_.code if isinstance(exit_.code, int) else 2
+    devices, distributed = parallel_flags(sys.argv[1:] if argv is None else argv)
+    parallel = devices is not None or distributed
+    if parallel and not data_parallel:
+        print(
+            f"{prog}: error: --devices/--distributed: this experiment has no data-parallel "
+            "training yet (see experiments.names); run without them",
+            file=sys.stderr,
+        )
+        return 2
     try:
+        if parallel:
+            from experiments.common import use_data_parallel
+
+            use_data_parallel(devices, distributed)
         status = commands[invocation.command](invocation)
     except (Exception, KeyboardInterrupt) as err:
         if invocation.debug:
@@ -330,6 +378,7 @@ class Experiment:
     name: str
     default_config: Callable[[bool], Any]
     commands: dict[str, Command]
+    data_parallel: bool = False  # accepts --devices / --distributed
 
     def main(self, argv: Sequence[str] | None = None, description: str = "") -> int:
         """:func:`main` for ``python -m experiments.<name>``."""
@@ -339,4 +388,5 @@ class Experiment:
             commands=self.commands,
             default_config=self.default_config,
             description=description,
+            data_parallel=self.data_parallel,
         )

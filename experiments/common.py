@@ -21,6 +21,11 @@ Run directory layout (``--workdir DIR``)::
     DIR/results.json, .md    the evaluation (written only where DIR is writable)
 
 where ``RUN`` is ``DIR`` itself, or ``DIR/<model>`` when one command trains several models.
+
+Data parallelism (``--devices N`` / ``--distributed``, :func:`use_data_parallel`): the
+train step of :func:`train_logged` runs on a mesh of every process's devices, each process
+feeding its rows of every global batch; only process 0 writes the metrics log, the plots
+and the results (the checkpoints are written by all, see :mod:`rnn_jax.checkpoint`).
 """
 
 from __future__ import annotations
@@ -51,8 +56,11 @@ __all__ = [
     "checkpoint_config",
     "config_from_dict",
     "config_to_dict",
+    "data_parallel_mesh",
     "finish",
     "fit_logged",
+    "is_primary",
+    "parallel_eval_step",
     "train_logged",
     "train_template",
     "load_vocab",
@@ -66,6 +74,7 @@ __all__ = [
     "row_bucket",
     "start_training",
     "stored_config",
+    "use_data_parallel",
     "write_results",
     "write_run_config",
 ]
@@ -342,8 +351,10 @@ def write_results(
     """Writes ``results.json``, ``results.md`` (and ``extra`` ``(name, writer)`` files).
 
     Evaluation never needs write access: on a read-only run directory this says so in one
-    line on stderr and returns ``False``.
+    line on stderr and returns ``False``. With several processes only process 0 writes.
     """
+    if not is_primary():
+        return False
     workdir = Path(workdir)
     try:
         atomic_write(
@@ -406,8 +417,52 @@ def start_training(
 def finish(workdir: Path, results: dict[str, Any], markdown: str) -> int:
     """Writes the results (where the run directory is writable), prints them; exit status 0."""
     write_results(workdir, results, markdown)
-    print(markdown)
+    if is_primary():
+        print(markdown)
     return 0
+
+
+# --------------------------------------------------------------------------- data parallel
+
+_MESH: Any = None  # set once per process by use_data_parallel (the command line's flags)
+
+
+def use_data_parallel(devices: int | None, distributed: bool) -> Any:
+    """Train on ``devices`` devices per process (CPU: split into that many), over all
+    processes with ``distributed`` (:func:`rnn_jax.distributed.initialize`); returns the
+    mesh :func:`train_logged` and :func:`parallel_eval_step` then use. Call it before JAX
+    computes anything."""
+    from rnn_jax import distributed as dist
+
+    global _MESH
+    if devices is not None:
+        dist.set_local_devices(devices)
+    if distributed:
+        dist.initialize()
+    per = devices if devices is not None and jax.local_device_count() > devices else None
+    _MESH = dist.global_mesh(per)
+    print(f"data parallel: {dist.devices_description(list(_MESH.devices.flat))}", file=sys.stderr)
+    return _MESH
+
+
+def data_parallel_mesh() -> Any:
+    """The mesh of :func:`use_data_parallel`, or ``None`` (one device, the plain path)."""
+    return _MESH
+
+
+def is_primary() -> bool:
+    """Whether this process writes the run's shared files (always, with one process)."""
+    return _MESH is None or jax.process_index() == 0
+
+
+def parallel_eval_step(eval_step: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """``eval_step(params, batch) -> sums`` over the batch split across the mesh of
+    :func:`use_data_parallel` (:func:`rnn_jax.parallel.parallel_sums`), or unchanged."""
+    if _MESH is None:
+        return eval_step
+    from rnn_jax.parallel import parallel_sums
+
+    return parallel_sums(eval_step, _MESH)
 
 
 # --------------------------------------------------------------------------- training pieces
@@ -500,6 +555,7 @@ def train_logged(
     params: Any,
     keys: Keys,
     num_train: int,
+    weight_fn: Callable[[Any], Any] | None = None,
     **fit_logged_kwargs: Any,
 ) -> dict[str, Any]:
     """Trains ``params`` on ``loss_fn(params, batch, *, key)``: the whole run, logged.
@@ -507,7 +563,9 @@ def train_logged(
     The optimiser of ``config.train`` (its decay over ``num_train // batch_size`` steps an
     epoch), a fresh train state keyed by ``keys.steps``, the jitted train step, then
     :func:`fit_logged` (which takes ``fit_logged_kwargs``). Returns its summary and the
-    parameter count.
+    parameter count. With a mesh (:func:`use_data_parallel`) the step is
+    :func:`rnn_jax.parallel.make_parallel_train_step` with ``weight_fn`` (what the loss of a
+    batch is a mean over, e.g. its valid tokens) and each process feeds its rows.
     """
     from rnn_jax.params import count_params
     from rnn_jax.train import init_train_state, make_train_step
@@ -515,7 +573,24 @@ def train_logged(
     steps_per_epoch = check_steps_per_epoch(num_train, config.train.batch_size)
     optimizer = make_optimizer(config.train, steps_per_epoch)
     state = init_train_state(params, optimizer, key=keys.steps)
-    train_step = make_train_step(loss_fn, optimizer)
+    if _MESH is None:
+        train_step = make_train_step(loss_fn, optimizer)
+    else:
+        from rnn_jax.distributed import process_batches
+        from rnn_jax.parallel import make_parallel_train_step
+
+        n = _MESH.devices.size
+        if config.train.batch_size % n:
+            raise ValueError(
+                f"`batch_size` = {config.train.batch_size} must be a multiple of the {n} "
+                "devices of --devices/--distributed (each device takes an equal share)"
+            )
+
+        train_step = make_parallel_train_step(loss_fn, optimizer, _MESH, weight_fn=weight_fn)
+        epoch_batches = process_batches(epoch_batches, _MESH)
+        # One process cannot stop alone on a signal (the others wait in the all-reduce):
+        # signals end every process at once, and a relaunch resumes from the last checkpoint.
+        fit_logged_kwargs.setdefault("handle_signals", jax.process_count() == 1)
     summary = fit_logged(state, train_step, epoch_batches, config=config,
                          steps_per_epoch=steps_per_epoch, **fit_logged_kwargs)  # fmt: skip
     return {**summary, "num_params": count_params(params)}
@@ -548,8 +623,9 @@ def fit_logged(
     train, report = config.train, config.report
     tensorboard = getattr(report, "tensorboard", False)
     workdir = Path(workdir)
-    logger = MetricsLogger(workdir, tensorboard=tensorboard)
-    if tensorboard and not logger.tensorboard_enabled:
+    primary = is_primary()
+    logger = MetricsLogger(workdir, tensorboard=tensorboard) if primary else None
+    if tensorboard and primary and not logger.tensorboard_enabled:
         print(
             "tensorboard=true but no writer is installed (pip install tensorboardX); "
             "metrics go to metrics.jsonl only",
@@ -566,7 +642,7 @@ def fit_logged(
             num_epochs=train.num_epochs,
             eval_every=train.eval_every,
             early_stopping=EarlyStopping(best.metric, mode=best.mode, patience=train.patience),
-            progress=report.progress,
+            progress=report.progress and primary,
             log_every=report.log_every,
             **fit_kwargs,
         )
@@ -574,9 +650,11 @@ def fit_logged(
         # `result.state` may be the best state, an earlier step).
         steps = max(int(result.state.step), checkpointer.latest_step() or 0)
     finally:
-        logger.close()
+        if logger is not None:
+            logger.close()
         checkpointer.close()
-    plot_metrics(workdir / "metrics.jsonl", workdir / "curves.png", title=name)
+    if primary:
+        plot_metrics(workdir / "metrics.jsonl", workdir / "curves.png", title=name)
     return {
         "train_seconds": result.train_seconds,
         "best_step": result.best_step,

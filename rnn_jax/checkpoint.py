@@ -37,6 +37,16 @@ Safety:
   saying the previous checkpoint is kept; a state holding NaN or inf is never written;
 - every JSON file is written atomically (temporary file, ``fsync``, ``os.replace``).
 
+Several processes (:mod:`rnn_jax.distributed`): every process creates its Checkpointer on
+the same (shared) directory and calls :meth:`~Checkpointer.save` and
+:meth:`~Checkpointer.restore` at the same points. Orbax writes each array once (the
+replicated train state by process 0; shards of a sharded array by the process holding
+them); only process 0 takes the lock and writes ``config.json``, the JSON items and the
+file checksums, and every process waits for the checkpoint to be complete before going on.
+A state saved on ``P x N`` devices restores on any other number of processes or devices:
+the arrays take the shardings of the template they are restored into (a single-device
+template gives single-device arrays; a replicated one, replicated arrays).
+
 Nothing is pickled: arrays are stored by Orbax (tensorstore), everything else as JSON.
 
 Example:
@@ -186,6 +196,46 @@ def _state_to_saveable(state: TrainState) -> dict[str, Any]:
     return {"params": state.params, "opt_state": state.opt_state, "step": state.step, "key": key}
 
 
+def _multi_process() -> bool:
+    return jax.process_count() > 1
+
+
+def _to_host(tree: Any) -> Any:
+    """``tree`` as NumPy arrays: an array split over several processes is gathered first
+    (a collective: every process must call this together)."""
+
+    def get(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
+            from jax.experimental import multihost_utils
+
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.asarray(jax.device_get(x))
+
+    return jax.tree_util.tree_map(get, tree)
+
+
+def _on_all_processes(tree: Any) -> Any:
+    """With several processes, arrays of one process's devices become replicated on all
+    devices (each process passes its own equal copy), so that Orbax writes them once."""
+    if not _multi_process():
+        return tree
+    from rnn_jax.distributed import global_mesh, replicate
+
+    mesh = global_mesh()
+
+    def place(x):
+        return x if isinstance(x, jax.Array) and not x.is_fully_addressable else replicate(x, mesh)
+
+    return jax.tree_util.tree_map(place, tree)
+
+
+def _barrier(name: str) -> None:
+    if _multi_process():
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 def _sha256(x: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
 
@@ -329,6 +379,8 @@ class Checkpointer:
         self._metrics: dict[int, dict[str, float] | None] = {}
         self._lock_fd: int | None = None
         self._closed = False
+        # With several processes, process 0 alone locks and writes the files of the run.
+        self._primary = jax.process_index() == 0
         if read_only:
             if not self.directory.is_dir():
                 raise CheckpointError(f"there is no run directory {self.directory}.")
@@ -340,7 +392,8 @@ class Checkpointer:
                     f"cannot create the run directory {self.directory}: {_reason(err)}."
                 ) from err
             self._check_or_write_config(write=False)  # a mismatch touches nothing at all
-            self._lock_fd = _acquire_lock(self.directory)
+            if self._primary:
+                self._lock_fd = _acquire_lock(self.directory)
         try:
             self._check_or_write_config()
             with _orbax_warnings_silenced():
@@ -361,7 +414,7 @@ class Checkpointer:
     def _check_or_write_config(self, write: bool = True) -> None:
         config_path = self.directory / "config.json"
         if not config_path.exists():
-            if write and not self.read_only:
+            if write and not self.read_only and self._primary:
                 write_json_atomic(config_path, self.config)
             return
         try:
@@ -506,8 +559,8 @@ class Checkpointer:
                 f"refusing to save step {step}: the run directory already holds step {latest} "
                 f"({self.directory}); checkpoints are never overwritten."
             )
-        saveable = _state_to_saveable(state)
-        host = jax.device_get(saveable)
+        saveable = _on_all_processes(_state_to_saveable(state))
+        host = _to_host(saveable)
         bad = _first_non_finite(host)
         if bad is not None:
             raise CheckpointError(
@@ -532,12 +585,15 @@ class Checkpointer:
             self._manager.save(step, args=args)
             self._manager.wait_until_finished()
         except Exception as err:  # OSError, or Orbax/tensorstore wrapping one
-            self._remove_partial(step)
+            if self._primary:
+                self._remove_partial(step)
             raise CheckpointError(
                 f"could not write checkpoint step {step} to {self.directory / 'checkpoints'}: "
                 f"{_reason(err)}; the previous checkpoint (step {latest}) is kept."
             ) from err
-        self._write_file_checksums(step)
+        if self._primary:
+            self._write_file_checksums(step)
+        _barrier(f"rnn_jax_checkpoint_{step}")  # the checkpoint is complete for everyone
         self._metrics[step] = metrics
         self._prune()
         return step
@@ -655,7 +711,9 @@ class Checkpointer:
 
         Args:
             template: a :class:`TrainState` of the same structure (e.g. a freshly initialised
-                one, with the same optimizer); its arrays give the shapes and dtypes.
+                one, with the same optimizer); its arrays give the shapes, dtypes and
+                shardings (the restored arrays are placed like the template's, whatever
+                devices or processes wrote the checkpoint).
             step: a step, ``"best"`` (by ``best_metric``), or ``None``/``"latest"``.
 
         Returns:
@@ -693,7 +751,7 @@ class Checkpointer:
                 f"({_reason(err)}). It was left untouched: move it aside to resume from an "
                 "earlier one, or use a fresh directory."
             ) from err
-        self._verify(meta, dict(_leaves_with_names(jax.device_get(saved))), path)
+        self._verify(meta, dict(_leaves_with_names(_to_host(saved))), path)
         key = saved["key"]
         if jax.dtypes.issubdtype(template.key.dtype, jax.dtypes.prng_key):
             key = jax.random.wrap_key_data(key, impl=jax.random.key_impl(template.key))
@@ -741,7 +799,7 @@ class Checkpointer:
             ) from err
         finally:
             reader.close()
-        self._verify(meta, dict(_leaves_with_names(jax.device_get(restored))), path)
+        self._verify(meta, dict(_leaves_with_names(_to_host(restored))), path)
         return restored["params"]
 
     def close(self) -> None:

@@ -58,12 +58,13 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from jaxtyping import Array
 
-from rnn_jax.train import LossFn, TrainState
+from rnn_jax.train import LossFn, TrainState, all_finite
 
 __all__ = [
     "batch_mesh",
     "make_parallel_train_step",
     "parallel_sums",
+    "replicate",
     "shard_batch",
 ]
 
@@ -110,8 +111,27 @@ def shard_batch(batch: PyTree, mesh: Mesh) -> PyTree:
     return jax.tree_util.tree_unflatten(treedef, placed)
 
 
-def _replicate(tree: PyTree, mesh: Mesh) -> PyTree:
-    return jax.device_put(tree, NamedSharding(mesh, P()))
+def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
+    """Every leaf of ``tree`` replicated over ``mesh`` (PRNG keys included; with several
+    processes each passes its own, equal, copy); leaves already there pass unchanged."""
+    sharding = NamedSharding(mesh, P())
+
+    def put(x):
+        if isinstance(x, jax.Array) and x.sharding == sharding:
+            return x
+        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            # device_put refuses keys on devices of other processes: move their bits.
+            return jax.random.wrap_key_data(
+                put(jax.random.key_data(x)), impl=jax.random.key_impl(x)
+            )
+        if jax.process_count() > 1 and not (
+            isinstance(x, jax.Array) and not x.is_fully_addressable
+        ):
+            # this process's copy (device_put cannot move a committed array to other hosts)
+            return jax.make_array_from_process_local_data(sharding, np.asarray(x), np.shape(x))
+        return jax.device_put(x, sharding)
+
+    return jax.tree_util.tree_map(put, tree)
 
 
 def _default_weight(batch: PyTree) -> Array:
@@ -144,7 +164,8 @@ def make_parallel_train_step(
 
     Returns:
         ``train_step(state, batch) -> (state, metrics)``, compiled, with the metrics of
-        :func:`~rnn_jax.make_train_step` (``loss``, ``grad_norm``, aux). ``batch`` leaves
+        :func:`~rnn_jax.make_train_step` (``loss``, ``grad_norm``, ``finite``, aux; a
+        non-finite step is skipped in the same way). ``batch`` leaves
         need a first axis divisible by the number of devices; ``state`` and ``batch`` are
         moved onto the mesh if they are not there yet. The key of shard ``i`` at step
         ``s`` is ``fold_in(fold_in(state.key, s), i)`` (only ``fold_in(state.key, s)`` on a
@@ -176,7 +197,13 @@ def make_parallel_train_step(
         aux = {k: combine(jnp.asarray(v)) for k, v in dict(aux).items()}
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
+        # As make_train_step: a non-finite step is skipped (the same on every device, since
+        # loss, gradients and parameters are replicated after the sums).
+        finite = all_finite((loss, grads, params))
+        keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+        params = jax.tree_util.tree_map(keep, params, state.params)
+        opt_state = jax.tree_util.tree_map(keep, opt_state, state.opt_state)
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux, "finite": finite}
         return TrainState(params, opt_state, state.step + 1, state.key), metrics
 
     # check_vma=False: `loss_fn` is arbitrary single-device code (a user's loop may start
@@ -188,7 +215,7 @@ def make_parallel_train_step(
     )
 
     def train_step(state: TrainState, batch: Any) -> tuple[TrainState, dict[str, Array]]:
-        return step(_replicate(state, mesh), shard_batch(batch, mesh))
+        return step(replicate(state, mesh), shard_batch(batch, mesh))
 
     return train_step
 
@@ -212,6 +239,6 @@ def parallel_sums(
     )
 
     def run(params, batch):
-        return fn(_replicate(params, mesh), shard_batch(batch, mesh))
+        return fn(replicate(params, mesh), shard_batch(batch, mesh))
 
     return run

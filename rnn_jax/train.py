@@ -281,7 +281,7 @@ def make_train_step(
         (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        finite = _all_finite((loss, grads, params))
+        finite = all_finite((loss, grads, params))
         keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
         params = jax.tree_util.tree_map(keep, params, state.params)
         opt_state = jax.tree_util.tree_map(keep, opt_state, state.opt_state)
@@ -292,7 +292,9 @@ def make_train_step(
     return jax.jit(train_step) if jit else train_step
 
 
-def _all_finite(tree: PyTree) -> Array:
+def all_finite(tree: PyTree) -> Array:
+    """Whether every float leaf of ``tree`` is finite: a ``()`` bool array (also used by
+    :func:`rnn_jax.parallel.make_parallel_train_step`)."""
     checks = [
         jnp.all(jnp.isfinite(x))
         for x in jax.tree_util.tree_leaves(tree)

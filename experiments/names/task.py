@@ -34,6 +34,7 @@ from experiments.data import (
 )
 from experiments.names.config import MODEL_SPECS, ModelConfig, NamesConfig, default_config
 from experiments.names.models import Tagger, make_tagger
+from rnn_jax._io import atomic_write
 from rnn_jax.batching import iterate_batches, pad_batch
 from rnn_jax.losses import masked_sigmoid_binary_cross_entropy
 from rnn_jax.metrics import ConfusionCounts, binary_confusion_counts
@@ -219,7 +220,8 @@ class ModelRun:
         self.dir = workdir / name
         self.workdir = workdir
         self.tagger: Tagger
-        self.tagger, self._eval_step, self._predict = compiled(name, config.model, len(vocab))
+        self.tagger, eval_step, self._predict = compiled(name, config.model, len(vocab))
+        self._eval_step = common.parallel_eval_step(eval_step)  # split over the devices, if any
         self.keys = common.make_keys(config.train.seed, name)
         self.params0 = self.tagger.init(self.keys.init)
         self.num_params = count_params(self.params0)
@@ -236,6 +238,14 @@ class ModelRun:
         if self.tagger.window is not None:  # the FC net predicts nothing beyond its window
             lengths = jnp.minimum(lengths, self.tagger.window)
         return masked_sigmoid_binary_cross_entropy(logits, labels, lengths=lengths)
+
+    def loss_weight(self, batch):
+        """What :meth:`loss_fn` is a mean over: the batch's scored tokens (data parallelism
+        weighs each device's mean by it, so the combined loss is the whole batch's)."""
+        lengths = batch[2]
+        if self.tagger.window is not None:
+            lengths = jnp.minimum(lengths, self.tagger.window)
+        return jnp.sum(lengths)
 
     def evaluate(self, params, split: Split, scored=None) -> dict[str, float]:
         batch_size = self.config.report.eval_batch_size
@@ -313,6 +323,7 @@ class ModelRun:
             params=self.params0,
             keys=self.keys,
             num_train=len(train.ids),
+            weight_fn=self.loss_weight,
             workdir=self.dir,
             checkpointer=self.checkpointer(),
             best=BEST,
@@ -428,9 +439,11 @@ def train_command(run: Invocation) -> int:
         model_run = ModelRun(config, name, data.vocab, workdir)
         print(f"training {name} ({model_run.num_params:,} parameters)", file=sys.stderr)
         summary = model_run.train(data)
-        (model_run.dir / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if common.is_primary():
+            atomic_write(model_run.dir / "train.json", json.dumps(summary, indent=2) + "\n")
     results = evaluate_all(config, workdir, data)
-    print(format_results(results))
+    if common.is_primary():
+        print(format_results(results))
     return 0
 
 
@@ -673,4 +686,5 @@ EXPERIMENT = Experiment(
         "predict": predict_command,
         "demo": demo_command,
     },
+    data_parallel=True,
 )
