@@ -377,6 +377,8 @@ def cell_step(
     layer: GRULayerParams | LSTMLayerParams,
     carry: Carry,
     x_t: Float[Array, " D"] | Int[Array, ""],
+    *,
+    extra_term: Float[Array, " GH"] | None = None,
 ) -> tuple[Carry, Float[Array, " H"]]:
     """One step of a gated cell for ONE example: ``(carry, x_t) -> (carry', h')``.
 
@@ -389,6 +391,9 @@ def cell_step(
         carry: ``h (H,)`` for the GRU, ``(h, c)`` for the LSTM.
         x_t: a dense input ``(D,)`` or an integer token id (a scalar): then ``W_x x`` is
             the column ``W_x[:, id]`` (NaN for an id outside ``[0, D)``).
+        extra_term: ``(G·H,)`` added to the input term ``W_x x<t> + b_x`` of every gate
+            (the seq2seq decoder's context, ``W_x^ctx c``: a part of the input that is
+            the same at every step).
 
     Returns:
         ``(carry', h')``: the new carry and the new hidden state ``h' (H,)``.
@@ -407,6 +412,8 @@ def cell_step(
     _check_cell(cell)
     _check_layer(cell, layer)
     zx = _project_one(cell, layer, x_t)
+    if extra_term is not None:
+        zx = zx + extra_term
     return _gated_update(cell, *_recurrent_weights(cell, layer), carry, zx)
 
 
@@ -475,6 +482,7 @@ def layer_unroll(
     lookup: str = "sorted",
     input_scale: Float[Array, "T B 1"] | None = None,
     state_mask: Float[Array, "B H"] | None = None,
+    extra_term: Float[Array, "T B GH"] | Float[Array, "1 B GH"] | None = None,
 ) -> tuple[Float[Array, "T B H"], Carry]:
     """Run one gated layer in one direction over a time-major batch.
 
@@ -508,6 +516,9 @@ def layer_unroll(
         state_mask: ``(B, H)`` variational recurrent dropout (Keras'
             ``recurrent_dropout``): one mask per sequence, multiplying ``h<t-1>`` where it
             enters ``W_h``.
+        extra_term: ``(T, B, G·H)``, or ``(1, B, G·H)`` for a term constant over time,
+            added to the hoisted input term of every gate (the seq2seq decoder's context
+            ``W_x^ctx c``).
 
     Returns:
         ``(h_seq, carry_last)``: hidden states ``(T, B, H)``, exactly zero at masked steps,
@@ -552,6 +563,8 @@ def layer_unroll(
     if lookup not in LOOKUPS:
         raise ValueError(f"`lookup` must be one of {LOOKUPS}, got {lookup!r}.")
     zx = _input_projection(cell, layer, xs, mask_tb, lookup, input_scale)
+    if extra_term is not None:
+        zx = zx + jnp.asarray(extra_term, zx.dtype)
     W_h, b_h = _recurrent_weights(cell, layer)
     if state_mask is not None:
         state_mask = jnp.asarray(state_mask, dtype)

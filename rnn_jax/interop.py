@@ -70,6 +70,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import re
@@ -83,7 +84,8 @@ from jaxtyping import Array
 
 from rnn_jax.cells import GRULayerParams, LSTMLayerParams, num_gates
 from rnn_jax.network import check_params, merge_directions
-from rnn_jax.params import ACTIVATIONS, HeadParams, LayerParams, RNNParams
+from rnn_jax.params import ACTIVATIONS, HeadParams, LayerParams, RNNParams, StackParams
+from rnn_jax.seq2seq import Seq2SeqParams
 
 __all__ = [
     "flax_module",
@@ -93,11 +95,84 @@ __all__ = [
     "gated_layers_from_torch",
     "gated_layers_to_flax",
     "gated_layers_to_torch",
+    "register_flax_serialization",
     "to_flax",
     "to_torch",
 ]
 
 _TORCH_MODES = {"RNN_TANH": "tanh", "RNN_RELU": "relu"}
+
+
+# --------------------------------------------------------------------------- serialization
+
+# The library's pytree dataclasses and their array fields (the rest is static configuration).
+_SERIALIZABLE = (
+    (RNNParams, ("layers", "head")),
+    (StackParams, ("layers",)),
+    (Seq2SeqParams, ("encoder", "decoder", "head", "bridge")),
+)
+
+
+def register_flax_serialization() -> None:
+    """Teach ``flax.serialization`` the library's parameter types; idempotent.
+
+    :class:`~rnn_jax.RNNParams`, :class:`~rnn_jax.StackParams` and
+    :class:`~rnn_jax.Seq2SeqParams` are JAX pytree dataclasses, which Flax's
+    ``to_state_dict``/``from_state_dict`` (and so ``to_bytes``/``from_bytes``, msgpack, and
+    a ``flax.training.train_state.TrainState`` holding them) do not know. This registers
+    them as Flax's own ``flax.struct`` dataclasses are: the state dict holds the array fields
+    (``{"layers": {"0": {"0": {"W_a": ..., "b_a": ...}}}, "head": {...}}``); the static
+    configuration (``cell``, ``activation``, ``merge``, ...) comes from the template given to
+    ``from_state_dict``/``from_bytes``, which must have the same architecture. The layer
+    and head types are ``NamedTuple``s, which Flax handles already.
+
+    ``import rnn_jax`` never imports Flax, so it cannot register at import time: call this
+    it once before serialising (it imports ``flax.serialization``; :func:`flax_module`
+    calls it too).
+
+    Raises:
+        ImportError: Flax is not installed (``pip install 'rnn_jax[interop]'``).
+
+    Example:
+        >>> import jax
+        >>> from flax import serialization
+        >>> from rnn_jax import init_rnn
+        >>> from rnn_jax.interop import register_flax_serialization
+        >>> register_flax_serialization()
+        >>> params = init_rnn(jax.random.key(0), 3, 4, 2, cell="lstm")
+        >>> template = init_rnn(jax.random.key(1), 3, 4, 2, cell="lstm")
+        >>> back = serialization.from_bytes(template, serialization.to_bytes(params))
+        >>> bool((back.layers[0][0].W_a == params.layers[0][0].W_a).all()), back.cell
+        (True, 'lstm')
+    """
+    serialization = importlib.import_module("flax.serialization")
+    for ty, fields in _SERIALIZABLE:
+        if serialization.is_serializable(ty):
+            continue
+        serialization.register_serialization_state(
+            ty,
+            functools.partial(_to_state_dict, serialization, fields),
+            functools.partial(_from_state_dict, serialization, fields),
+        )
+
+
+def _to_state_dict(serialization: Any, fields: tuple[str, ...], x: Any) -> dict[str, Any]:
+    return {f: serialization.to_state_dict(getattr(x, f)) for f in fields}
+
+
+def _from_state_dict(
+    serialization: Any, fields: tuple[str, ...], template: Any, state: dict[str, Any]
+) -> Any:
+    missing = sorted(set(fields) - set(state))
+    if missing:
+        raise ValueError(
+            f"the state dict of a {type(template).__name__} must hold the fields "
+            f"{list(fields)}, got keys {sorted(state)} (missing {missing})."
+        )
+    restored = {
+        f: serialization.from_state_dict(getattr(template, f), state[f], name=f) for f in fields
+    }
+    return dataclasses.replace(template, **restored)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -468,8 +543,8 @@ def _cell_arrays(cell: Any, where: str) -> tuple[np.ndarray, np.ndarray, np.ndar
     if keys & _LSTM_KEYS or keys & _GRU_KEYS:
         kind = "LSTMCell" if keys & _LSTM_KEYS else "GRUCell"
         raise ValueError(
-            f"`{where}` holds {kind} params (keys {sorted(keys)}); only nn.SimpleCell "
-            "(keys ['h', 'i']) is this library's recurrence."
+            f"`{where}` holds {kind} params (keys {sorted(keys)}) but the first layer is an "
+            "nn.SimpleCell (keys ['h', 'i']): every layer must have the same kind of cell."
         )
     if keys != {"h", "i"}:
         raise ValueError(
@@ -566,9 +641,13 @@ def from_flax(
     token_inputs: bool | None = None,
     dtype: Any = None,
 ) -> RNNParams:
-    """Convert Flax ``nn.RNN(nn.SimpleCell)`` params to :class:`~rnn_jax.RNNParams`.
+    """Convert Flax ``nn.RNN(nn.SimpleCell | nn.GRUCell | nn.LSTMCell)`` params to :class:`~rnn_jax.RNNParams`.
 
-    Per cell: ``W_a = [h.kernel.T | i.kernel.T]``, ``b_a = i.bias``. Flax params carry no
+    Per ``SimpleCell``: ``W_a = [h.kernel.T | i.kernel.T]``, ``b_a = i.bias``. A network of
+    ``GRUCell``, ``LSTMCell`` or ``OptimizedLSTMCell`` (detected from the params' names;
+    every layer the same kind) gives ``cell="gru"``/``"lstm"``, its layers converted as
+    :func:`gated_layers_from_flax` does (the equations coincide with PyTorch's and this
+    library's, with Flax's default gate and activation functions). Flax params carry no
     configuration, so the activation (the cells' ``activation_fn``) and the bidirectional
     merge (``nn.Bidirectional``'s ``merge_fn``; Flax's default concatenates) are given
     here. Cells with ``residual=True`` are a different recurrence and are not detected:
@@ -584,7 +663,8 @@ def from_flax(
             - :func:`flax_module`'s network: ``{"layers_0": ..., ..., "head": ...}``.
 
         activation: the cells' ``activation_fn``: ``"tanh"`` (``nn.tanh``, Flax's
-            default) or ``"relu"``.
+            default) or ``"relu"`` (``SimpleCell`` only: a gated cell must keep
+            ``"tanh"``).
         merge: how the network merges directions (``"concat"`` for Flax's default).
         head: the params ``{"kernel": (H_out, C), "bias": (C,)}`` of an ``nn.Dense``
             output layer (no ``"bias"``: ``use_bias=False``), unless ``variables`` holds
@@ -597,11 +677,11 @@ def from_flax(
         dtype: dtype of the result; ``None`` keeps the params'.
 
     Returns:
-        :class:`~rnn_jax.RNNParams`.
+        :class:`~rnn_jax.RNNParams` (``cell`` from the Flax cells).
 
     Raises:
-        ValueError: params of another cell (``LSTMCell``, ``GRUCell``), an unknown
-            layout, or sizes that do not fit together.
+        ValueError: layers of different kinds of cell, an unknown layout, or sizes that
+            do not fit together.
 
     Example:
         >>> import jax, jax.numpy as jnp, flax.linen as nn
@@ -627,41 +707,69 @@ def from_flax(
     if not layer_trees:
         raise ValueError("`variables` must hold at least one layer, got an empty list.")
 
-    arrays = [_flax_layer(t, where) for t, where in layer_trees]
-    dt = _target_dtype(arrays[0][0][0].dtype, dtype)
-    if embedding is not None:
-        E = _flax_embedding(embedding, arrays[0][0][1].shape[1])
-        arrays[0] = [(W_aa, _fold_embedding(W_ax, E), b_a) for W_aa, W_ax, b_a in arrays[0]]
-    layers = tuple(tuple(_layer(*cell, dt) for cell in layer) for layer in arrays)
+    cell = _flax_cell_kind(layer_trees[0][0])
+    if cell == "rnn":
+        arrays = [_flax_layer(t, where) for t, where in layer_trees]
+        dt = _target_dtype(arrays[0][0][0].dtype, dtype)
+        if embedding is not None:
+            E = _flax_embedding(embedding, arrays[0][0][1].shape[1])
+            arrays[0] = [(W_aa, _fold_embedding(W_ax, E), b_a) for W_aa, W_ax, b_a in arrays[0]]
+        layers = tuple(tuple(_layer(*c, dt) for c in layer) for layer in arrays)
+    else:
+        if activation != "tanh":
+            raise ValueError(
+                f"`activation` must be 'tanh' (the default) for Flax {cell.upper()} cells, "
+                f"whose gates fix their own nonlinearities; got {activation!r}."
+            )
+        _, layers = _gated_from_flax_trees(layer_trees, embedding, dtype)
+        dt = np.dtype(layers[0][0].W_a.dtype)
     H = layers[0][0].hidden_size
     dirs = len(layers[0])
     H_out = dirs * H if (dirs == 2 and merge == "concat") else H
-
-    if head is None:
-        head_params = _identity_head(H_out, dt)
-    else:
-        if not isinstance(head, Mapping) or "kernel" not in head or set(head) - {"kernel", "bias"}:
-            raise ValueError(
-                f"`head` must be nn.Dense params {{'kernel': (H_out, C), 'bias': (C,)}}, "
-                f"got {_keys(head)}."
-            )
-        K = _np(head["kernel"])
-        if K.ndim != 2:
-            raise ValueError(f"`head['kernel']` must have shape (H_out, C), got {tuple(K.shape)}.")
-        b = _np(head["bias"]) if "bias" in head else np.zeros((K.shape[1],), K.dtype)
-        head_params = HeadParams(
-            W_y=jnp.asarray(np.asarray(K.T, dt)), b_y=jnp.asarray(np.asarray(b, dt))
-        )
-
     params = RNNParams(
         layers=layers,
-        head=head_params,
+        head=_flax_head(head, H_out, dt),
         activation=activation,
         merge=merge,
         token_inputs=token_inputs,
+        cell=cell,
     )
     check_params(params)
     return params
+
+
+def _flax_cell_kind(tree: Any) -> str:
+    """``"rnn"``, ``"gru"`` or ``"lstm"``: the kind of cell in one layer's Flax params.
+
+    Read from the first cell (a ``SimpleCell``'s ``i``/``h``, a ``GRUCell``'s
+    ``ir``..``hn``, an ``LSTMCell``'s ``ii``..``ho``); anything else is left to the
+    simple-cell converter, whose errors name the layouts it accepts.
+    """
+    if isinstance(tree, Mapping) and set(tree) == {"forward_rnn", "backward_rnn"}:
+        tree = tree["forward_rnn"]
+    cell = tree.get("cell") if isinstance(tree, Mapping) else None
+    keys = set(cell) if isinstance(cell, Mapping) else set()
+    if keys == _GRU_KEYS:
+        return "gru"
+    if keys == _LSTM_KEYS:
+        return "lstm"
+    return "rnn"
+
+
+def _flax_head(head: Any, H_out: int, dt: np.dtype) -> HeadParams:
+    """The :class:`HeadParams` of ``nn.Dense`` params, or the identity head for ``None``."""
+    if head is None:
+        return _identity_head(H_out, dt)
+    if not isinstance(head, Mapping) or "kernel" not in head or set(head) - {"kernel", "bias"}:
+        raise ValueError(
+            f"`head` must be nn.Dense params {{'kernel': (H_out, C), 'bias': (C,)}}, "
+            f"got {_keys(head)}."
+        )
+    K = _np(head["kernel"])
+    if K.ndim != 2:
+        raise ValueError(f"`head['kernel']` must have shape (H_out, C), got {tuple(K.shape)}.")
+    b = _np(head["bias"]) if "bias" in head else np.zeros((K.shape[1],), K.dtype)
+    return HeadParams(W_y=jnp.asarray(np.asarray(K.T, dt)), b_y=jnp.asarray(np.asarray(b, dt)))
 
 
 def _flax_cell(p: LayerParams) -> dict[str, Any]:
@@ -683,7 +791,9 @@ def to_flax(params: RNNParams) -> dict[str, Any]:
         b_a}, "h": {"kernel": W_aa.T}}}`` (an ``nn.RNN(nn.SimpleCell(H))``) or, if
         bidirectional, ``{"forward_rnn": {"cell": ...}, "backward_rnn": {"cell": ...}}``
         (an ``nn.Bidirectional``). ``to_flax(p)["params"]["layers_0"]`` alone, wrapped
-        as ``{"params": ...}``, is the variables of that one Flax module.
+        as ``{"params": ...}``, is the variables of that one Flax module. For
+        ``cell="gru"``/``"lstm"`` each cell is an ``nn.GRUCell``/``nn.LSTMCell``'s params,
+        as :func:`gated_layers_to_flax` writes them.
 
     Example:
         >>> import jax
@@ -694,15 +804,16 @@ def to_flax(params: RNNParams) -> dict[str, Any]:
         {'cell': {'h': {'kernel': (4, 4)}, 'i': {'bias': (4,), 'kernel': (3, 4)}}}
     """
     check_params(params)
-    tree: dict[str, Any] = {}
-    for l, layer in enumerate(params.layers):
-        if len(layer) == 1:
-            tree[f"layers_{l}"] = _flax_cell(layer[0])
-        else:
-            tree[f"layers_{l}"] = {
-                "forward_rnn": _flax_cell(layer[0]),
-                "backward_rnn": _flax_cell(layer[1]),
-            }
+    if params.cell != "rnn":
+        layer_trees = gated_layers_to_flax(params.cell, params.layers)
+    else:
+        layer_trees = [
+            _flax_cell(layer[0])
+            if len(layer) == 1
+            else {"forward_rnn": _flax_cell(layer[0]), "backward_rnn": _flax_cell(layer[1])}
+            for layer in params.layers
+        ]
+    tree: dict[str, Any] = {f"layers_{l}": t for l, t in enumerate(layer_trees)}
     tree["head"] = {"kernel": params.head.W_y.T, "bias": params.head.b_y}
     return {"params": tree}
 
@@ -722,11 +833,16 @@ def _flax_module_class() -> type:
         activation: str = "tanh"
         merge: Any = "concat"
         token_inputs: bool = False
+        cell: str = "rnn"
 
         def setup(self):
             g = {"tanh": nn.tanh, "relu": nn.relu}[self.activation]
 
             def rnn():
+                if self.cell == "gru":
+                    return nn.RNN(nn.GRUCell(self.hidden_size))
+                if self.cell == "lstm":
+                    return nn.RNN(nn.LSTMCell(self.hidden_size))
                 return nn.RNN(nn.SimpleCell(self.hidden_size, activation_fn=g))
 
             merge_fn = functools.partial(merge_directions, self.merge)
@@ -760,7 +876,7 @@ def flax_module(params: RNNParams) -> Any:
 
         class RNNFlax(nn.Module):
             def setup(self):
-                def rnn():
+                def rnn():      # nn.GRUCell(H) / nn.LSTMCell(H) for cell="gru"/"lstm"
                     return nn.RNN(nn.SimpleCell(H, activation_fn=nn.tanh))   # or nn.relu
                 self.layers = [nn.Bidirectional(rnn(), rnn()) if bidirectional else rnn()
                                for _ in range(num_layers)]
@@ -784,6 +900,7 @@ def flax_module(params: RNNParams) -> Any:
         an unbound ``flax.linen.Module``.
     """
     check_params(params)
+    register_flax_serialization()
     return _flax_module_class()(
         input_size=params.input_size,
         hidden_size=params.hidden_size,
@@ -793,6 +910,7 @@ def flax_module(params: RNNParams) -> Any:
         activation=params.activation,
         merge=params.merge,
         token_inputs=params.token_inputs,
+        cell=params.cell,
     )
 
 
@@ -1090,6 +1208,12 @@ def gated_layers_from_flax(
         raise ValueError("`variables` must hold recurrent layers only, got a 'head' too.")
     if not layer_trees:
         raise ValueError("`variables` must hold at least one layer, got an empty list.")
+    return _gated_from_flax_trees(layer_trees, embedding, dtype)
+
+
+def _gated_from_flax_trees(
+    layer_trees: list[tuple[Any, str]], embedding: Any, dtype: Any
+) -> tuple[str, tuple[tuple[GRULayerParams | LSTMLayerParams, ...], ...]]:
     found: list[list[tuple[str, tuple[np.ndarray, ...]]]] = []
     for tree, where in layer_trees:
         if isinstance(tree, Mapping) and set(tree) == {"cell"}:

@@ -13,6 +13,10 @@ The default training path already keeps only the hidden states for the backward 
   chunk, and carry the state into the next chunk through ``stop_gradient`` (gradients
   never cross a chunk boundary), the classic truncated BPTT of language models.
 
+Both run every cell of :func:`~rnn_jax.init_rnn`: the state carried from chunk to chunk
+is the cell's whole carry, ``h`` (``(L, B, H)``) or, for ``cell="lstm"``, the pair
+``(h, c)``, so chunked and one-shot runs compute the same thing.
+
 Example:
     >>> import jax, jax.numpy as jnp
     >>> from rnn_jax import init_rnn
@@ -42,15 +46,16 @@ from rnn_jax.stack import check_batch, head_apply, stack_unroll
 __all__ = ["chunk_loss", "rnn_loss_remat", "truncated_bptt"]
 
 Inputs = Float[Array, "B T D"] | Int[Array, "B T"]
+State = Float[Array, "L B H"] | tuple[Float[Array, "L B H"], Float[Array, "L B H"]]
 
 
 def chunk_loss(
     params: RNNParams,
-    a_prev: Float[Array, "L B H"],
+    a_prev: State,
     xs: Inputs,
     labels: Int[Array, "B K"],
     mask_tb: Bool[Array, "K B"],
-) -> tuple[Float[Array, ""], Float[Array, "L B H"]]:
+) -> tuple[Float[Array, ""], State]:
     """Summed cross-entropy of one chunk of ``K`` steps and the states after it.
 
     :func:`rnn_jax.stack.stack_unroll` then :func:`rnn_jax.stack.head_apply`: the same
@@ -59,15 +64,19 @@ def chunk_loss(
     Args:
         params: a unidirectional :class:`~rnn_jax.RNNParams`.
         a_prev: the state of every layer before the chunk, ``(num_layers, B, H)`` (the
-            stacked-state layout ``(L * dirs, B, H)`` of :func:`rnn_jax.rnn_layers`).
+            stacked-state layout ``(L * dirs, B, H)`` of :func:`rnn_jax.rnn_layers`); for
+            ``cell="lstm"`` the pair ``(h, c)`` of such arrays.
         xs: the chunk's inputs, batch-major ``(B, K, D)`` or ids ``(B, K)``.
         labels: ``(B, K)`` integer classes.
         mask_tb: time-major validity ``(K, B)``.
 
     Returns:
-        ``(sum of the per-step losses at valid steps, states after the chunk)``.
+        ``(sum of the per-step losses at valid steps, states after the chunk)`` (the pair
+        ``(h, c)`` for an LSTM).
     """
-    h, finals = stack_unroll(params.stack, xs, mask_tb, a_prev)
+    lstm = params.cell == "lstm"
+    h0, c0 = a_prev if lstm else (a_prev, None)
+    h, finals = stack_unroll(params.stack, xs, mask_tb, h0, c0=c0, return_cell_state=lstm)
     logits = head_apply(params.head, h)  # (K, B, C)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels.T)
     return jnp.sum(jnp.where(mask_tb, ce, jnp.zeros_like(ce))), finals
@@ -133,7 +142,8 @@ def rnn_loss_remat(
     """
     x_chunks, y_chunks, m_chunks, n_valid = _chunked(params, xs, labels, lengths, chunk_size)
     B, H, L = x_chunks.shape[1], params.hidden_size, params.num_layers
-    a0 = jnp.zeros((L, B, H), params.layers[0][0].W_a.dtype)
+    zeros = jnp.zeros((L, B, H), params.layers[0][0].W_a.dtype)
+    a0 = (zeros, zeros) if params.cell == "lstm" else zeros
 
     @jax.checkpoint
     def body(a_prev, chunk):
@@ -142,7 +152,8 @@ def rnn_loss_remat(
         return a, loss
 
     _, losses = jax.lax.scan(body, a0, (x_chunks, y_chunks, m_chunks))
-    return jnp.sum(losses) / jnp.maximum(n_valid, 1)
+    total = jnp.sum(losses)
+    return total / jnp.maximum(n_valid, 1).astype(total.dtype)
 
 
 def truncated_bptt(
@@ -155,7 +166,9 @@ def truncated_bptt(
     optimizer: optax.GradientTransformation,
     chunk_size: int,
     a0: Float[Array, "L B H"] | None = None,
-) -> tuple[RNNParams, Any, Float[Array, " N"], Float[Array, "L B H"]]:
+    c0: Float[Array, "L B H"] | None = None,
+    return_cell_state: bool = False,
+) -> tuple[RNNParams, Any, Float[Array, " N"], State]:
     """Truncated BPTT: one optimiser step per chunk of ``chunk_size`` steps.
 
     The state after a chunk starts the next one through ``jax.lax.stop_gradient``, so
@@ -169,11 +182,15 @@ def truncated_bptt(
         optimizer: the ``optax`` transformation.
         chunk_size: steps per chunk (the truncation length).
         a0: initial states ``(num_layers, B, H)``; zeros if ``None``.
+        c0: an LSTM's initial cell states, same layout (``cell="lstm"`` only); zeros if
+            ``None``. Within the call the LSTM's ``(h, c)`` is carried from chunk to chunk.
+        return_cell_state: return ``a_last`` as the pair ``(h_n, c_n)`` (``cell="lstm"``
+            only): what a stream of batches feeds back as ``a0=h_n, c0=c_n``.
 
     Returns:
         ``(params, opt_state, losses, a_last)``: the updated parameters and state, the
         mean loss of each chunk ``(N,)``, and the final states (to carry into the next
-        batch of a stream).
+        batch of a stream; ``(h_n, c_n)`` with ``return_cell_state``).
 
     Example:
         >>> import jax, jax.numpy as jnp, optax
@@ -188,18 +205,17 @@ def truncated_bptt(
     """
     x_chunks, y_chunks, m_chunks, _ = _chunked(params, xs, labels, lengths, chunk_size)
     B, H, L = x_chunks.shape[1], params.hidden_size, params.num_layers
-    if a0 is None:
-        a0 = jnp.zeros((L, B, H), params.layers[0][0].W_a.dtype)
-    elif tuple(jnp.shape(a0)) != (L, B, H):
-        raise ValueError(
-            f"`a0` must have shape (num_layers, B, H) = ({L}, {B}, {H}), got {tuple(jnp.shape(a0))}."
-        )
-    else:
-        a0 = jnp.asarray(a0).astype(params.layers[0][0].W_a.dtype)
+    lstm = params.cell == "lstm"
+    for name, given in (("c0", c0 is not None), ("return_cell_state", return_cell_state)):
+        if given and not lstm:
+            raise ValueError(f"`{name}` is only for cell='lstm', got cell={params.cell!r}.")
+    a0 = _initial_state("a0", a0, (L, B, H), params.layers[0][0].W_a.dtype)
+    if lstm:
+        a0 = (a0, _initial_state("c0", c0, (L, B, H), params.layers[0][0].W_a.dtype))
 
     def mean_chunk_loss(params, a_prev, x, y, m):
         loss, a = chunk_loss(params, a_prev, x, y, m)
-        return loss / jnp.maximum(jnp.sum(m), 1), a
+        return loss / jnp.maximum(jnp.sum(m), 1).astype(loss.dtype), a
 
     def body(carry, chunk):
         params, opt_state, a_prev = carry
@@ -213,4 +229,16 @@ def truncated_bptt(
     (params, opt_state, a_last), losses = jax.lax.scan(
         body, (params, opt_state, a0), (x_chunks, y_chunks, m_chunks)
     )
+    if lstm and not return_cell_state:
+        a_last = a_last[0]
     return params, opt_state, losses, a_last
+
+
+def _initial_state(name: str, a: Any, shape: tuple[int, ...], dtype: Any) -> Array:
+    if a is None:
+        return jnp.zeros(shape, dtype)
+    if tuple(jnp.shape(a)) != shape:
+        raise ValueError(
+            f"`{name}` must have shape (num_layers, B, H) = {shape}, got {tuple(jnp.shape(a))}."
+        )
+    return jnp.asarray(a).astype(dtype)

@@ -87,13 +87,19 @@ def _expand_to(mask: Array, ndim: int) -> Array:
     return mask.reshape(mask.shape + (1,) * (ndim - mask.ndim))
 
 
+# Binary targets: 0/1 integers or bools, or probabilities in [0, 1] (soft labels).
+BinaryLabels = (
+    Float[ArrayLike, "*positions"] | Int[ArrayLike, "*positions"] | Bool[ArrayLike, "*positions"]
+)
+
+
 # --------------------------------------------------------------------------- losses
 def masked_softmax_cross_entropy(
-    logits: Float[Array, "*positions C"],
-    labels: Int[Array, "*positions"],
-    lengths: Int[Array, " B"] | None = None,
+    logits: Float[ArrayLike, "*positions C"],
+    labels: Int[ArrayLike, "*positions"],
+    lengths: Int[ArrayLike, " B"] | None = None,
     *,
-    mask: Bool[Array, "*positions"] | None = None,
+    mask: Bool[ArrayLike, "*positions"] | Int[ArrayLike, "*positions"] | None = None,
     reduction: str = "mean",
 ) -> Float[Array, ""] | Float[Array, "*positions"]:
     r"""Softmax cross-entropy of integer labels, counting valid positions only.
@@ -162,11 +168,11 @@ def masked_softmax_cross_entropy(
 
 
 def masked_sigmoid_binary_cross_entropy(
-    logits: Float[Array, "*positions"] | Float[Array, "*positions 1"],
-    labels: Float[Array, "*positions"] | Int[Array, "*positions"],
-    lengths: Int[Array, " B"] | None = None,
+    logits: Float[ArrayLike, "*positions"] | Float[ArrayLike, "*positions 1"],
+    labels: BinaryLabels,
+    lengths: Int[ArrayLike, " B"] | None = None,
     *,
-    mask: Bool[Array, "*positions"] | None = None,
+    mask: Bool[ArrayLike, "*positions"] | Int[ArrayLike, "*positions"] | None = None,
     pos_weight: float | ArrayLike | None = None,
     reduction: str = "mean",
 ) -> Float[Array, ""] | Float[Array, "*positions"]:
@@ -254,11 +260,11 @@ def masked_sigmoid_binary_cross_entropy(
 
 
 def masked_mean_squared_error(
-    preds: Float[Array, "*shape"],
-    targets: Float[Array, "*shape"],
-    lengths: Int[Array, " B"] | None = None,
+    preds: Float[ArrayLike, "*shape"],
+    targets: Float[ArrayLike, "*shape"],
+    lengths: Int[ArrayLike, " B"] | None = None,
     *,
-    mask: Bool[Array, "*positions"] | None = None,
+    mask: Bool[ArrayLike, "*positions"] | Int[ArrayLike, "*positions"] | None = None,
     reduction: str = "mean",
 ) -> Float[Array, ""] | Float[Array, "*positions"]:
     r"""Squared error for forecasting, counting valid positions only.

@@ -45,6 +45,9 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from rnn_jax._checks import check_label_range, reject_mask_as_lengths, resolve_mask
 
+# Predicted labels (integer or bool, the labels' shape) or logits (from_logits=True).
+Predictions = Int[ArrayLike, "*positions"] | Bool[ArrayLike, "*positions"] | Float[ArrayLike, "..."]
+
 __all__ = [
     "AccuracyCounts",
     "ConfusionCounts",
@@ -267,11 +270,11 @@ def _confusion(
 
 
 def binary_confusion_counts(
-    predictions: Int[Array, "*positions"] | Float[Array, "..."],
-    labels: Int[Array, "*positions"],
-    lengths: Int[Array, " B"] | None = None,
+    predictions: Predictions,
+    labels: Int[ArrayLike, "*positions"] | Bool[ArrayLike, "*positions"],
+    lengths: Int[ArrayLike, " B"] | None = None,
     *,
-    mask: Bool[Array, "*positions"] | None = None,
+    mask: Bool[ArrayLike, "*positions"] | Int[ArrayLike, "*positions"] | None = None,
     from_logits: bool = False,
 ) -> ConfusionCounts:
     """Confusion counts of the positive class (label 1) over the valid positions.
@@ -312,11 +315,11 @@ def binary_confusion_counts(
 
 
 def binary_precision_recall_f1(
-    predictions: Int[Array, "*positions"] | Float[Array, "..."],
-    labels: Int[Array, "*positions"],
-    lengths: Int[Array, " B"] | None = None,
+    predictions: Predictions,
+    labels: Int[ArrayLike, "*positions"] | Bool[ArrayLike, "*positions"],
+    lengths: Int[ArrayLike, " B"] | None = None,
     *,
-    mask: Bool[Array, "*positions"] | None = None,
+    mask: Bool[ArrayLike, "*positions"] | Int[ArrayLike, "*positions"] | None = None,
     from_logits: bool = False,
 ) -> tuple[Float[Array, ""], Float[Array, ""], Float[Array, ""]]:
     """Precision, recall and F1 of the positive class on one batch (0/0 := 0.0).
@@ -368,11 +371,11 @@ def _accuracy(
 
 
 def accuracy_counts(
-    predictions: Int[Array, "*positions"] | Float[Array, "..."],
-    labels: Int[Array, "*positions"],
-    lengths: Int[Array, " B"] | None = None,
+    predictions: Predictions,
+    labels: Int[ArrayLike, "*positions"],
+    lengths: Int[ArrayLike, " B"] | None = None,
     *,
-    mask: Bool[Array, "*positions"] | None = None,
+    mask: Bool[ArrayLike, "*positions"] | Int[ArrayLike, "*positions"] | None = None,
     from_logits: bool = False,
 ) -> AccuracyCounts:
     """Number of correctly predicted valid positions and of valid positions.
@@ -408,11 +411,11 @@ def accuracy_counts(
 
 
 def masked_accuracy(
-    predictions: Int[Array, "*positions"] | Float[Array, "..."],
-    labels: Int[Array, "*positions"],
-    lengths: Int[Array, " B"] | None = None,
+    predictions: Predictions,
+    labels: Int[ArrayLike, "*positions"],
+    lengths: Int[ArrayLike, " B"] | None = None,
     *,
-    mask: Bool[Array, "*positions"] | None = None,
+    mask: Bool[ArrayLike, "*positions"] | Int[ArrayLike, "*positions"] | None = None,
     from_logits: bool = False,
 ) -> Float[Array, ""]:
     """Fraction of valid positions predicted correctly (0.0 with no valid position).

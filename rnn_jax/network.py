@@ -40,7 +40,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from rnn_jax._activations import Activation
 from rnn_jax._projection import forward_mode_hint
@@ -63,7 +63,7 @@ __all__ = [
     "rnn_layers",
 ]
 
-Inputs = Float[Array, "B T D"] | Int[Array, "B T"]
+Inputs = Float[ArrayLike, "B T D"] | Int[ArrayLike, "B T"]
 
 POOLS = ("last", "mean", "max")
 _OUTPUT_STREAM = 3_000_000  # the output-dropout key: jax.random.fold_in(key, _OUTPUT_STREAM)
@@ -145,10 +145,10 @@ def _run(params, xs, m, a0, key, c0=None, **options):
 def rnn_layers(
     params: RNNParams,
     xs: Inputs,
-    lengths: Int[Array, " B"] | None = None,
+    lengths: Int[ArrayLike, " B"] | None = None,
     *positional: Any,
-    mask: Bool[Array, "B T"] | None = None,
-    a0: Float[Array, "LD B H"] | None = None,
+    mask: Bool[ArrayLike, "B T"] | Int[ArrayLike, "B T"] | None = None,
+    a0: Float[ArrayLike, "LD B H"] | None = None,
     dropout: float = 0.0,
     input_dropout: float = 0.0,
     recurrent_dropout: float = 0.0,
@@ -157,7 +157,7 @@ def rnn_layers(
     unroll: int | bool = 1,
     backward: str = "bptt",
     lookup: str = "sorted",
-    c0: Float[Array, "LD B H"] | None = None,
+    c0: Float[ArrayLike, "LD B H"] | None = None,
     return_cell_state: bool = False,
 ) -> tuple[Float[Array, "B T Hout"], Any]:
     """Run all recurrent layers: the top layer's states and every layer's final state.
@@ -225,10 +225,10 @@ def _output_dropout(h: Array, rate: float, key: Any) -> Array:
 def rnn_apply(
     params: RNNParams,
     xs: Inputs,
-    lengths: Int[Array, " B"] | None = None,
+    lengths: Int[ArrayLike, " B"] | None = None,
     *,
-    mask: Bool[Array, "B T"] | None = None,
-    a0: Float[Array, "LD B H"] | None = None,
+    mask: Bool[ArrayLike, "B T"] | Int[ArrayLike, "B T"] | None = None,
+    a0: Float[ArrayLike, "LD B H"] | None = None,
     output_activation: Activation | None = None,
     dropout: float = 0.0,
     input_dropout: float = 0.0,
@@ -297,10 +297,10 @@ def _pool(h_tm: Array, m: Array | None, pool: str) -> Array:
 def rnn_classify(
     params: RNNParams,
     xs: Inputs,
-    lengths: Int[Array, " B"] | None = None,
+    lengths: Int[ArrayLike, " B"] | None = None,
     *,
-    mask: Bool[Array, "B T"] | None = None,
-    a0: Float[Array, "LD B H"] | None = None,
+    mask: Bool[ArrayLike, "B T"] | Int[ArrayLike, "B T"] | None = None,
+    a0: Float[ArrayLike, "LD B H"] | None = None,
     pool: str = "last",
     output_activation: Activation | None = None,
     dropout: float = 0.0,

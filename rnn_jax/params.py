@@ -41,6 +41,7 @@ from rnn_jax._checks import is_concrete, positive_int
 __all__ = [
     "ACTIVATIONS",
     "CELLS",
+    "GATE_INITS",
     "MERGES",
     "HeadParams",
     "LayerParams",
@@ -58,6 +59,7 @@ __all__ = [
 ACTIVATIONS = tuple(_ACTIVATION_TABLE)
 MERGES = ("concat", "sum", "mean", "product")
 CELLS = ("rnn", "gru", "lstm")
+GATE_INITS = ("torch", "keras")
 """Cell names: ``"rnn"`` is the classic cell of this module; the gated cells are
 implemented by :mod:`rnn_jax.cells` (see :func:`rnn_jax.stack.stack_unroll`)."""
 
@@ -196,6 +198,11 @@ class StackParams:
     def __post_init__(self):
         _check_config(self.activation, self.merge, self.cell)
 
+    def __contains__(self, name: object) -> bool:
+        """``name in stack``: whether ``name`` is an array field (as for a dict of params;
+        Flax's ``TrainState.create`` asks this of its params)."""
+        return name == "layers"
+
     @property
     def num_layers(self) -> int:
         return len(self.layers)
@@ -263,6 +270,11 @@ class RNNParams:
 
     def __post_init__(self):
         _check_config(self.activation, self.merge, self.cell)
+
+    def __contains__(self, name: object) -> bool:
+        """``name in params``: whether ``name`` is an array field, ``"layers"`` or ``"head"``
+        (as for a dict of params; Flax's ``TrainState.create`` asks this of its params)."""
+        return name in ("layers", "head")
 
     @property
     def stack(self) -> StackParams:
@@ -427,6 +439,7 @@ def init_rnn(
     input_init: str | Initializer = "glorot_uniform",
     head_init: str | Initializer = "glorot_uniform",
     bias_init: str | Initializer = "zeros",
+    gate_init: str = "torch",
     dtype: Any = jnp.float32,
 ) -> RNNParams:
     """Initialise a (deep, optionally bidirectional) RNN with an output head.
@@ -443,7 +456,7 @@ def init_rnn(
         output_size: ``C``, the number of outputs of the head.
         cell: ``"rnn"`` (the classic cell, default) or a gated cell of
             :mod:`rnn_jax.cells` (``"gru"``, ``"lstm"``), whose layers come from
-            :func:`rnn_jax.cells.init_gated_layer` (PyTorch's initialisation).
+            :func:`rnn_jax.cells.init_gated_layer` (``gate_init`` picks the scheme).
         num_layers: number of stacked recurrent layers.
         bidirectional: a forward and a backward layer at every depth.
         activation: hidden activation ``g``, ``"tanh"`` or ``"relu"``.
@@ -452,7 +465,14 @@ def init_rnn(
         token_inputs: the input is a vocabulary of ``input_size`` words; integer ids
             may then be given to :func:`rnn_jax.rnn_apply` and friends.
         recurrent_init, input_init, head_init, bias_init: initialisers (names or
-            callables, see :func:`init_layer`).
+            callables, see :func:`init_layer`); ``recurrent_init``, ``input_init`` and
+            ``bias_init`` are the classic cell's (``head_init`` and ``bias_init`` also set
+            the head of every cell).
+        gate_init: the gated cells' layer initialisation: ``"torch"`` (default,
+            PyTorch's: every weight and bias ``U(-1/√H, 1/√H)``) or ``"keras"`` (per gate
+            block ``W_h`` orthogonal, ``W_x`` Glorot uniform, biases zero except the
+            LSTM's forget-gate bias, one: Keras' ``unit_forget_bias``). Only for
+            ``cell="gru"``/``"lstm"``; the classic cell raises on ``"keras"``.
         dtype: parameter dtype (low-precision dtypes are drawn in float32, then cast).
 
     Returns:
@@ -473,6 +493,13 @@ def init_rnn(
     H = positive_int("hidden_size", hidden_size)
     L = positive_int("num_layers", num_layers)
     _check_config(activation, merge, cell)
+    if gate_init not in GATE_INITS:
+        raise ValueError(f"`gate_init` must be one of {GATE_INITS}, got {gate_init!r}.")
+    if cell == "rnn" and gate_init != "torch":
+        raise ValueError(
+            f"`gate_init={gate_init!r}` initialises the gates of cell='gru'/'lstm'; the "
+            "classic cell (cell='rnn') takes recurrent_init=, input_init=, bias_init=."
+        )
     dirs = 2 if bidirectional else 1
     merged = 2 * H if (bidirectional and merge == "concat") else H
     keys = jax.random.split(key, L * dirs + 1)
@@ -485,7 +512,7 @@ def init_rnn(
             dtype=dtype,
         )
     else:  # the gated-cell plug-in (rnn_jax.cells), imported only when asked for
-        init_one = _gated_init(cell, dtype)
+        init_one = _gated_init(cell, dtype, gate_init)
     layers = tuple(
         tuple(init_one(D if l == 0 else merged, H, key=keys[l * dirs + d]) for d in range(dirs))
         for l in range(L)
@@ -503,7 +530,7 @@ def init_rnn(
     )
 
 
-def _gated_init(cell: str, dtype: Any) -> Callable[..., Any]:
+def _gated_init(cell: str, dtype: Any, scheme: str) -> Callable[..., Any]:
     try:
         from rnn_jax import cells
     except ImportError as e:
@@ -511,7 +538,7 @@ def _gated_init(cell: str, dtype: Any) -> Callable[..., Any]:
             f"`cell={cell!r}` needs the gated cells of rnn_jax.cells, which are not "
             f"available in this installation ({e}); use cell='rnn'."
         ) from None
-    return functools.partial(cells.init_gated_layer, cell, dtype=dtype)
+    return functools.partial(cells.init_gated_layer, cell, dtype=dtype, scheme=scheme)
 
 
 def count_params(tree: Any) -> int:

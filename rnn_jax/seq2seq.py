@@ -25,6 +25,15 @@ decoder's input is the previous token alone (Sutskever et al., 2014). No attenti
 Decoder layer ``l`` starts from encoder layer ``l`` when both have the same depth,
 otherwise every decoder layer starts from the top encoder layer.
 
+Any cell of :func:`~rnn_jax.init_rnn` works (``init_seq2seq(..., cell="gru"|"lstm")``):
+encoder and decoder are stacks of that cell, run by the same layer loop and step, and the
+equations above hold with the cell's update in place of ``g(...)`` (the context enters
+every gate's input term). An LSTM also hands over its cell states: with
+``bridge="concat"`` decoder layer ``l`` starts from the encoder's final ``(h, c)`` (both
+concatenated over directions), with ``"project"`` its ``h`` is the bridge's output and its
+cell state starts at zero. :func:`encode` then returns the cell states too when asked
+(``return_cell_state=True``), and :class:`DecoderState` carries them (``c``).
+
 Token ids index columns of ``W_ax`` directly (the one-hot × ``W_ax`` of the formulation):
 there is no separate embedding. Training uses teacher forcing: the decoder reads
 ``[<BOS>, y<1>, ..., y<T_y - 1>]`` and is scored on ``[y<1>, ..., y<T_y - 1>, <EOS>]``
@@ -61,6 +70,8 @@ from rnn_jax._checks import check_inputs, check_lengths, lengths_to_mask, positi
 from rnn_jax.losses import masked_softmax_cross_entropy
 from rnn_jax.params import (
     ACTIVATIONS,
+    CELLS,
+    GATE_INITS,
     HeadParams,
     LayerParams,
     StackParams,
@@ -92,7 +103,8 @@ class Seq2SeqParams:
     Attributes:
         encoder: ``encoder[l][d]``, the :class:`~rnn_jax.LayerParams` of encoder layer ``l``,
             direction ``d`` (0 forward, 1 backward); layer 0 reads source token ids
-            (``W_a`` of shape ``(H_enc, H_enc + V_src)``).
+            (``W_a`` of shape ``(H_enc, H_enc + V_src)``; ``(G·H_enc, H_enc + V_src)`` and
+            the gated cell's parameter type for ``cell="gru"``/``"lstm"``).
         decoder: ``decoder[l]``, uni-directional decoder layers. Layer 0 reads the previous
             target token id (and the context ``c`` if ``feed_context``):
             ``W_a`` of shape ``(H_dec, H_dec + V_tgt [+ C])``.
@@ -102,6 +114,8 @@ class Seq2SeqParams:
         activation: ``g``, ``"tanh"`` or ``"relu"`` (encoder and decoder).
         bridge_type: ``"concat"`` or ``"project"``.
         feed_context: whether the decoder reads ``c`` at every step.
+        cell: ``"rnn"`` (the classic cell, default), ``"gru"`` or ``"lstm"``, for encoder
+            and decoder alike.
     """
 
     encoder: tuple[tuple[LayerParams, ...], ...]
@@ -111,12 +125,20 @@ class Seq2SeqParams:
     activation: str = "tanh"
     bridge_type: str = "concat"
     feed_context: bool = False
+    cell: str = "rnn"
 
     def __post_init__(self):
+        if self.cell not in CELLS:
+            raise ValueError(f"`cell` must be one of {CELLS}, got {self.cell!r}.")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"`activation` must be one of {ACTIVATIONS}, got {self.activation!r}.")
         if self.bridge_type not in BRIDGES:
             raise ValueError(f"`bridge_type` must be one of {BRIDGES}, got {self.bridge_type!r}.")
+
+    def __contains__(self, name: object) -> bool:
+        """``name in params``: whether ``name`` is an array field (as for a dict of params;
+        Flax's ``TrainState.create`` asks this of its params)."""
+        return name in ("encoder", "decoder", "head", "bridge")
 
     @property
     def num_directions(self) -> int:
@@ -144,8 +166,11 @@ class Seq2SeqParams:
         return self.head.b_y.shape[-1]
 
     def config(self) -> dict[str, Any]:
-        """The static configuration, JSON-serialisable (for checkpoints)."""
-        return dict(
+        """The static configuration, JSON-serialisable (for checkpoints).
+
+        ``cell`` is included only for a gated cell (classic-cell configurations unchanged).
+        """
+        out = dict(
             source_vocab_size=self.source_vocab_size,
             target_vocab_size=self.target_vocab_size,
             hidden_size=self.encoder_hidden_size,
@@ -157,12 +182,15 @@ class Seq2SeqParams:
             feed_context=self.feed_context,
             activation=self.activation,
         )
+        if self.cell != "rnn":
+            out["cell"] = self.cell
+        return out
 
 
 jax.tree_util.register_dataclass(
     Seq2SeqParams,
     data_fields=["encoder", "decoder", "head", "bridge"],
-    meta_fields=["activation", "bridge_type", "feed_context"],
+    meta_fields=["activation", "bridge_type", "feed_context", "cell"],
 )
 
 
@@ -174,16 +202,19 @@ class DecoderState(NamedTuple):
             library's one stacked-state layout ``(L * dirs, B, H)``.
         context: ``(B, C)``, the top encoder layer's ``c`` (read at every step when
             ``feed_context``; carried but unused otherwise).
+        c: ``(L_dec, B, H_dec)``, an LSTM decoder's cell states (``cell="lstm"``, as
+            :class:`~rnn_jax.generate.LMState`'s ``c``); ``None`` otherwise.
 
     ``batch_axes`` tells :mod:`rnn_jax.generate` where each leaf's batch axis is.
     """
 
     a: Float[Array, "L B H"]
     context: Float[Array, "B C"]
+    c: Float[Array, "L B H"] | None = None
 
     @property
     def batch_axes(self) -> DecoderState:
-        return DecoderState(a=1, context=0)
+        return DecoderState(a=1, context=0, c=None if self.c is None else 1)
 
 
 def init_seq2seq(
@@ -199,6 +230,8 @@ def init_seq2seq(
     decoder_hidden_size: int | None = None,
     feed_context: bool = False,
     activation: str = "tanh",
+    cell: str = "rnn",
+    gate_init: str = "torch",
 ) -> Seq2SeqParams:
     """Initialise an encoder–decoder RNN.
 
@@ -217,7 +250,11 @@ def init_seq2seq(
         decoder_hidden_size: ``H_dec`` for ``bridge="project"`` (default
             ``directions * H_enc``); must be left ``None`` or equal that for ``"concat"``.
         feed_context: feed ``c`` to the decoder at every step.
-        activation: ``g``.
+        activation: ``g`` (of the classic cell; the gated cells have their own).
+        cell: ``"rnn"`` (default), ``"gru"`` or ``"lstm"`` for encoder and decoder; the
+            gated layers come from :func:`rnn_jax.cells.init_gated_layer`.
+        gate_init: the gated layers' scheme, ``"torch"`` (default) or ``"keras"`` (LSTM
+            forget-gate bias one), as in :func:`~rnn_jax.init_rnn`.
 
     Returns:
         :class:`Seq2SeqParams`.
@@ -233,6 +270,14 @@ def init_seq2seq(
         raise ValueError(f"`bridge` must be one of {BRIDGES}, got {bridge!r}.")
     if activation not in ACTIVATIONS:
         raise ValueError(f"`activation` must be one of {ACTIVATIONS}, got {activation!r}.")
+    if cell not in CELLS:
+        raise ValueError(f"`cell` must be one of {CELLS}, got {cell!r}.")
+    if gate_init not in GATE_INITS or (cell == "rnn" and gate_init != "torch"):
+        raise ValueError(
+            f"`gate_init` must be one of {GATE_INITS} with cell='gru'/'lstm' ('torch' with "
+            f"the classic cell), got {gate_init!r} with cell={cell!r}."
+        )
+    init_one = init_layer if cell == "rnn" else partial(_init_gated, cell, gate_init)
     dirs = 2 if bidirectional else 1
     C = dirs * H_enc
     if decoder_hidden_size is None:
@@ -248,16 +293,13 @@ def init_seq2seq(
     enc_keys = jax.random.split(k_enc, L_enc * dirs)
     encoder = tuple(
         tuple(
-            init_layer(V_src if l == 0 else C, H_enc, key=enc_keys[l * dirs + d])
-            for d in range(dirs)
+            init_one(V_src if l == 0 else C, H_enc, key=enc_keys[l * dirs + d]) for d in range(dirs)
         )
         for l in range(L_enc)
     )
     dec_keys = jax.random.split(k_dec, L_dec)
     D0 = V_tgt + (C if feed_context else 0)
-    decoder = tuple(
-        init_layer(D0 if l == 0 else H_dec, H_dec, key=dec_keys[l]) for l in range(L_dec)
-    )
+    decoder = tuple(init_one(D0 if l == 0 else H_dec, H_dec, key=dec_keys[l]) for l in range(L_dec))
     bridges = ()
     if bridge == "project":
         bridges = tuple(init_head(C, H_dec, key=k) for k in jax.random.split(k_bridge, L_dec))
@@ -270,12 +312,30 @@ def init_seq2seq(
         activation=activation,
         bridge_type=bridge,
         feed_context=bool(feed_context),
+        cell=cell,
     )
+
+
+def _init_gated(
+    cell: str, scheme: str, input_size: int, hidden_size: int, *, key: jax.Array
+) -> Any:
+    try:
+        from rnn_jax import cells
+    except ImportError:
+        raise ValueError(
+            f"`cell={cell!r}` needs the gated cells of rnn_jax.cells, which this installation "
+            "does not have; use cell='rnn'."
+        ) from None
+    return cells.init_gated_layer(cell, input_size, hidden_size, key=key, scheme=scheme)
 
 
 def _encoder_stack(params: Seq2SeqParams) -> StackParams:
     return StackParams(
-        layers=params.encoder, activation=params.activation, merge="concat", token_inputs=True
+        layers=params.encoder,
+        activation=params.activation,
+        merge="concat",
+        token_inputs=True,
+        cell=params.cell,
     )
 
 
@@ -287,19 +347,30 @@ def _decoder_stack(params: Seq2SeqParams) -> StackParams:
     """
     first = params.decoder[0]
     H, V = params.decoder_hidden_size, params.target_vocab_size
-    layers = ((LayerParams(first.W_a[:, : H + V], first.b_a),),) + tuple(
+    # Same parameter type, the token columns only (any cell: the biases are unchanged).
+    layers = ((first._replace(W_a=first.W_a[:, : H + V]),),) + tuple(
         (layer,) for layer in params.decoder[1:]
     )
-    return StackParams(layers=layers, activation=params.activation, token_inputs=True)
+    return StackParams(
+        layers=layers, activation=params.activation, token_inputs=True, cell=params.cell
+    )
 
 
 def encode(
-    params: Seq2SeqParams, src: Int[Array, "B T_x"], src_lengths: Int[Array, " B"]
-) -> Float[Array, "L_enc B C"]:
+    params: Seq2SeqParams,
+    src: Int[Array, "B T_x"],
+    src_lengths: Int[Array, " B"],
+    *,
+    return_cell_state: bool = False,
+) -> Float[Array, "L_enc B C"] | tuple[Float[Array, "L_enc B C"], Float[Array, "L_enc B C"]]:
     """Run the encoder: ``c_l`` for every encoder layer, ``(L_enc, B, directions * H_enc)``.
 
     ``c_l`` is the forward state after each source's last valid token, concatenated with
     the backward state after its first token. A source of length 0 gives ``c_l = 0``.
+
+    With ``return_cell_state=True`` (``cell="lstm"`` only) the result is the pair
+    ``(c, cell_states)``, the LSTM's final cell states in the same layout: what
+    :func:`decoder_initial_state` needs for ``bridge="concat"``.
     """
     src = check_inputs(src, params.source_vocab_size, name="src")
     if not jnp.issubdtype(src.dtype, jnp.integer):
@@ -307,26 +378,71 @@ def encode(
     B, T_x = src.shape
     src_lengths = check_lengths(src_lengths, B, T_x, name="src_lengths")
     mask_tb = lengths_to_mask(src_lengths, T_x).T
-    _, finals = stack_unroll(_encoder_stack(params), src, mask_tb)  # (L * dirs, B, H)
+    if return_cell_state and params.cell != "lstm":
+        raise ValueError(
+            f"`return_cell_state=True` is only for cell='lstm', got cell={params.cell!r}."
+        )
+    # (L * dirs, B, H), or the pair (h_n, c_n) for the LSTM
+    _, finals = stack_unroll(
+        _encoder_stack(params), src, mask_tb, return_cell_state=params.cell == "lstm"
+    )
     L, dirs, H = len(params.encoder), params.num_directions, params.encoder_hidden_size
-    finals = finals.reshape(L, dirs, B, H)
-    return jnp.concatenate([finals[:, d] for d in range(dirs)], axis=-1)  # (L, B, dirs * H)
+
+    def per_layer(f: Array) -> Array:  # (L * dirs, B, H) -> (L, B, dirs * H)
+        f = f.reshape(L, dirs, B, H)
+        return jnp.concatenate([f[:, d] for d in range(dirs)], axis=-1)
+
+    if params.cell != "lstm":
+        return per_layer(finals)
+    h, c = per_layer(finals[0]), per_layer(finals[1])
+    return (h, c) if return_cell_state else h
 
 
-def decoder_initial_state(params: Seq2SeqParams, c: Float[Array, "L_enc B C"]) -> DecoderState:
+def decoder_initial_state(
+    params: Seq2SeqParams,
+    c: Float[Array, "L_enc B C"] | tuple[Float[Array, "L_enc B C"], Float[Array, "L_enc B C"]],
+) -> DecoderState:
     """``a_l<0>`` of every decoder layer from the encoder's ``c_l`` (the bridge).
 
+    Args:
+        params: :class:`Seq2SeqParams`.
+        c: what :func:`encode` returns: ``(L_enc, B, C)``; for ``cell="lstm"`` with
+            ``bridge="concat"`` the pair ``(c, cell_states)`` of
+            ``encode(..., return_cell_state=True)`` (the decoder starts from the encoder's
+            cell states; with ``"project"`` either form, the cell states start at zero).
+
     Returns:
-        :class:`DecoderState` with ``a`` of shape ``(L_dec, B, H_dec)``.
+        :class:`DecoderState` with ``a`` of shape ``(L_dec, B, H_dec)`` (and, for an LSTM,
+        ``c`` of the same shape).
     """
+    lstm = params.cell == "lstm"
+    cell_states = None
+    if isinstance(c, tuple):
+        if not lstm or len(c) != 2:
+            raise ValueError(
+                "`c` must be the (L_enc, B, C) array of encode(...), or for cell='lstm' the "
+                f"pair (c, cell_states) of encode(..., return_cell_state=True); got a tuple "
+                f"of {len(c)} for cell={params.cell!r}."
+            )
+        c, cell_states = c
+    elif lstm and params.bridge_type == "concat":
+        raise ValueError(
+            "`c` must be the pair (c, cell_states) of encode(..., return_cell_state=True) for "
+            "cell='lstm' with bridge='concat' (the decoder starts from the encoder's cell "
+            "states), got one array."
+        )
     L_enc, L_dec = c.shape[0], len(params.decoder)
-    a0 = []
+    a0, c0 = [], []
     for l in range(L_dec):
-        c_l = c[l] if L_enc == L_dec else c[-1]
+        e = l if L_enc == L_dec else -1
+        c_l = c[e]
         if params.bridge_type == "project":
             c_l = head_apply(params.bridge[l], c_l, "tanh")
+            c0.append(jnp.zeros_like(c_l))
+        elif lstm:
+            c0.append(cell_states[e])
         a0.append(c_l)
-    return DecoderState(a=jnp.stack(a0), context=c[-1])
+    return DecoderState(a=jnp.stack(a0), context=c[-1], c=jnp.stack(c0) if lstm else None)
 
 
 def _context_term(
@@ -347,6 +463,14 @@ def _check_state(params: Seq2SeqParams, state: DecoderState, B: int) -> None:
             f"`state` must be a DecoderState whose `a` has shape (L_dec, B, H_dec) = {shape} "
             f"(from decoder_initial_state), got {got}."
         )
+    lstm = params.cell == "lstm"
+    if (state.c is not None) != lstm or (lstm and tuple(jnp.shape(state.c)) != shape):
+        got = None if state.c is None else tuple(jnp.shape(state.c))
+        raise ValueError(
+            f"`state.c` must be the (L_dec, B, H_dec) = {shape} cell states for cell='lstm' "
+            f"and None otherwise (from decoder_initial_state), got {got} for "
+            f"cell={params.cell!r}."
+        )
 
 
 def decoder_step(
@@ -360,8 +484,11 @@ def decoder_step(
     functions of :mod:`rnn_jax.generate` take.
     """
     _check_state(params, state, jnp.shape(y_prev)[0])
-    ctx = _context_term(params, state.context)  # (B, H) or None
+    ctx = _context_term(params, state.context)  # (B, G·H) or None
     step = jax.vmap(partial(_step_one, _decoder_stack(params)), in_axes=(1, 0, 0), out_axes=(1, 0))
+    if params.cell == "lstm":
+        (a, c), y = step((state.a, state.c), y_prev, ctx)
+        return DecoderState(a=a, context=state.context, c=c), head_apply(params.head, y)
     a, y = step(state.a, y_prev, ctx)
     return DecoderState(a=a, context=state.context), head_apply(params.head, y)
 
@@ -406,8 +533,10 @@ def seq2seq_apply(
     Returns:
         Logits ``(B, T_y, V_tgt)``.
     """
-    c = encode(params, src, src_lengths)
-    B = c.shape[1]
+    state = decoder_initial_state(
+        params, encode(params, src, src_lengths, return_cell_state=params.cell == "lstm")
+    )
+    B = state.a.shape[1]
     tgt_in = check_inputs(tgt_in, params.target_vocab_size, name="tgt_in")
     if tgt_in.ndim != 2 or tgt_in.shape[0] != B:
         raise ValueError(
@@ -415,7 +544,6 @@ def seq2seq_apply(
         )
     T_y = tgt_in.shape[1]
     tgt_lengths = check_lengths(tgt_lengths, B, T_y, name="tgt_lengths")
-    state = decoder_initial_state(params, c)
     mask_tb = lengths_to_mask(tgt_lengths, T_y).T  # (T_y, B)
     ctx = _context_term(params, state.context)
     h, _ = stack_unroll(
@@ -423,6 +551,7 @@ def seq2seq_apply(
         tgt_in,
         mask_tb,
         state.a,
+        c0=state.c,
         extra_term=None if ctx is None else ctx[None],
     )
     logits = jnp.swapaxes(head_apply(params.head, h), 0, 1)  # (B, T_y, V)

@@ -218,11 +218,6 @@ def _run_layer(
     ids) and the time-major merged outputs ``(T, B, H')`` of the layer below otherwise.
     """
     if stack.cell != "rnn":
-        if extra_term is not None:
-            raise ValueError(
-                f"`extra_term` (the seq2seq decoder's context) is not available for "
-                f"cell={stack.cell!r} yet; use cell='rnn'."
-            )
         xs_tm = jnp.swapaxes(x_in, 0, 1) if first else x_in
         return _gated_cells(stack.cell).layer_unroll(
             stack.cell,
@@ -235,6 +230,7 @@ def _run_layer(
             lookup=lookup,
             input_scale=input_keep,
             state_mask=state_mask,
+            extra_term=extra_term,
         )
     H = layer.hidden_size
     if first:
@@ -268,7 +264,7 @@ def stack_unroll(
     a0: Float[Array, "LD B H"] | None = None,
     *,
     c0: Float[Array, "LD B H"] | None = None,
-    extra_term: Float[Array, "T B H"] | Float[Array, "1 B H"] | None = None,
+    extra_term: Float[Array, "T B GH"] | Float[Array, "1 B GH"] | None = None,
     dropout: float = 0.0,
     input_dropout: float = 0.0,
     recurrent_dropout: float = 0.0,
@@ -293,7 +289,9 @@ def stack_unroll(
         c0: an LSTM's initial cell states, same layout.
         extra_term: added to layer 0's input term of every direction,
             ``z<t> = W_ax x<t> + extra<t>`` (broadcast over time when its first axis is
-            1): the decoder's context ``W_ctx c``.
+            1): the decoder's context ``W_ctx c``. Its width is the number of rows of
+            ``W_a``: ``H`` for the classic cell, ``G·H`` for a gated cell (one term per
+            gate, added to the hoisted input term ``W_x x<t> + b_x``).
         dropout: rate of the dropout between layers (on the inputs of layers
             ``1..L-1``; mask ``jax.random.fold_in(key, l)``).
         input_dropout: rate of the dropout on layer 0's inputs: features of dense
@@ -337,7 +335,7 @@ def stack_unroll(
             if unk_id is not None:
                 h = jnp.where(keep, xs, jnp.asarray(unk_id, xs.dtype))
             else:
-                input_keep = (keep.T[:, :, None] / (1.0 - input_dropout)).astype(dtype)
+                input_keep = keep.T[:, :, None].astype(dtype) / (1.0 - input_dropout)
         else:
             h = _dropped(xs, input_dropout, k_in, xs.shape)
     finals, cell_finals = [], []
@@ -390,9 +388,9 @@ def _step_layer(
 ) -> tuple[Any, Array]:
     """One layer, one example, one step: ``(carry, x_t) -> (carry, h)``."""
     if stack.cell != "rnn":
-        if extra_term is not None:
-            raise ValueError(f"`extra_term` is not available for cell={stack.cell!r} yet.")
-        return _gated_cells(stack.cell).cell_step(stack.cell, layer, carry, x_t)
+        return _gated_cells(stack.cell).cell_step(
+            stack.cell, layer, carry, x_t, extra_term=extra_term
+        )
     if extra_term is not None:
         # A term constant within the step: W_aa a + W_ax x + (b_a + extra).
         layer = LayerParams(layer.W_a, layer.b_a + extra_term)
@@ -404,7 +402,7 @@ def stack_step(
     a_prev: Float[Array, "L H"] | tuple[Float[Array, "L H"], ...],
     x_t: Float[Array, " D"] | Int[Array, ""],
     *,
-    extra_term: Float[Array, " H"] | None = None,
+    extra_term: Float[Array, " GH"] | None = None,
 ) -> tuple[Any, Float[Array, " H"]]:
     """One step of a unidirectional stack for one example: ``(a<t-1>, x<t>) -> (a<t>, y<t>)``.
 
@@ -417,7 +415,8 @@ def stack_step(
         stack: a unidirectional :class:`~rnn_jax.params.StackParams`.
         a_prev: ``(L, H)``, the state of every layer (for an LSTM a pair ``(h, c)``).
         x_t: a dense vector ``(D,)`` or an integer token id.
-        extra_term: ``(H,)`` added to layer 0's pre-activation (the decoder's context).
+        extra_term: ``(H,)`` (``(G·H,)`` for a gated cell) added to layer 0's input term
+            (the decoder's context).
 
     Returns:
         ``(a, y)``: the new states ``(L, H)`` and the top layer's output ``(H,)``.

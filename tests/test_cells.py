@@ -1,6 +1,6 @@
 """rnn_jax.cells: GRU and LSTM against a float64 NumPy loop of PyTorch's equations.
 
-The references: ``ref_gated`` below (the equations written out, one example, one-hot
+The references: ``ref_gated`` of ``tests/reference.py`` (the equations written out, one example, one-hot
 vectors built literally for token ids), a Python loop over :func:`cell_step`, and (in
 ``test_interop.py``) ``torch.nn.GRU``/``torch.nn.LSTM`` and Flax's cells.
 """
@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jaxtyping import TypeCheckError
+from reference import biases_of, ref_gated, ref_step
 
 from rnn_jax.cells import (
     GATED_CELLS,
@@ -30,64 +31,6 @@ ATOL = 1e-5
 
 
 # --------------------------------------------------------------------------- reference
-
-
-def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def ref_step(cell, W_a, biases, carry, x_t):
-    """PyTorch's equations for one example in float64; ``x_t`` dense ``(D,)``."""
-    W_a = np.asarray(W_a, np.float64)
-    H = W_a.shape[1] - x_t.shape[0]
-    W_h, W_x = W_a[:, :H], W_a[:, H:]
-    if cell == "gru":
-        b_x, b_h = (np.asarray(b, np.float64) for b in biases)
-        h = carry
-        W_ir, W_iz, W_in = np.split(W_x, 3)
-        W_hr, W_hz, W_hn = np.split(W_h, 3)
-        b_ir, b_iz, b_in = np.split(b_x, 3)
-        b_hr, b_hz, b_hn = np.split(b_h, 3)
-        r = _sigmoid(W_ir @ x_t + b_ir + W_hr @ h + b_hr)
-        z = _sigmoid(W_iz @ x_t + b_iz + W_hz @ h + b_hz)
-        n = np.tanh(W_in @ x_t + b_in + r * (W_hn @ h + b_hn))
-        h = (1 - z) * n + z * h
-        return h, h
-    (b_a,) = (np.asarray(b, np.float64) for b in biases)
-    h, c = carry
-    W_ii, W_if, W_ig, W_io = np.split(W_x, 4)
-    W_hi, W_hf, W_hg, W_ho = np.split(W_h, 4)
-    b_i, b_f, b_g, b_o = np.split(b_a, 4)
-    i = _sigmoid(W_ii @ x_t + W_hi @ h + b_i)
-    f = _sigmoid(W_if @ x_t + W_hf @ h + b_f)
-    g = np.tanh(W_ig @ x_t + W_hg @ h + b_g)
-    o = _sigmoid(W_io @ x_t + W_ho @ h + b_o)
-    c = f * c + i * g
-    h = o * np.tanh(c)
-    return (h, c), h
-
-
-def biases_of(cell, layer):
-    return (layer.b_x, layer.b_h) if cell == "gru" else (layer.b_a,)
-
-
-def ref_gated(cell, layer, xs, length, carry0, *, reverse=False):
-    """One example: xs (T, D) dense or (T,) ids. Returns (h_seq (T, H) zero beyond
-    ``length``, final carry) in float64, over the valid steps only."""
-    H = layer.hidden_size
-    D = layer.input_size
-    T = xs.shape[0]
-    carry = jax.tree.map(lambda a: np.asarray(a, np.float64), carry0)
-    out = np.zeros((T, H))
-    for t in reversed(range(length)) if reverse else range(length):
-        if xs.ndim == 1:
-            x_t = np.zeros(D)
-            x_t[int(xs[t])] = 1.0  # the one-hot vector, literally
-        else:
-            x_t = np.asarray(xs[t], np.float64)
-        carry, h = ref_step(cell, layer.W_a, biases_of(cell, layer), carry, x_t)
-        out[t] = h
-    return out, carry
 
 
 # --------------------------------------------------------------------------- helpers

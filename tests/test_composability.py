@@ -271,49 +271,61 @@ def _assert_close_trees(a, b):
 # --- flax.serialization ------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="flax.serialization has no state-dict handler for the registered dataclasses "
-    "RNNParams/StackParams: `TypeError: can not serialize 'RNNParams' object` (needs "
-    "flax.serialization.register_serialization_state for both, fields `layers`/`head`).",
-    raises=TypeError,
-)
 def test_flax_serialization_round_trip_of_params_and_train_state():
     from flax import serialization
     from flax.training.train_state import TrainState
 
-    params = init_rnn(
-        jax.random.key(0),
-        11,
-        H,
-        C,
-        num_layers=2,
-        bidirectional=True,
-        token_inputs=True,
-        merge="sum",
-    )
-    template = init_rnn(
-        jax.random.key(9),
-        11,
-        H,
-        C,
-        num_layers=2,
-        bidirectional=True,
-        token_inputs=True,
-        merge="sum",
-    )
+    from rnn_jax.interop import register_flax_serialization
+
+    register_flax_serialization()
+    register_flax_serialization()  # idempotent
+    arch = dict(num_layers=2, bidirectional=True, token_inputs=True, merge="sum")
+    params = init_rnn(jax.random.key(0), 11, H, C, **arch)
+    template = init_rnn(jax.random.key(9), 11, H, C, **arch)
     restored = serialization.from_bytes(template, serialization.to_bytes(params))
     _assert_trees_equal(restored, params)
     assert restored.config() == params.config()
+    # The state dict holds the arrays by field name; the configuration is the template's.
+    sd = serialization.to_state_dict(params)
+    assert sorted(sd) == ["head", "layers"] and sorted(sd["layers"]["1"]["0"]) == ["W_a", "b_a"]
+    assert serialization.msgpack_restore(serialization.to_bytes(params)).keys() == sd.keys()
 
     state = TrainState.create(apply_fn=rnn_apply, params=params, tx=optax.adam(1e-3))
     grads = jax.tree.map(jnp.ones_like, params)
-    state = state.apply_gradients(grads=grads)
+    with jax.numpy_dtype_promotion("standard"):  # optax's adam: a float times its int32 count
+        state = state.apply_gradients(grads=grads)
     blank = TrainState.create(apply_fn=rnn_apply, params=template, tx=optax.adam(1e-3))
     back = serialization.from_bytes(blank, serialization.to_bytes(state))
     _assert_trees_equal(back.params, state.params)
     _assert_trees_equal(back.opt_state, state.opt_state)
     assert int(back.step) == 1 and back.params.config() == params.config()
+
+    # A template of another architecture is refused by Flax (not silently reshaped).
+    other = init_rnn(jax.random.key(9), 11, H, C, num_layers=1, bidirectional=True)
+    with pytest.raises(ValueError, match="size of the list and the state dict"):
+        serialization.from_bytes(other, serialization.to_bytes(params))
+    with pytest.raises(ValueError, match=r"must hold the fields \['layers', 'head'\]"):
+        serialization.from_state_dict(template, {"layers": sd["layers"]})
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_flax_serialization_of_gated_params_stacks_and_seq2seq(cell):
+    from flax import serialization
+
+    from rnn_jax.interop import register_flax_serialization
+    from rnn_jax.seq2seq import init_seq2seq
+
+    register_flax_serialization()
+    params = init_rnn(jax.random.key(0), D, H, C, cell=cell, num_layers=2)
+    template = init_rnn(jax.random.key(1), D, H, C, cell=cell, num_layers=2)
+    back = serialization.from_bytes(template, serialization.to_bytes(params))
+    _assert_trees_equal(back, params)
+    assert back.cell == cell
+    stack = serialization.from_bytes(template.stack, serialization.to_bytes(params.stack))
+    _assert_trees_equal(stack, params.stack)
+    s2s = init_seq2seq(jax.random.key(0), 9, 7, hidden_size=4, bridge="project", cell=cell)
+    blank = init_seq2seq(jax.random.key(1), 9, 7, hidden_size=4, bridge="project", cell=cell)
+    _assert_trees_equal(serialization.from_bytes(blank, serialization.to_bytes(s2s)), s2s)
 
 
 # --- streaming ---------------------------------------------------------------------
@@ -353,3 +365,24 @@ def test_low_precision_params_with_float32_inputs(dtype):
     np.testing.assert_array_equal(y, rnn_apply(params, xs.astype(dtype), lengths))
     g = jax.grad(lambda p: jnp.sum(rnn_classify(p, xs, lengths).astype(jnp.float32)))(params)
     assert g.layers[0][0].W_a.dtype == dtype
+
+
+# --- strict dtype promotion on the gated paths --------------------------------------
+
+
+def test_gated_seq2seq_remat_and_word_dropout_under_strict_dtypes():
+    """The module runs under jax_numpy_dtype_promotion="strict": the gated seq2seq, the
+    chunked loss and word dropout on token ids promote nothing implicitly."""
+    from rnn_jax.long import rnn_loss_remat
+    from rnn_jax.seq2seq import init_seq2seq, seq2seq_loss
+
+    src, sl = jnp.array([[5, 6, 7], [8, 0, 0]]), jnp.array([3, 1])
+    tgt, tl = jnp.array([[4, 3], [3, 0]]), jnp.array([2, 1])
+    s2s = init_seq2seq(jax.random.key(0), 9, 6, hidden_size=4, feed_context=True, cell="lstm")
+    g = jax.grad(seq2seq_loss)(s2s, src, sl, tgt, tl, bos_id=2)
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(g))
+    lm = init_rnn(jax.random.key(1), 9, H, 9, cell="gru", token_inputs=True)
+    loss = rnn_loss_remat(lm, src, src, sl, chunk_size=2)
+    assert loss.dtype == jnp.float32
+    y = rnn_classify(lm, src, sl, input_dropout=0.5, key=jax.random.key(2))
+    assert y.shape == (2, 9) and y.dtype == jnp.float32

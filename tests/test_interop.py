@@ -570,14 +570,19 @@ def test_from_flax_head_and_identity_head():
     np.testing.assert_array_equal(no_bias.head.b_y, np.zeros(2, np.float32))
 
 
-def test_from_flax_rejects_other_cells_and_layouts():
+def test_from_flax_rejects_mixed_cells_and_other_layouts():
     xs = jnp.ones((2, 3, 3))
-    lstm = nn.RNN(nn.LSTMCell(4)).init(jax.random.key(0), xs)
-    with pytest.raises(ValueError, match=r"holds LSTMCell params.*only nn.SimpleCell"):
-        from_flax(lstm)
-    gru = nn.RNN(nn.GRUCell(4)).init(jax.random.key(0), xs)
+    simple = nn.RNN(nn.SimpleCell(4)).init(jax.random.key(0), xs)["params"]
+    lstm = nn.RNN(nn.LSTMCell(4)).init(jax.random.key(0), jnp.ones((2, 3, 4)))["params"]
+    with pytest.raises(ValueError, match=r"holds LSTMCell params.*every layer must have the same"):
+        from_flax([simple, lstm])
+    gru = nn.RNN(nn.GRUCell(4)).init(jax.random.key(0), jnp.ones((2, 3, 4)))["params"]
     with pytest.raises(ValueError, match=r"holds GRUCell params"):
-        from_flax(gru)
+        from_flax([simple, gru])
+    with pytest.raises(ValueError, match=r"must be the params of nn.GRUCell"):
+        from_flax([gru, simple])
+    with pytest.raises(ValueError, match=r"`activation` must be 'tanh' .* for Flax LSTM cells"):
+        from_flax(lstm, activation="relu")
     with pytest.raises(
         ValueError, match=r"`variables` must be the params of nn.RNN.*got keys \['foo'\]"
     ):
@@ -874,6 +879,68 @@ def test_gated_layers_from_flax_single_rnn_and_biases(flax_cell_name):
     m = valid(lengths, T)
     np.testing.assert_allclose(np.asarray(output)[m], np.asarray(ys)[m], atol=ATOL)
     np.testing.assert_allclose(h_last[0], flax_h(cell, carry), atol=ATOL)
+
+
+@pytest.mark.parametrize("flax_cell_name", ["gru", "lstm", "optimized_lstm"])
+def test_from_flax_gives_gated_rnn_params_equal_to_flax(flax_cell_name):
+    """from_flax on Flax GRU/LSTM networks: an RNNParams with cell="gru"/"lstm" whose
+    rnn_layers/rnn_apply equal Flax (valid steps, final carries), head included."""
+    cell = "gru" if flax_cell_name == "gru" else "lstm"
+    D, H, C, B, T = 3, 4, 2, 5, 6
+    xs, lengths = batch(42, B, T, D)
+    layers = [
+        nn.Bidirectional(
+            nn.RNN(flax_gated(flax_cell_name, H)),
+            nn.RNN(flax_gated(flax_cell_name, H)),
+            return_carry=True,
+        )
+        for _ in range(2)
+    ]
+    h, variables, carries = xs, [], []
+    for l, layer in enumerate(layers):
+        v = layer.init(jax.random.key(42 + l), h)
+        v = jax.tree.map(lambda a: a + 0.1 if a.ndim == 1 else a, v)  # non-zero biases
+        (c_f, c_b), h = layer.apply(v, h, seq_lengths=lengths)
+        variables.append(v["params"])
+        carries += [c_f, c_b]
+    dense = nn.Dense(C)
+    head = dense.init(jax.random.key(0), h)["params"]
+    y_flax = dense.apply({"params": head}, h)
+
+    params = from_flax(variables, head=head)
+    assert isinstance(params, RNNParams) and params.cell == cell
+    assert params.num_layers == 2 and params.bidirectional and params.output_size == C
+    a_seq, a_last = rnn_layers(params, xs, lengths)
+    m = valid(lengths, T)
+    np.testing.assert_allclose(np.asarray(a_seq)[m], np.asarray(h)[m], atol=ATOL)
+    np.testing.assert_allclose(a_last, np.stack([flax_h(cell, c) for c in carries]), atol=ATOL)
+    y = rnn_apply(params, xs, lengths)
+    np.testing.assert_allclose(np.asarray(y)[m], np.asarray(y_flax)[m], atol=ATOL)
+    # The same layers as gated_layers_from_flax, bit for bit.
+    _, layers_direct = gated_layers_from_flax(variables)
+    assert_params_identical(params.layers, layers_direct)
+
+
+@pytest.mark.parametrize("cell", GATED_CELLS)
+def test_gated_to_flax_and_flax_module_round_trip(cell):
+    """to_flax/flax_module for cell="gru"/"lstm": Flax's module with those variables equals
+    rnn_apply, and from_flax brings the same network back (the LSTM bit for bit; the GRU's
+    b_hr, b_hz move into b_ir, b_iz, Flax having no recurrent r/z biases)."""
+    D, H, C, B, T = 3, 4, 2, 3, 5
+    params = init_rnn(jax.random.key(3), D, H, C, cell=cell, num_layers=2, bidirectional=True)
+    params = jax.tree.map(lambda a: a + 0.1 if a.ndim == 1 else a, params)
+    xs, lengths = batch(43, B, T, D)
+    variables = to_flax(params)
+    y_flax = flax_module(params).apply(variables, xs, seq_lengths=lengths)
+    np.testing.assert_allclose(y_flax, rnn_apply(params, xs, lengths), atol=ATOL)
+    back = from_flax(variables)
+    assert back.cell == cell
+    if cell == "lstm":
+        assert_params_identical(back, params)
+    else:
+        np.testing.assert_allclose(
+            rnn_apply(back, xs, lengths), rnn_apply(params, xs, lengths), atol=1e-6
+        )
 
 
 def test_gated_layers_from_flax_errors():

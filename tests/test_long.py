@@ -180,3 +180,91 @@ def test_truncated_bptt_equals_manual_chunks_with_the_gradient_cut():
         not np.allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
         for a, b in zip(leaves(got), leaves(uncut), strict=True)
     )
+
+
+# --------------------------------------------------------------------------- gated cells
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_gated_remat_loss_and_gradient_equal_one_shot(cell):
+    """rnn_loss_remat with a GRU/LSTM: chunk by chunk (the LSTM's (h, c) carried across
+    chunk boundaries) equals the one-shot loss and gradient of rnn_apply."""
+    B, T, V, H = 3, 13, 7, 5
+    params = init_rnn(jax.random.key(4), V, H, V, cell=cell, num_layers=2, token_inputs=True)
+    ids = jax.random.randint(jax.random.key(5), (B, T), 0, V)
+    labels = jnp.roll(ids, -1, axis=1)
+    lengths = jnp.array([13, 9, 2])
+    full, g_full = jax.value_and_grad(_full_loss)(params, ids, labels, lengths)
+    remat, g_remat = jax.value_and_grad(
+        lambda p: rnn_loss_remat(p, ids, labels, lengths, chunk_size=4)
+    )(params)
+    np.testing.assert_allclose(float(remat), float(full), rtol=1e-5)
+    for a, b in zip(
+        jax.tree_util.tree_leaves(g_remat), jax.tree_util.tree_leaves(g_full), strict=True
+    ):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_gated_truncated_bptt_carries_the_whole_state(cell):
+    """With SGD of rate 0 the chunk losses are the one-shot per-chunk losses and the final
+    states are rnn_layers' (h_n, and c_n for the LSTM): the carry crosses chunks exactly.
+    A stream of two calls fed back through a0 (and c0) equals one call on the whole."""
+    from rnn_jax import rnn_layers
+
+    B, T, V, H, K = 2, 12, 7, 5, 4
+    params = init_rnn(jax.random.key(6), V, H, V, cell=cell, num_layers=2, token_inputs=True)
+    ids = jax.random.randint(jax.random.key(7), (B, T), 0, V)
+    labels = jnp.roll(ids, -1, axis=1)
+    opt = optax.sgd(0.0)
+    lstm = cell == "lstm"
+    _, _, losses, a_last = truncated_bptt(
+        params, opt.init(params), ids, labels, optimizer=opt, chunk_size=K,
+        return_cell_state=lstm,
+    )  # fmt: skip
+    ce = optax.softmax_cross_entropy_with_integer_labels(rnn_apply(params, ids), labels)
+    np.testing.assert_allclose(
+        np.asarray(losses), np.asarray(ce.reshape(B, T // K, K).mean(axis=(0, 2))), rtol=1e-5
+    )
+    _, finals = rnn_layers(params, ids, return_cell_state=lstm)
+    for got, want in zip(jax.tree.leaves(a_last), jax.tree.leaves(finals), strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
+
+    # Streaming: two calls, the state fed back, equal one call.
+    half = T // 2
+    _, _, l1, s1 = truncated_bptt(
+        params, opt.init(params), ids[:, :half], labels[:, :half], optimizer=opt, chunk_size=K,
+        return_cell_state=lstm,
+    )  # fmt: skip
+    more = dict(a0=s1[0], c0=s1[1]) if lstm else dict(a0=s1)
+    _, _, l2, s2 = truncated_bptt(
+        params, opt.init(params), ids[:, half:], labels[:, half:], optimizer=opt, chunk_size=K,
+        **more,
+    )  # fmt: skip
+    whole = _, _, _, h_whole = truncated_bptt(
+        params, opt.init(params), ids, labels, optimizer=opt, chunk_size=K
+    )
+    assert whole[2].shape == (T // K + (T % K > 0),)
+    np.testing.assert_allclose(np.asarray(s2), np.asarray(h_whole), rtol=1e-5, atol=1e-6)
+    if lstm:  # without c0 the second call restarts the cell states: another result
+        _, _, _, s_no_c = truncated_bptt(
+            params, opt.init(params), ids[:, half:], labels[:, half:], optimizer=opt,
+            chunk_size=K, a0=s1[0],
+        )  # fmt: skip
+        assert not np.allclose(np.asarray(s_no_c), np.asarray(h_whole), atol=1e-6)
+
+
+def test_gated_options_are_for_the_lstm_only():
+    params = init_rnn(jax.random.key(0), 3, 4, 2, cell="gru")
+    xs, labels = jnp.zeros((2, 5, 3)), jnp.zeros((2, 5), jnp.int32)
+    opt = optax.sgd(0.1)
+    with pytest.raises(ValueError, match=r"`c0` is only for cell='lstm', got cell='gru'"):
+        truncated_bptt(params, opt.init(params), xs, labels, optimizer=opt, chunk_size=2,
+                       c0=jnp.zeros((1, 2, 4)))  # fmt: skip
+    with pytest.raises(ValueError, match=r"`return_cell_state` is only for cell='lstm'"):
+        truncated_bptt(params, opt.init(params), xs, labels, optimizer=opt, chunk_size=2,
+                       return_cell_state=True)  # fmt: skip
+    lstm = init_rnn(jax.random.key(0), 3, 4, 2, cell="lstm")
+    with pytest.raises(ValueError, match=r"`c0` must have shape \(num_layers, B, H\)"):
+        truncated_bptt(lstm, opt.init(lstm), xs, labels, optimizer=opt, chunk_size=2,
+                       c0=jnp.zeros((2, 4)))  # fmt: skip

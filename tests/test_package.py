@@ -89,3 +89,58 @@ def test_top_level_import_is_light_and_heavy_submodules_are_lazy():
 def test_unknown_attribute_raises_attribute_error():
     with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
         rj.nothing  # noqa: B018
+
+
+def _checked(fn):
+    """``fn`` with its jaxtyping annotations enforced (beartype), as the inner modules are in
+    the whole test run (``--jaxtyping-packages``)."""
+    from beartype import beartype
+    from jaxtyping import jaxtyped
+
+    return jaxtyped(typechecker=beartype)(fn)
+
+
+def test_public_annotations_accept_numpy_arrays_and_integer_masks():
+    """The annotations of network, losses and metrics are true on valid calls: NumPy arrays
+    (not only jax.Array), integer 0/1 masks, bool labels for the binary metrics.
+
+    The public modules are not in ``--jaxtyping-packages``: there a bad shape must raise
+    the ``ValueError`` naming the argument (the tests pin those messages), which a
+    run-time type checker would preempt with its own ``TypeCheckError``. A wrong
+    annotation is caught here instead, by checking every valid call.
+    """
+    import jax
+    import numpy as np
+
+    from rnn_jax import losses, metrics, network
+
+    B, T, D, H, C = 3, 5, 4, 6, 2
+    rng = np.random.default_rng(0)
+    xs = rng.normal(size=(B, T, D)).astype(np.float32)
+    ids = rng.integers(0, 9, size=(B, T))
+    lengths = np.array([5, 3, 0])
+    mask01 = (np.arange(T)[None, :] < lengths[:, None]).astype(np.int32)
+    params = rj.init_rnn(jax.random.key(0), D, H, C, num_layers=2, bidirectional=True)
+    tok = rj.init_rnn(jax.random.key(0), 9, H, C, token_inputs=True, cell="lstm")
+    a0 = np.zeros((4, B, H), np.float32)
+    for kw in (dict(), dict(mask=mask01), dict(mask=mask01.astype(bool), a0=a0)):
+        args = (xs,) if "mask" in kw else (xs, lengths)
+        _checked(network.rnn_layers)(params, *args, **kw)
+        _checked(network.rnn_apply)(params, *args, **kw)
+        _checked(network.rnn_classify)(params, *args, pool="mean", **kw)
+    _checked(network.rnn_layers)(tok, ids, lengths, c0=np.zeros((1, B, H)), return_cell_state=True)
+
+    logits = rng.normal(size=(B, T, C)).astype(np.float32)
+    labels = rng.integers(0, C, size=(B, T))
+    for kw in (dict(), dict(mask=mask01), dict(mask=mask01.astype(bool))):
+        args = (logits, labels) if kw else (logits, labels, lengths)
+        _checked(losses.masked_softmax_cross_entropy)(*args, **kw)
+        _checked(losses.masked_softmax_cross_entropy)(*args, reduction="none", **kw)
+        _checked(metrics.masked_accuracy)(*args, from_logits=True, **kw)
+        _checked(metrics.accuracy_counts)(labels, *args[1:], **kw)
+        binary = (logits[..., 0], labels.astype(bool)) + args[2:]
+        _checked(losses.masked_sigmoid_binary_cross_entropy)(*binary, **kw)
+        _checked(losses.masked_mean_squared_error)(logits[..., 0], logits[..., 1], *args[2:], **kw)
+        _checked(metrics.binary_confusion_counts)(*binary, from_logits=True, **kw)
+        _checked(metrics.binary_confusion_counts)(labels.astype(bool), *binary[1:], **kw)
+        _checked(metrics.binary_precision_recall_f1)(labels, *args[1:], **kw)

@@ -229,3 +229,50 @@ def test_gated_cells_plug_in_point():
         pytest.skip("rnn_jax.cells is installed: its own tests cover cell='gru'/'lstm'")
     with pytest.raises(ValueError, match="needs the gated cells of rnn_jax.cells"):
         init_rnn(jax.random.key(0), 5, 8, 3, cell="gru")
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_gate_init_keras_for_gated_cells(cell):
+    """init_rnn(cell=..., gate_init="keras"): every layer is init_gated_layer's Keras scheme
+    (the LSTM's forget-gate bias one, the other biases zero, orthogonal W_h blocks); the
+    default stays PyTorch's."""
+    from rnn_jax.cells import init_gated_layer
+
+    D, H, L = 5, 4, 2
+    key = jax.random.key(3)
+    p = init_rnn(key, D, H, 3, cell=cell, num_layers=L, bidirectional=True, gate_init="keras")
+    keys = jax.random.split(key, L * 2 + 1)
+    G = 3 if cell == "gru" else 4
+    for l, layer in enumerate(p.layers):
+        for d, q in enumerate(layer):
+            want = init_gated_layer(
+                cell, D if l == 0 else 2 * H, H, key=keys[l * 2 + d], scheme="keras"
+            )
+            for u, v in zip(q, want, strict=True):
+                np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+            for g in range(G):
+                W_hg = np.asarray(q.W_a[g * H : (g + 1) * H, :H])
+                np.testing.assert_allclose(W_hg @ W_hg.T, np.eye(H), atol=1e-5)
+            if cell == "lstm":
+                expected = np.zeros(4 * H, np.float32)
+                expected[H : 2 * H] = 1.0  # the forget gate
+                np.testing.assert_array_equal(np.asarray(q.b_a), expected)
+            else:
+                assert not np.any(np.asarray(q.b_x)) and not np.any(np.asarray(q.b_h))
+    torch_like = init_rnn(key, D, H, 3, cell=cell, num_layers=L, bidirectional=True)
+    assert not np.array_equal(
+        np.asarray(torch_like.layers[0][0].W_a), np.asarray(p.layers[0][0].W_a)
+    )
+    assert float(jnp.max(jnp.abs(torch_like.layers[0][0].W_a))) <= 1 / H**0.5
+    # Traceable like the default: an ensemble of Keras-initialised LSTMs.
+    ens = jax.vmap(lambda k: init_rnn(k, D, H, 3, cell=cell, gate_init="keras"))(
+        jax.random.split(key, 3)
+    )
+    assert ens.layers[0][0].W_a.shape == (3, G * H, H + D)
+
+
+def test_gate_init_errors():
+    with pytest.raises(ValueError, match=r"`gate_init` must be one of \('torch', 'keras'\)"):
+        init_rnn(jax.random.key(0), 5, 8, 3, cell="lstm", gate_init="glorot")
+    with pytest.raises(ValueError, match=r"classic cell \(cell='rnn'\) takes recurrent_init="):
+        init_rnn(jax.random.key(0), 5, 8, 3, gate_init="keras")

@@ -1,11 +1,12 @@
-"""Tests of rnn_jax.seq2seq: the encoder–decoder against a float64 loop and its own step."""
+"""Tests of rnn_jax.seq2seq: the encoder–decoder (classic, GRU and LSTM cells) against a
+float64 loop of the equations and against its own step."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from reference import ref_layer
+from reference import biases_of, ref_gated, ref_layer, ref_step
 
 from rnn_jax.seq2seq import (
     DecoderState,
@@ -248,3 +249,153 @@ def test_key_first_positional_or_keyword():
     b = init_seq2seq(key=jax.random.key(3), source_vocab_size=7, target_vocab_size=6, hidden_size=4)
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+# --------------------------------------------------------------------------- gated cells
+
+GATED_CONFIGS = [
+    dict(hidden_size=4, num_layers=2, bidirectional=True, feed_context=True),
+    dict(hidden_size=5, num_layers=2, decoder_layers=1, bridge="project", decoder_hidden_size=6,
+         feed_context=True),
+    dict(hidden_size=3, num_layers=1, decoder_layers=2, bidirectional=True),
+]  # fmt: skip
+
+
+def _gated_reference(params: Seq2SeqParams, src, src_lengths, tgt_in, tgt_lengths):
+    """The GRU/LSTM encoder–decoder in float64, one example at a time: PyTorch's equations
+    (``tests/reference.py``), one-hot vectors built literally, the context concatenated to
+    the decoder's input, an LSTM's (h, c) handed over by the concat bridge."""
+    f64 = lambda x: np.asarray(x, np.float64)  # noqa: E731
+    cell, lstm = params.cell, params.cell == "lstm"
+    B, T_y = tgt_in.shape
+    V = params.target_vocab_size
+    out = np.zeros((B, T_y, V))
+    for b in range(B):
+        h, ctx, cst = np.asarray(src[b]), [], []
+        for layer in params.encoder:
+            outs, fh, fc = [], [], []
+            for d, p in enumerate(layer):
+                zero = np.zeros(p.hidden_size)
+                o, last = ref_gated(cell, p, h, int(src_lengths[b]), (zero, zero) if lstm else zero,
+                                    reverse=(d == 1))  # fmt: skip
+                outs.append(o)
+                fh.append(last[0] if lstm else last)
+                fc.append(last[1] if lstm else None)
+            h = np.concatenate(outs, axis=-1)
+            ctx.append(np.concatenate(fh))
+            cst.append(np.concatenate(fc) if lstm else None)
+        L_enc, L_dec = len(params.encoder), len(params.decoder)
+        carries = []
+        for l in range(L_dec):
+            e = l if L_enc == L_dec else -1
+            a = ctx[e]
+            if params.bridge_type == "project":
+                a = np.tanh(f64(params.bridge[l].W_y) @ a + f64(params.bridge[l].b_y))
+                c0 = np.zeros_like(a)
+            else:
+                c0 = cst[e]
+            carries.append((a, c0) if lstm else a)
+        for t in range(int(tgt_lengths[b])):
+            x = np.zeros(V)
+            x[int(tgt_in[b, t])] = 1.0
+            if params.feed_context:
+                x = np.concatenate([x, ctx[-1]])
+            for l, p in enumerate(params.decoder):
+                carries[l], x = ref_step(cell, p.W_a, biases_of(cell, p), carries[l], x)
+            out[b, t] = f64(params.head.W_y) @ x + f64(params.head.b_y)
+    return out
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("cfg", GATED_CONFIGS)
+def test_gated_teacher_forcing_and_steps_match_float64_reference(cell, cfg):
+    """init_seq2seq(cell=...): seq2seq_apply and a loop of decoder_step (which carries the
+    LSTM's c) both equal the equations written out."""
+    params = init_seq2seq(jax.random.key(1), V_SRC, V_TGT, cell=cell, **cfg)
+    assert params.cell == cell and params.config()["cell"] == cell
+    G = 3 if cell == "gru" else 4
+    assert params.decoder[0].W_a.shape[0] == G * params.decoder_hidden_size
+    src, sl, tgt, tl = _batch(np.random.default_rng(0))
+    tgt_in = shift_right(tgt, BOS)
+    logits = apply_jit(params, src, sl, tgt_in, tl)
+    ref = _gated_reference(params, np.asarray(src), np.asarray(sl), np.asarray(tgt_in), tl)
+    np.testing.assert_allclose(np.asarray(logits), ref, atol=2e-5, rtol=1e-4)
+
+    state = decoder_initial_state(params, encode(params, src, sl, return_cell_state=cell == "lstm"))
+    assert (state.c is not None) == (cell == "lstm")
+    step = jax.jit(decoder_step)
+    steps = []
+    for t in range(tgt_in.shape[1]):
+        state, logits_t = step(params, state, tgt_in[:, t])
+        steps.append(logits_t)
+    valid = (jnp.arange(tgt_in.shape[1])[None, :] < tl[:, None])[:, :, None]
+    np.testing.assert_allclose(
+        np.asarray(jnp.where(valid, jnp.stack(steps, axis=1), 0.0)), ref, atol=2e-5, rtol=1e-4
+    )
+
+
+def test_lstm_decoder_state_carries_the_cell_state_and_generates():
+    from rnn_jax.generate import beam_search, greedy_decode
+
+    params = init_seq2seq(jax.random.key(2), V_SRC, V_TGT, hidden_size=4, bidirectional=True,
+                          cell="lstm")  # fmt: skip
+    src, sl, _, _ = _batch(np.random.default_rng(1))
+    B = src.shape[0]
+    h, c = encode(params, src, sl, return_cell_state=True)
+    assert h.shape == c.shape == (1, B, 8)
+    np.testing.assert_array_equal(np.asarray(encode(params, src, sl)), np.asarray(h))
+    state = decoder_initial_state(params, (h, c))
+    np.testing.assert_array_equal(np.asarray(state.c), np.asarray(c))
+    assert state.batch_axes == DecoderState(a=1, context=0, c=1)
+    # Dropping the cell state changes the next logits: c is really read.
+    _, with_c = decoder_step(params, state, jnp.full((B,), BOS))
+    _, zero_c = decoder_step(params, state._replace(c=jnp.zeros_like(state.c)), jnp.full((B,), BOS))
+    assert not np.allclose(np.asarray(with_c), np.asarray(zero_c))
+    tokens, lengths = greedy_decode(decoder_step, params, state, jnp.full((B,), BOS), max_len=5,
+                                    eos_id=EOS)  # fmt: skip
+    assert tokens.shape == (B, 5) and lengths.shape == (B,)
+    beams = beam_search(decoder_step, params, state, jnp.full((B,), BOS), max_len=5, eos_id=EOS,
+                        beam_width=3)  # fmt: skip
+    assert beams.tokens.shape == (B, 3, 5)
+    # The greedy path is the beam search's first step argmax, step by step equal to decoder_step.
+    st, first = decoder_step(params, state, jnp.full((B,), BOS))
+    np.testing.assert_array_equal(np.asarray(tokens[:, 0]), np.asarray(jnp.argmax(first, -1)))
+
+
+def test_gated_errors_name_the_argument():
+    with pytest.raises(ValueError, match=r"`cell` must be one of \('rnn', 'gru', 'lstm'\)"):
+        init_seq2seq(jax.random.key(0), 5, 5, cell="transformer")
+    lstm = init_seq2seq(jax.random.key(0), V_SRC, V_TGT, hidden_size=4, cell="lstm")
+    gru = init_seq2seq(jax.random.key(0), V_SRC, V_TGT, hidden_size=4, cell="gru")
+    src, sl, _, _ = _batch(np.random.default_rng(7))
+    with pytest.raises(ValueError, match=r"pair \(c, cell_states\) of encode\(\.\.\., return_cell"):
+        decoder_initial_state(lstm, encode(lstm, src, sl))
+    with pytest.raises(ValueError, match=r"`return_cell_state=True` is only for cell='lstm'"):
+        encode(gru, src, sl, return_cell_state=True)
+    pair = encode(lstm, src, sl, return_cell_state=True)
+    with pytest.raises(ValueError, match=r"got a tuple of 2 for cell='gru'"):
+        decoder_initial_state(gru, pair)
+    state = decoder_initial_state(lstm, pair)
+    y = jnp.zeros((src.shape[0],), jnp.int32)
+    with pytest.raises(ValueError, match=r"`state.c` must be the \(L_dec, B, H_dec\)"):
+        decoder_step(lstm, state._replace(c=None), y)
+    with pytest.raises(ValueError, match=r"`state.c` must be .* None otherwise"):
+        decoder_step(gru, decoder_initial_state(gru, encode(gru, src, sl))._replace(c=state.c), y)
+    # The project bridge starts the LSTM decoder's cell states at zero, from either form.
+    proj = init_seq2seq(jax.random.key(0), V_SRC, V_TGT, hidden_size=4, cell="lstm",
+                        bridge="project")  # fmt: skip
+    s1 = decoder_initial_state(proj, encode(proj, src, sl))
+    s2 = decoder_initial_state(proj, encode(proj, src, sl, return_cell_state=True))
+    assert bool(jnp.all(s1.c == 0)) and bool(jnp.all(s2.c == 0))
+    np.testing.assert_array_equal(np.asarray(s1.a), np.asarray(s2.a))
+
+
+def test_gate_init_keras_in_seq2seq():
+    p = init_seq2seq(jax.random.key(0), V_SRC, V_TGT, hidden_size=4, cell="lstm", gate_init="keras")
+    for layer in (p.encoder[0][0], p.decoder[0]):
+        np.testing.assert_array_equal(np.asarray(layer.b_a[4:8]), np.ones(4, np.float32))
+        np.testing.assert_array_equal(np.asarray(layer.b_a[:4]), np.zeros(4, np.float32))
+    with pytest.raises(
+        ValueError, match=r"`gate_init` must be one of .* got 'keras' with cell='rnn'"
+    ):
+        init_seq2seq(jax.random.key(0), V_SRC, V_TGT, gate_init="keras")
