@@ -96,6 +96,8 @@ class ReportConfig(common.ReportConfig):
         num_heatmaps: test verses drawn in ``attention.png`` (attention models).
         num_examples: translations shown in the results.
         pad_to_multiple: source lengths are rounded up to a multiple of this (fewer compiles).
+        allow_unk: let decoding emit ``<UNK>`` (by default its logit is set to ``-inf``: an
+            undertrained model otherwise repeats the most frequent target token, ``<UNK>``).
     """
 
     eval_batch_size: int = 128
@@ -106,6 +108,7 @@ class ReportConfig(common.ReportConfig):
     num_heatmaps: int = 3
     num_examples: int = 6
     pad_to_multiple: int = 16
+    allow_unk: bool = False
 
     def __post_init__(self):
         super().__post_init__()

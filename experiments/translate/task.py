@@ -14,8 +14,7 @@ Run directory layout (see :mod:`experiments.common`)::
 Text is lower-cased and split into words and punctuation marks
 (:func:`experiments.translate.data.tokenize`); BLEU and chrF (``sacrebleu``) compare the
 space-joined tokens of the hypothesis and the reference, so every system is scored on the
-same tokenisation. A word outside the target vocabulary is produced as ``<unk>`` and counts
-as wrong.
+same tokenisation. Decoding never emits ``<UNK>`` unless ``report.allow_unk``.
 """
 
 from __future__ import annotations
@@ -154,19 +153,34 @@ def make_model(config: ModelConfig, data: Data) -> common.Model:
 # --------------------------------------------------------------------------- decoding
 
 
-@functools.partial(jax.jit, static_argnames=("max_len", "bos_id", "eos_id"))
-def _greedy(params, src, src_lengths, *, max_len, bos_id, eos_id):
-    state = start_decoding(params, src, src_lengths)
-    start = jnp.full((src.shape[0],), bos_id, jnp.int32)
-    return greedy_decode(decoder_step, params, state, start, max_len=max_len, eos_id=eos_id)
+def _step_fn(banned_id: int | None):
+    """:func:`decoder_step`, or one whose ``banned_id`` (``<UNK>``) is never chosen."""
+    if banned_id is None:
+        return decoder_step
+
+    def step(params, state, y_prev):
+        state, logits = decoder_step(params, state, y_prev)
+        return state, logits.at[:, banned_id].set(-jnp.inf)
+
+    return step
 
 
-@functools.partial(jax.jit, static_argnames=("max_len", "bos_id", "eos_id", "beam_width"))
-def _beam(params, src, src_lengths, alpha, *, max_len, bos_id, eos_id, beam_width):
+@functools.partial(jax.jit, static_argnames=("max_len", "bos_id", "eos_id", "banned_id"))
+def _greedy(params, src, src_lengths, *, max_len, bos_id, eos_id, banned_id):
     state = start_decoding(params, src, src_lengths)
     start = jnp.full((src.shape[0],), bos_id, jnp.int32)
-    r = beam_search(decoder_step, params, state, start, beam_width=beam_width, max_len=max_len,
-                    eos_id=eos_id, alpha=alpha)  # fmt: skip
+    return greedy_decode(_step_fn(banned_id), params, state, start, max_len=max_len,
+                         eos_id=eos_id)  # fmt: skip
+
+
+@functools.partial(
+    jax.jit, static_argnames=("max_len", "bos_id", "eos_id", "beam_width", "banned_id")
+)
+def _beam(params, src, src_lengths, alpha, *, max_len, bos_id, eos_id, beam_width, banned_id):
+    state = start_decoding(params, src, src_lengths)
+    start = jnp.full((src.shape[0],), bos_id, jnp.int32)
+    r = beam_search(_step_fn(banned_id), params, state, start, beam_width=beam_width,
+                    max_len=max_len, eos_id=eos_id, alpha=alpha)  # fmt: skip
     return r.tokens[:, 0], r.lengths[:, 0]
 
 
@@ -196,7 +210,8 @@ def translate(
     if method not in ("greedy", "beam"):
         raise ValueError(f"`method` must be 'greedy' or 'beam', got {method!r}")
     report = config.report
-    kw = dict(max_len=config.train.max_len, bos_id=tgt_vocab.bos_id, eos_id=tgt_vocab.eos_id)
+    kw = dict(max_len=config.train.max_len, bos_id=tgt_vocab.bos_id, eos_id=tgt_vocab.eos_id,
+              banned_id=None if report.allow_unk else tgt_vocab.unk_id)  # fmt: skip
     out: list[list[str]] = []
     for src, lengths, n in _source_batches(src_vocab, sources, config):
         if method == "greedy":
