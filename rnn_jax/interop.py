@@ -111,6 +111,9 @@ _SERIALIZABLE = (
     (StackParams, ("layers",)),
     (Seq2SeqParams, ("encoder", "decoder", "head", "bridge")),
 )
+# Array fields present only in some configurations (saved when not None, so the state dict of
+# an attention-free encoder-decoder keeps its layout).
+_OPTIONAL_FIELDS = {Seq2SeqParams: ("attention",)}
 
 
 def register_flax_serialization() -> None:
@@ -156,13 +159,25 @@ def register_flax_serialization() -> None:
         )
 
 
+def _present_fields(fields: tuple[str, ...], x: Any) -> tuple[str, ...]:
+    optional = _OPTIONAL_FIELDS.get(type(x), ())
+    return fields + tuple(f for f in optional if getattr(x, f) is not None)
+
+
 def _to_state_dict(serialization: Any, fields: tuple[str, ...], x: Any) -> dict[str, Any]:
-    return {f: serialization.to_state_dict(getattr(x, f)) for f in fields}
+    return {f: serialization.to_state_dict(getattr(x, f)) for f in _present_fields(fields, x)}
 
 
 def _from_state_dict(
     serialization: Any, fields: tuple[str, ...], template: Any, state: dict[str, Any]
 ) -> Any:
+    fields = _present_fields(fields, template)
+    extra = sorted(set(_OPTIONAL_FIELDS.get(type(template), ())) & set(state) - set(fields))
+    if extra:
+        raise ValueError(
+            f"the state dict holds {extra} but the {type(template).__name__} template has none "
+            f"(restore into a template of the same configuration, e.g. attention='additive')."
+        )
     missing = sorted(set(fields) - set(state))
     if missing:
         raise ValueError(

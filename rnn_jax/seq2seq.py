@@ -20,7 +20,23 @@ decoder's hidden size is ``directions * H_enc`` (a bidirectional encoder's two f
 states are concatenated, no parameters); ``"project"`` learns a ``tanh`` bridge per decoder
 layer and allows any decoder size. With ``feed_context=True`` the top encoder layer's
 ``c`` is also part of the decoder's input at every step (Cho et al., 2014); otherwise the
-decoder's input is the previous token alone (Sutskever et al., 2014). No attention.
+decoder's input is the previous token alone (Sutskever et al., 2014).
+
+Attention (``init_seq2seq(..., attention="additive")``; the default ``"none"`` is the
+form above, unchanged): at every step the decoder attends over the top encoder layer's
+outputs ``h<1..T_x>`` (:mod:`rnn_jax.attention`, Bahdanau et al., 2015), with the top
+decoder layer's previous state as the query, padded source positions excluded exactly:
+
+.. math::
+
+    c^{<t>} = \\mathrm{attend}(a_L^{<t-1>}, h^{<1..T_x>}), \\qquad
+    a_1^{<t>} = g(W_{aa} a_1^{<t-1>} + W_{ax} [y^{<t-1>}; c^{<t>}] + b_a), \\qquad
+    \\hat y^{<t>} = \\mathrm{softmax}(W_y [a_L^{<t>}; c^{<t>}] + b_y)
+
+so the context enters the decoder cell (every gate's input term for GRU/LSTM) and the
+output layer. The bridge still starts the decoder from the encoder's final states.
+:func:`seq2seq_apply` can return the weights ``α<t, i>`` (``return_attention=True``);
+:func:`start_decoding` builds the decoding state (memory included) for every form.
 
 Decoder layer ``l`` starts from encoder layer ``l`` when both have the same depth,
 otherwise every decoder layer starts from the top encoder layer.
@@ -64,9 +80,10 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 
 from rnn_jax._checks import check_inputs, check_lengths, lengths_to_mask, positive_int
+from rnn_jax.attention import ATTENTIONS, AttentionParams, attend, init_attention, project_keys
 from rnn_jax.losses import masked_softmax_cross_entropy
 from rnn_jax.params import (
     ACTIVATIONS,
@@ -91,6 +108,7 @@ __all__ = [
     "seq2seq_apply",
     "seq2seq_loss",
     "shift_right",
+    "start_decoding",
 ]
 
 BRIDGES = ("concat", "project")
@@ -116,6 +134,11 @@ class Seq2SeqParams:
         feed_context: whether the decoder reads ``c`` at every step.
         cell: ``"rnn"`` (the classic cell, default), ``"gru"`` or ``"lstm"``, for encoder
             and decoder alike.
+        attention: additive attention's :class:`~rnn_jax.attention.AttentionParams`
+            (``W_q (A, H_dec)``, ``W_k (A, C)``, ``v (A,)``), or ``None`` (no attention).
+            With attention, decoder layer 0's ``W_a`` has the context columns
+            (``(H_dec, H_dec + V_tgt + C)``) and the head reads ``[a_L; c]``
+            (``W_y (V_tgt, H_dec + C)``).
     """
 
     encoder: tuple[tuple[LayerParams, ...], ...]
@@ -126,6 +149,7 @@ class Seq2SeqParams:
     bridge_type: str = "concat"
     feed_context: bool = False
     cell: str = "rnn"
+    attention: AttentionParams | None = None
 
     def __post_init__(self):
         if self.cell not in CELLS:
@@ -138,7 +162,12 @@ class Seq2SeqParams:
     def __contains__(self, name: object) -> bool:
         """``name in params``: whether ``name`` is an array field (as for a dict of params;
         Flax's ``TrainState.create`` asks this of its params)."""
-        return name in ("encoder", "decoder", "head", "bridge")
+        return name in ("encoder", "decoder", "head", "bridge", "attention")
+
+    @property
+    def attention_type(self) -> str:
+        """``"additive"`` or ``"none"``."""
+        return "none" if self.attention is None else "additive"
 
     @property
     def num_directions(self) -> int:
@@ -184,12 +213,15 @@ class Seq2SeqParams:
         )
         if self.cell != "rnn":
             out["cell"] = self.cell
+        if self.attention is not None:  # attention-free configurations unchanged
+            out["attention"] = self.attention_type
+            out["attention_size"] = self.attention.attention_size
         return out
 
 
 jax.tree_util.register_dataclass(
     Seq2SeqParams,
-    data_fields=["encoder", "decoder", "head", "bridge"],
+    data_fields=["encoder", "decoder", "head", "bridge", "attention"],
     meta_fields=["activation", "bridge_type", "feed_context", "cell"],
 )
 
@@ -204,6 +236,10 @@ class DecoderState(NamedTuple):
             ``feed_context``; carried but unused otherwise).
         c: ``(L_dec, B, H_dec)``, an LSTM decoder's cell states (``cell="lstm"``, as
             :class:`~rnn_jax.generate.LMState`'s ``c``); ``None`` otherwise.
+        memory: ``(B, T_x, C)``, the top encoder layer's outputs attended over (attention
+            only; ``None`` otherwise).
+        keys: ``(B, T_x, A)``, their projections ``W_k h<i>`` (attention only).
+        memory_mask: ``(B, T_x)``, the valid source positions (attention only).
 
     ``batch_axes`` tells :mod:`rnn_jax.generate` where each leaf's batch axis is.
     """
@@ -211,10 +247,21 @@ class DecoderState(NamedTuple):
     a: Float[Array, "L B H"]
     context: Float[Array, "B C"]
     c: Float[Array, "L B H"] | None = None
+    memory: Float[Array, "B T C"] | None = None
+    keys: Float[Array, "B T A"] | None = None
+    memory_mask: Bool[Array, "B T"] | None = None
 
     @property
     def batch_axes(self) -> DecoderState:
-        return DecoderState(a=1, context=0, c=None if self.c is None else 1)
+        attn = None if self.memory is None else 0
+        return DecoderState(
+            a=1,
+            context=0,
+            c=None if self.c is None else 1,
+            memory=attn,
+            keys=attn,
+            memory_mask=attn,
+        )
 
 
 def init_seq2seq(
@@ -232,6 +279,8 @@ def init_seq2seq(
     activation: str = "tanh",
     cell: str = "rnn",
     gate_init: str = "torch",
+    attention: str = "none",
+    attention_size: int | None = None,
 ) -> Seq2SeqParams:
     """Initialise an encoder–decoder RNN.
 
@@ -255,6 +304,11 @@ def init_seq2seq(
             gated layers come from :func:`rnn_jax.cells.init_gated_layer`.
         gate_init: the gated layers' scheme, ``"torch"`` (default) or ``"keras"`` (LSTM
             forget-gate bias one), as in :func:`~rnn_jax.init_rnn`.
+        attention: ``"none"`` (default, the attention-free encoder–decoder; the same
+            parameters as before for a given key) or ``"additive"`` (Bahdanau attention
+            over the top encoder layer's outputs; not with ``feed_context``).
+        attention_size: ``A``, the width of the attention's hidden layer (default
+            ``H_dec``); only with ``attention="additive"``.
 
     Returns:
         :class:`Seq2SeqParams`.
@@ -277,6 +331,19 @@ def init_seq2seq(
             f"`gate_init` must be one of {GATE_INITS} with cell='gru'/'lstm' ('torch' with "
             f"the classic cell), got {gate_init!r} with cell={cell!r}."
         )
+    if attention not in ATTENTIONS:
+        raise ValueError(f"`attention` must be one of {ATTENTIONS}, got {attention!r}.")
+    attn = attention == "additive"
+    if attn and feed_context:
+        raise ValueError(
+            "`feed_context` must be False with attention='additive' (the attention context "
+            "is the decoder's context input), got feed_context=True."
+        )
+    if attention_size is not None and not attn:
+        raise ValueError(
+            f"`attention_size` is only for attention='additive', got {attention_size!r} with "
+            f"attention={attention!r}."
+        )
     init_one = init_layer if cell == "rnn" else partial(_init_gated, cell, gate_init)
     dirs = 2 if bidirectional else 1
     C = dirs * H_enc
@@ -298,12 +365,17 @@ def init_seq2seq(
         for l in range(L_enc)
     )
     dec_keys = jax.random.split(k_dec, L_dec)
-    D0 = V_tgt + (C if feed_context else 0)
+    D0 = V_tgt + (C if feed_context or attn else 0)
     decoder = tuple(init_one(D0 if l == 0 else H_dec, H_dec, key=dec_keys[l]) for l in range(L_dec))
     bridges = ()
     if bridge == "project":
         bridges = tuple(init_head(C, H_dec, key=k) for k in jax.random.split(k_bridge, L_dec))
-    head = init_head(H_dec, V_tgt, key=k_head)
+    head = init_head(H_dec + (C if attn else 0), V_tgt, key=k_head)
+    attention_params = None
+    if attn:
+        A = H_dec if attention_size is None else positive_int("attention_size", attention_size)
+        # A sub-key of its own: the other parameters are those of the attention-free model.
+        attention_params = init_attention(jax.random.fold_in(key, 7), H_dec, C, A)
     return Seq2SeqParams(
         encoder=encoder,
         decoder=decoder,
@@ -313,6 +385,7 @@ def init_seq2seq(
         bridge_type=bridge,
         feed_context=bool(feed_context),
         cell=cell,
+        attention=attention_params,
     )
 
 
@@ -362,7 +435,8 @@ def encode(
     src_lengths: Int[Array, " B"],
     *,
     return_cell_state: bool = False,
-) -> Float[Array, "L_enc B C"] | tuple[Float[Array, "L_enc B C"], Float[Array, "L_enc B C"]]:
+    return_memory: bool = False,
+) -> Any:
     """Run the encoder: ``c_l`` for every encoder layer, ``(L_enc, B, directions * H_enc)``.
 
     ``c_l`` is the forward state after each source's last valid token, concatenated with
@@ -371,6 +445,10 @@ def encode(
     With ``return_cell_state=True`` (``cell="lstm"`` only) the result is the pair
     ``(c, cell_states)``, the LSTM's final cell states in the same layout: what
     :func:`decoder_initial_state` needs for ``bridge="concat"``.
+
+    With ``return_memory=True`` the result is ``(result, memory)``: ``result`` as above and
+    ``memory`` ``(B, T_x, C)``, the top encoder layer's outputs (both directions
+    concatenated; zero at padded positions), what attention reads.
     """
     src = check_inputs(src, params.source_vocab_size, name="src")
     if not jnp.issubdtype(src.dtype, jnp.integer):
@@ -383,7 +461,7 @@ def encode(
             f"`return_cell_state=True` is only for cell='lstm', got cell={params.cell!r}."
         )
     # (L * dirs, B, H), or the pair (h_n, c_n) for the LSTM
-    _, finals = stack_unroll(
+    h_tm, finals = stack_unroll(
         _encoder_stack(params), src, mask_tb, return_cell_state=params.cell == "lstm"
     )
     L, dirs, H = len(params.encoder), params.num_directions, params.encoder_hidden_size
@@ -393,14 +471,19 @@ def encode(
         return jnp.concatenate([f[:, d] for d in range(dirs)], axis=-1)
 
     if params.cell != "lstm":
-        return per_layer(finals)
-    h, c = per_layer(finals[0]), per_layer(finals[1])
-    return (h, c) if return_cell_state else h
+        out = per_layer(finals)
+    else:
+        h, c = per_layer(finals[0]), per_layer(finals[1])
+        out = (h, c) if return_cell_state else h
+    return (out, jnp.swapaxes(h_tm, 0, 1)) if return_memory else out
 
 
 def decoder_initial_state(
     params: Seq2SeqParams,
     c: Float[Array, "L_enc B C"] | tuple[Float[Array, "L_enc B C"], Float[Array, "L_enc B C"]],
+    *,
+    memory: Float[Array, "B T_x C"] | None = None,
+    src_lengths: Int[Array, " B"] | None = None,
 ) -> DecoderState:
     """``a_l<0>`` of every decoder layer from the encoder's ``c_l`` (the bridge).
 
@@ -410,10 +493,12 @@ def decoder_initial_state(
             ``bridge="concat"`` the pair ``(c, cell_states)`` of
             ``encode(..., return_cell_state=True)`` (the decoder starts from the encoder's
             cell states; with ``"project"`` either form, the cell states start at zero).
+        memory, src_lengths: with attention (required then, refused otherwise) the
+            ``memory`` of ``encode(..., return_memory=True)`` and the source lengths.
 
     Returns:
         :class:`DecoderState` with ``a`` of shape ``(L_dec, B, H_dec)`` (and, for an LSTM,
-        ``c`` of the same shape).
+        ``c`` of the same shape; with attention ``memory``, ``keys`` and ``memory_mask``).
     """
     lstm = params.cell == "lstm"
     cell_states = None
@@ -442,14 +527,66 @@ def decoder_initial_state(
         elif lstm:
             c0.append(cell_states[e])
         a0.append(c_l)
-    return DecoderState(a=jnp.stack(a0), context=c[-1], c=jnp.stack(c0) if lstm else None)
+    state = DecoderState(a=jnp.stack(a0), context=c[-1], c=jnp.stack(c0) if lstm else None)
+    return _with_memory(params, state, memory, src_lengths)
+
+
+def _with_memory(
+    params: Seq2SeqParams, state: DecoderState, memory: Any, src_lengths: Any
+) -> DecoderState:
+    """``state`` with the attention memory, its keys and mask (attention models only)."""
+    if params.attention is None:
+        if memory is not None or src_lengths is not None:
+            raise ValueError(
+                "`memory` and `src_lengths` are only for attention models "
+                "(init_seq2seq(..., attention='additive')); got them for attention='none'."
+            )
+        return state
+    B, C = state.a.shape[1], params.context_size
+    if memory is None or src_lengths is None or jnp.ndim(memory) != 3:
+        raise ValueError(
+            "`memory` (B, T_x, C) from encode(..., return_memory=True) and `src_lengths` (B,) "
+            f"are required with attention, got memory of shape "
+            f"{None if memory is None else tuple(jnp.shape(memory))} and src_lengths "
+            f"{None if src_lengths is None else tuple(jnp.shape(src_lengths))}."
+        )
+    if tuple(memory.shape[::2]) != (B, C):
+        raise ValueError(
+            f"`memory` must have shape (B, T_x, C) with B = {B}, C = {C}, got "
+            f"{tuple(memory.shape)}."
+        )
+    T_x = memory.shape[1]
+    src_lengths = check_lengths(src_lengths, B, T_x, name="src_lengths")
+    return state._replace(
+        memory=memory,
+        keys=project_keys(params.attention, memory),
+        memory_mask=lengths_to_mask(src_lengths, T_x),
+    )
+
+
+def start_decoding(
+    params: Seq2SeqParams, src: Int[Array, "B T_x"], src_lengths: Int[Array, " B"]
+) -> DecoderState:
+    """Encode ``src`` and build the decoder's initial state, for every configuration.
+
+    ``decoder_initial_state(params, encode(params, src, src_lengths, ...), ...)`` with the
+    right options: an LSTM's cell states, an attention model's memory. The state to hand to
+    :func:`decoder_step` and the decoders of :mod:`rnn_jax.generate`.
+    """
+    lstm = params.cell == "lstm"
+    attn = params.attention is not None
+    out = encode(params, src, src_lengths, return_cell_state=lstm, return_memory=attn)
+    if not attn:
+        return decoder_initial_state(params, out)
+    c, memory = out
+    return decoder_initial_state(params, c, memory=memory, src_lengths=src_lengths)
 
 
 def _context_term(
     params: Seq2SeqParams, context: Float[Array, "B C"]
 ) -> Float[Array, "B H"] | None:
-    """``W_ax^ctx c`` for ``feed_context`` (``None`` otherwise)."""
-    if not params.feed_context:
+    """``W_ax^ctx c`` for ``feed_context`` or attention (``None`` otherwise)."""
+    if not params.feed_context and params.attention is None:
         return None
     H, V = params.decoder_hidden_size, params.target_vocab_size
     return context @ params.decoder[0].W_a[:, H + V :].T
@@ -482,8 +619,14 @@ def decoder_step(
     ``vmap`` over the batch; layer 0 reads the token id as a column of ``W_ax`` (and, with
     ``feed_context``, ``W_ax^ctx c`` as its extra term). This is the ``step_fn`` the
     functions of :mod:`rnn_jax.generate` take.
+
+    With attention, the context ``c<t>`` is first computed from the top layer's state
+    ``a_L<t-1>`` (the query) and the state's memory, then enters layer 0 and the head.
     """
     _check_state(params, state, jnp.shape(y_prev)[0])
+    if params.attention is not None:
+        state, logits, _ = _attention_step(params, state, y_prev)
+        return state, logits
     ctx = _context_term(params, state.context)  # (B, G·H) or None
     step = jax.vmap(partial(_step_one, _decoder_stack(params)), in_axes=(1, 0, 0), out_axes=(1, 0))
     if params.cell == "lstm":
@@ -495,6 +638,50 @@ def decoder_step(
 
 def _step_one(stack, a_prev, y_t, ctx):
     return stack_step(stack, a_prev, y_t, extra_term=ctx)
+
+
+def _attention_core(
+    params: Seq2SeqParams, state: DecoderState, y_prev: Array
+) -> tuple[DecoderState, Array, Array]:
+    """One attention step without the head: ``(state<t>, [a_L<t>; c<t>], α<t>)``."""
+    if state.memory is None:
+        raise ValueError(
+            "`state` must carry the attention memory (from start_decoding or "
+            "decoder_initial_state(..., memory=, src_lengths=)), got a state without it."
+        )
+    ctx, w = attend(params.attention, state.a[-1], state.memory, state.keys, state.memory_mask)
+    term = _context_term(params, ctx)
+    step = jax.vmap(partial(_step_one, _decoder_stack(params)), in_axes=(1, 0, 0), out_axes=(1, 0))
+    if params.cell == "lstm":
+        (a, c), y = step((state.a, state.c), y_prev, term)
+        new = state._replace(a=a, c=c)
+    else:
+        a, y = step(state.a, y_prev, term)
+        new = state._replace(a=a)
+    return new, jnp.concatenate([y, ctx.astype(y.dtype)], axis=-1), w
+
+
+def _attention_step(
+    params: Seq2SeqParams, state: DecoderState, y_prev: Array
+) -> tuple[DecoderState, Array, Array]:
+    state, out, w = _attention_core(params, state, y_prev)
+    return state, head_apply(params.head, out), w
+
+
+def _attention_apply(
+    params: Seq2SeqParams, state: DecoderState, tgt_in: Array
+) -> tuple[Array, Array]:
+    """Teacher forcing with attention: one scan of :func:`_attention_core` over time.
+
+    Returns the pre-head outputs ``(B, T_y, H_dec + C)`` and the weights ``(B, T_y, T_x)``.
+    """
+
+    def body(st, y_t):
+        st, out, w = _attention_core(params, st, y_t)
+        return st, (out, w)
+
+    _, (outs, ws) = jax.lax.scan(body, state, jnp.swapaxes(tgt_in, 0, 1))
+    return jnp.swapaxes(outs, 0, 1), jnp.swapaxes(ws, 0, 1)
 
 
 def shift_right(tgt: Int[Array, "B T_y"], bos_id: int) -> Int[Array, "B T_y"]:
@@ -515,7 +702,9 @@ def seq2seq_apply(
     src_lengths: Int[Array, " B"],
     tgt_in: Int[Array, "B T_y"],
     tgt_lengths: Int[Array, " B"],
-) -> Float[Array, "B T_y V"]:
+    *,
+    return_attention: bool = False,
+) -> Float[Array, "B T_y V"] | tuple[Float[Array, "B T_y V"], Float[Array, "B T_y T_x"]]:
     """Teacher-forced decoding: logits of ``y<t>`` given the source and ``tgt_in<1..t>``.
 
     Equal (up to float rounding) to running :func:`decoder_step` in a Python loop over
@@ -529,13 +718,22 @@ def seq2seq_apply(
         src_lengths: ``(B,)`` in ``[0, T_x]``.
         tgt_in: decoder input ids ``(B, T_y)``, usually ``shift_right(tgt, bos_id)``.
         tgt_lengths: ``(B,)`` in ``[0, T_y]``.
+        return_attention: also return the attention weights ``α`` ``(B, T_y, T_x)``
+            (attention models only; zero at padded source positions and target steps).
 
     Returns:
-        Logits ``(B, T_y, V_tgt)``.
+        Logits ``(B, T_y, V_tgt)``; with ``return_attention`` the pair
+        ``(logits, weights)``.
+
+    With attention the decoder runs as one ``lax.scan`` of the attention step (the query
+    of step ``t`` is the state of step ``t - 1``, so nothing can be hoisted).
     """
-    state = decoder_initial_state(
-        params, encode(params, src, src_lengths, return_cell_state=params.cell == "lstm")
-    )
+    if return_attention and params.attention is None:
+        raise ValueError(
+            "`return_attention=True` needs an attention model "
+            "(init_seq2seq(..., attention='additive')), got attention='none'."
+        )
+    state = start_decoding(params, src, src_lengths)
     B = state.a.shape[1]
     tgt_in = check_inputs(tgt_in, params.target_vocab_size, name="tgt_in")
     if tgt_in.ndim != 2 or tgt_in.shape[0] != B:
@@ -545,6 +743,14 @@ def seq2seq_apply(
     T_y = tgt_in.shape[1]
     tgt_lengths = check_lengths(tgt_lengths, B, T_y, name="tgt_lengths")
     mask_tb = lengths_to_mask(tgt_lengths, T_y).T  # (T_y, B)
+    if params.attention is not None:
+        outs, ws = _attention_apply(params, state, tgt_in)
+        valid = mask_tb.T[:, :, None]
+        logits = head_apply(params.head, outs)
+        logits = jnp.where(valid, logits, jnp.zeros_like(logits))
+        if return_attention:
+            return logits, jnp.where(valid, ws, jnp.zeros_like(ws))
+        return logits
     ctx = _context_term(params, state.context)
     h, _ = stack_unroll(
         _decoder_stack(params),

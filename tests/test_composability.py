@@ -328,6 +328,26 @@ def test_flax_serialization_of_gated_params_stacks_and_seq2seq(cell):
     _assert_trees_equal(serialization.from_bytes(blank, serialization.to_bytes(s2s)), s2s)
 
 
+def test_flax_serialization_keeps_the_attention_weights():
+    from flax import serialization
+
+    from rnn_jax.interop import register_flax_serialization
+    from rnn_jax.seq2seq import init_seq2seq
+
+    register_flax_serialization()
+    s2s = init_seq2seq(jax.random.key(0), 9, 7, hidden_size=4, attention="additive")
+    blank = init_seq2seq(jax.random.key(1), 9, 7, hidden_size=4, attention="additive")
+    assert "attention" in serialization.to_state_dict(s2s)
+    back = serialization.from_bytes(blank, serialization.to_bytes(s2s))
+    _assert_trees_equal(back.attention, s2s.attention)  # not the template's weights
+    plain = init_seq2seq(jax.random.key(1), 9, 7, hidden_size=4)
+    assert "attention" not in serialization.to_state_dict(plain)  # the old layout
+    with pytest.raises(ValueError, match="template has none"):
+        serialization.from_bytes(plain, serialization.to_bytes(s2s))
+    with pytest.raises(ValueError, match=r"missing \['attention'\]"):
+        serialization.from_bytes(blank, serialization.to_bytes(plain))
+
+
 # --- streaming ---------------------------------------------------------------------
 
 
