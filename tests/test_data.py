@@ -208,13 +208,13 @@ def test_extract_verified_reads_one_member_and_checks_sha(tmp_path):
     payload = b"A/DT cat/NN\n"
     archive = _tar_with(tmp_path, {"pkg/x.txt": payload, "../evil.txt": b"no"}, symlink="pkg/link")
     good = hashlib.sha256(payload).hexdigest()
-    assert data._extract_verified(archive, "pkg/x.txt", good) == payload
+    assert data.extract_verified(archive, "pkg/x.txt", good) == payload
     with pytest.raises(CorpusFetchError, match="wrong or corrupted file"):
-        data._extract_verified(archive, "pkg/x.txt", "0" * 64)
+        data.extract_verified(archive, "pkg/x.txt", "0" * 64)
     with pytest.raises(CorpusFetchError, match="has no member 'pkg/missing.txt'"):
-        data._extract_verified(archive, "pkg/missing.txt", good)
+        data.extract_verified(archive, "pkg/missing.txt", good)
     with pytest.raises(CorpusFetchError, match="is not a regular file"):
-        data._extract_verified(archive, "pkg/link", good)
+        data.extract_verified(archive, "pkg/link", good)
 
 
 def test_failed_download_names_the_command(tmp_path, monkeypatch):

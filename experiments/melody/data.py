@@ -44,6 +44,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from experiments.data import sha256_file as _sha256
 from rnn_jax._io import atomic_write
 
 __all__ = [
@@ -118,10 +119,6 @@ def _chorale_file(name: str, found) -> Path:
         if path.suffix in (".mxl", ".xml", ".musicxml"):
             return path
     raise RuntimeError(f"chorale {name!r} has no MusicXML file in the music21 corpus: {INSTALL}")
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def sources_hash(sources: list[tuple[str, Path]]) -> str:

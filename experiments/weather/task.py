@@ -517,9 +517,7 @@ def plot_forecasts(data: Data, forecasts, config: WeatherConfig, out: Path) -> N
         a.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=3)
     fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, out)
 
 
 def predict_csv(workdir: Path, csv: str) -> str:
