@@ -900,6 +900,7 @@ __all__ += [
     "read_results",
     "save_figure",
     "summary_command",
+    "table_head",
     "trained_params",
     "trained_runs",
 ]
@@ -1031,6 +1032,18 @@ def summary_command(
         plot(runs, out / filename)
     print(markdown)
     return 0
+
+
+def table_head(columns: Iterable[str]) -> list[str]:
+    """The two header lines of a Markdown table: the first column left-aligned, the others
+    right-aligned (numbers).
+
+    Example:
+        >>> table_head(["model", "F1", "recall"])
+        ['| model | F1 | recall |', '|---|---:|---:|']
+    """
+    columns = list(columns)
+    return ["| " + " | ".join(columns) + " |", "|---|" + "---:|" * (len(columns) - 1)]
 
 
 def save_figure(fig: Any, path: Path, dpi: int = 110) -> Path:

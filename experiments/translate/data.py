@@ -52,8 +52,7 @@ class TranslateFetchError(RuntimeError):
 
 
 def pairs_path(data_dir: str | Path | None = None) -> Path:
-    root = Path(data_dir).expanduser() if data_dir else default_data_dir()
-    return root / "translate" / PAIRS_FILE
+    return default_data_dir(data_dir) / "translate" / PAIRS_FILE
 
 
 _NOTE = re.compile(r"<note\b.*?</note>", re.S)
