@@ -899,6 +899,7 @@ __all__ += [
     "mean_sd",
     "read_results",
     "save_figure",
+    "summarize_runs",
     "summary_command",
     "table_head",
     "trained_params",
@@ -975,19 +976,44 @@ def best_trained(
     raise FileNotFoundError(f"no trained {what} in {workdir}: {_train_first(workdir, experiment)}.")
 
 
+def summarize_runs(
+    runs: Sequence[dict[str, Any]], entry: Callable[[list[dict[str, Any]]], dict[str, Any]]
+) -> dict[str, Any]:
+    """Every model and baseline of several runs' results (seeds), summarised by ``entry``.
+
+    ``runs`` are ``results.json`` documents with ``"models"`` and ``"baselines"`` sections;
+    each name (in the order first seen) gets ``{"runs": n, **entry(rows)}`` where ``rows``
+    are its ``n`` results in the runs that have it.
+
+    Example:
+        >>> runs = [{"models": {"a": {"f1": 0.5}}, "baselines": {}},
+        ...         {"models": {"a": {"f1": 0.7}, "b": {"f1": 0.1}}, "baselines": {}}]
+        >>> summarize_runs(runs, lambda rows: {"f1": [r["f1"] for r in rows]})["models"]
+        {'a': {'runs': 2, 'f1': [0.5, 0.7]}, 'b': {'runs': 1, 'f1': [0.1]}}
+    """
+    out: dict[str, Any] = {"models": {}, "baselines": {}}
+    for section in out:
+        for name in dict.fromkeys(n for r in runs for n in r[section]):
+            rows = [r[section][name] for r in runs if name in r[section]]
+            out[section][name] = {"runs": len(rows), **entry(rows)}
+    return out
+
+
 def mean_sd(values: Iterable[float]) -> list[float]:
     """``[mean, sample sd]`` of ``values`` (sd 0 for a single value): a summary over seeds.
 
-    Example:
-        >>> mean_sd([0.2, 0.4])
-        [0.30000000000000004, 0.14142135623730953]
-        >>> mean_sd([0.7])
-        [0.7, 0.0]
-    """
-    import numpy as np
+    Computed by :mod:`statistics` (correctly rounded: equal values have sd exactly 0).
 
-    a = np.asarray(list(values), np.float64)
-    return [float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0]
+    Example:
+        >>> mean_sd([1.0, 2.0, 3.0])
+        [2.0, 1.0]
+        >>> mean_sd([0.5, 0.5]), mean_sd([0.7])
+        ([0.5, 0.0], [0.7, 0.0])
+    """
+    import statistics
+
+    values = [float(v) for v in values]
+    return [statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0]
 
 
 def read_results(directory: str | os.PathLike[str]) -> dict[str, Any]:

@@ -485,28 +485,24 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         >>> [round(x, 3) for x in s["models"]["m"]["f1"]], s["models"]["m"]["runs"]
         ([0.4, 0.1], 3)
     """
-    out: dict[str, Any] = {"models": {}, "baselines": {}}
-    for section in ("models", "baselines"):
-        for name in dict.fromkeys(n for r in runs for n in r[section]):
-            rs = [r[section][name] for r in runs if name in r[section]]
-            entry: dict[str, Any] = {
-                "runs": len(rs),
-                "val_f1": common.mean_sd([x["val_f1"] for x in rs]),
-            }
-            for key in ("precision", "recall", "f1"):
-                entry[key] = common.mean_sd([x["test"][key] for x in rs])
-            entry["subsets"] = {
-                s: common.mean_sd([x["subsets"][s]["recall"] for x in rs]) for s in rs[0]["subsets"]
-            }
-            types = sorted({k for x in rs for k in x["test"]["per_type"]})
-            entry["per_type"] = {
-                k: common.mean_sd([x["test"]["per_type"].get(k, {"f1": 0.0})["f1"] for x in rs])
-                for k in types
-            }
-            if rs[0].get("train_seconds") is not None:
-                entry["train_seconds"] = common.mean_sd([x["train_seconds"] for x in rs])
-            out[section][name] = entry
-    return out
+
+    def entry(rs: list[dict[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {"val_f1": common.mean_sd([x["val_f1"] for x in rs])}
+        for key in ("precision", "recall", "f1"):
+            out[key] = common.mean_sd([x["test"][key] for x in rs])
+        out["subsets"] = {
+            s: common.mean_sd([x["subsets"][s]["recall"] for x in rs]) for s in rs[0]["subsets"]
+        }
+        types = sorted({k for x in rs for k in x["test"]["per_type"]})
+        out["per_type"] = {
+            k: common.mean_sd([x["test"]["per_type"].get(k, {"f1": 0.0})["f1"] for x in rs])
+            for k in types
+        }
+        if rs[0].get("train_seconds") is not None:
+            out["train_seconds"] = common.mean_sd([x["train_seconds"] for x in rs])
+        return out
+
+    return common.summarize_runs(runs, entry)
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -483,19 +483,14 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         >>> [round(x, 3) for x in s["models"]["m"]["f1"]], s["models"]["m"]["runs"]
         ([0.8, 0.1], 3)
     """
-    out: dict[str, Any] = {"models": {}, "baselines": {}}
-    for section in ("models", "baselines"):
-        for name in dict.fromkeys(n for r in runs for n in r[section]):
-            rs = [r[section][name] for r in runs if name in r[section]]
-            entry: dict[str, Any] = {"runs": len(rs)}
-            keys = ("precision", "recall", "f1", "f1_at_half", "novel_f1", "gene_recall")
-            keys += ("val", "train_seconds")
-            for key in keys:
-                vals = [x[key] for x in rs if x.get(key) is not None]
-                if vals:
-                    entry[key] = common.mean_sd(vals)
-            out[section][name] = entry
-    return out
+    keys = ("precision", "recall", "f1", "f1_at_half", "novel_f1", "gene_recall")
+    keys += ("val", "train_seconds")
+
+    def entry(rs: list[dict[str, Any]]) -> dict[str, Any]:
+        out = {key: [x[key] for x in rs if x.get(key) is not None] for key in keys}
+        return {key: common.mean_sd(vals) for key, vals in out.items() if vals}
+
+    return common.summarize_runs(runs, entry)
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -437,6 +437,10 @@ def format_results(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: The scores :func:`summarize` gives as mean ± sd (and the cross-domain accuracies).
+SUMMARY_KEYS = ("val", "test", "star_accuracy", "star_mae")
+
+
 def _mean_sd(values: list[float]) -> tuple[float, float]:
     mean, sd = common.mean_sd(values)
     return mean, sd
@@ -454,19 +458,15 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         >>> [round(x, 3) for x in s["models"]["m"]["test"]], s["models"]["m"]["runs"]
         ([0.8, 0.1], 3)
     """
-    out: dict[str, Any] = {"models": {}, "baselines": {}}
-    for section in ("models", "baselines"):
-        names = list(dict.fromkeys(n for r in runs for n in r[section]))
-        for name in names:
-            rs = [r[section][name] for r in runs if name in r[section]]
-            entry: dict[str, Any] = {"runs": len(rs)}
-            for key in ("val", "test", "star_accuracy", "star_mae"):
-                entry[key] = _mean_sd([x[key] for x in rs])
-            entry["cross"] = {d: _mean_sd([x["cross"][d] for x in rs]) for d in rs[0]["cross"]}
-            if rs[0].get("train_seconds") is not None:
-                entry["train_seconds"] = _mean_sd([x["train_seconds"] for x in rs])
-            out[section][name] = entry
-    return out
+
+    def entry(rs: list[dict[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {k: _mean_sd([x[k] for x in rs]) for k in SUMMARY_KEYS}
+        out["cross"] = {d: _mean_sd([x["cross"][d] for x in rs]) for d in rs[0]["cross"]}
+        if rs[0].get("train_seconds") is not None:
+            out["train_seconds"] = _mean_sd([x["train_seconds"] for x in rs])
+        return out
+
+    return common.summarize_runs(runs, entry)
 
 
 def read_run_results(spec: str) -> dict[str, Any]:
