@@ -55,7 +55,9 @@ __all__ = [
     "Option",
     "UsageError",
     "apply_overrides",
+    "fetch_main",
     "main",
+    "module_main",
     "parallel_flags",
     "parse_args",
     "read_inputs",
@@ -426,3 +428,61 @@ class Experiment:
             options=self.options,
             workdir_optional=self.workdir_optional,
         )
+
+
+# --------------------------------------------------------------------------- module entry points
+Fetch = Callable[[str | None], str]
+
+
+def fetch_main(
+    experiment: str,
+    argv: Sequence[str],
+    fetch: Fetch,
+    errors: tuple[type[BaseException], ...],
+    *,
+    workdir_flag: bool = False,
+) -> int:
+    """``python -m experiments.<experiment> fetch [--data-dir ROOT]``: caches a data set.
+
+    Runs ``fetch(data_dir)`` (``None``: ``$RNN_JAX_DATA`` or ``~/.cache/rnn_jax``) and prints
+    the description it returns; an error of ``errors`` is one line on standard error and exit
+    status 1. ``workdir_flag`` also accepts (and ignores) ``--workdir``.
+    """
+    parser = argparse.ArgumentParser(prog=f"python -m experiments.{experiment} fetch")
+    parser.add_argument("--data-dir", default=None, help="cache root (default $RNN_JAX_DATA)")
+    if workdir_flag:
+        parser.add_argument("--workdir", default=None, help="ignored (the cache is shared)")
+    args = parser.parse_args(list(argv))
+    try:
+        description = fetch(args.data_dir)
+    except errors as err:
+        print(f"python -m experiments.{experiment} fetch: error: {err}", file=sys.stderr)
+        return 1
+    print(description)
+    return 0
+
+
+def module_main(
+    experiment: str,
+    description: str,
+    argv: Sequence[str] | None = None,
+    *,
+    fetch: Fetch | None = None,
+    fetch_errors: tuple[type[BaseException], ...] = (),
+    workdir_flag: bool = False,
+    rewrite: Callable[[list[str]], list[str]] | None = None,
+) -> int:
+    """What ``python -m experiments.<experiment> ...`` runs (its ``__main__``).
+
+    ``fetch ...`` goes to :func:`fetch_main` with ``fetch``, ``fetch_errors`` and
+    ``workdir_flag``, before the experiment's task module (and JAX) is imported; any other
+    command line, passed through ``rewrite`` where given (the experiment's own flags), to the
+    ``EXPERIMENT`` of ``experiments.<experiment>.task``.
+    """
+    import importlib
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if fetch is not None and args[:1] == ["fetch"]:
+        return fetch_main(experiment, args[1:], fetch, fetch_errors, workdir_flag=workdir_flag)
+    task = importlib.import_module(f"experiments.{experiment}.task")
+    return task.EXPERIMENT.main(args if rewrite is None else rewrite(args), description=description)

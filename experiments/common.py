@@ -889,3 +889,220 @@ def train_models(config: Any, data: Any, make_run: Callable[[str], Any]) -> dict
         if is_primary():  # one writer of the shared run directory
             atomic_write(run.dir / "train.json", json.dumps(summaries[name], indent=2) + "\n")
     return summaries
+
+
+# --------------------------------------------------------------------------- evaluation and reports
+# What the experiments' eval/predict/summary commands share (not training).
+
+__all__ += [
+    "best_trained",
+    "mean_sd",
+    "read_results",
+    "save_figure",
+    "summarize_runs",
+    "summary_command",
+    "table_head",
+    "trained_params",
+    "trained_runs",
+]
+
+
+def trained_params(run: Any) -> Any:
+    """``run.best_params()`` of a :class:`ModelRun`-like run; a clear error if it is untrained.
+
+    Raises:
+        FileNotFoundError: ``run`` has no checkpoint (the message names the model).
+    """
+    params = run.best_params()
+    if params is None:
+        raise FileNotFoundError(f"{run.dir} has no checkpoint: train {run.name} first.")
+    return params
+
+
+def trained_runs(
+    names: Iterable[str], make_run: Callable[[str], Any]
+) -> typing.Iterator[tuple[str, Any, Any]]:
+    """``(name, run, params)`` for every model of ``names`` that has a checkpoint, in order.
+
+    ``make_run(name)`` gives a :class:`ModelRun`-like run; ``params`` are its best
+    parameters. Models without a checkpoint (not trained yet) are skipped.
+    """
+    for name in names:
+        run = make_run(name)
+        params = run.best_params()
+        if params is not None:
+            yield name, run, params
+
+
+def best_trained(
+    workdir: Path,
+    names: Iterable[str],
+    metric: str,
+    *,
+    mode: str = "max",
+    experiment: str | None = None,
+    what: str = "model",
+) -> str | None:
+    """The model of ``names`` with the best validation ``metric`` (``"max"``/``"min"``).
+
+    Reads each ``<workdir>/<name>/train.json`` (the summary :func:`train_models` stores); a
+    model without one is not trained and is skipped, one without ``metric`` ranks last, ties
+    go to the first. With none trained: ``None``, or with ``experiment`` a
+    ``FileNotFoundError`` naming the command that trains (``what`` names the models in it).
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> for name, f1 in (("a", 0.5), ("b", 0.7)):
+        ...     (d / name).mkdir()
+        ...     _ = (d / name / "train.json").write_text(json.dumps({"val": {"f1": f1}}))
+        >>> best_trained(d, ["a", "b", "c"], "f1"), best_trained(d, ["a", "b"], "f1", mode="min")
+        ('b', 'a')
+        >>> best_trained(d, ["c"], "f1") is None
+        True
+    """
+    check_choice("mode", mode, ("max", "min"))
+    sign = 1.0 if mode == "max" else -1.0
+    scored = {}
+    for name in names:
+        path = Path(workdir) / name / "train.json"
+        if path.exists():
+            val = json.loads(path.read_text()).get("val") or {}
+            scored[name] = sign * val.get(metric, -sign * float("inf"))
+    if scored:
+        return max(scored, key=lambda n: scored[n])
+    if experiment is None:
+        return None
+    raise FileNotFoundError(f"no trained {what} in {workdir}: {_train_first(workdir, experiment)}.")
+
+
+def summarize_runs(
+    runs: Sequence[dict[str, Any]], entry: Callable[[list[dict[str, Any]]], dict[str, Any]]
+) -> dict[str, Any]:
+    """Every model and baseline of several runs' results (seeds), summarised by ``entry``.
+
+    ``runs`` are ``results.json`` documents with ``"models"`` and ``"baselines"`` sections;
+    each name (in the order first seen) gets ``{"runs": n, **entry(rows)}`` where ``rows``
+    are its ``n`` results in the runs that have it.
+
+    Example:
+        >>> runs = [{"models": {"a": {"f1": 0.5}}, "baselines": {}},
+        ...         {"models": {"a": {"f1": 0.7}, "b": {"f1": 0.1}}, "baselines": {}}]
+        >>> summarize_runs(runs, lambda rows: {"f1": [r["f1"] for r in rows]})["models"]
+        {'a': {'runs': 2, 'f1': [0.5, 0.7]}, 'b': {'runs': 1, 'f1': [0.1]}}
+    """
+    out: dict[str, Any] = {"models": {}, "baselines": {}}
+    for section in out:
+        for name in dict.fromkeys(n for r in runs for n in r[section]):
+            rows = [r[section][name] for r in runs if name in r[section]]
+            out[section][name] = {"runs": len(rows), **entry(rows)}
+    return out
+
+
+def mean_sd(values: Iterable[float]) -> list[float]:
+    """``[mean, sample sd]`` of ``values`` (sd 0 for a single value): a summary over seeds.
+
+    Computed by :mod:`statistics` (correctly rounded: equal values have sd exactly 0).
+
+    Example:
+        >>> mean_sd([1.0, 2.0, 3.0])
+        [2.0, 1.0]
+        >>> mean_sd([0.5, 0.5]), mean_sd([0.7])
+        ([0.5, 0.0], [0.7, 0.0])
+    """
+    import statistics
+
+    values = [float(v) for v in values]
+    return [statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0]
+
+
+def read_results(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``results.json`` an evaluation wrote in the run directory ``directory``.
+
+    Raises:
+        FileNotFoundError: there is none (the message says to train or evaluate first).
+    """
+    path = Path(directory) / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: train or evaluate {directory} first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def summary_command(
+    run: Any,
+    summarize: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    format_summary: Callable[[dict[str, Any]], str],
+    *,
+    read: Callable[[str], dict[str, Any]] = read_results,
+    plots: Iterable[tuple[str, Callable[[list[dict[str, Any]], Path], Any]]] = (),
+) -> int:
+    """``summary --workdir OUT RUN_DIR ...``: ``summarize`` over the runs' results (seeds).
+
+    Reads every input with ``read`` (default :func:`read_results`), writes
+    ``OUT/results.json`` (``{"runs": inputs, **summary}``) and ``OUT/results.md`` (the
+    Markdown of ``format_summary``), then each ``(filename, plot)`` of ``plots`` as
+    ``plot(runs, OUT / filename)``, and prints the Markdown.
+
+    Raises:
+        ValueError: no run directories were given.
+    """
+    if not run.inputs:
+        raise ValueError("`summary` needs the run directories to combine, e.g. runs/s0 runs/s1")
+    runs = [read(directory) for directory in run.inputs]
+    summary = summarize(runs)
+    markdown = format_summary(summary)
+    out = Path(run.workdir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_results(out, {"runs": list(run.inputs), **summary}, markdown)
+    for filename, plot in plots:
+        plot(runs, out / filename)
+    print(markdown)
+    return 0
+
+
+def table_head(columns: Iterable[str]) -> list[str]:
+    """The two header lines of a Markdown table: the first column left-aligned, the others
+    right-aligned (numbers).
+
+    Example:
+        >>> table_head(["model", "F1", "recall"])
+        ['| model | F1 | recall |', '|---|---:|---:|']
+    """
+    columns = list(columns)
+    return ["| " + " | ".join(columns) + " |", "|---|" + "---:|" * (len(columns) - 1)]
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 110) -> Path:
+    """Lays out, saves and closes a Matplotlib figure; returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------- shared config sections
+
+__all__ += ["StackConfig"]
+
+
+@dataclasses.dataclass(frozen=True)
+class StackConfig:
+    """A ``model`` section for a stack of recurrent layers (experiments subclass it to set
+    their defaults or add fields).
+
+    Attributes:
+        hidden_size: ``H`` of every layer.
+        num_layers: stacked recurrent layers.
+        dropout: dropout between stacked layers.
+    """
+
+    hidden_size: int = 128
+    num_layers: int = 1
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        check_positive("hidden_size", self.hidden_size)
+        check_positive("num_layers", self.num_layers)
+        check_probability("dropout", self.dropout)

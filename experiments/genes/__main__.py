@@ -14,24 +14,17 @@
 - ``summary --workdir OUT DIR ...``: mean ± sd over several runs (seeds).
 """
 
-import argparse
 import sys
 
+from experiments.cli import module_main
 from experiments.genes.data import GeneFetchError, fetch_genome, load_genbank
 
 
-def fetch_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.genes fetch")
-    parser.add_argument("--data-dir", default=None, help="cache root (default $RNN_JAX_DATA)")
-    args = parser.parse_args(argv)
-    try:
-        path = fetch_genome(args.data_dir)
-    except GeneFetchError as err:
-        print(f"python -m experiments.genes fetch: error: {err}", file=sys.stderr)
-        return 1
+def fetch(data_dir: str | None) -> str:
+    """Caches the genome (:func:`~experiments.genes.data.fetch_genome`); its sizes."""
+    path = fetch_genome(data_dir)
     genome = load_genbank(path)
-    print(f"{path}: {genome.name}, {len(genome):,} bp, {len(genome.genes)} CDS")
-    return 0
+    return f"{path}: {genome.name}, {len(genome):,} bp, {len(genome.genes)} CDS"
 
 
 def genbank_overrides(argv: list[str]) -> list[str]:
@@ -59,8 +52,7 @@ def genbank_overrides(argv: list[str]) -> list[str]:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["fetch"]:
-        sys.exit(fetch_main(sys.argv[2:]))
-    from experiments.genes.task import EXPERIMENT
-
-    sys.exit(EXPERIMENT.main(genbank_overrides(sys.argv[1:]), description=__doc__))
+    errors = (GeneFetchError,)
+    sys.exit(
+        module_main("genes", __doc__, fetch=fetch, fetch_errors=errors, rewrite=genbank_overrides)
+    )

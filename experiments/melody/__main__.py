@@ -15,8 +15,9 @@
 - ``summary --workdir OUT DIR ...``: mean ± sd over the ``results.json`` of several runs.
 """
 
-import argparse
 import sys
+
+from experiments.cli import module_main
 
 #: ``sample``'s own flags and the report fields they set.
 SAMPLE_FLAGS = {
@@ -53,33 +54,28 @@ def translate_sample_flags(argv: list[str]) -> list[str]:
     return out
 
 
-def fetch_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.melody fetch")
-    parser.add_argument("--data-dir", default=None, help="cache root (default $RNN_JAX_DATA)")
-    parser.add_argument("--workdir", default=None, help="ignored (the cache is shared)")
-    args = parser.parse_args(argv)
-    from experiments.melody.data import fetch, read_cache
+def fetch(data_dir: str | None) -> str:
+    """Extracts and caches the tunes (:func:`experiments.melody.data.fetch`); their sizes."""
+    from experiments.melody import data
 
-    try:
-        path = fetch(args.data_dir)
-        tunes = read_cache(path)
-    except (RuntimeError, OSError, ValueError) as err:
-        print(f"python -m experiments.melody fetch: error: {err}", file=sys.stderr)
-        return 1
+    path = data.fetch(data_dir)
+    tunes = data.read_cache(path)
     styles = {s: sum(t["style"] == s for t in tunes) for s in ("chorale", "folk")}
-    print(
+    return (
         f"{path}: {len(tunes)} tunes ({styles['chorale']} chorales, {styles['folk']} folk songs), "
         f"{sum(len(t['events']) for t in tunes)} events (sha256 checked)"
     )
-    return 0
+
+
+def rewrite(argv: list[str]) -> list[str]:
+    """``sample``'s own flags as config overrides (:func:`translate_sample_flags`)."""
+    return translate_sample_flags(argv) if argv[:1] == ["sample"] else argv
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["fetch"]:
-        sys.exit(fetch_main(sys.argv[2:]))
-    from experiments.melody.task import EXPERIMENT
-
-    argv = sys.argv[1:]
-    if argv[:1] == ["sample"]:
-        argv = translate_sample_flags(argv)
-    sys.exit(EXPERIMENT.main(argv, description=__doc__))
+    errors = (RuntimeError, OSError, ValueError)
+    sys.exit(
+        module_main(
+            "melody", __doc__, fetch=fetch, fetch_errors=errors, workdir_flag=True, rewrite=rewrite
+        )
+    )

@@ -11,6 +11,7 @@ import dataclasses
 
 from experiments import common
 from experiments.cli import replace_fields
+from rnn_jax.params import CELLS
 
 __all__ = [
     "CELLS",
@@ -21,23 +22,15 @@ __all__ = [
     "default_config",
 ]
 
-#: The models: one event-level language model per recurrent cell.
-CELLS = ("rnn", "gru", "lstm")
+# The models (CELLS, from rnn_jax.params): one event-level language model per recurrent cell.
 TRANSPOSE = ("c", "none")
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(common.StackConfig):
     """The event LM: ``hidden_size``, ``num_layers``, ``dropout`` between stacked layers."""
 
     hidden_size: int = 192
-    num_layers: int = 1
-    dropout: float = 0.0
-
-    def __post_init__(self):
-        common.check_positive("hidden_size", self.hidden_size)
-        common.check_positive("num_layers", self.num_layers)
-        common.check_probability("dropout", self.dropout)
 
 
 @dataclasses.dataclass(frozen=True)

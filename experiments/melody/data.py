@@ -37,13 +37,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import time
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from experiments.data import default_data_dir
+from experiments.data import sha256_file as _sha256
 from rnn_jax._io import atomic_write
 
 __all__ = [
@@ -91,8 +92,7 @@ def _music21():
 
 def cache_root(data_dir: str | None = None) -> Path:
     """``data_dir``, else ``$RNN_JAX_DATA``, else ``~/.cache/rnn_jax``; plus ``/melody``."""
-    root = data_dir or os.environ.get("RNN_JAX_DATA") or "~/.cache/rnn_jax"
-    return Path(root).expanduser() / "melody"
+    return default_data_dir(data_dir) / "melody"
 
 
 def source_files() -> list[tuple[str, Path]]:
@@ -118,10 +118,6 @@ def _chorale_file(name: str, found) -> Path:
         if path.suffix in (".mxl", ".xml", ".musicxml"):
             return path
     raise RuntimeError(f"chorale {name!r} has no MusicXML file in the music21 corpus: {INSTALL}")
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def sources_hash(sources: list[tuple[str, Path]]) -> str:

@@ -528,12 +528,6 @@ def sample_command(run: Invocation) -> int:
     return 0
 
 
-def _mean_sd(values: list[float]) -> list[float]:
-    values = [float(v) for v in values]
-    sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    return [float(np.mean(values)), sd]
-
-
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and sample sd over runs (seeds) of every test NLL and sanity-table row.
 
@@ -547,17 +541,19 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """
     out: dict[str, Any] = {"runs": len(runs), "baselines": {}, "models": {}, "sanity": {}}
     for name in runs[0]["baselines"]:
-        out["baselines"][name] = {"test": _mean_sd([r["baselines"][name]["test"] for r in runs])}
+        out["baselines"][name] = {
+            "test": common.mean_sd([r["baselines"][name]["test"] for r in runs])
+        }
     for name in runs[0]["models"]:
         rs = [r["models"][name] for r in runs]
         out["models"][name] = {
-            key: _mean_sd([x[key] for x in rs]) for key in ("test", "test_empty_prompt")
+            key: common.mean_sd([x[key] for x in rs]) for key in ("test", "test_empty_prompt")
         }
         seconds = [x["train"]["train_seconds"] for x in rs if x.get("train")]
-        out["models"][name]["train_seconds"] = _mean_sd(seconds) if seconds else None
+        out["models"][name]["train_seconds"] = common.mean_sd(seconds) if seconds else None
     for row in runs[0]["sanity"]:
         rows = [r["sanity"][row] for r in runs if r["sanity"][row].get("n")]
-        out["sanity"][row] = {k: _mean_sd([x[k] for x in rows]) for k in ("minor", "in_key")}
+        out["sanity"][row] = {k: common.mean_sd([x[k] for x in rows]) for k in ("minor", "in_key")}
     return out
 
 

@@ -410,11 +410,9 @@ def predict_texts(workdir: Path, texts: list[str]) -> str:
     tokens = [vocab.tokenize(t) for t in texts]
     ids = [encode_words(vocab, t) for t in tokens]
     outputs: dict[str, list[np.ndarray]] = {"baseline": baseline_predict(tokens)}
-    for name in config.models:
-        run = ModelRun(config, name, vocab, workdir)
-        params = run.best_params()
-        if params is not None:
-            outputs[name] = run.predict(params, ids)
+    make_run = functools.partial(ModelRun, config, vocab=vocab, workdir=workdir)
+    for name, run, params in common.trained_runs(config.models, make_run):
+        outputs[name] = run.predict(params, ids)
     width = max(len(n) for n in outputs)
     lines = []
     for i, text in enumerate(texts):
@@ -476,11 +474,8 @@ def evaluate_all(config: NamesConfig, workdir: Path, data: Data) -> dict[str, An
     }
     shifts = config.report.probe_shifts
     shifted = {k: shift_probe_inputs(test, k, window, max(shifts, default=0)) for k in shifts}
-    for name in config.models:
-        run = ModelRun(config, name, data.vocab, workdir)
-        params = run.best_params()
-        if params is None:
-            continue
+    make_run = functools.partial(ModelRun, config, vocab=data.vocab, workdir=workdir)
+    for name, run, params in common.trained_runs(config.models, make_run):
         t0 = time.perf_counter()
         train_info = run.train_info()
         preds = run.predict(params, test.ids)
@@ -543,10 +538,7 @@ def plot_comparison(results: dict[str, Any], workdir: Path, out_path: Path) -> P
     ax_shift.set(title="position shift: test F1 vs k", xlabel="k (tokens prepended)", ylim=(0, 1))
     ax_shift.grid(alpha=0.3)
     ax_shift.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_path, dpi=110)
-    plt.close(fig)
-    return out_path
+    return common.save_figure(fig, out_path)
 
 
 def format_results(results: dict[str, Any]) -> str:
@@ -583,8 +575,7 @@ def format_results(results: dict[str, Any]) -> str:
             f"{window} - {max(int(k) for k in ks)} tokens, each preceded by the k real tokens "
             "that precede it in the test text):",
             "",
-            "| model | " + " | ".join(f"k = {k}" for k in ks) + " |",
-            "|---|" + "---:|" * len(ks),
+            *common.table_head(["model"] + [f"k = {k}" for k in ks]),
         ]
         for name, per_k in shift.items():
             lines.append(f"| {name} | " + " | ".join(f"{per_k[k]['f1']:.3f}" for k in ks) + " |")
@@ -597,12 +588,13 @@ def format_results(results: dict[str, Any]) -> str:
             "Future-context probe (test F1 of the name class on tokens whose label needs the "
             "words to their right):",
             "",
-            "| model | "
-            + " | ".join(
-                f"{s} ({first[s]['tokens']} tokens, {first[s]['positives']} names)" for s in subsets
-            )
-            + " |",
-            "|---|" + "---:|" * len(subsets),
+            *common.table_head(
+                ["model"]
+                + [
+                    f"{s} ({first[s]['tokens']} tokens, {first[s]['positives']} names)"
+                    for s in subsets
+                ]
+            ),
         ]
         for name, per in fut.items():
             lines.append(f"| {name} | " + " | ".join(f"{per[s]['f1']:.3f}" for s in subsets) + " |")

@@ -12,29 +12,19 @@
 - ``summary --workdir OUT DIR ...``: mean ± sd over several runs (seeds).
 """
 
-import argparse
 import sys
 
+from experiments.cli import module_main
 from experiments.sentiment.data import DOMAINS, SentimentFetchError, fetch_snippets, load_snippets
 
 
-def fetch_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.sentiment fetch")
-    parser.add_argument("--data-dir", default=None, help="cache root (default $RNN_JAX_DATA)")
-    args = parser.parse_args(argv)
-    try:
-        paths = fetch_snippets(args.data_dir)
-    except SentimentFetchError as err:
-        print(f"python -m experiments.sentiment fetch: error: {err}", file=sys.stderr)
-        return 1
-    for domain in DOMAINS:
-        print(f"{paths[domain]}: {len(load_snippets(domain, args.data_dir))} snippets")
-    return 0
+def fetch(data_dir: str | None) -> str:
+    """Caches the snippets (:func:`~experiments.sentiment.data.fetch_snippets`); their sizes."""
+    paths = fetch_snippets(data_dir)
+    return "\n".join(
+        f"{paths[domain]}: {len(load_snippets(domain, data_dir))} snippets" for domain in DOMAINS
+    )
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["fetch"]:
-        sys.exit(fetch_main(sys.argv[2:]))
-    from experiments.sentiment.task import EXPERIMENT
-
-    sys.exit(EXPERIMENT.main(sys.argv[1:], description=__doc__))
+    sys.exit(module_main("sentiment", __doc__, fetch=fetch, fetch_errors=(SentimentFetchError,)))

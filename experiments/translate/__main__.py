@@ -12,28 +12,18 @@
 - ``predict --workdir DIR [TEXT ...]`` (or lines on stdin): ``<text>\\t<greedy>\\t(beam: ...)``.
 """
 
-import argparse
 import sys
 
+from experiments.cli import module_main
 from experiments.translate.data import TranslateFetchError, fetch_pairs, load_pairs
 
 
-def fetch_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.translate fetch")
-    parser.add_argument("--data-dir", default=None, help="cache root (default $RNN_JAX_DATA)")
-    args = parser.parse_args(argv)
-    try:
-        path = fetch_pairs(args.data_dir)
-    except (TranslateFetchError, OSError) as err:
-        print(f"python -m experiments.translate fetch: error: {err}", file=sys.stderr)
-        return 1
-    print(f"{path}: {len(load_pairs(args.data_dir))} verse pairs")
-    return 0
+def fetch(data_dir: str | None) -> str:
+    """Caches the verse pairs (:func:`~experiments.translate.data.fetch_pairs`); their number."""
+    path = fetch_pairs(data_dir)
+    return f"{path}: {len(load_pairs(data_dir))} verse pairs"
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["fetch"]:
-        sys.exit(fetch_main(sys.argv[2:]))
-    from experiments.translate.task import EXPERIMENT
-
-    sys.exit(EXPERIMENT.main(sys.argv[1:], description=__doc__))
+    errors = (TranslateFetchError, OSError)
+    sys.exit(module_main("translate", __doc__, fetch=fetch, fetch_errors=errors))

@@ -11,7 +11,6 @@ paragraph marks) and caches the verse-aligned pairs as ``pairs.json``: one recor
 
 from __future__ import annotations
 
-import hashlib
 import html
 import json
 import re
@@ -20,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from experiments.data import default_data_dir
+from experiments.data import sha256_file as _sha256
 from rnn_jax._io import atomic_write
 
 __all__ = [
@@ -52,8 +52,7 @@ class TranslateFetchError(RuntimeError):
 
 
 def pairs_path(data_dir: str | Path | None = None) -> Path:
-    root = Path(data_dir).expanduser() if data_dir else default_data_dir()
-    return root / "translate" / PAIRS_FILE
+    return default_data_dir(data_dir) / "translate" / PAIRS_FILE
 
 
 _NOTE = re.compile(r"<note\b.*?</note>", re.S)
@@ -87,14 +86,6 @@ def tokenize(text: str) -> list[str]:
         ['god', "'", 's', 'spirit', ',', 'hovering', '!']
     """
     return _WORD.findall(text.lower().replace("’", "'").replace("‘", "'"))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _download(tmp: Path) -> list[Path]:

@@ -361,9 +361,7 @@ def plot_attention(items: list[tuple[list[str], list[str], np.ndarray]], path: P
         ax.set_yticks(range(len(output) + 1), [*output, "<EOS>"], fontsize=7)
         ax.set_xlabel("English (source)")
         ax.set_ylabel("Spanish (greedy output)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, path)
 
 
 def evaluate(config: TranslateConfig, data: Data, workdir: Path) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from experiments import common
+from rnn_jax.params import CELLS
 
 __all__ = [
     "HEADS",
@@ -21,7 +22,6 @@ __all__ = [
     "parse_model_name",
 ]
 
-CELLS = ("rnn", "gru", "lstm")
 HEADS = ("mse", "gauss")
 POOLS = ("last", "mean", "max")
 RESIDUALS = ("none", "persistence", "climatology", "ridge_ar")

@@ -25,12 +25,13 @@ when all its targets do.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
+
+from experiments.data import default_data_dir
+from experiments.data import sha256_file as _sha256
 
 __all__ = [
     "SOURCES",
@@ -120,12 +121,7 @@ TASKS: dict[str, Task] = {
 
 def cache_dir(data_dir: str | None = None) -> Path:
     """``data_dir``, else ``$RNN_JAX_DATA``, else ``~/.cache/rnn_jax``; plus ``/weather``."""
-    root = data_dir or os.environ.get("RNN_JAX_DATA") or "~/.cache/rnn_jax"
-    return Path(root).expanduser() / "weather"
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return default_data_dir(data_dir) / "weather"
 
 
 def _bundled_path(name: str) -> Path:

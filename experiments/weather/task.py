@@ -465,8 +465,7 @@ def format_results(results: dict[str, Any]) -> str:
             "",
             "RMSE (°C) by step ahead:",
             "",
-            "| forecaster | " + " | ".join(f"h = {h}" for h in hs) + " |",
-            "|---|" + "---:|" * len(hs),
+            *common.table_head(["forecaster"] + [f"h = {h}" for h in hs]),
         ]
         for name, r in rows:
             by_h = r["rmse_by_h"]
@@ -517,9 +516,7 @@ def plot_forecasts(data: Data, forecasts, config: WeatherConfig, out: Path) -> N
         a.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=3)
     fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, out)
 
 
 def predict_csv(workdir: Path, csv: str) -> str:
@@ -610,8 +607,7 @@ def summarize(workdirs: list[str]) -> str:
     C = len(get(runs[0], names[0])["rmse_by_h"])
     if C > 1:
         hs = [h for h in (1, 6, 12, 24) if h <= C]
-        lines += ["", "| RMSE by step ahead | " + " | ".join(f"h = {h}" for h in hs) + " |"]
-        lines.append("|---|" + "---:|" * len(hs))
+        lines += ["", *common.table_head(["RMSE by step ahead"] + [f"h = {h}" for h in hs])]
         for name in names:
             rs = [get(r, name) for r in runs]
             lines.append(
