@@ -479,6 +479,140 @@ def test_names_experiment_under_the_launcher_equals_one_process(tmp_path):
     assert abs(test(tmp_path / "one")["f1"] - test(tmp_path / "two")["f1"]) <= 1e-6
 
 
+# ----------------------------------------------------------------------------- every experiment
+FAMILY_RUNNER = """
+import importlib, json, sys
+task = importlib.import_module(f"experiments.{sys.argv[1]}.task")
+
+
+class Trained(BaseException):  # not an Exception: the CLI lets it through
+    pass
+
+
+def stop(*args, **kwargs):  # the final evaluation is the same single-device code either way
+    raise Trained
+
+
+setattr(task, sys.argv[2], stop)
+args = json.loads(sys.argv[3])
+for flags, workdir in (([], sys.argv[4]), (["--devices", "2"], sys.argv[5])):
+    try:
+        status = task.EXPERIMENT.main(["train", *flags, "--workdir", workdir, *args])
+        raise SystemExit(f"train {flags} ended with status {status} before its evaluation")
+    except Trained:
+        pass
+"""
+
+
+def _family_args(name: str, tmp_path: Path, monkeypatch) -> list[str]:
+    """A tiny configuration of experiment ``name`` without dropout (each device draws its own
+    masks) and with even batch sizes (2 devices), its data written under ``tmp_path``."""
+    if name == "entities":
+        from test_experiments_entities import _write_corpus
+
+        corpus = _write_corpus(tmp_path / "ner.txt", n=64)
+        return [f"--config.corpus_file={corpus}", "--config.models=birnn",
+                "--config.hidden_size=8", "--config.word_dim=8", "--config.num_epochs=1",
+                "--config.batch_size=16", "--config.warmup_steps=2", "--config.progress=false",
+                "--config.max_len=8", "--config.pad_to_multiple=8", "--config.word_dropout=0",
+                "--config.input_dropout=0", "--config.output_dropout=0"]  # fmt: skip
+    if name == "sentiment":
+        from test_experiments_sentiment import _write_corpus
+
+        (tmp_path / "corpus").mkdir()
+        corpus = _write_corpus(tmp_path / "corpus", n=80)
+        return [f"--config.corpus_dir={corpus}", "--config.models=rnn_mean",
+                "--config.cross_domains=tweets", "--config.hidden_size=8",
+                "--config.batch_size=16", "--config.num_epochs=1", "--config.warmup_steps=2",
+                "--config.eval_batch_size=32", "--config.progress=false",
+                "--config.input_dropout=0", "--config.recurrent_dropout=0",
+                "--config.output_dropout=0", "--config.dropout=0"]  # fmt: skip
+    if name == "genes":
+        from test_experiments_genes import write_genome
+
+        genbank = write_genome(tmp_path / "synthetic.gb")
+        return ["--quick", f"--config.genbank={genbank}", "--config.models=grubi",
+                "--config.hidden_size=8", "--config.window=120", "--config.batch_size=8",
+                "--config.windows_per_epoch=16", "--config.num_epochs=1",
+                "--config.progress=false", "--config.figure_bases=1000"]  # fmt: skip
+    if name == "weather":
+        pytest.importorskip("vega_datasets")
+        return ["--task=daily", "--quick", "--config.models=rnn_gauss", "--config.hidden_size=8",
+                "--config.num_epochs=1", "--config.batch_size=64",
+                "--config.baselines=persistence", "--config.eval_batch_size=128"]  # fmt: skip
+    if name == "dates":
+        return ["--config.num_train=64", "--config.num_val=16", "--config.num_test=16",
+                "--config.hidden_size=8", "--config.num_epochs=1", "--config.batch_size=16",
+                "--config.beam_width=2", "--config.progress=false",
+                "--config.pad_to_multiple=48", "--config.eval_batch_size=16"]  # fmt: skip
+    if name == "translate":
+        from test_experiments_translate import fixture_records
+
+        root = tmp_path / "cache"
+        (root / "translate").mkdir(parents=True)
+        (root / "translate" / "pairs.json").write_text(json.dumps(fixture_records(120)))
+        monkeypatch.setenv("RNN_JAX_DATA", str(root))
+        return ["--quick", "--config.val_books=Col", "--config.test_books=Mark",
+                "--config.hidden_size=8", "--config.num_epochs=1", "--config.batch_size=16",
+                "--config.max_train=0", "--config.num_test=0", "--config.progress=false",
+                "--config.pad_to_multiple=16", "--config.eval_batch_size=8",
+                "--config.max_len=12", "--config.cell=rnn", "--config.num_heatmaps=0"]  # fmt: skip
+    raise AssertionError(name)
+
+
+def _numbers(tree, path=()) -> dict[tuple, float]:
+    """The numeric leaves of a JSON tree by path (times left out: they are not results)."""
+    if isinstance(tree, dict):
+        out = {}
+        for k, v in tree.items():
+            if "second" not in k and "time" not in k:
+                out.update(_numbers(v, (*path, k)))
+        return out
+    if isinstance(tree, list):
+        return {k: v for i, x in enumerate(tree) for k, v in _numbers(x, (*path, i)).items()}
+    if isinstance(tree, bool) or not isinstance(tree, int | float):
+        return {}
+    return {path: float(tree)}
+
+
+def _logged(workdir: Path) -> dict[tuple, float]:
+    """Every training and validation record of every run directory's metrics log."""
+    records = {}
+    for log in sorted(workdir.rglob("metrics.jsonl")):
+        rows = list(map(json.loads, log.read_text().splitlines()))
+        records.update(_numbers(rows, (str(log.relative_to(workdir)),)))
+    return records
+
+
+FINAL_EVALUATION = {"dates": "evaluate", "translate": "evaluate"}  # else evaluate_all
+
+
+@pytest.mark.parametrize(
+    "name", ["entities", "sentiment", "genes", "weather", "dates", "translate"]
+)
+def test_every_experiment_trains_on_two_devices_as_on_one(name, tmp_path, monkeypatch):
+    """``train --devices 2`` (the shared loop of experiments/common.py on a 2-device mesh)
+    logs the training losses and validation metrics of a plain one-device run of the same
+    tiny configuration, to float tolerance (the gradient sums are added in another order).
+    Both runs stop before the final evaluation of the test split, which is the same
+    single-device code after either (and costs most of the compiling)."""
+    args = _family_args(name, tmp_path, monkeypatch)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "2"}
+    env.pop("XLA_FLAGS", None)
+    one, two = tmp_path / "one", tmp_path / "two"
+    final = FINAL_EVALUATION.get(name, "evaluate_all")
+    cmd = [sys.executable, "-c", FAMILY_RUNNER, name, final, json.dumps(args), str(one), str(two)]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "data parallel: 1 process(es) x 2 cpu device(s)" in proc.stderr
+    a, b = _logged(one), _logged(two)
+    splits = {k[-1] for k in a}
+    assert {"loss"} < splits, splits  # training losses and at least one validation metric
+    assert a.keys() == b.keys(), sorted(set(a) ^ set(b))
+    for key in a:
+        assert abs(a[key] - b[key]) <= 1e-4 * max(1.0, abs(a[key])), (key, a[key], b[key])
+
+
 # ----------------------------------------------------------------------------- one process
 def test_one_process_helpers():
     mesh = distributed.global_mesh()

@@ -310,6 +310,7 @@ class ModelRun:
             name=self.name,
             evaluate_fn=lambda params: self.evaluate(params, data.val),
             checkpoint_extra={"vocab": data.vocab.to_json_dict()},
+            weight_fn=lambda batch: jnp.sum(batch[4]),  # the loss is a mean over valid tokens
         )
 
 
@@ -635,8 +636,11 @@ def train_command(run: Invocation) -> int:
         model_run = ModelRun(config, name, data.vocabs, workdir)
         print(f"training {name} ({model_run.num_params:,} parameters)", file=sys.stderr)
         summary = model_run.train(data)
-        (model_run.dir / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(format_results(evaluate_all(config, workdir, data)))
+        if common.is_primary():  # one writer of the shared run directory
+            (model_run.dir / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+    results = evaluate_all(config, workdir, data)
+    if common.is_primary():
+        print(format_results(results))
     return 0
 
 
@@ -718,4 +722,5 @@ EXPERIMENT = Experiment(
         "predict": predict_command,
         "summary": summary_command,
     },
+    data_parallel=True,
 )
