@@ -557,6 +557,21 @@ def _family_args(name: str, tmp_path: Path, monkeypatch) -> list[str]:
                 "--config.max_train=0", "--config.num_test=0", "--config.progress=false",
                 "--config.pad_to_multiple=16", "--config.eval_batch_size=8",
                 "--config.max_len=12", "--config.cell=rnn", "--config.num_heatmaps=0"]  # fmt: skip
+    if name == "charlm":
+        from test_experiments_charlm import write_corpus
+
+        corpus = write_corpus(tmp_path / "corpus.txt", n=120)
+        return ["--quick", f"--config.corpus_file={corpus}", "--config.hidden_size=8",
+                "--config.num_epochs=1", "--config.batch_size=16", "--config.warmup_steps=0",
+                "--config.progress=false"]  # fmt: skip
+    if name == "melody":
+        from test_experiments_melody import write_tunes
+
+        tunes = write_tunes(tmp_path / "tunes.json")
+        return ["--quick", f"--config.tunes_file={tunes}", "--config.models=lstm",
+                "--config.hidden_size=8", "--config.num_epochs=1", "--config.batch_size=8",
+                "--config.warmup_steps=0", "--config.progress=false", "--config.min_count=1",
+                "--config.prompt_dropout=0"]  # fmt: skip
     raise AssertionError(name)
 
 
@@ -584,12 +599,25 @@ def _logged(workdir: Path) -> dict[tuple, float]:
     return records
 
 
-FINAL_EVALUATION = {"dates": "evaluate", "translate": "evaluate"}  # else evaluate_all
+FINAL_EVALUATION = {  # the function each train command evaluates the test split with
+    "dates": "evaluate", "translate": "evaluate", "charlm": "run_evaluation",
+    "melody": "run_evaluation",
+}  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    "name", ["entities", "sentiment", "genes", "weather", "dates", "translate"]
-)
+EXPERIMENTS = [
+    "entities",
+    "sentiment",
+    "genes",
+    "weather",
+    "dates",
+    "translate",
+    "charlm",
+    "melody",
+]
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_trains_on_two_devices_as_on_one(name, tmp_path, monkeypatch):
     """``train --devices 2`` (the shared loop of experiments/common.py on a 2-device mesh)
     logs the training losses and validation metrics of a plain one-device run of the same
