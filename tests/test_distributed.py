@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -349,12 +350,20 @@ def _two_process_runs(root: Path) -> dict:
     }
 
 
+# The launcher needs POSIX process groups and SO_REUSEPORT (to hold the coordinator's port).
+needs_processes = pytest.mark.skipif(
+    os.name != "posix" or not hasattr(socket, "SO_REUSEPORT"),
+    reason="the loopback launcher cannot start processes here (needs POSIX, SO_REUSEPORT)",
+)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     return _computed_once(tmp_path_factory, "two-process-runs", _two_process_runs)
 
 
 # ----------------------------------------------------------------------------- tests
+@needs_processes
 def test_two_by_two_equals_one_by_one_and_checkpoints_cross_over(runs):
     """2 processes x 2 devices vs this process's one device: 20 steps of fit, same batches.
 
@@ -394,6 +403,7 @@ def test_two_by_two_equals_one_by_one_and_checkpoints_cross_over(runs):
     print(f"2x2 under the launcher {two['seconds']:.1f} s; relative errors {max(errors):.2e}")
 
 
+@needs_processes
 def test_one_process_dies_the_other_stops_and_a_relaunch_is_bit_identical(runs):
     """SIGKILL one of 2 processes at a random moment after the first checkpoint: the other
     stops by itself (not stopped by the launcher, whose grace is 60 s here) within the
@@ -419,6 +429,7 @@ def test_one_process_dies_the_other_stops_and_a_relaunch_is_bit_identical(runs):
     print(f"process {info['victim']} killed; {ended[0]} {info['stopped_after']:.1f} s later")
 
 
+@needs_processes
 def test_names_experiment_under_the_launcher_equals_one_process(tmp_path):
     """``experiments.launch --processes 2 --devices-per-process 2 -- names train`` trains,
     checkpoints and evaluates on 4 devices; its validation and test metrics equal a plain
