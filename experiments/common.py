@@ -65,6 +65,7 @@ __all__ = [
     "data_parallel_mesh",
     "finish",
     "fit_logged",
+    "host_local",
     "is_primary",
     "parallel_eval_step",
     "train_logged",
@@ -82,6 +83,7 @@ __all__ = [
     "start_training",
     "stored_config",
     "train_models",
+    "train_seq2seq",
     "use_data_parallel",
     "write_results",
     "write_run_config",
@@ -661,7 +663,9 @@ def train_logged(
     :func:`fit_logged` (which takes ``fit_logged_kwargs``). Returns its summary and the
     parameter count. With a mesh (:func:`use_data_parallel`) the step is
     :func:`rnn_jax.parallel.make_parallel_train_step` with ``weight_fn`` (what the loss of a
-    batch is a mean over, e.g. its valid tokens) and each process feeds its rows.
+    batch is a mean over, e.g. its valid tokens; default its examples) and each process feeds
+    its rows; ``evaluate_fn`` gets this process's copy of the replicated parameters
+    (:func:`host_local`), so an experiment's single-device evaluation runs unchanged.
     """
     from rnn_jax.params import count_params
     from rnn_jax.train import init_train_state, make_train_step
@@ -684,6 +688,9 @@ def train_logged(
 
         train_step = make_parallel_train_step(loss_fn, optimizer, _MESH, weight_fn=weight_fn)
         epoch_batches = process_batches(epoch_batches, _MESH)
+        evaluate_fn = fit_logged_kwargs.get("evaluate_fn")
+        if evaluate_fn is not None:  # the experiment's single-device evaluation, on every process
+            fit_logged_kwargs["evaluate_fn"] = lambda params: evaluate_fn(host_local(params))
         # One process cannot stop alone on a signal (the others wait in the all-reduce):
         # signals end every process at once, and a relaunch resumes from the last checkpoint.
         fit_logged_kwargs.setdefault("handle_signals", jax.process_count() == 1)
@@ -1106,3 +1113,90 @@ class StackConfig:
         check_positive("hidden_size", self.hidden_size)
         check_positive("num_layers", self.num_layers)
         check_probability("dropout", self.dropout)
+
+
+# --------------------------------------------------------------------------- data parallel, more
+
+
+def host_local(tree: Any) -> Any:
+    """``tree`` with every array replicated over several devices replaced by this process's
+    copy of it (on its first device): what single-device code (an experiment's evaluation,
+    prediction) can take, with one process or several. Other leaves pass unchanged.
+
+    Raises:
+        ValueError: a leaf is split over devices rather than replicated (no process holds
+            all of it).
+    """
+
+    def local(x):
+        if isinstance(x, jax.Array) and len(x.sharding.device_set) > 1:
+            if not x.is_fully_replicated:
+                raise ValueError(
+                    "`tree` must hold arrays replicated over the mesh (parameters), got one "
+                    f"of shape {x.shape} split as {x.sharding}."
+                )
+            return x.addressable_data(0)
+        return x
+
+    return jax.tree_util.tree_map(local, tree)
+
+
+def train_seq2seq(
+    config: Any,
+    src_ids: Sequence[Any],
+    tgt_ids: Sequence[Any],
+    *,
+    bos_id: int,
+    src_pad_id: int,
+    src_pad_to_multiple: int | None,
+    tgt_width: int | None = None,
+    params: Any,
+    keys: Keys,
+    **train_logged_kwargs: Any,
+) -> dict[str, Any]:
+    """Teacher-forced training of an encoder-decoder (:func:`rnn_jax.seq2seq.seq2seq_loss`)
+    on ``(src_ids[i], tgt_ids[i])`` pairs, through :func:`train_logged` (one device or a mesh).
+
+    Batches: ``train.batch_size`` pairs shuffled by ``fold_in(keys.data, epoch)`` and
+    bucketed by source length, sources padded with ``src_pad_id`` to a multiple of
+    ``src_pad_to_multiple``, targets (ending in ``<EOS>``) padded with 0 to the longest
+    target of the batch, or to ``tgt_width`` exactly. The loss is the mean over the batch's
+    target tokens, so on a mesh each shard weighs by its target tokens (exact). The rest of
+    ``train_logged_kwargs`` (``workdir``, ``checkpointer``, ``best``, ``name``,
+    ``evaluate_fn``, ...) goes to :func:`train_logged`.
+    """
+    import jax.numpy as jnp
+
+    from rnn_jax.batching import iterate_batches, pad_batch
+    from rnn_jax.seq2seq import seq2seq_loss
+
+    if len(src_ids) != len(tgt_ids):
+        raise ValueError(
+            f"`src_ids` and `tgt_ids` must be pairs, got {len(src_ids)} sources and "
+            f"{len(tgt_ids)} targets."
+        )
+    batch_size = config.train.batch_size
+
+    def loss_fn(params, batch, *, key):
+        src, src_lengths, tgt, tgt_lengths = batch
+        return seq2seq_loss(params, src, src_lengths, tgt, tgt_lengths, bos_id=bos_id)
+
+    def target_tokens(batch):
+        return jnp.sum(batch[3])
+
+    def epoch_batches(epoch: int, start: int):
+        for b in iterate_batches(
+            src_ids,
+            batch_size=batch_size,
+            key=jax.random.fold_in(keys.data, epoch),
+            pad_values=src_pad_id,
+            drop_last=True,
+            start=start,
+            pad_to_multiple=src_pad_to_multiple,
+        ):
+            tgt, tgt_lengths = pad_batch([tgt_ids[i] for i in b.indices], max_len=tgt_width)
+            yield (jnp.asarray(b.fields[0]), jnp.asarray(b.lengths), jnp.asarray(tgt),
+                   jnp.asarray(tgt_lengths))  # fmt: skip
+
+    return train_logged(config, loss_fn, epoch_batches, params=params, keys=keys,
+                        num_train=len(src_ids), weight_fn=target_tokens, **train_logged_kwargs)  # fmt: skip

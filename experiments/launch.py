@@ -8,10 +8,13 @@ Usage::
 starts ``P`` copies of the command. Each gets the environment :func:`rnn_jax.distributed.initialize`
 reads: ``JAX_COORDINATOR_ADDRESS=127.0.0.1:<a free port>``, ``JAX_NUM_PROCESSES=P``,
 ``JAX_PROCESS_ID=p``, and with ``--devices-per-process N`` also ``JAX_NUM_CPU_DEVICES=N``
-(``N`` CPU devices per process; accelerators are what the machine has). The experiment
+(``N`` CPU devices per process; accelerators are what the machine has), with
+``--heartbeat-timeout S`` also ``RNN_JAX_HEARTBEAT_TIMEOUT=S``. The experiment
 CLIs see ``JAX_NUM_PROCESSES`` and train on all processes' devices. Output is forwarded
 line by line with a ``[p0] ``, ``[p1] ``, ... prefix (standard output to standard output,
-errors to standard error).
+errors to standard error). The port is free and held by the launcher for the whole launch
+(:func:`reserve_port`), so two launches at once, or any other program, cannot take it
+between the choice and process 0's bind.
 
 Ending: the launcher exits 0 when every process does. When one fails (a non-zero status or
 a signal), the others get ``--grace`` seconds (default 5) to stop by themselves (JAX's
@@ -38,16 +41,39 @@ import time
 from collections.abc import Sequence
 from typing import IO
 
-__all__ = ["free_port", "launch", "main"]
+__all__ = ["free_port", "launch", "main", "reserve_port"]
 
 KILL_AFTER_SECONDS = 3.0
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on ``host`` that nothing listens on now (the OS picks it)."""
+    """A TCP port on ``host`` that nothing listens on now (the OS picks it).
+
+    Free only at the moment of the call: another program may take it before it is used.
+    :func:`launch` holds its port with :func:`reserve_port` instead.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def reserve_port(host: str = "127.0.0.1") -> socket.socket:
+    """A socket bound to a free port of ``host`` with ``SO_REUSEPORT``, not listening.
+
+    While it is open, no other program can bind the port or get it as the local port of an
+    outgoing connection, and no other launcher is given it; JAX's coordinator (a gRPC server,
+    which binds with ``SO_REUSEPORT`` too) can still listen on it. Close it when the processes
+    have ended. (A port only looked up and released, as :func:`free_port` does, can be taken
+    by anything in the seconds before process 0 binds it.)
+    """
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind((host, 0))
+    except BaseException:
+        s.close()
+        raise
+    return s
 
 
 def _forward(stream: IO[bytes], out: IO[str], prefix: str, lock: threading.Lock) -> None:
@@ -167,15 +193,28 @@ def launch(
     processes: int,
     devices_per_process: int | None = None,
     grace: float = 5.0,
+    heartbeat_timeout: int | None = None,
     log: IO[str] | None = None,
 ) -> int:
     """Runs ``command`` as ``processes`` cooperating processes; returns the exit status.
 
     See the module docstring for the environment, the output and how failures end.
+    ``heartbeat_timeout``: seconds after which JAX's runtime declares a silent process dead
+    (``RNN_JAX_HEARTBEAT_TIMEOUT`` of the processes; default
+    :data:`rnn_jax.distributed.HEARTBEAT_TIMEOUT_SECONDS`).
     """
     _check(processes, devices_per_process, command, grace)
+    if heartbeat_timeout is not None and (
+        isinstance(heartbeat_timeout, bool)
+        or not isinstance(heartbeat_timeout, int)
+        or heartbeat_timeout < 1
+    ):
+        raise ValueError(
+            f"`heartbeat_timeout` must be a positive int (seconds), got {heartbeat_timeout!r}."
+        )
     group = _Group(sys.stderr if log is None else log)
-    address = f"127.0.0.1:{free_port()}"
+    held = reserve_port()  # held until every process has ended (see reserve_port)
+    address = f"127.0.0.1:{held.getsockname()[1]}"
     previous = {
         s: signal.signal(s, lambda signum, frame: group.stopping.append(signum))
         for s in (signal.SIGINT, signal.SIGTERM)
@@ -188,6 +227,8 @@ def launch(
                    "PYTHONUNBUFFERED": "1"}  # fmt: skip
             if devices_per_process is not None:
                 env["JAX_NUM_CPU_DEVICES"] = str(devices_per_process)
+            if heartbeat_timeout is not None:
+                env["RNN_JAX_HEARTBEAT_TIMEOUT"] = str(heartbeat_timeout)
             group.start(command, env, p)
         failure = group.watch()
         if group.stopping:
@@ -202,6 +243,7 @@ def launch(
             _stop(group.procs, grace)
     finally:  # whatever happened above, nothing outlives the launcher
         group.kill_all()
+        held.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
     for i, proc in enumerate(group.procs):
@@ -235,6 +277,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=5.0,
         help="seconds the others get to stop by themselves after one fails (default 5)",
     )
+    parser.add_argument(
+        "--heartbeat-timeout",
+        type=int,
+        default=None,
+        help="seconds without a heartbeat after which a process counts as dead and the others "
+        "are stopped by JAX's runtime (default: rnn_jax.distributed.HEARTBEAT_TIMEOUT_SECONDS)",
+    )
     args = parser.parse_args(own)
     if not command:
         parser.error("give the command to run after `--`")
@@ -244,6 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             processes=args.processes,
             devices_per_process=args.devices_per_process,
             grace=args.grace,
+            heartbeat_timeout=args.heartbeat_timeout,
         )
     except ValueError as err:
         parser.error(str(err))

@@ -33,14 +33,18 @@ Every process runs the same program (JAX's "multi-controller" model)::
 - **Checkpoints**: :class:`rnn_jax.checkpoint.Checkpointer` writes one checkpoint from all
   processes (every process takes part in Orbax's save, only process 0 writes JSON, the
   lock and the checksums) and restores it on any number of processes or devices.
-- **Failure**: if a process dies, the others fail at their next all-reduce (gloo: the peer
-  connection is reset) and exit non-zero. A process that is not in an all-reduce at the
-  time stops when JAX's coordination service declares the dead process missing, after
-  ``heartbeat_timeout_seconds`` (:data:`HEARTBEAT_TIMEOUT_SECONDS` here, JAX's default is
-  100 s); its process is then ended by the runtime (exit status 134, SIGABRT). Signals are
-  not caught (``fit(handle_signals=False)``): stopping one process cleanly would need all of
-  them to agree on the step, and the last checkpoint is complete anyway; a relaunch resumes
-  from it.
+- **Failure**: if a process dies, a process in a collective with it fails at once (gloo:
+  "Connection closed by peer", a Python error); every other process stops when JAX's
+  coordination service declares the dead one missing, after ``heartbeat_timeout_seconds``
+  without a heartbeat (:data:`HEARTBEAT_TIMEOUT_SECONDS` = 30 s here unless
+  ``$RNN_JAX_HEARTBEAT_TIMEOUT`` says otherwise; JAX's default is 100 s): the runtime ends
+  it with SIGABRT (exit status 134, "Terminating process because the JAX distributed
+  service detected fatal errors"). The timeout must exceed the longest time a *live*
+  process can go unscheduled: a process paused for 8 s was declared dead under a 10 s
+  timeout (process 0 SIGABRT, the other's all-gather "Connection closed by peer"), the
+  same failure a heavily loaded host produces. Signals are not caught
+  (``fit(handle_signals=False)``): stopping one process cleanly would need all of them to
+  agree on the step, and the last checkpoint is complete anyway; a relaunch resumes from it.
 """
 
 from __future__ import annotations
@@ -73,12 +77,14 @@ __all__ = [
 
 PyTree = Any
 
-HEARTBEAT_TIMEOUT_SECONDS = 10
-"""After this many seconds without a heartbeat from a process, the others are stopped."""
+HEARTBEAT_TIMEOUT_SECONDS = 30
+"""After this many seconds without a heartbeat from a process, the others are stopped
+(the default of :func:`initialize`; ``$RNN_JAX_HEARTBEAT_TIMEOUT`` overrides it)."""
 
 ENV_COORDINATOR = "JAX_COORDINATOR_ADDRESS"
 ENV_NUM_PROCESSES = "JAX_NUM_PROCESSES"
 ENV_PROCESS_ID = "JAX_PROCESS_ID"
+ENV_HEARTBEAT_TIMEOUT = "RNN_JAX_HEARTBEAT_TIMEOUT"
 
 
 class ProcessInfo(NamedTuple):
@@ -122,7 +128,7 @@ def initialize(
     num_processes: int | None = None,
     process_id: int | None = None,
     *,
-    heartbeat_timeout_seconds: int = HEARTBEAT_TIMEOUT_SECONDS,
+    heartbeat_timeout_seconds: int | None = None,
     initialization_timeout: int = 120,
 ) -> ProcessInfo:
     """Joins this process to the others: ``jax.distributed.initialize`` plus the CPU collectives.
@@ -135,7 +141,9 @@ def initialize(
             ``$JAX_PROCESS_ID``. With none of the three given or set, JAX detects them
             (SLURM, Open MPI, Cloud TPU, Kubernetes).
         heartbeat_timeout_seconds: a process silent this long is declared dead and every
-            other process is stopped.
+            other process is stopped; default ``$RNN_JAX_HEARTBEAT_TIMEOUT``, else
+            :data:`HEARTBEAT_TIMEOUT_SECONDS`. Too short a timeout stops a healthy run on a
+            busy host (a live process that is not scheduled for that long looks dead).
         initialization_timeout: how long to wait for all processes to join.
 
     Returns:
@@ -149,6 +157,9 @@ def initialize(
         num_processes = _env_int(ENV_NUM_PROCESSES)
     if process_id is None:
         process_id = _env_int(ENV_PROCESS_ID)
+    if heartbeat_timeout_seconds is None:
+        from_env = _env_int(ENV_HEARTBEAT_TIMEOUT)
+        heartbeat_timeout_seconds = HEARTBEAT_TIMEOUT_SECONDS if from_env is None else from_env
     given = [coordinator_address, num_processes, process_id]
     if any(v is not None for v in given) and any(v is None for v in given):
         raise ValueError(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.launch import free_port, launch
+from experiments.launch import free_port, launch, reserve_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,22 +46,32 @@ def _pids(stderr: str) -> list[int]:
 def test_environment_and_prefixed_output():
     code = textwrap.dedent(
         """
-        import os, sys
+        import os, socket, sys
         e = os.environ
         print("id", e["JAX_PROCESS_ID"], "of", e["JAX_NUM_PROCESSES"], e["JAX_COORDINATOR_ADDRESS"],
-              e["JAX_NUM_CPU_DEVICES"])
+              e["JAX_NUM_CPU_DEVICES"], e["RNN_JAX_HEARTBEAT_TIMEOUT"])
         print("to stderr", file=sys.stderr)
+        # the launcher holds the coordinator's port: nothing else can take it meanwhile
+        port = int(e["JAX_COORDINATOR_ADDRESS"].rsplit(":", 1)[1])
+        try:
+            socket.create_server(("127.0.0.1", port)).close()
+            print("port taken by another program")
+        except OSError:
+            pass
         """
     )
-    proc = _launcher("--processes", "3", "--devices-per-process", "2", code=code)
+    proc = _launcher(
+        "--processes", "3", "--devices-per-process", "2", "--heartbeat-timeout", "7", code=code
+    )
     assert proc.returncode == 0, proc.stderr
+    assert "port taken" not in proc.stdout
     lines = sorted(x for x in proc.stdout.splitlines() if x.startswith("[p"))
     assert [x.split()[:5] for x in lines] == [
         [f"[p{p}]", "id", str(p), "of", "3"] for p in range(3)
     ]
     addresses = {x.split()[5] for x in lines}
     assert len(addresses) == 1 and next(iter(addresses)).startswith("127.0.0.1:")
-    assert all(x.split()[6] == "2" for x in lines)
+    assert all(x.split()[6:8] == ["2", "7"] for x in lines)
     assert sorted(x for x in proc.stderr.splitlines() if "to stderr" in x) == [
         f"[p{p}] to stderr" for p in range(3)
     ]
@@ -133,4 +144,9 @@ def test_bad_command_lines():
         launch(["true"], processes=1, devices_per_process=0)
     with pytest.raises(ValueError, match="`grace` must be >= 0"):
         launch(["true"], processes=1, grace=-1.0)
+    with pytest.raises(ValueError, match="`heartbeat_timeout` must be a positive int"):
+        launch(["true"], processes=1, heartbeat_timeout=0)
     assert 0 < free_port() < 65536
+    with reserve_port() as held:  # held: an ordinary bind of the same port is refused
+        with pytest.raises(OSError):
+            socket.create_server(("127.0.0.1", held.getsockname()[1])).close()

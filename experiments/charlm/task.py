@@ -240,7 +240,9 @@ def train(config: CharLMConfig, vocab: Vocabulary, texts, workdir: Path) -> dict
         x, y, lengths = batch
         logits = model.apply(params, x, lengths, key=key, train=True)
         nll = masked_softmax_cross_entropy(logits, y, lengths=lengths, reduction="sum")
-        return nll / symbols_per_batch
+        # On a mesh (--devices) each device sees x.shape[0] of the batch's rows: its share of
+        # the constant, so the equal-weight combination of the shards is the batch's loss.
+        return nll / (symbols_per_batch * (x.shape[0] / c.batch_size))
 
     def epoch_batches(epoch: int, start: int):
         for b in iterate_batches(
@@ -405,4 +407,5 @@ EXPERIMENT = Experiment(
         "predict": sample_command,
         "sample": sample_command,
     },
+    data_parallel=True,
 )

@@ -27,7 +27,7 @@ from experiments import common
 from experiments.cli import Experiment, Invocation, read_inputs
 from experiments.data import make_dates
 from experiments.dates.config import DatesConfig, ModelConfig, default_config
-from rnn_jax.batching import iterate_batches, pad_batch
+from rnn_jax.batching import pad_batch
 from rnn_jax.generate import beam_search, greedy_decode
 from rnn_jax.params import count_params
 from rnn_jax.seq2seq import (
@@ -37,7 +37,6 @@ from rnn_jax.seq2seq import (
     encode,
     init_seq2seq,
     seq2seq_apply,
-    seq2seq_loss,
 )
 from rnn_jax.vocab import Vocabulary
 
@@ -231,31 +230,11 @@ def best_params(config: DatesConfig, data: Data, workdir: Path) -> Seq2SeqParams
 
 
 def train(config: DatesConfig, data: Data, workdir: Path) -> dict[str, Any]:
-    c, keys = config.train, common.make_keys(config.train.seed)
+    keys = common.make_keys(config.train.seed)
     train_pairs = data.splits["train"]
     reverse = config.model.reverse_source
     src_ids = encode_sources(data.src_vocab, [s for s, _ in train_pairs], reverse)
     tgt_ids = encode_targets(data.tgt_vocab, [t for _, t in train_pairs])
-    bos = data.tgt_vocab.bos_id
-
-    def loss_fn(params, batch, *, key):
-        src, src_lengths, tgt, tgt_lengths = batch
-        return seq2seq_loss(params, src, src_lengths, tgt, tgt_lengths, bos_id=bos)
-
-    def epoch_batches(epoch: int, start: int):
-        for b in iterate_batches(
-            src_ids,
-            batch_size=c.batch_size,
-            key=jax.random.fold_in(keys.data, epoch),
-            pad_values=data.src_vocab.pad_id,
-            drop_last=True,
-            start=start,
-            pad_to_multiple=config.report.pad_to_multiple,
-        ):
-            tgt, tgt_lengths = pad_batch([tgt_ids[i] for i in b.indices], pad_value=0)
-            yield (jnp.asarray(b.fields[0]), jnp.asarray(b.lengths), jnp.asarray(tgt),
-                   jnp.asarray(tgt_lengths))  # fmt: skip
-
     val_src = [s for s, _ in data.splits["val"]]
     val_tgt = [t for _, t in data.splits["val"]]
 
@@ -264,8 +243,9 @@ def train(config: DatesConfig, data: Data, workdir: Path) -> dict[str, Any]:
         return {"exact": float(np.mean([p == t for p, t in zip(pred, val_tgt, strict=True)]))}
 
     params = make_model(config.model, data).init(keys.init)
-    return common.train_logged(
-        config, loss_fn, epoch_batches, params=params, keys=keys, num_train=len(src_ids),
+    return common.train_seq2seq(
+        config, src_ids, tgt_ids, bos_id=data.tgt_vocab.bos_id, src_pad_id=data.src_vocab.pad_id,
+        src_pad_to_multiple=config.report.pad_to_multiple, params=params, keys=keys,
         workdir=workdir, checkpointer=_checkpointer(config, workdir), best=BEST, name="dates",
         evaluate_fn=evaluate_fn,
     )  # fmt: skip
@@ -390,4 +370,5 @@ EXPERIMENT = Experiment(
     "dates",
     default_config,
     {"train": train_command, "eval": eval_command, "predict": predict_command},
+    data_parallel=True,
 )

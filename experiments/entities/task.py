@@ -285,6 +285,7 @@ class ModelRun(common.ModelRun):
             name=self.name,
             evaluate_fn=lambda params: self.evaluate(params, data.val),
             checkpoint_extra={"vocab": data.vocab.to_json_dict()},
+            weight_fn=lambda batch: jnp.sum(batch[4]),  # the loss is a mean over valid tokens
         )
 
 
@@ -591,7 +592,9 @@ def train_command(run: Invocation) -> int:
     config, workdir = run.config, run.workdir
     data = common.start_training(run, EXPERIMENT_NAME, load_data, VOCAB_FILES)
     common.train_models(config, data, lambda name: ModelRun(config, name, data.vocabs, workdir))
-    print(format_results(evaluate_all(config, workdir, data)))
+    results = evaluate_all(config, workdir, data)
+    if common.is_primary():
+        print(format_results(results))
     return 0
 
 
@@ -648,4 +651,5 @@ EXPERIMENT = Experiment(
         "predict": predict_command,
         "summary": summary_command,
     },
+    data_parallel=True,
 )

@@ -199,7 +199,8 @@ class ModelRun(common.ModelRun):
             name=self.name,
             evaluate_fn=lambda params: self.evaluate(params, data.val, data.orf["val"]),
         )
-        (self.dir / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if common.is_primary():  # one writer of the shared run directory
+            (self.dir / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 
 
@@ -529,4 +530,5 @@ EXPERIMENT = Experiment(
         "memory": memory_command,
         "summary": summary_command,
     },
+    data_parallel=True,
 )

@@ -213,9 +213,11 @@ def make_loss(config: MelodyConfig, vocab: Vocabulary, tokens_per_batch: float):
             x = x.at[:, 1 : 1 + PROMPT_LEN].set(jnp.where(drop, wild, x[:, 1 : 1 + PROMPT_LEN]))
         logits = rnn_apply(params, x, lengths) + bias[None, None, :]
         mask = _scored(lengths, x.shape[1])
-        return (
-            masked_softmax_cross_entropy(logits, y, mask=mask, reduction="sum") / tokens_per_batch
-        )
+        # On a mesh (--devices) each device sees x.shape[0] of the batch's rows: its share of
+        # the constant, so the equal-weight combination of the shards is the batch's loss.
+        share = x.shape[0] / config.train.batch_size
+        nll = masked_softmax_cross_entropy(logits, y, mask=mask, reduction="sum")
+        return nll / (tokens_per_batch * share)
 
     return loss_fn
 
@@ -462,7 +464,8 @@ def write_figure(results: dict[str, Any], path: Path) -> None:
 def _finish(workdir: Path, results: dict[str, Any]) -> int:
     markdown = format_results(results)
     common.write_results(workdir, results, markdown, extra=[("samples.png", lambda p: write_figure(results, p))])  # fmt: skip
-    print(markdown)
+    if common.is_primary():
+        print(markdown)
     return 0
 
 
@@ -476,7 +479,8 @@ def train_command(run: Invocation) -> int:
     for name in config.models:
         print(f"training {name}", file=sys.stderr)
         summary = train_model(name, config, data, workdir)
-        (workdir / name / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if common.is_primary():  # one writer of the shared run directory
+            (workdir / name / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
     return _finish(workdir, run_evaluation(config, data, workdir))
 
 
@@ -603,4 +607,5 @@ EXPERIMENT = Experiment(
         "sample": sample_command,
         "summary": summary_command,
     },
+    data_parallel=True,
 )

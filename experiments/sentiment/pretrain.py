@@ -97,6 +97,10 @@ def pretrain_layer(
 
 
 def _save(path: Path, layers: dict[str, LayerParams], summary: dict[str, Any]) -> None:
+    from experiments.common import is_primary
+
+    if not is_primary():  # several processes (--distributed) train the same LMs: one writes
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {f"{d}_{f}": np.asarray(getattr(p, f)) for d, p in layers.items() for f in p._fields}
     tmp = path.with_suffix(".tmp.npz")

@@ -544,7 +544,9 @@ def train_command(run: Invocation) -> int:
     config, workdir = run.config, run.workdir
     data = common.start_training(run, EXPERIMENT_NAME, load_data)
     common.train_models(config, data, lambda name: ModelRun(config, name, data.vocab, workdir))
-    print(format_results(evaluate_all(config, workdir, data)))
+    results = evaluate_all(config, workdir, data)
+    if common.is_primary():
+        print(format_results(results))
     return 0
 
 
@@ -696,4 +698,5 @@ EXPERIMENT = Experiment(
         "summary": summary_command,
         "ensemble": ensemble_command,
     },
+    data_parallel=True,
 )

@@ -35,7 +35,7 @@ from experiments.cli import Experiment, Invocation, read_inputs
 from experiments.translate.baselines import IBMModel1, copy_source
 from experiments.translate.config import ModelConfig, TranslateConfig, default_config
 from experiments.translate.data import load_pairs, tokenize
-from rnn_jax.batching import iterate_batches, pad_batch
+from rnn_jax.batching import pad_batch
 from rnn_jax.generate import beam_search, greedy_decode
 from rnn_jax.params import count_params
 from rnn_jax.seq2seq import (
@@ -297,25 +297,6 @@ def train(config: TranslateConfig, data: Data, workdir: Path) -> dict[str, Any]:
     c, keys = config.train, common.make_keys(config.train.seed)
     src_ids, tgt_ids = _encode_pairs(data, data.splits["train"])
     bos = data.tgt_vocab.bos_id
-
-    def loss_fn(params, batch, *, key):
-        src, src_lengths, tgt, tgt_lengths = batch
-        return seq2seq_loss(params, src, src_lengths, tgt, tgt_lengths, bos_id=bos)
-
-    # One source and one target width for every batch: the train step compiles once.
-    src_width = _round_up(max(map(len, src_ids)), 8)
-    tgt_width = _round_up(max(map(len, tgt_ids)), 8)
-
-    def epoch_batches(epoch: int, start: int):
-        for b in iterate_batches(
-            src_ids, batch_size=c.batch_size, key=jax.random.fold_in(keys.data, epoch),
-            pad_values=data.src_vocab.pad_id, drop_last=True, start=start,
-            pad_to_multiple=src_width,
-        ):  # fmt: skip
-            tgt, tgt_lengths = pad_batch([tgt_ids[i] for i in b.indices], max_len=tgt_width)
-            yield (jnp.asarray(b.fields[0]), jnp.asarray(b.lengths), jnp.asarray(tgt),
-                   jnp.asarray(tgt_lengths))  # fmt: skip
-
     val_src, val_tgt = _encode_pairs(data, data.splits["val"])
     val_loss = jax.jit(functools.partial(seq2seq_loss, bos_id=bos, reduction="sum"))
 
@@ -336,15 +317,15 @@ def train(config: TranslateConfig, data: Data, workdir: Path) -> dict[str, Any]:
             count += int(tl.sum())
         return {"loss": total / max(count, 1)}
 
+    # One source and one target width for every batch: the train step compiles once.
     params = make_model(config.model, data).init(keys.init)
-    return common.train_logged(
-        config, loss_fn, epoch_batches, params=params, keys=keys, num_train=len(src_ids),
+    return common.train_seq2seq(
+        config, src_ids, tgt_ids, bos_id=bos, src_pad_id=data.src_vocab.pad_id,
+        src_pad_to_multiple=_round_up(max(map(len, src_ids)), 8),
+        tgt_width=_round_up(max(map(len, tgt_ids)), 8), params=params, keys=keys,
         workdir=workdir, checkpointer=_checkpointer(config, workdir), best=BEST, name="translate",
         evaluate_fn=evaluate_fn,
     )  # fmt: skip
-
-
-# --------------------------------------------------------------------------- evaluation
 
 
 def plot_attention(items: list[tuple[list[str], list[str], np.ndarray]], path: Path) -> None:
@@ -496,4 +477,5 @@ EXPERIMENT = Experiment(
     "translate",
     default_config,
     {"train": train_command, "eval": eval_command, "predict": predict_command},
+    data_parallel=True,
 )

@@ -334,7 +334,8 @@ def train_command(run: Invocation) -> int:
     config, workdir = run.config, run.workdir
     data = common.start_training(run, EXPERIMENT_NAME, load_data, vocab_files=())
     atomic_write(workdir / "scaler.json", json.dumps(_scaler_dict(data), indent=2) + "\n")
-    if not (workdir / "baselines.npz").exists():
+    if common.is_primary() and not (workdir / "baselines.npz").exists():
+        # read after training, which the other processes reach only with process 0
         t0 = time.perf_counter()
         _save_baselines(
             workdir / "baselines.npz",
@@ -343,7 +344,9 @@ def train_command(run: Invocation) -> int:
         print(f"baselines: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     D, C = data.train.xs.shape[2], data.task.C
     common.train_models(config, data, lambda name: ModelRun(config, name, workdir, D, C))
-    print(format_results(evaluate_all(config, workdir, data)))
+    results = evaluate_all(config, workdir, data)
+    if common.is_primary():
+        print(format_results(results))
     return 0
 
 
@@ -639,4 +642,5 @@ EXPERIMENT = Experiment(
         Option("csv", "predict: a CSV with a date column and the input columns"),
     ),
     workdir_optional=frozenset({"fetch", "summarize"}),
+    data_parallel=True,
 )
