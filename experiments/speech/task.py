@@ -79,7 +79,7 @@ def encode_text(text: str) -> np.ndarray:
         >>> ALPHABET
         ' efghinorstuvwxz'
         >>> encode_text("one two").tolist()
-        [9, 7, 2, 1, 11, 15, 9]
+        [8, 7, 2, 1, 11, 14, 8]
     """
     text = " ".join(text.lower().split())
     bad = sorted({c for c in text if c not in ALPHABET})
