@@ -144,9 +144,7 @@ class SpeechConfig:
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
 
     def __post_init__(self):
-        unknown = [m for m in self.models if m not in CELLS]
-        if unknown or not self.models or len(set(self.models)) != len(self.models):
-            raise ValueError(f"`models` must be distinct names from {CELLS}, got {self.models!r}")
+        common.check_models(self.models, CELLS)
 
 
 #: The quick configuration: one GRU layer on 1,000 clips, under 3 minutes on 2 CPU cores.

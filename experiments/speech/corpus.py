@@ -39,8 +39,6 @@ from typing import Any
 
 import numpy as np
 
-from rnn_jax._io import atomic_write
-
 __all__ = [
     "DIGITS",
     "LANGUAGES",
@@ -282,16 +280,11 @@ def corpus_paths(data_dir=None, spec: CorpusSpec | None = None) -> tuple[Path, P
     return base / f"{name}.npz", base / f"{name}.json"
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_corpus(path: Path, manifest_path: Path, clips, audio: list[np.ndarray], **meta) -> None:
     """Stores ``audio`` (one int16 array a clip) as ``path`` and the manifest (with sha256s)."""
+    from experiments.data import _sha256_file
+    from rnn_jax._io import atomic_write
+
     path.parent.mkdir(parents=True, exist_ok=True)
     offsets = np.cumsum([0] + [len(a) for a in audio]).astype(np.int64)
     tmp = path.with_name(path.name + ".tmp.npz")
@@ -308,6 +301,8 @@ def load_corpus(data_dir=None, spec: CorpusSpec | None = None, *, manifest_path=
     ``manifest_path`` reads another corpus (e.g. a test fixture written by
     :func:`write_corpus`).
     """
+    from experiments.data import _sha256_file
+
     if manifest_path is None:
         path, manifest_path = corpus_paths(data_dir, spec)
     manifest_path = Path(manifest_path)
