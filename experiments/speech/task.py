@@ -272,6 +272,8 @@ def transcribe(params, feats: Sequence[np.ndarray], config: SpeechConfig, *,
         if method == "greedy":
             ids, n = (np.asarray(a) for a in ctc_greedy_decode(logits, jnp.asarray(lengths)))
             out.extend(decode_ids(ids[r, : n[r]]) for r in range(len(chunk)))
+            if not return_logits:
+                continue
         log_probs = np.asarray(jax.nn.log_softmax(logits, axis=-1))
         for r in range(len(chunk)):
             lp = log_probs[r, : lengths[r]]
