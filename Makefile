@@ -33,6 +33,7 @@ data: $(STAMP)
 	@# apt-get download (Debian's archive): where it is unavailable, only the translate experiment
 	@# lacks its data (its tests use a fixture); the message says so and the other targets go on.
 	$(PY) -m experiments.translate fetch || echo "make data: translate's Bible text was not fetched (needs apt-get download); experiments.translate will ask for it" >&2
+	$(PY) -m experiments.speech fetch || echo "make data: the speech corpus was not synthesised (needs espeakng-loader, the experiments extra); experiments.speech will ask for it" >&2
 
 test: $(STAMP) data
 	$(PY) -m pytest -q -n $(JOBS) -m "not slow"

@@ -1,0 +1,2 @@
+"""Speech recognition with CTC: spoken digit strings synthesised by eSpeak NG, held-out voices,
+bidirectional RNN/GRU/LSTM recognisers, PocketSphinx as the baseline."""
