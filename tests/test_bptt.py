@@ -121,7 +121,7 @@ def test_backward_name_is_checked():
         recurrence(W_aa, z, a0, None, backward="magic")
 
 
-def test_saves_less_than_autodiff():
+def test_saves_less_than_autodiff(optimized):
     # The hand-written backward keeps only the states: XLA's temporary buffers shrink.
     W_aa, z, a0, mask, w = _problem(200, 8, 32, seed=8, masked=True)
 
@@ -134,7 +134,7 @@ def test_saves_less_than_autodiff():
 
 @pytest.mark.parametrize(("B", "H"), [(1, 6), (3, 1), (1, 1), (4, 6)])
 @pytest.mark.parametrize("masked", [False, True])
-def test_degenerate_batch_or_width_no_per_step_buffer_copy(B, H, masked):
+def test_degenerate_batch_or_width_no_per_step_buffer_copy(B, H, masked, optimized):
     # With B = 1 (or H = 1) XLA once copied the whole (T, B, H) gradient buffer on every
     # step of the backward loop (10x slower at B = 1, T = 1,000). Gradients must still
     # equal autodiff, and no loop body of the compiled gradient may copy a state-sized

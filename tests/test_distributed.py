@@ -589,6 +589,14 @@ def _family_args(name: str, tmp_path: Path, monkeypatch) -> list[str]:
                 "--config.hidden_size=8", "--config.num_epochs=1", "--config.batch_size=8",
                 "--config.warmup_steps=0", "--config.progress=false", "--config.min_count=1",
                 "--config.prompt_dropout=0"]  # fmt: skip
+    if name == "speech":
+        from test_experiments_speech import _fixture_corpus
+
+        manifest = _fixture_corpus(tmp_path)
+        return ["--quick", f"--config.corpus_file={manifest}", "--config.models=rnn",
+                "--config.hidden_size=8", "--config.batch_size=4", "--config.num_epochs=1",
+                "--config.warmup_steps=1", "--config.dropout=0", "--config.baseline_clips=1",
+                "--config.real_speech=false", "--config.progress=false"]  # fmt: skip
     raise AssertionError(name)
 
 
@@ -618,7 +626,7 @@ def _logged(workdir: Path) -> dict[tuple, float]:
 
 FINAL_EVALUATION = {  # the function each train command evaluates the test split with
     "dates": "evaluate", "translate": "evaluate", "charlm": "run_evaluation",
-    "melody": "run_evaluation",
+    "melody": "run_evaluation", "speech": "evaluate",
 }  # fmt: skip
 
 
@@ -631,6 +639,7 @@ EXPERIMENTS = [
     "translate",
     "charlm",
     "melody",
+    "speech",
 ]
 
 

@@ -54,7 +54,7 @@ def _grad_temp_bytes(loss, params):
     reason="XLA's memory_analysis() is calibrated here on the CPU backend; on an H200 the full "
     "gradient reported 33.8 MB at T=400 and 7.0 MB at T=6400 (benchmarks/RESULTS.md)",
 )
-def test_remat_memory_grows_like_sqrt_t():
+def test_remat_memory_grows_like_sqrt_t(optimized):
     """XLA's buffer count: the full gradient grows ~linearly in T, the remat one ~sqrt(T)."""
     B, D, H, C = 4, 3, 32, 2
     params = init_rnn(jax.random.key(0), D, H, C)

@@ -282,7 +282,7 @@ def corpus_paths(data_dir=None, spec: CorpusSpec | None = None) -> tuple[Path, P
 
 def write_corpus(path: Path, manifest_path: Path, clips, audio: list[np.ndarray], **meta) -> None:
     """Stores ``audio`` (one int16 array a clip) as ``path`` and the manifest (with sha256s)."""
-    from experiments.data import _sha256_file
+    from experiments.data import sha256_file
     from rnn_jax._io import atomic_write
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -291,7 +291,7 @@ def write_corpus(path: Path, manifest_path: Path, clips, audio: list[np.ndarray]
     np.savez_compressed(tmp, audio=np.concatenate(audio).astype(np.int16), offsets=offsets)
     os.replace(tmp, path)
     manifest = {"version": CORPUS_VERSION, "sample_rate": SAMPLE_RATE, **meta,
-                "npz": path.name, "npz_sha256": _sha256_file(path), "clips": clips}  # fmt: skip
+                "npz": path.name, "npz_sha256": sha256_file(path), "clips": clips}  # fmt: skip
     atomic_write(manifest_path, json.dumps(manifest, indent=1) + "\n")
 
 
@@ -301,7 +301,7 @@ def load_corpus(data_dir=None, spec: CorpusSpec | None = None, *, manifest_path=
     ``manifest_path`` reads another corpus (e.g. a test fixture written by
     :func:`write_corpus`).
     """
-    from experiments.data import _sha256_file
+    from experiments.data import sha256_file
 
     if manifest_path is None:
         path, manifest_path = corpus_paths(data_dir, spec)
@@ -312,7 +312,7 @@ def load_corpus(data_dir=None, spec: CorpusSpec | None = None, *, manifest_path=
         )
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     path = manifest_path.with_name(manifest["npz"])
-    if not path.is_file() or _sha256_file(path) != manifest["npz_sha256"]:
+    if not path.is_file() or sha256_file(path) != manifest["npz_sha256"]:
         raise SpeechFetchError(
             f"{path} is missing or does not match its sha256 in {manifest_path.name}: delete both "
             "and run `python -m experiments.speech fetch` again"

@@ -611,4 +611,5 @@ EXPERIMENT = Experiment(
     EXPERIMENT_NAME,
     default_config,
     {"train": train_command, "eval": eval_command, "predict": predict_command},
+    data_parallel=True,
 )
