@@ -95,7 +95,7 @@ from rnn_jax.params import (
     init_head,
     init_layer,
 )
-from rnn_jax.stack import head_apply, stack_step, stack_unroll
+from rnn_jax.stack import check_step_state, head_apply, stack_step, stack_unroll
 
 __all__ = [
     "BRIDGES",
@@ -594,20 +594,14 @@ def _context_term(
 
 def _check_state(params: Seq2SeqParams, state: DecoderState, B: int) -> None:
     shape = (len(params.decoder), B, params.decoder_hidden_size)
-    if not isinstance(state, DecoderState) or tuple(jnp.shape(state.a)) != shape:
-        got = tuple(jnp.shape(state.a)) if isinstance(state, DecoderState) else type(state).__name__
-        raise ValueError(
-            f"`state` must be a DecoderState whose `a` has shape (L_dec, B, H_dec) = {shape} "
-            f"(from decoder_initial_state), got {got}."
-        )
-    lstm = params.cell == "lstm"
-    if (state.c is not None) != lstm or (lstm and tuple(jnp.shape(state.c)) != shape):
-        got = None if state.c is None else tuple(jnp.shape(state.c))
-        raise ValueError(
-            f"`state.c` must be the (L_dec, B, H_dec) = {shape} cell states for cell='lstm' "
-            f"and None otherwise (from decoder_initial_state), got {got} for "
-            f"cell={params.cell!r}."
-        )
+    check_step_state(
+        state,
+        DecoderState,
+        shape,
+        params.cell,
+        layout="(L_dec, B, H_dec)",
+        origin="decoder_initial_state",
+    )
 
 
 def decoder_step(
