@@ -85,6 +85,7 @@ __all__ = [
     "fit",
     "init_train_state",
     "make_train_step",
+    "optimizer_step",
 ]
 
 PyTree = Any
@@ -204,9 +205,9 @@ def default_optimizer(
     Example:
         >>> import jax.numpy as jnp
         >>> opt = default_optimizer(1e-2, clip_norm=1.0)
-        >>> state = opt.init(jnp.zeros(2))
-        >>> updates, _ = opt.update(jnp.array([300.0, 400.0]), state, jnp.zeros(2))
-        >>> updates.shape
+        >>> params = jnp.zeros(2)
+        >>> params, state = optimizer_step(opt, jnp.array([300.0, 400.0]), opt.init(params), params)
+        >>> params.shape
         (2,)
     """
     if not learning_rate > 0:

@@ -1,15 +1,19 @@
-"""Test configuration: strict rank and dtype promotion for every test.
+"""Test configuration: strict rank promotion; strict dtype promotion for the library's tests.
 
 jaxtyping annotations of the whole ``rnn_jax`` package are checked at run time in the
 tests (beartype), by ``--jaxtyping-packages`` in ``[tool.pytest.ini_options]`` of
 pyproject.toml.
 
 Dtype promotion is strict (``jax_numpy_dtype_promotion="strict"``: no implicit
-promotion, not even of a Python float with an integer array). Optax (0.2.8) itself mixes
-a Python float with its int32 step count in Adam's bias correction; the library's
+promotion, not even of a Python float with an integer array) in every test of the
+library and its doctests (the autouse fixture ``_dtype_promotion``). Optax (0.2.8) itself
+mixes a Python float with its int32 step count in Adam's bias correction; the library's
 training steps therefore call Optax through :func:`rnn_jax._optim.optimizer_step`
 (standard promotion inside Optax only), and a test that calls ``optimizer.update``
-directly takes the ``standard_dtypes`` fixture.
+directly takes the ``standard_dtypes`` fixture. Standard promotion stays, for now, for
+the experiments (``experiments/``, ``tests/test_experiments_*``) and for
+``rnn_jax.parallel``/``rnn_jax.distributed`` and their tests, whose train step still calls
+``optimizer.update`` itself (:data:`_STANDARD_PROMOTION`).
 
 The library validates its inputs itself (a ``ValueError`` naming the argument, what was
 expected and what arrived). A call that a test makes *in order to* see that error
@@ -29,7 +33,23 @@ import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
-jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+#: Files whose tests (or doctests) run with standard dtype promotion (see above).
+_STANDARD_PROMOTION = frozenset(
+    {"test_parallel.py", "test_distributed.py", "test_launch.py", "parallel.py", "distributed.py"}
+)
+
+
+@pytest.fixture(autouse=True)
+def _dtype_promotion(request):
+    path = request.node.path
+    standard = (
+        path.name in _STANDARD_PROMOTION
+        or path.name.startswith("test_experiments_")
+        or "experiments" in path.parts
+    )
+    with jax.numpy_dtype_promotion("standard" if standard else "strict"):
+        yield
 
 
 class _OwnValidation:
