@@ -15,7 +15,9 @@ The programs: the train step (loss, gradient, Adam update; as ``benchmarks/impls
 W5's 2-layer bidirectional token-input layout); a seq2seq loss gradient (GRU encoder,
 LSTM-free, with and without attention); an LSTM language-model step (``lm_step``) and a
 greedy decoding loop; the O(sqrt(T)) remat loss gradient of :mod:`rnn_jax.long`
-(unidirectional and bidirectional).
+(unidirectional and bidirectional); the library's training step
+(:func:`rnn_jax.train.make_train_step`, what ``fit`` runs, with the default optimiser),
+a truncated-BPTT step, and the gradient of ``rnn_classify`` (pool ``last``, ``mean``).
 
 Only the program text is hashed: source locations (``loc(...)`` in StableHLO,
 ``metadata={...}`` in HLO) name files and lines and change when code moves without
@@ -152,6 +154,50 @@ def _long_programs() -> dict[str, tuple]:
     return out
 
 
+def _training_programs() -> dict[str, tuple]:
+    """The library's own steps: ``make_train_step`` (what ``fit`` runs) and truncated BPTT."""
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+
+    import rnn_jax
+    from rnn_jax.long import truncated_bptt
+    from rnn_jax.losses import masked_softmax_cross_entropy
+    from rnn_jax.train import default_optimizer, init_train_state, make_train_step
+
+    params = rnn_jax.init_rnn(jax.random.key(0), 30, 16, 30, cell="gru", token_inputs=True)
+    ids = jax.random.randint(jax.random.key(1), (8, 20), 0, 30)
+    lengths = jnp.arange(13, 21)[:8]
+    opt = default_optimizer(1e-2, clip_norm=1.0, warmup_steps=5, total_steps=50)
+
+    def loss_fn(params, batch, *, key):
+        xs, ls = batch
+        logits = rnn_jax.rnn_apply(params, xs, ls, input_dropout=0.1, key=key)
+        return masked_softmax_cross_entropy(logits, jnp.roll(xs, -1, axis=1), ls)
+
+    state = init_train_state(params, opt, key=jax.random.key(2))
+    step = make_train_step(loss_fn, opt)
+    tbptt = jax.jit(functools.partial(truncated_bptt, optimizer=opt, chunk_size=5))
+    bi = rnn_jax.init_rnn(jax.random.key(3), 30, 16, 2, bidirectional=True, token_inputs=True)
+
+    def classify_loss(p, ids, lengths, pool):
+        return jnp.sum(rnn_jax.rnn_classify(p, ids, lengths, pool=pool) ** 2)
+
+    classify = {
+        f"classify-{pool}/grad": (
+            jax.jit(jax.grad(functools.partial(classify_loss, pool=pool))),
+            (bi, ids, lengths),
+        )
+        for pool in ("last", "mean")
+    }
+    return {
+        **classify,
+        "fit-gru/step": (step, (state, (ids, lengths))),
+        "tbptt-gru/step": (tbptt, (params, opt.init(params), ids, jnp.roll(ids, -1, axis=1))),
+    }
+
+
 def programs() -> dict[str, tuple]:
     progs: dict[str, tuple] = {}
     for w in MAIN:
@@ -164,6 +210,7 @@ def programs() -> dict[str, tuple]:
     progs.update(_seq2seq_programs())
     progs.update(_generate_programs())
     progs.update(_long_programs())
+    progs.update(_training_programs())
     return progs
 
 
