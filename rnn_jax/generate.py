@@ -390,7 +390,13 @@ def lm_step(
         )
     shape = (params.num_layers, jnp.shape(y_prev)[0], params.hidden_size)
     check_step_state(
-        state, LMState, shape, params.cell, layout="(L, B, H)", origin="lm_initial_state"
+        state,
+        LMState,
+        shape,
+        params.cell,
+        article="an",
+        layout="(L, B, H)",
+        origin="lm_initial_state",
     )
     lstm = params.cell == "lstm"
     step = jax.vmap(functools.partial(stack_step, params.stack), in_axes=(1, 0), out_axes=(1, 0))

@@ -436,7 +436,7 @@ def init_rnn(
     num_layers: int = 1,
     bidirectional: bool = False,
     activation: str = "tanh",
-    merge: str = "concat",
+    merge: str | Callable[[Array, Array], Array] = "concat",
     token_inputs: bool = False,
     recurrent_init: str | Initializer = "orthogonal",
     input_init: str | Initializer = "glorot_uniform",

@@ -599,6 +599,7 @@ def _check_state(params: Seq2SeqParams, state: DecoderState, B: int) -> None:
         DecoderState,
         shape,
         params.cell,
+        article="a",
         layout="(L_dec, B, H_dec)",
         origin="decoder_initial_state",
     )

@@ -133,18 +133,24 @@ def check_stack(stack: StackParams, *, name: str = "params") -> None:
 
 
 def check_step_state(
-    state: Any, state_type: type, shape: tuple[int, ...], cell: str, *, layout: str, origin: str
+    state: Any,
+    state_type: type,
+    shape: tuple[int, ...],
+    cell: str,
+    *,
+    article: str,
+    layout: str,
+    origin: str,
 ) -> None:
     """Check the state of a step function (``LMState``, ``DecoderState``).
 
     ``state`` must be a ``state_type`` whose ``a`` has ``shape`` (written ``layout`` in the
-    message) and whose ``c`` holds the LSTM's cell states of the same shape exactly when
+    message, after ``article``) and whose ``c`` holds the LSTM's cell states of the same shape exactly when
     ``cell == "lstm"`` (``None`` otherwise); ``origin`` names the function that builds it.
     """
     name = state_type.__name__
     if not isinstance(state, state_type) or tuple(jnp.shape(state.a)) != shape:
         got = tuple(jnp.shape(state.a)) if isinstance(state, state_type) else type(state).__name__
-        article = "an" if name[0] in "AEIOU" else "a"
         raise ValueError(
             f"`state` must be {article} {name} whose `a` has shape {layout} = {shape} "
             f"(from {origin}), got {got}."
