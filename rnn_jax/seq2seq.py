@@ -90,7 +90,6 @@ from rnn_jax.params import (
     CELLS,
     GATE_INITS,
     HeadParams,
-    LayerParams,
     StackParams,
     init_head,
     init_layer,
@@ -141,8 +140,9 @@ class Seq2SeqParams:
             (``W_y (V_tgt, H_dec + C)``).
     """
 
-    encoder: tuple[tuple[LayerParams, ...], ...]
-    decoder: tuple[LayerParams, ...]
+    # LayerParams for the classic cell, the gated cells' layer types (rnn_jax.cells) else.
+    encoder: tuple[tuple[Any, ...], ...]
+    decoder: tuple[Any, ...]
     head: HeadParams
     bridge: tuple[HeadParams, ...] = ()
     activation: str = "tanh"
