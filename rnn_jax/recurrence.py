@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 
-def cast_state(name: str, a: Array, dtype: object, shape: tuple[int, ...]) -> Array:
+def cast_state(name: str, a: ArrayLike, dtype: object, shape: tuple[int, ...]) -> Array:
     """An initial state checked for shape and cast to the parameters' float ``dtype``.
 
     A float state of another precision is cast (``lax.scan`` needs one carry dtype); an
