@@ -16,6 +16,7 @@ The conventions enforced here, used by the network, losses, metrics and batching
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -138,7 +139,7 @@ def check_mask(
 
 
 def lengths_to_mask(
-    lengths: Int[ArrayLike, " B"], T: int
+    lengths: Int[ArrayLike, " B"] | Sequence[int], T: int
 ) -> Bool[Array, "B T"] | Bool[np.ndarray, "B T"]:
     """``mask[b, t] = t < lengths[b]``, with ``lengths`` checked (values when concrete).
 

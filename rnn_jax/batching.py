@@ -67,7 +67,7 @@ def _round_up(n: int, multiple: int | None) -> int:
     return n if multiple is None else -(-n // multiple) * multiple
 
 
-def _lengths_array(lengths: ArrayLike, name: str = "lengths") -> np.ndarray:
+def _lengths_array(lengths: LengthsLike, name: str = "lengths") -> np.ndarray:
     arr = np.asarray(lengths)
     if arr.ndim != 1:
         raise ValueError(f"`{name}` must be 1-D (N,), got shape {arr.shape}.")
