@@ -53,7 +53,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from rnn_jax._checks import check_lengths, is_concrete, positive_int
 from rnn_jax.network import check_params, rnn_layers
@@ -189,7 +189,7 @@ def greedy_decode(
     step_fn: StepFn,
     params: Any,
     state: Any,
-    start_ids: Int[Array, " B"],
+    start_ids: Int[ArrayLike, " B"],
     *,
     max_len: int,
     eos_id: int | None,
@@ -232,7 +232,7 @@ def sample(
     step_fn: StepFn,
     params: Any,
     state: Any,
-    start_ids: Int[Array, " B"],
+    start_ids: Int[ArrayLike, " B"],
     *,
     max_len: int,
     eos_id: int | None,
@@ -329,7 +329,7 @@ def beam_search(
     step_fn: StepFn,
     params: Any,
     state: Any,
-    start_ids: Int[Array, " B"],
+    start_ids: Int[ArrayLike, " B"],
     *,
     beam_width: int,
     max_len: int,
@@ -407,8 +407,8 @@ def lm_step(
 
 def lm_initial_state(
     params: RNNParams,
-    seed: Int[Array, "B S"],
-    seed_lengths: Int[Array, " B"],
+    seed: Int[ArrayLike, "B S"],
+    seed_lengths: Int[ArrayLike, " B"],
     *,
     bos_id: int,
 ) -> tuple[LMState, Int[Array, " B"]]:

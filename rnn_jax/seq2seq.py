@@ -80,7 +80,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from rnn_jax._checks import check_inputs, check_lengths, lengths_to_mask, positive_int
 from rnn_jax.attention import ATTENTIONS, AttentionParams, attend, init_attention, project_keys
@@ -431,8 +431,8 @@ def _decoder_stack(params: Seq2SeqParams) -> StackParams:
 
 def encode(
     params: Seq2SeqParams,
-    src: Int[Array, "B T_x"],
-    src_lengths: Int[Array, " B"],
+    src: Int[ArrayLike, "B T_x"],
+    src_lengths: Int[ArrayLike, " B"],
     *,
     return_cell_state: bool = False,
     return_memory: bool = False,
@@ -483,7 +483,7 @@ def decoder_initial_state(
     c: Float[Array, "L_enc B C"] | tuple[Float[Array, "L_enc B C"], Float[Array, "L_enc B C"]],
     *,
     memory: Float[Array, "B T_x C"] | None = None,
-    src_lengths: Int[Array, " B"] | None = None,
+    src_lengths: Int[ArrayLike, " B"] | None = None,
 ) -> DecoderState:
     """``a_l<0>`` of every decoder layer from the encoder's ``c_l`` (the bridge).
 
@@ -679,7 +679,7 @@ def _attention_apply(
     return jnp.swapaxes(outs, 0, 1), jnp.swapaxes(ws, 0, 1)
 
 
-def shift_right(tgt: Int[Array, "B T_y"], bos_id: int) -> Int[Array, "B T_y"]:
+def shift_right(tgt: Int[ArrayLike, "B T_y"], bos_id: int) -> Int[Array, "B T_y"]:
     """The teacher-forced decoder input: ``[<BOS>, y<1>, ..., y<T_y - 1>]``.
 
     Example:
@@ -693,10 +693,10 @@ def shift_right(tgt: Int[Array, "B T_y"], bos_id: int) -> Int[Array, "B T_y"]:
 
 def seq2seq_apply(
     params: Seq2SeqParams,
-    src: Int[Array, "B T_x"],
-    src_lengths: Int[Array, " B"],
-    tgt_in: Int[Array, "B T_y"],
-    tgt_lengths: Int[Array, " B"],
+    src: Int[ArrayLike, "B T_x"],
+    src_lengths: Int[ArrayLike, " B"],
+    tgt_in: Int[ArrayLike, "B T_y"],
+    tgt_lengths: Int[ArrayLike, " B"],
     *,
     return_attention: bool = False,
 ) -> Float[Array, "B T_y V"] | tuple[Float[Array, "B T_y V"], Float[Array, "B T_y T_x"]]:
@@ -761,10 +761,10 @@ def seq2seq_apply(
 
 def seq2seq_loss(
     params: Seq2SeqParams,
-    src: Int[Array, "B T_x"],
-    src_lengths: Int[Array, " B"],
-    tgt: Int[Array, "B T_y"],
-    tgt_lengths: Int[Array, " B"],
+    src: Int[ArrayLike, "B T_x"],
+    src_lengths: Int[ArrayLike, " B"],
+    tgt: Int[ArrayLike, "B T_y"],
+    tgt_lengths: Int[ArrayLike, " B"],
     *,
     bos_id: int,
     reduction: str = "mean",

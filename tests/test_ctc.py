@@ -86,7 +86,7 @@ def test_matches_path_enumeration_with_padding():
                          jnp.asarray(label_lengths), reduction="mean_per_label")  # fmt: skip
     np.testing.assert_allclose(
         float(per_label),
-        float(jnp.mean(loss / jnp.maximum(jnp.asarray(label_lengths), 1))),
+        float(jnp.mean(loss / jnp.maximum(jnp.asarray(label_lengths), 1).astype(loss.dtype))),
         rtol=1e-5,
     )
 
