@@ -565,7 +565,7 @@ def _with_memory(
 
 
 def start_decoding(
-    params: Seq2SeqParams, src: Int[Array, "B T_x"], src_lengths: Int[Array, " B"]
+    params: Seq2SeqParams, src: Int[ArrayLike, "B T_x"], src_lengths: Int[ArrayLike, " B"]
 ) -> DecoderState:
     """Encode ``src`` and build the decoder's initial state, for every configuration.
 
