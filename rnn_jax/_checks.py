@@ -138,6 +138,13 @@ def check_mask(
     return mask != 0
 
 
+def _prefix_mask(lengths: Array, T: int) -> Array:
+    """``steps < lengths`` as ``(B, T)``; lengths of any integer width (int64 NumPy lengths
+    under x64 too) compare in the dtype of the step index, so strict promotion holds."""
+    steps = jnp.arange(T)
+    return steps[None, :] < lengths[:, None].astype(steps.dtype)
+
+
 def lengths_to_mask(
     lengths: Int[ArrayLike, " B"] | Sequence[int], T: int
 ) -> Bool[Array, "B T"] | Bool[np.ndarray, "B T"]:
@@ -172,8 +179,7 @@ def lengths_to_mask(
     if isinstance(lengths, jax.Array):
         if lengths.ndim != 1:
             raise ValueError(f"`lengths` must have shape (B,), got {tuple(lengths.shape)}.")
-        lengths = check_lengths(lengths, lengths.shape[0], T)
-        return jnp.arange(T)[None, :] < lengths[:, None]
+        return _prefix_mask(check_lengths(lengths, lengths.shape[0], T), T)
     host = np.asarray(lengths)
     if host.ndim != 1:
         raise ValueError(f"`lengths` must have shape (B,), got {tuple(host.shape)}.")
@@ -309,5 +315,5 @@ def resolve_mask(
                 f"of shape {shape}; pass a `mask` of that shape instead."
             )
         B, T = shape
-        return jnp.arange(T)[None, :] < check_lengths(lengths, B, T)[:, None]
+        return _prefix_mask(check_lengths(lengths, B, T), T)
     return None
