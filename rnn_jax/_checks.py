@@ -39,6 +39,11 @@ __all__ = [
 ]
 
 
+#: A size: an int, or a symbolic dimension of ``jax.export`` (a batch exported with a
+#: symbolic size reaches the checks as such; JAX exposes no public type for it).
+Dim = Any
+
+
 def is_concrete(x: Any) -> bool:
     """Whether ``x`` has values now (not a tracer under ``jit``/``vmap``/``grad``)."""
     return not isinstance(x, jax.core.Tracer)
@@ -99,7 +104,7 @@ def check_inputs(xs: Any, input_size: int, *, name: str = "xs") -> Array:
     return xs
 
 
-def check_lengths(lengths: Any, B: int, T: int, *, name: str = "lengths") -> Array:
+def check_lengths(lengths: Any, B: Dim, T: Dim, *, name: str = "lengths") -> Array:
     """Validate ``lengths``: integers ``(B,)`` in ``[0, T]`` (values checked when concrete)."""
     lengths = jnp.asarray(lengths)
     if lengths.shape != (B,):
@@ -292,7 +297,7 @@ def nan_where(bad: Array, x: Array) -> Array:
 
 
 def resolve_mask(
-    lengths: Any, mask: Any, shape: tuple[int, ...], *, what: str | None = None
+    lengths: Any, mask: Any, shape: tuple[Dim, ...], *, what: str | None = None
 ) -> Bool[Array, "..."] | None:
     """One boolean mask of ``shape`` from ``lengths`` or ``mask`` (not both); ``None``: all valid.
 

@@ -259,7 +259,9 @@ def pad_batch(
     return padded, lengths
 
 
-def mask_to_lengths(mask: Bool[ArrayLike, "B T"]) -> Int[np.ndarray, " B"]:
+def mask_to_lengths(
+    mask: Bool[ArrayLike, "B T"] | Sequence[Sequence[bool]],
+) -> Int[np.ndarray, " B"]:
     """Inverse of :func:`lengths_to_mask`: the ``(B,)`` int32 lengths of a prefix mask.
 
     Raises:
