@@ -16,6 +16,7 @@ The conventions enforced here, used by the network, losses, metrics and batching
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -36,6 +37,11 @@ __all__ = [
     "reject_mask_as_lengths",
     "resolve_mask",
 ]
+
+
+#: A size: an int, or a symbolic dimension of ``jax.export`` (a batch exported with a
+#: symbolic size reaches the checks as such; JAX exposes no public type for it).
+Dim = Any
 
 
 def is_concrete(x: Any) -> bool:
@@ -98,7 +104,7 @@ def check_inputs(xs: Any, input_size: int, *, name: str = "xs") -> Array:
     return xs
 
 
-def check_lengths(lengths: Any, B: int, T: int, *, name: str = "lengths") -> Array:
+def check_lengths(lengths: Any, B: Dim, T: Dim, *, name: str = "lengths") -> Array:
     """Validate ``lengths``: integers ``(B,)`` in ``[0, T]`` (values checked when concrete)."""
     lengths = jnp.asarray(lengths)
     if lengths.shape != (B,):
@@ -137,8 +143,15 @@ def check_mask(
     return mask != 0
 
 
+def _prefix_mask(lengths: Array, T: int) -> Array:
+    """``steps < lengths`` as ``(B, T)``; lengths of any integer width (int64 NumPy lengths
+    under x64 too) compare in the dtype of the step index, so strict promotion holds."""
+    steps = jnp.arange(T)
+    return steps[None, :] < lengths[:, None].astype(steps.dtype)
+
+
 def lengths_to_mask(
-    lengths: Int[ArrayLike, " B"], T: int
+    lengths: Int[ArrayLike, " B"] | Sequence[int], T: int
 ) -> Bool[Array, "B T"] | Bool[np.ndarray, "B T"]:
     """``mask[b, t] = t < lengths[b]``, with ``lengths`` checked (values when concrete).
 
@@ -171,8 +184,7 @@ def lengths_to_mask(
     if isinstance(lengths, jax.Array):
         if lengths.ndim != 1:
             raise ValueError(f"`lengths` must have shape (B,), got {tuple(lengths.shape)}.")
-        lengths = check_lengths(lengths, lengths.shape[0], T)
-        return jnp.arange(T)[None, :] < lengths[:, None]
+        return _prefix_mask(check_lengths(lengths, lengths.shape[0], T), T)
     host = np.asarray(lengths)
     if host.ndim != 1:
         raise ValueError(f"`lengths` must have shape (B,), got {tuple(host.shape)}.")
@@ -285,7 +297,7 @@ def nan_where(bad: Array, x: Array) -> Array:
 
 
 def resolve_mask(
-    lengths: Any, mask: Any, shape: tuple[int, ...], *, what: str | None = None
+    lengths: Any, mask: Any, shape: tuple[Dim, ...], *, what: str | None = None
 ) -> Bool[Array, "..."] | None:
     """One boolean mask of ``shape`` from ``lengths`` or ``mask`` (not both); ``None``: all valid.
 
@@ -308,5 +320,5 @@ def resolve_mask(
                 f"of shape {shape}; pass a `mask` of that shape instead."
             )
         B, T = shape
-        return jnp.arange(T)[None, :] < check_lengths(lengths, B, T)[:, None]
+        return _prefix_mask(check_lengths(lengths, B, T), T)
     return None

@@ -39,6 +39,12 @@ from jaxtyping import ArrayLike, Bool, Int
 
 from rnn_jax._checks import lengths_to_mask
 
+#: One variable-length sequence as the batching functions take it: an array or a plain
+#: Python list/tuple of token ids (or of feature vectors).
+SequenceLike = ArrayLike | Sequence[Any]
+#: Integer lengths: an array or a Python list/tuple of ints.
+LengthsLike = Int[ArrayLike, " N"] | Sequence[int]
+
 __all__ = [
     "Batch",
     "bucket_batches",
@@ -61,7 +67,7 @@ def _round_up(n: int, multiple: int | None) -> int:
     return n if multiple is None else -(-n // multiple) * multiple
 
 
-def _lengths_array(lengths: ArrayLike, name: str = "lengths") -> np.ndarray:
+def _lengths_array(lengths: LengthsLike, name: str = "lengths") -> np.ndarray:
     arr = np.asarray(lengths)
     if arr.ndim != 1:
         raise ValueError(f"`{name}` must be 1-D (N,), got shape {arr.shape}.")
@@ -157,7 +163,7 @@ def _check_fits(values: np.ndarray, dtype: np.dtype, name: str) -> None:
 
 
 def pad_batch(
-    sequences: Sequence[ArrayLike],
+    sequences: Sequence[SequenceLike],
     *,
     pad_value: float | int = 0,
     max_len: int | None = None,
@@ -253,7 +259,9 @@ def pad_batch(
     return padded, lengths
 
 
-def mask_to_lengths(mask: Bool[ArrayLike, "B T"]) -> Int[np.ndarray, " B"]:
+def mask_to_lengths(
+    mask: Bool[ArrayLike, "B T"] | Sequence[Sequence[bool]],
+) -> Int[np.ndarray, " B"]:
     """Inverse of :func:`lengths_to_mask`: the ``(B,)`` int32 lengths of a prefix mask.
 
     Raises:
@@ -277,7 +285,7 @@ def mask_to_lengths(mask: Bool[ArrayLike, "B T"]) -> Int[np.ndarray, " B"]:
     return lengths
 
 
-def padding_fraction(lengths_batch: Int[ArrayLike, " B"], *, T: int | None = None) -> float:
+def padding_fraction(lengths_batch: LengthsLike, *, T: int | None = None) -> float:
     """The fraction of the ``(B, T)`` cells of a padded batch that are padding.
 
     ``1 - sum(lengths) / (B * T)``, with ``T = max(lengths)`` by default; 0 for an all-empty batch.
@@ -308,7 +316,7 @@ def num_batches(n: int, batch_size: int, *, drop_last: bool = False) -> int:
 
 
 def bucket_batches(
-    lengths: Int[ArrayLike, " N"],
+    lengths: LengthsLike,
     batch_size: int,
     *,
     key: Any,
@@ -415,11 +423,11 @@ class Batch(NamedTuple):
 
 
 def iterate_batches(
-    *fields: Sequence[ArrayLike],
+    *fields: Sequence[SequenceLike],
     batch_size: int,
     key: Any,
     pad_values: float | int | Sequence[float | int] = 0,
-    extras: Sequence[ArrayLike] = (),
+    extras: Sequence[SequenceLike] = (),
     shuffle: bool = True,
     bucket: bool = True,
     drop_last: bool = False,

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from rnn_jax._checks import (
     check_label_range,
@@ -72,10 +72,10 @@ def _check_logits(logits: Array, name: str = "logits") -> Array:
 
 
 def ctc_loss(
-    logits: Float[Array, "B T C"],
-    logit_lengths: Int[Array, " B"],
-    labels: Int[Array, "B S"],
-    label_lengths: Int[Array, " B"],
+    logits: Float[ArrayLike, "B T C"],
+    logit_lengths: Int[ArrayLike, " B"],
+    labels: Int[ArrayLike, "B S"],
+    label_lengths: Int[ArrayLike, " B"],
     *,
     blank_id: int = 0,
     reduction: str = "mean",
@@ -144,10 +144,10 @@ def ctc_loss(
 
 def rnn_ctc_loss(
     params: RNNParams,
-    xs: Float[Array, "B T D"],
-    lengths: Int[Array, " B"],
-    labels: Int[Array, "B S"],
-    label_lengths: Int[Array, " B"],
+    xs: Float[ArrayLike, "B T D"],
+    lengths: Int[ArrayLike, " B"],
+    labels: Int[ArrayLike, "B S"],
+    label_lengths: Int[ArrayLike, " B"],
     *,
     blank_id: int = 0,
     reduction: str = "mean",

@@ -53,12 +53,12 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from rnn_jax._checks import check_lengths, is_concrete, positive_int
 from rnn_jax.network import check_params, rnn_layers
 from rnn_jax.params import RNNParams
-from rnn_jax.stack import head_apply, stack_step
+from rnn_jax.stack import check_step_state, head_apply, stack_step
 
 __all__ = [
     "BeamSearchResult",
@@ -189,7 +189,7 @@ def greedy_decode(
     step_fn: StepFn,
     params: Any,
     state: Any,
-    start_ids: Int[Array, " B"],
+    start_ids: Int[ArrayLike, " B"],
     *,
     max_len: int,
     eos_id: int | None,
@@ -232,7 +232,7 @@ def sample(
     step_fn: StepFn,
     params: Any,
     state: Any,
-    start_ids: Int[Array, " B"],
+    start_ids: Int[ArrayLike, " B"],
     *,
     max_len: int,
     eos_id: int | None,
@@ -329,7 +329,7 @@ def beam_search(
     step_fn: StepFn,
     params: Any,
     state: Any,
-    start_ids: Int[Array, " B"],
+    start_ids: Int[ArrayLike, " B"],
     *,
     beam_width: int,
     max_len: int,
@@ -389,19 +389,16 @@ def lm_step(
             "bidirectional one."
         )
     shape = (params.num_layers, jnp.shape(y_prev)[0], params.hidden_size)
-    if not isinstance(state, LMState) or tuple(jnp.shape(state.a)) != shape:
-        got = tuple(jnp.shape(state.a)) if isinstance(state, LMState) else type(state).__name__
-        raise ValueError(
-            f"`state` must be an LMState whose `a` has shape (L, B, H) = {shape} "
-            f"(from lm_initial_state), got {got}."
-        )
+    check_step_state(
+        state,
+        LMState,
+        shape,
+        params.cell,
+        article="an",
+        layout="(L, B, H)",
+        origin="lm_initial_state",
+    )
     lstm = params.cell == "lstm"
-    if lstm != (state.c is not None) or (lstm and tuple(jnp.shape(state.c)) != shape):
-        got = None if state.c is None else tuple(jnp.shape(state.c))
-        raise ValueError(
-            f"`state.c` must be the (L, B, H) = {shape} cell states for cell='lstm' and None "
-            f"otherwise (from lm_initial_state), got {got} for cell={params.cell!r}."
-        )
     step = jax.vmap(functools.partial(stack_step, params.stack), in_axes=(1, 0), out_axes=(1, 0))
     carry, y = step((state.a, state.c) if lstm else state.a, y_prev)
     new = LMState(*carry) if lstm else LMState(carry)
@@ -410,8 +407,8 @@ def lm_step(
 
 def lm_initial_state(
     params: RNNParams,
-    seed: Int[Array, "B S"],
-    seed_lengths: Int[Array, " B"],
+    seed: Int[ArrayLike, "B S"],
+    seed_lengths: Int[ArrayLike, " B"],
     *,
     bos_id: int,
 ) -> tuple[LMState, Int[Array, " B"]]:

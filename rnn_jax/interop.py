@@ -916,17 +916,9 @@ def flax_module(params: RNNParams) -> Any:
     """
     check_params(params)
     register_flax_serialization()
-    return _flax_module_class()(
-        input_size=params.input_size,
-        hidden_size=params.hidden_size,
-        output_size=params.output_size,
-        num_layers=params.num_layers,
-        bidirectional=params.bidirectional,
-        activation=params.activation,
-        merge=params.merge,
-        token_inputs=params.token_inputs,
-        cell=params.cell,
-    )
+    # The configuration as stored in checkpoints, with the merge itself (a callable too)
+    # and the cell always named.
+    return _flax_module_class()(**{**params.config(), "merge": params.merge, "cell": params.cell})
 
 
 # --------------------------------------------------------------------------- gated cells

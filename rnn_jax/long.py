@@ -3,19 +3,32 @@
 The default training path already keeps only the hidden states for the backward pass
 (:mod:`rnn_jax.bptt`), ``T x B x H`` per layer. For very long sequences this module adds:
 
-- :func:`rnn_loss_remat`: the per-step softmax cross-entropy of a (deep, unidirectional)
-  RNN, computed chunk by chunk inside ``jax.checkpoint``: the forward keeps only the
-  state at each chunk boundary, the backward recomputes one chunk at a time. With chunks
-  of ``k = ceil(sqrt(T))`` steps the memory is ``O(sqrt(T) * B * H)`` instead of
-  ``O(T * B * H)``, for one extra forward pass. Same loss and same gradients as the full
-  computation (up to float rounding).
+- :func:`rnn_loss_remat`: the per-step softmax cross-entropy of an RNN, computed chunk by
+  chunk inside ``jax.checkpoint``: the forward keeps only the state at each chunk
+  boundary, the backward recomputes one chunk at a time. With chunks of
+  ``k = ceil(sqrt(T))`` steps the memory is ``O(sqrt(T) * B * H)`` instead of
+  ``O(T * B * H)``. Same loss and same gradients as the full computation (up to float
+  rounding). Unidirectional networks of any depth run one chunked scan (one extra
+  forward pass). One-layer *bidirectional* networks (any cell, any ``merge``) run three:
+  the forward direction's state at every chunk start (left to right), the backward
+  direction's state at every chunk end (right to left, each chunk read backwards), then
+  the loss, one chunk of both directions at a time from those states (two extra forward
+  passes)::
+
+      f[0] = 0;  f[i+1] = forward(chunk i, from f[i])          # kept: n states
+      b[n] = 0;  b[i]   = backward(chunk i, from b[i+1])       # kept: n states
+      loss = sum_i  CE(head(merge(forward(chunk i, f[i]), backward(chunk i, b[i+1]))))
+
+  (A deeper bidirectional stack would need every layer's outputs over the whole
+  sequence as the next layer's inputs, ``O(T)`` again, so it is rejected.)
 - :func:`truncated_bptt`: split the sequence into chunks, take one optimiser step per
   chunk, and carry the state into the next chunk through ``stop_gradient`` (gradients
   never cross a chunk boundary), the classic truncated BPTT of language models.
 
 Both run every cell of :func:`~rnn_jax.init_rnn`: the state carried from chunk to chunk
 is the cell's whole carry, ``h`` (``(L, B, H)``) or, for ``cell="lstm"``, the pair
-``(h, c)``, so chunked and one-shot runs compute the same thing.
+``(h, c)``, so chunked and one-shot runs compute the same thing. Masked steps (``lengths``
+or ``mask``) keep the state and add no loss, as everywhere in the library.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -26,10 +39,15 @@ Example:
     >>> loss = rnn_loss_remat(params, ids, labels, chunk_size=8)
     >>> loss.shape, bool(loss > 0)
     ((), True)
+    >>> bi = init_rnn(jax.random.key(0), 50, 16, 50, cell="gru", bidirectional=True,
+    ...               token_inputs=True)
+    >>> bool(jnp.isfinite(rnn_loss_remat(bi, ids, labels, jnp.array([30, 12]))))
+    True
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -39,8 +57,9 @@ import optax
 from jaxtyping import Array, Bool, Float, Int
 
 from rnn_jax._checks import positive_int
+from rnn_jax._optim import optimizer_step
 from rnn_jax.network import check_params
-from rnn_jax.params import RNNParams
+from rnn_jax.params import RNNParams, StackParams
 from rnn_jax.stack import check_batch, head_apply, stack_unroll
 
 __all__ = ["chunk_loss", "rnn_loss_remat", "truncated_bptt"]
@@ -62,10 +81,12 @@ def chunk_loss(
     layer loop (and optimisations) as :func:`rnn_jax.rnn_apply`.
 
     Args:
-        params: a unidirectional :class:`~rnn_jax.RNNParams`.
-        a_prev: the state of every layer before the chunk, ``(num_layers, B, H)`` (the
-            stacked-state layout ``(L * dirs, B, H)`` of :func:`rnn_jax.rnn_layers`); for
-            ``cell="lstm"`` the pair ``(h, c)`` of such arrays.
+        params: a :class:`~rnn_jax.RNNParams`.
+        a_prev: the state of every layer and direction where it starts reading the
+            chunk, ``(num_layers * directions, B, H)`` (the stacked-state layout of
+            :func:`rnn_jax.rnn_layers`): for a backward direction, its state after the
+            steps to the right of the chunk. For ``cell="lstm"`` the pair ``(h, c)`` of
+            such arrays.
         xs: the chunk's inputs, batch-major ``(B, K, D)`` or ids ``(B, K)``.
         labels: ``(B, K)`` integer classes.
         mask_tb: time-major validity ``(K, B)``.
@@ -82,15 +103,21 @@ def chunk_loss(
     return jnp.sum(jnp.where(mask_tb, ce, jnp.zeros_like(ce))), finals
 
 
-def _chunked(params, xs, labels, lengths, chunk_size):
+def _chunked(params, xs, labels, lengths, chunk_size, *, mask=None, bidirectional=False):
     """Validate, pad ``T`` to a multiple of ``chunk_size`` and split into chunks."""
     check_params(params)
-    if params.bidirectional:
+    if params.bidirectional and not bidirectional:
         raise ValueError(
             "`params` must be unidirectional: a backward direction needs the whole sequence, "
             "so it cannot be run chunk by chunk."
         )
-    xs, m, _, _ = check_batch(params.stack, xs, lengths)
+    if params.bidirectional and params.num_layers != 1:
+        raise ValueError(
+            "`params` must be unidirectional or a one-layer bidirectional network, got "
+            f"num_layers={params.num_layers} with bidirectional=True: layer 2 reads both "
+            "directions of layer 1 over the whole sequence, which O(sqrt(T)) memory cannot hold."
+        )
+    xs, m, _, _ = check_batch(params.stack, xs, lengths, mask)
     B, T = xs.shape[:2]
     if tuple(labels.shape) != (B, T):
         raise ValueError(
@@ -121,6 +148,7 @@ def rnn_loss_remat(
     labels: Int[Array, "B T"],
     lengths: Int[Array, " B"] | None = None,
     *,
+    mask: Bool[Array, "B T"] | Int[Array, "B T"] | None = None,
     chunk_size: int | None = None,
 ) -> Float[Array, ""]:
     """Mean per-step softmax cross-entropy over valid steps, in ``O(sqrt(T))`` memory.
@@ -128,32 +156,84 @@ def rnn_loss_remat(
     The same value as ``masked mean of softmax_cross_entropy(rnn_apply(params, xs,
     lengths), labels)``, and the same gradient, but the forward keeps only the states
     at chunk boundaries (``jax.checkpoint`` around each chunk); the backward recomputes
-    one chunk at a time.
+    one chunk at a time. A one-layer bidirectional network keeps the states of both
+    directions at the chunk boundaries (see the module docstring).
 
     Args:
-        params: a unidirectional :class:`~rnn_jax.RNNParams` (any depth).
+        params: a unidirectional :class:`~rnn_jax.RNNParams` (any depth), or a one-layer
+            bidirectional one (any merge); any cell.
         xs: ``(B, T, D)`` floats or ``(B, T)`` token ids.
         labels: ``(B, T)`` integer classes in ``[0, C)``.
         lengths: ``(B,)`` valid lengths, or ``None``.
+        mask: ``(B, T)`` boolean (or integer 0/1) validity instead of ``lengths``.
         chunk_size: steps per chunk; default ``ceil(sqrt(T))``.
 
     Returns:
         The scalar loss (0 when no step is valid).
     """
-    x_chunks, y_chunks, m_chunks, n_valid = _chunked(params, xs, labels, lengths, chunk_size)
-    B, H, L = x_chunks.shape[1], params.hidden_size, params.num_layers
-    zeros = jnp.zeros((L, B, H), params.layers[0][0].W_a.dtype)
-    a0 = (zeros, zeros) if params.cell == "lstm" else zeros
+    x_chunks, y_chunks, m_chunks, n_valid = _chunked(
+        params, xs, labels, lengths, chunk_size, mask=mask, bidirectional=True
+    )
+    if params.bidirectional:
+        losses = _bidirectional_losses(params, x_chunks, y_chunks, m_chunks)
+    else:
+        B, H, L = x_chunks.shape[1], params.hidden_size, params.num_layers
+        zeros = jnp.zeros((L, B, H), params.layers[0][0].W_a.dtype)
+        a0 = (zeros, zeros) if params.cell == "lstm" else zeros
 
-    @jax.checkpoint
-    def body(a_prev, chunk):
-        x, y, m = chunk
-        loss, a = chunk_loss(params, a_prev, x, y, m)
-        return a, loss
+        @jax.checkpoint
+        def body(a_prev, chunk):
+            x, y, m = chunk
+            loss, a = chunk_loss(params, a_prev, x, y, m)
+            return a, loss
 
-    _, losses = jax.lax.scan(body, a0, (x_chunks, y_chunks, m_chunks))
+        _, losses = jax.lax.scan(body, a0, (x_chunks, y_chunks, m_chunks))
     total = jnp.sum(losses)
     return total / jnp.maximum(n_valid, 1).astype(total.dtype)
+
+
+def _chunk_boundaries(stack: StackParams, carry0: Any, x_chunks: Array, m_chunks: Array) -> Any:
+    """The carry of a one-layer unidirectional ``stack`` before each chunk, ``(n, 1, B, H)``.
+
+    Each chunk runs under ``jax.checkpoint``, so the gradient keeps only these ``n``
+    states and recomputes a chunk's steps when it reaches it.
+    """
+    lstm = stack.cell == "lstm"
+
+    @jax.checkpoint
+    def body(carry, chunk):
+        x, m = chunk
+        h0, c0 = carry if lstm else (carry, None)
+        _, finals = stack_unroll(stack, x, m, h0, c0=c0, return_cell_state=lstm)
+        return finals, carry
+
+    return jax.lax.scan(body, carry0, (x_chunks, m_chunks))[1]
+
+
+def _bidirectional_losses(
+    params: RNNParams, x_chunks: Array, y_chunks: Array, m_chunks: Array
+) -> Float[Array, " N"]:
+    """Per-chunk summed losses of a one-layer bidirectional network (module docstring)."""
+    stack = params.stack
+    fwd, bwd = (dataclasses.replace(stack, layers=((p,),)) for p in stack.layers[0])
+    B, H = x_chunks.shape[1], params.hidden_size
+    zeros = jnp.zeros((1, B, H), params.layers[0][0].W_a.dtype)
+    carry0 = (zeros, zeros) if params.cell == "lstm" else zeros
+    # f[i]: the forward direction before chunk i; b[i]: the backward direction before
+    # (to the right of) chunk i, found by reading the chunks in reverse order, each
+    # reversed in time (masked steps keep the state, as in the one-shot reverse scan).
+    f_starts = _chunk_boundaries(fwd, carry0, x_chunks, m_chunks)
+    b_starts = _chunk_boundaries(bwd, carry0, x_chunks[::-1, :, ::-1], m_chunks[::-1, ::-1])
+    b_starts = jax.tree_util.tree_map(lambda s: s[::-1], b_starts)
+
+    @jax.checkpoint
+    def body(_, chunk):
+        x, y, m, f0, b0 = chunk
+        a_prev = jax.tree_util.tree_map(lambda f, b: jnp.concatenate([f, b]), f0, b0)
+        loss, _ = chunk_loss(params, a_prev, x, y, m)
+        return None, loss
+
+    return jax.lax.scan(body, None, (x_chunks, y_chunks, m_chunks, f_starts, b_starts))[1]
 
 
 def truncated_bptt(
@@ -223,8 +303,8 @@ def truncated_bptt(
         (loss, a), grads = jax.value_and_grad(mean_chunk_loss, has_aux=True)(
             params, jax.lax.stop_gradient(a_prev), x, y, m
         )
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state, a), loss
+        params, opt_state = optimizer_step(optimizer, grads, opt_state, params)
+        return (params, opt_state, a), loss
 
     (params, opt_state, a_last), losses = jax.lax.scan(
         body, (params, opt_state, a0), (x_chunks, y_chunks, m_chunks)

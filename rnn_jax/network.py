@@ -215,6 +215,20 @@ def rnn_layers(
     return jnp.swapaxes(h, 0, 1), finals
 
 
+def _top_outputs(params, xs, lengths, mask, a0, key, output_dropout, rates, options):
+    """Validate, then run the stack for a head: ``(h_tm (T, B, H_out), finals, mask)``.
+
+    The common part of :func:`rnn_apply` and :func:`rnn_classify` (``options``: ``unk_id``,
+    ``unroll``, ``backward``, ``lookup``).
+    """
+    all_rates = dict(rates, output_dropout=output_dropout)
+    xs, m, a0, _ = _prepare(
+        params, xs, lengths, mask, a0, (), key, all_rates, unk_id=options["unk_id"]
+    )
+    h, finals = _run(params, xs, m, a0, key, **options, **rates)
+    return h, finals, m
+
+
 def _output_dropout(h: Array, rate: float, key: Any) -> Array:
     if rate == 0.0:
         return h
@@ -255,20 +269,8 @@ def rnn_apply(
         ``(B, T, C)``.
     """
     rates = dict(dropout=dropout, input_dropout=input_dropout, recurrent_dropout=recurrent_dropout)
-    all_rates = dict(rates, output_dropout=output_dropout)
-    xs, m, a0, _ = _prepare(params, xs, lengths, mask, a0, (), key, all_rates, unk_id=unk_id)
-    h, _ = _run(
-        params,
-        xs,
-        m,
-        a0,
-        key,
-        unk_id=unk_id,
-        unroll=unroll,
-        backward=backward,
-        lookup=lookup,
-        **rates,
-    )
+    options = dict(unk_id=unk_id, unroll=unroll, backward=backward, lookup=lookup)
+    h, _, m = _top_outputs(params, xs, lengths, mask, a0, key, output_dropout, rates, options)
     # The head reads the time-major states (T, B, H_out) in place; only the small
     # (T, B, C) result is transposed.
     y_hat = head_apply(params.head, _output_dropout(h, output_dropout, key), output_activation)
@@ -354,20 +356,8 @@ def rnn_classify(
     if pool not in POOLS:
         raise ValueError(f"`pool` must be one of {POOLS}, got {pool!r}.")
     rates = dict(dropout=dropout, input_dropout=input_dropout, recurrent_dropout=recurrent_dropout)
-    all_rates = dict(rates, output_dropout=output_dropout)
-    xs, m, a0, _ = _prepare(params, xs, lengths, mask, a0, (), key, all_rates, unk_id=unk_id)
-    h, finals = _run(
-        params,
-        xs,
-        m,
-        a0,
-        key,
-        unk_id=unk_id,
-        unroll=unroll,
-        backward=backward,
-        lookup=lookup,
-        **rates,
-    )
+    options = dict(unk_id=unk_id, unroll=unroll, backward=backward, lookup=lookup)
+    h, finals, m = _top_outputs(params, xs, lengths, mask, a0, key, output_dropout, rates, options)
     if pool != "last":
         a_final = _pool(h, m, pool)
     elif params.bidirectional:

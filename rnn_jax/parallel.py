@@ -58,6 +58,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from jaxtyping import Array
 
+from rnn_jax._optim import optimizer_step
 from rnn_jax.train import LossFn, TrainState, all_finite
 
 __all__ = [
@@ -195,8 +196,7 @@ def make_parallel_train_step(
         grads = jax.tree_util.tree_map(combine, grads)
         loss = combine(loss)
         aux = {k: combine(jnp.asarray(v)) for k, v in dict(aux).items()}
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        params, opt_state = optimizer_step(optimizer, grads, state.opt_state, state.params)
         # As make_train_step: a non-finite step is skipped (the same on every device, since
         # loss, gradients and parameters are replicated after the sums).
         finite = all_finite((loss, grads, params))

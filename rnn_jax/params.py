@@ -248,7 +248,8 @@ class RNNParams:
 
     Attributes:
         layers: ``layers[l][d]`` is the :class:`LayerParams` of layer ``l`` and direction
-            ``d`` (0 forward, 1 backward). Layer ``l > 0`` reads the merged outputs of
+            ``d`` (0 forward, 1 backward) (for ``cell="gru"``/``"lstm"`` the gated
+            cell's layer type of :mod:`rnn_jax.cells`). Layer ``l > 0`` reads the merged outputs of
             layer ``l - 1``.
         head: the output layer :class:`HeadParams`.
         activation: hidden activation ``g``: ``"tanh"`` or ``"relu"``.
@@ -261,7 +262,9 @@ class RNNParams:
             :data:`CELLS`).
     """
 
-    layers: tuple[tuple[LayerParams, ...], ...]
+    # LayerParams for the classic cell; the gated cells' own NamedTuples (rnn_jax.cells,
+    # which imports this module) otherwise, so the element type cannot be named here.
+    layers: tuple[tuple[Any, ...], ...]
     head: HeadParams
     activation: str = "tanh"
     merge: str | Callable[[Array, Array], Array] = "concat"
@@ -433,7 +436,7 @@ def init_rnn(
     num_layers: int = 1,
     bidirectional: bool = False,
     activation: str = "tanh",
-    merge: str = "concat",
+    merge: str | Callable[[Array, Array], Array] = "concat",
     token_inputs: bool = False,
     recurrent_init: str | Initializer = "orthogonal",
     input_init: str | Initializer = "glorot_uniform",

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from rnn_jax._checks import check_inputs, lengths_to_mask, resolve_mask
 from rnn_jax._projection import check_options, input_projection, input_term
@@ -42,10 +42,8 @@ __all__ = [
     "rnn_unroll",
 ]
 
-Inputs = Float[Array, "B T D"] | Int[Array, "B T"]
 
-
-def cast_state(name: str, a: Array, dtype: object, shape: tuple[int, ...]) -> Array:
+def cast_state(name: str, a: ArrayLike, dtype: object, shape: tuple[int, ...]) -> Array:
     """An initial state checked for shape and cast to the parameters' float ``dtype``.
 
     A float state of another precision is cast (``lax.scan`` needs one carry dtype); an
@@ -122,11 +120,11 @@ def recurrence(
 
 def rnn_unroll(
     layer: LayerParams,
-    xs: Inputs,
-    lengths: Int[Array, " B"] | None = None,
+    xs: Float[ArrayLike, "B T D"] | Int[ArrayLike, "B T"],
+    lengths: Int[ArrayLike, " B"] | None = None,
     *,
-    a0: Float[Array, "B H"] | None = None,
-    mask: Bool[Array, "B T"] | None = None,
+    a0: Float[ArrayLike, "B H"] | None = None,
+    mask: Bool[ArrayLike, "B T"] | Int[ArrayLike, "B T"] | None = None,
     reverse: bool = False,
     activation: str | Callable[[Array], Array] = "tanh",
     unroll: int | bool = 1,
@@ -142,7 +140,7 @@ def rnn_unroll(
             ``t < lengths[b]``. ``None``: every step is valid.
         a0: initial state ``(B, H)``; zeros if ``None`` (a float state of another dtype
             is cast to the parameters' dtype).
-        mask: a boolean ``(B, T)`` mask instead of ``lengths``.
+        mask: a boolean (or 0/1 integer) ``(B, T)`` mask instead of ``lengths``.
         reverse: run from the last step to the first (over the valid part of each
             sequence: padded steps at the end keep the initial state).
         activation: ``g``.

@@ -80,7 +80,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from rnn_jax._checks import check_inputs, check_lengths, lengths_to_mask, positive_int
 from rnn_jax.attention import ATTENTIONS, AttentionParams, attend, init_attention, project_keys
@@ -90,12 +90,11 @@ from rnn_jax.params import (
     CELLS,
     GATE_INITS,
     HeadParams,
-    LayerParams,
     StackParams,
     init_head,
     init_layer,
 )
-from rnn_jax.stack import head_apply, stack_step, stack_unroll
+from rnn_jax.stack import check_step_state, head_apply, stack_step, stack_unroll
 
 __all__ = [
     "BRIDGES",
@@ -141,8 +140,9 @@ class Seq2SeqParams:
             (``W_y (V_tgt, H_dec + C)``).
     """
 
-    encoder: tuple[tuple[LayerParams, ...], ...]
-    decoder: tuple[LayerParams, ...]
+    # LayerParams for the classic cell, the gated cells' layer types (rnn_jax.cells) else.
+    encoder: tuple[tuple[Any, ...], ...]
+    decoder: tuple[Any, ...]
     head: HeadParams
     bridge: tuple[HeadParams, ...] = ()
     activation: str = "tanh"
@@ -431,8 +431,8 @@ def _decoder_stack(params: Seq2SeqParams) -> StackParams:
 
 def encode(
     params: Seq2SeqParams,
-    src: Int[Array, "B T_x"],
-    src_lengths: Int[Array, " B"],
+    src: Int[ArrayLike, "B T_x"],
+    src_lengths: Int[ArrayLike, " B"],
     *,
     return_cell_state: bool = False,
     return_memory: bool = False,
@@ -483,7 +483,7 @@ def decoder_initial_state(
     c: Float[Array, "L_enc B C"] | tuple[Float[Array, "L_enc B C"], Float[Array, "L_enc B C"]],
     *,
     memory: Float[Array, "B T_x C"] | None = None,
-    src_lengths: Int[Array, " B"] | None = None,
+    src_lengths: Int[ArrayLike, " B"] | None = None,
 ) -> DecoderState:
     """``a_l<0>`` of every decoder layer from the encoder's ``c_l`` (the bridge).
 
@@ -565,7 +565,7 @@ def _with_memory(
 
 
 def start_decoding(
-    params: Seq2SeqParams, src: Int[Array, "B T_x"], src_lengths: Int[Array, " B"]
+    params: Seq2SeqParams, src: Int[ArrayLike, "B T_x"], src_lengths: Int[ArrayLike, " B"]
 ) -> DecoderState:
     """Encode ``src`` and build the decoder's initial state, for every configuration.
 
@@ -594,20 +594,15 @@ def _context_term(
 
 def _check_state(params: Seq2SeqParams, state: DecoderState, B: int) -> None:
     shape = (len(params.decoder), B, params.decoder_hidden_size)
-    if not isinstance(state, DecoderState) or tuple(jnp.shape(state.a)) != shape:
-        got = tuple(jnp.shape(state.a)) if isinstance(state, DecoderState) else type(state).__name__
-        raise ValueError(
-            f"`state` must be a DecoderState whose `a` has shape (L_dec, B, H_dec) = {shape} "
-            f"(from decoder_initial_state), got {got}."
-        )
-    lstm = params.cell == "lstm"
-    if (state.c is not None) != lstm or (lstm and tuple(jnp.shape(state.c)) != shape):
-        got = None if state.c is None else tuple(jnp.shape(state.c))
-        raise ValueError(
-            f"`state.c` must be the (L_dec, B, H_dec) = {shape} cell states for cell='lstm' "
-            f"and None otherwise (from decoder_initial_state), got {got} for "
-            f"cell={params.cell!r}."
-        )
+    check_step_state(
+        state,
+        DecoderState,
+        shape,
+        params.cell,
+        article="a",
+        layout="(L_dec, B, H_dec)",
+        origin="decoder_initial_state",
+    )
 
 
 def decoder_step(
@@ -684,7 +679,7 @@ def _attention_apply(
     return jnp.swapaxes(outs, 0, 1), jnp.swapaxes(ws, 0, 1)
 
 
-def shift_right(tgt: Int[Array, "B T_y"], bos_id: int) -> Int[Array, "B T_y"]:
+def shift_right(tgt: Int[ArrayLike, "B T_y"], bos_id: int) -> Int[Array, "B T_y"]:
     """The teacher-forced decoder input: ``[<BOS>, y<1>, ..., y<T_y - 1>]``.
 
     Example:
@@ -698,10 +693,10 @@ def shift_right(tgt: Int[Array, "B T_y"], bos_id: int) -> Int[Array, "B T_y"]:
 
 def seq2seq_apply(
     params: Seq2SeqParams,
-    src: Int[Array, "B T_x"],
-    src_lengths: Int[Array, " B"],
-    tgt_in: Int[Array, "B T_y"],
-    tgt_lengths: Int[Array, " B"],
+    src: Int[ArrayLike, "B T_x"],
+    src_lengths: Int[ArrayLike, " B"],
+    tgt_in: Int[ArrayLike, "B T_y"],
+    tgt_lengths: Int[ArrayLike, " B"],
     *,
     return_attention: bool = False,
 ) -> Float[Array, "B T_y V"] | tuple[Float[Array, "B T_y V"], Float[Array, "B T_y T_x"]]:
@@ -766,10 +761,10 @@ def seq2seq_apply(
 
 def seq2seq_loss(
     params: Seq2SeqParams,
-    src: Int[Array, "B T_x"],
-    src_lengths: Int[Array, " B"],
-    tgt: Int[Array, "B T_y"],
-    tgt_lengths: Int[Array, " B"],
+    src: Int[ArrayLike, "B T_x"],
+    src_lengths: Int[ArrayLike, " B"],
+    tgt: Int[ArrayLike, "B T_y"],
+    tgt_lengths: Int[ArrayLike, " B"],
     *,
     bos_id: int,
     reduction: str = "mean",

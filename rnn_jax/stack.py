@@ -56,6 +56,7 @@ from rnn_jax.recurrence import cast_state, recurrence
 __all__ = [
     "check_batch",
     "check_stack",
+    "check_step_state",
     "head_apply",
     "merge_directions",
     "stack_step",
@@ -129,6 +130,38 @@ def check_stack(stack: StackParams, *, name: str = "params") -> None:
                     f"`{name}.layers[{l}][{d}].W_a` must have shape (H, H + D) = ({H}, {H + D_l}), "
                     f"got {tuple(p.W_a.shape)}."
                 )
+
+
+def check_step_state(
+    state: Any,
+    state_type: type,
+    shape: tuple[int, ...],
+    cell: str,
+    *,
+    article: str,
+    layout: str,
+    origin: str,
+) -> None:
+    """Check the state of a step function (``LMState``, ``DecoderState``).
+
+    ``state`` must be a ``state_type`` whose ``a`` has ``shape`` (written ``layout`` in the
+    message, after ``article``) and whose ``c`` holds the LSTM's cell states of the same shape exactly when
+    ``cell == "lstm"`` (``None`` otherwise); ``origin`` names the function that builds it.
+    """
+    name = state_type.__name__
+    if not isinstance(state, state_type) or tuple(jnp.shape(state.a)) != shape:
+        got = tuple(jnp.shape(state.a)) if isinstance(state, state_type) else type(state).__name__
+        raise ValueError(
+            f"`state` must be {article} {name} whose `a` has shape {layout} = {shape} "
+            f"(from {origin}), got {got}."
+        )
+    lstm = cell == "lstm"
+    if (state.c is not None) != lstm or (lstm and tuple(jnp.shape(state.c)) != shape):
+        got = None if state.c is None else tuple(jnp.shape(state.c))
+        raise ValueError(
+            f"`state.c` must be the {layout} = {shape} cell states for cell='lstm' and None "
+            f"otherwise (from {origin}), got {got} for cell={cell!r}."
+        )
 
 
 def _dtype(stack: StackParams) -> Any:

@@ -57,13 +57,15 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from jaxtyping import Array, Int
+
+from rnn_jax._optim import optimizer_step
 
 if TYPE_CHECKING:
     from rnn_jax.progress import ProgressBar
@@ -83,6 +85,7 @@ __all__ = [
     "fit",
     "init_train_state",
     "make_train_step",
+    "optimizer_step",
 ]
 
 PyTree = Any
@@ -202,9 +205,9 @@ def default_optimizer(
     Example:
         >>> import jax.numpy as jnp
         >>> opt = default_optimizer(1e-2, clip_norm=1.0)
-        >>> state = opt.init(jnp.zeros(2))
-        >>> updates, _ = opt.update(jnp.array([300.0, 400.0]), state, jnp.zeros(2))
-        >>> updates.shape
+        >>> params = jnp.zeros(2)
+        >>> params, state = optimizer_step(opt, jnp.array([300.0, 400.0]), opt.init(params), params)
+        >>> params.shape
         (2,)
     """
     if not learning_rate > 0:
@@ -279,8 +282,7 @@ def make_train_step(
             return out if has_aux else (out, {})
 
         (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        params, opt_state = optimizer_step(optimizer, grads, state.opt_state, state.params)
         finite = all_finite((loss, grads, params))
         keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
         params = jax.tree_util.tree_map(keep, params, state.params)
@@ -438,6 +440,7 @@ class FitResult:
     last_step: int = 0
 
 
+@runtime_checkable
 class CheckpointerLike(Protocol):
     """What :func:`fit` needs of a checkpointer (:class:`rnn_jax.checkpoint.Checkpointer`)."""
 
@@ -459,6 +462,7 @@ class CheckpointerLike(Protocol):
     def restore(self, template: TrainState, step: Any = None) -> tuple[TrainState, dict]: ...
 
 
+@runtime_checkable
 class MetricsLoggerLike(Protocol):
     """What :func:`fit` needs of a logger (:class:`rnn_jax.progress.MetricsLogger`)."""
 

@@ -1,7 +1,26 @@
-"""Test configuration: strict rank promotion (and strict dtype promotion where it applies).
+"""Test configuration: strict rank promotion; strict dtype promotion for the library's tests.
 
-jaxtyping annotations of ``rnn_jax`` are checked at run time in the tests (beartype), by
-``--jaxtyping-packages`` in ``[tool.pytest.ini_options]`` of pyproject.toml.
+jaxtyping annotations of the whole ``rnn_jax`` package are checked at run time in the
+tests (beartype), by ``--jaxtyping-packages`` in ``[tool.pytest.ini_options]`` of
+pyproject.toml.
+
+Dtype promotion is strict (``jax_numpy_dtype_promotion="strict"``: no implicit
+promotion, not even of a Python float with an integer array) in every test of the
+library and its doctests (the autouse fixture ``_dtype_promotion``). Optax (0.2.8) itself
+mixes a Python float with its int32 step count in Adam's bias correction; the library's
+training steps therefore call Optax through :func:`rnn_jax._optim.optimizer_step`
+(standard promotion inside Optax only), and a test that calls ``optimizer.update``
+directly takes the ``standard_dtypes`` fixture. Standard promotion stays, for now, for
+the experiments (``experiments/``, ``tests/test_experiments_*``) and for
+``rnn_jax.parallel``/``rnn_jax.distributed`` and their tests, whose train step still calls
+``optimizer.update`` itself (:data:`_STANDARD_PROMOTION`).
+
+The library validates its inputs itself (a ``ValueError`` naming the argument, what was
+expected and what arrived). A call that a test makes *in order to* see that error
+(``with pytest.raises(ValueError)`` or ``TypeError``) would otherwise meet the runtime
+type check first (a ``jaxtyping.TypeCheckError`` about the annotation) and never reach
+the validation under test; inside such a block the runtime type check is off (see
+``_OwnValidation``). Everywhere else every annotated function of ``rnn_jax`` is checked.
 """
 
 import os
@@ -18,12 +37,60 @@ if os.environ.get("RNN_JAX_TEST_OPTIMIZED", "0") != "1":
     os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 import jax  # noqa: E402
+import jaxtyping  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
-# Strict dtype promotion is not global: optax itself (adam's bias correction) mixes a
-# Python float with its int32 step count. Tests opt in with the `strict_dtypes` fixture.
+
+#: Files whose tests (or doctests) run with standard dtype promotion (see above).
+_STANDARD_PROMOTION = frozenset(
+    {"test_parallel.py", "test_distributed.py", "test_launch.py", "parallel.py", "distributed.py"}
+)
+
+
+@pytest.fixture(autouse=True)
+def _dtype_promotion(request):
+    path = request.node.path
+    standard = (
+        path.name in _STANDARD_PROMOTION
+        or path.name.startswith("test_experiments_")
+        or "experiments" in path.parts
+    )
+    with jax.numpy_dtype_promotion("standard" if standard else "strict"):
+        yield
+
+
+class _OwnValidation:
+    """``pytest.raises(ValueError/TypeError)`` with the runtime type check off inside it."""
+
+    def __init__(self, raises_context):
+        self._context = raises_context
+        self._was_disabled = False
+
+    def __enter__(self):
+        self._was_disabled = jaxtyping.config.jaxtyping_disable
+        jaxtyping.config.update("jaxtyping_disable", True)
+        return self._context.__enter__()
+
+    def __exit__(self, *exc_info):
+        jaxtyping.config.update("jaxtyping_disable", self._was_disabled)
+        return self._context.__exit__(*exc_info)
+
+
+_pytest_raises = pytest.raises
+
+
+def _raises(expected_exception, *args, **kwargs):
+    context = _pytest_raises(expected_exception, *args, **kwargs)
+    expected = (
+        expected_exception if isinstance(expected_exception, tuple) else (expected_exception,)
+    )
+    own = any(isinstance(e, type) and issubclass(e, ValueError | TypeError) for e in expected)
+    return _OwnValidation(context) if own and not args else context
+
+
+pytest.raises = _raises
 
 settings.register_profile(
     "ci",
@@ -36,7 +103,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 @pytest.fixture
 def strict_dtypes():
-    """Run a test with ``jax_numpy_dtype_promotion="strict"`` (no implicit promotion)."""
+    """Strict dtype promotion (the default of the test run; kept explicit where a test
+    is about it)."""
     with jax.numpy_dtype_promotion("strict"):
         yield
 
@@ -50,6 +118,13 @@ def optimized():
     yield
     jax.config.update("jax_disable_most_optimizations", previous)
     jax.clear_caches()
+
+
+def standard_dtypes():
+    """Standard dtype promotion, for a test that calls Optax's ``update`` directly
+    (Optax mixes a Python float with its int32 step count)."""
+    with jax.numpy_dtype_promotion("standard"):
+        yield
 
 
 @pytest.fixture

@@ -13,12 +13,7 @@ import pytest
 from experiments.genes import data as gdata
 from experiments.genes.__main__ import genbank_overrides
 from experiments.genes.baselines import CodonLogistic, codon_ids, orf_coding
-from experiments.genes.models import (
-    bidirectional_loss_remat,
-    make_model,
-    parse_model_name,
-    sequence_loss,
-)
+from experiments.genes.models import make_model, parse_model_name, sequence_loss
 from experiments.genes.task import EXPERIMENT, ORF_LENGTHS, base_scores, gene_recall
 
 STOPS = ("TAA", "TAG", "TGA")
@@ -189,8 +184,6 @@ def test_bidirectional_remat_matches_full_backprop():
     np.testing.assert_allclose(float(full), float(remat), rtol=1e-6)
     for a, b in zip(jax.tree.leaves(g_full), jax.tree.leaves(g_remat), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
-    with pytest.raises(ValueError, match="`params` must be a one-layer bidirectional"):
-        bidirectional_loss_remat(make_model("lstm", 4).init(jax.random.key(0)), ids, labels)
     with pytest.raises(ValueError, match="`mode`"):
         sequence_loss(params, ids, labels, mode="truncated")
 

@@ -1113,7 +1113,7 @@ def test_from_torch_gated_network_matches_torch_on_packed_sequences(torch, kind)
 
     def loss(xs_):
         a, last = rnn_layers(params, xs_, lengths)
-        return jnp.sum(a * w * m[:, :, None]) + jnp.sum(last**2)
+        return jnp.sum(a * w * m[:, :, None].astype(a.dtype)) + jnp.sum(last**2)
 
     gx = np.asarray(jax.grad(loss)(jnp.asarray(xs)))
     np.testing.assert_allclose(gx[m], x.grad.numpy()[m], atol=ATOL)

@@ -301,7 +301,7 @@ def test_second_call_does_not_retrace():
     f(jax.tree_util.tree_map(lambda x: x + 1.0, params), xs, jnp.array([1, 2, 3]))
 
 
-def test_optax_updates_the_stacked_parameters():
+def test_optax_updates_the_stacked_parameters(standard_dtypes):
     params = init_rnn(jax.random.key(0), 4, 5, 2, num_layers=2, bidirectional=True)
     xs = jax.random.normal(jax.random.key(1), (3, 6, 4))
     opt = optax.adam(1e-2)

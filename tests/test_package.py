@@ -17,7 +17,7 @@ import rnn_jax as rj
 PACKAGE = Path(rj.__file__).parent
 MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
 CORE = {
-    "_activations", "_checks", "_projection", "_sharding", "bptt", "cell", "cells", "ctc",
+    "_activations", "_checks", "_optim", "_projection", "_sharding", "bptt", "cell", "cells", "ctc",
     "generate", "long", "lookup", "losses", "metrics", "network", "params", "recurrence",
     "seq2seq", "stack",
 }  # fmt: skip
@@ -104,10 +104,10 @@ def test_public_annotations_accept_numpy_arrays_and_integer_masks():
     """The annotations of network, losses and metrics are true on valid calls: NumPy arrays
     (not only jax.Array), integer 0/1 masks, bool labels for the binary metrics.
 
-    The public modules are not in ``--jaxtyping-packages``: there a bad shape must raise
-    the ``ValueError`` naming the argument (the tests pin those messages), which a
-    run-time type checker would preempt with its own ``TypeCheckError``. A wrong
-    annotation is caught here instead, by checking every valid call.
+    The whole package is in ``--jaxtyping-packages`` (see
+    :func:`test_the_test_run_checks_annotations_and_dtype_promotion`); this test pins
+    the valid calls that matter most explicitly, wrapped once more so that it holds under
+    any test configuration.
     """
     import jax
     import numpy as np
@@ -144,3 +144,33 @@ def test_public_annotations_accept_numpy_arrays_and_integer_masks():
         _checked(metrics.binary_confusion_counts)(*binary, from_logits=True, **kw)
         _checked(metrics.binary_confusion_counts)(labels.astype(bool), *binary[1:], **kw)
         _checked(metrics.binary_precision_recall_f1)(labels, *args[1:], **kw)
+
+
+def test_the_test_run_checks_annotations_and_dtype_promotion():
+    """Issue 10, item 9: every annotated function of rnn_jax is type-checked at run time
+    in the tests, and the library's tests run with strict dtype promotion."""
+    import tomllib
+
+    import jax
+    import jax.numpy as jnp
+    import jaxtyping
+
+    from rnn_jax.cell import rnn_cell
+
+    pyproject = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
+    addopts = pyproject["tool"]["pytest"]["ini_options"]["addopts"].split()
+    assert "--jaxtyping-packages=rnn_jax,beartype.beartype" in addopts
+    layer = rj.init_layer(5, 4, key=jax.random.key(0))
+    try:  # a module outside the four checked before: a wrong shape meets the checker
+        rnn_cell(layer, jnp.zeros((1, 4)), jnp.ones(5))
+    except jaxtyping.TypeCheckError as e:
+        assert "a_prev" in str(e)
+    else:
+        raise AssertionError("rnn_jax.cell.rnn_cell is not type-checked in the test run")
+    assert jax.config.jax_numpy_dtype_promotion == "strict"
+    try:
+        jnp.ones(2, jnp.int32) * 0.5
+    except jax.dtypes.TypePromotionError:
+        pass
+    else:
+        raise AssertionError("dtype promotion is not strict in the test run")

@@ -16,6 +16,7 @@ from rnn_jax import (
     split_layer,
     stack_layer,
 )
+from rnn_jax.train import optimizer_step
 
 
 def _normal_bias(key, shape, dtype):
@@ -194,8 +195,7 @@ def test_seeds_trained_in_one_jit_vmap_program_equal_separate_runs():
         def step(carry, _):
             p, s = carry
             g = jax.grad(loss)(p)
-            u, s = opt.update(g, s, p)
-            return (optax.apply_updates(p, u), s), None
+            return optimizer_step(opt, g, s, p), None
 
         (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=5)
         return params

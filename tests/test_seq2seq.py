@@ -19,6 +19,7 @@ from rnn_jax.seq2seq import (
     seq2seq_loss,
     shift_right,
 )
+from rnn_jax.train import optimizer_step
 
 V_SRC, V_TGT, BOS, EOS = 13, 11, 2, 3
 
@@ -205,8 +206,8 @@ def test_learns_to_reverse_short_sequences():
         loss, g = jax.value_and_grad(seq2seq_loss)(
             params, x, jnp.full((B,), 3), y, jnp.full((B,), 4), bos_id=BOS
         )
-        updates, opt_state = opt.update(g, opt_state)
-        return optax.apply_updates(params, updates), opt_state, loss
+        params, opt_state = optimizer_step(opt, g, opt_state, params)
+        return params, opt_state, loss
 
     for _ in range(250):
         params, opt_state, loss = step(params, opt_state, *data(32))

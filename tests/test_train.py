@@ -42,7 +42,7 @@ def _trees_equal(a, b) -> bool:
 
 
 # ----------------------------------------------------------------------------- optimizer
-def test_default_optimizer_matches_clip_then_adam_with_schedule():
+def test_default_optimizer_matches_clip_then_adam_with_schedule(standard_dtypes):
     opt = default_optimizer(1e-2, clip_norm=1.0, warmup_steps=3, total_steps=10)
     schedule = optax.warmup_cosine_decay_schedule(0.0, 1e-2, 3, 10, 1e-3)
     ref = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
@@ -56,7 +56,7 @@ def test_default_optimizer_matches_clip_then_adam_with_schedule():
         np.testing.assert_array_equal(np.asarray(u), np.asarray(u_ref))
 
 
-def test_default_optimizer_clipping_bounds_the_gradient_seen_by_adam():
+def test_default_optimizer_clipping_bounds_the_gradient_seen_by_adam(standard_dtypes):
     # With clipping, a huge gradient enters Adam's moments with norm <= 1.
     opt = default_optimizer(1e-3, clip_norm=1.0)
     state = opt.init(jnp.zeros(2))
