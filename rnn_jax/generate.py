@@ -237,7 +237,7 @@ def sample(
     max_len: int,
     eos_id: int | None,
     key: jax.Array,
-    temperature: float = 1.0,
+    temperature: float | Float[Array, ""] = 1.0,
     top_k: int | None = None,
     pad_id: int = 0,
 ) -> tuple[Int[Array, "B max_len"], Int[Array, " B"]]:
@@ -334,7 +334,7 @@ def beam_search(
     beam_width: int,
     max_len: int,
     eos_id: int | None,
-    alpha: float = 0.0,
+    alpha: float | Float[Array, ""] = 0.0,
     pad_id: int = 0,
 ) -> BeamSearchResult:
     """Beam search with length normalisation, jitted, fixed shapes ``(B, k, max_len)``.

@@ -168,7 +168,9 @@ def masked_softmax_cross_entropy(
 
 
 def masked_sigmoid_binary_cross_entropy(
-    logits: Float[ArrayLike, "*positions"] | Float[ArrayLike, "*positions 1"],
+    # ``(*positions)`` or ``(*positions, 1)``: not bound here (a union would bind
+    # ``*positions`` to the logits' full shape); the shapes are checked in the body.
+    logits: Float[ArrayLike, "..."],
     labels: BinaryLabels,
     lengths: Int[ArrayLike, " B"] | None = None,
     *,

@@ -75,6 +75,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import typing
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -113,6 +114,9 @@ __all__ = [
 BRIDGES = ("concat", "project")
 
 
+# Not run-time type-checked in the tests: JAX and Orbax rebuild a pytree node with any leaves
+# (Orbax's ``SaveArgs`` stand in for the empty ``bridge``, ``ShapeDtypeStruct``s for arrays).
+@typing.no_type_check
 @dataclasses.dataclass(frozen=True)
 class Seq2SeqParams:
     """Parameters of an encoder–decoder RNN (a pytree; configuration is static).

@@ -432,7 +432,9 @@ class Vocabulary:
             ids.append(self.eos_id)
         return np.asarray(ids, dtype=np.int32)
 
-    def decode(self, ids: Sequence[int] | np.ndarray, *, strip_special: bool = True) -> list[str]:
+    def decode(
+        self, ids: Sequence[int] | np.ndarray | Array, *, strip_special: bool = True
+    ) -> list[str]:
         """Maps ids back to tokens.
 
         With ``strip_special`` the padding, begin/end and extra reserved specials are dropped;
@@ -485,8 +487,8 @@ class Vocabulary:
 
     def decode_batch(
         self,
-        ids: Int[np.ndarray, "B T"],
-        lengths: Int[np.ndarray, " B"] | None = None,
+        ids: Int[np.ndarray, "B T"] | Int[Array, "B T"],
+        lengths: Int[np.ndarray, " B"] | Int[Array, " B"] | None = None,
         *,
         strip_special: bool = True,
     ) -> list[list[str]]:

@@ -120,6 +120,7 @@ def optimized():
     jax.clear_caches()
 
 
+@pytest.fixture
 def standard_dtypes():
     """Standard dtype promotion, for a test that calls Optax's ``update`` directly
     (Optax mixes a Python float with its int32 step count)."""

@@ -62,7 +62,7 @@ def test_scan_signature_needs_no_adapter():
     a = jnp.zeros(4)
     for t in range(6):
         a, y = rnn_cell(p, a, xs[t])
-        np.testing.assert_allclose(y_hats[t], y, rtol=1e-6)
+        np.testing.assert_allclose(y_hats[t], y, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(a_T, a, rtol=1e-6)
     # vmap over a batch of examples.
     a_b, y_b = jax.vmap(partial(rnn_cell, p))(jnp.zeros((2, 4)), xs[:2])
