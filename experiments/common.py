@@ -1200,3 +1200,69 @@ def train_seq2seq(
 
     return train_logged(config, loss_fn, epoch_batches, params=params, keys=keys,
                         num_train=len(src_ids), weight_fn=target_tokens, **train_logged_kwargs)  # fmt: skip
+
+
+# --------------------------------------------------------------------------- sequence-to-sequence
+# What the two encoder-decoder experiments (dates, translate) share besides the training loop
+# (:func:`train_seq2seq`): their data's vocabulary pair, the best checkpoint and the commands.
+
+__all__ += ["PairData", "evaluate_stored", "restore_best", "train_then_evaluate"]
+
+
+@dataclasses.dataclass
+class PairData:
+    """Source/target pairs per split with the two vocabularies (subclassed per experiment)."""
+
+    src_vocab: Any
+    tgt_vocab: Any
+    splits: dict[str, list[Any]]
+
+    @property
+    def vocabs(self) -> tuple[Any, Any]:
+        return (self.src_vocab, self.tgt_vocab)
+
+    @property
+    def num_train(self) -> int:
+        return len(self.splits["train"])
+
+
+def restore_best(
+    config: Any, init: Callable[[Any], Any], best: Best, *, experiment: str, workdir: Path
+) -> Any:
+    """The best checkpoint's parameters of a one-model run directory (``init(key)`` builds
+    the template from the run's seed)."""
+    keys = make_keys(config.train.seed)
+    template = train_template(config, init(keys.init), keys)
+    checkpointer = make_checkpointer(workdir, checkpoint_config(config), best, read_only=True)
+    return restore_best_params(checkpointer, template, experiment=experiment, workdir=workdir)
+
+
+def train_then_evaluate(
+    run: Any,
+    experiment: str,
+    load_data: Callable[..., Any],
+    vocab_files: Sequence[str],
+    train: Callable[[Any, Any, Path], dict[str, Any]],
+    evaluate: Callable[[Any, Any, Path], dict[str, Any]],
+    format_results: Callable[[dict[str, Any]], str],
+) -> int:
+    """``train`` (resuming), then ``evaluate``: a one-model experiment's ``train`` command."""
+    data = start_training(run, experiment, load_data, vocab_files)
+    summary = train(run.config, data, run.workdir)
+    results = evaluate(run.config, data, run.workdir)
+    results["train"] = summary
+    return finish(run.workdir, results, format_results(results))
+
+
+def evaluate_stored(
+    run: Any,
+    config_cls: type,
+    experiment: str,
+    load_data: Callable[[Any], Any],
+    evaluate: Callable[[Any, Any, Path], dict[str, Any]],
+    format_results: Callable[[dict[str, Any]], str],
+) -> int:
+    """An ``eval`` command: the stored configuration, ``load_data(config)``, ``evaluate``."""
+    config = stored_config(run.workdir, config_cls, experiment, run.overrides)
+    results = evaluate(config, load_data(config), run.workdir)
+    return finish(run.workdir, results, format_results(results))

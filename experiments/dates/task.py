@@ -70,21 +70,10 @@ VOCAB_FILES = ("src_vocab.json", "tgt_vocab.json")
 
 
 @dataclasses.dataclass
-class Data:
+class Data(common.PairData):
     """Date pairs per split and the two character vocabularies."""
 
-    src_vocab: Vocabulary
-    tgt_vocab: Vocabulary
-    splits: dict[str, list[tuple[str, str]]]
     dropped_overlap: dict[str, int]
-
-    @property
-    def vocabs(self) -> tuple[Vocabulary, Vocabulary]:
-        return (self.src_vocab, self.tgt_vocab)
-
-    @property
-    def num_train(self) -> int:
-        return len(self.splits["train"])
 
     def describe(self) -> str:
         n = {k: len(v) for k, v in self.splits.items()}
@@ -216,14 +205,8 @@ def load_vocabs(workdir: Path) -> tuple[Vocabulary, Vocabulary]:
 
 
 def best_params(config: DatesConfig, data: Data, workdir: Path) -> Seq2SeqParams:
-    keys = common.make_keys(config.train.seed)
-    template = common.train_template(config, make_model(config.model, data).init(keys.init), keys)
-    return common.restore_best_params(
-        _checkpointer(config, workdir, read_only=True),
-        template,
-        experiment="dates",
-        workdir=workdir,
-    )
+    init = make_model(config.model, data).init
+    return common.restore_best(config, init, BEST, experiment="dates", workdir=workdir)
 
 
 # --------------------------------------------------------------------------- training
@@ -337,18 +320,18 @@ def format_results(results: dict[str, Any]) -> str:
 
 def train_command(run: Invocation) -> int:
     """Trains (resuming if ``workdir`` holds checkpoints), then evaluates on held-out dates."""
-    data = common.start_training(run, "dates", load_data, VOCAB_FILES)
-    summary = train(run.config, data, run.workdir)
-    results = evaluate(run.config, data, run.workdir)
-    results["train"] = summary
-    return common.finish(run.workdir, results, format_results(results))
+    return common.train_then_evaluate(
+        run, "dates", load_data, VOCAB_FILES, train, evaluate, format_results
+    )
 
 
 def eval_command(run: Invocation) -> int:
     """Evaluates the best checkpoint of ``workdir`` with its stored configuration."""
-    config = common.stored_config(run.workdir, DatesConfig, "dates", run.overrides)
-    results = evaluate(config, load_data(config, load_vocabs(run.workdir)), run.workdir)
-    return common.finish(run.workdir, results, format_results(results))
+
+    def load(config: DatesConfig) -> Data:
+        return load_data(config, load_vocabs(run.workdir))
+
+    return common.evaluate_stored(run, DatesConfig, "dates", load, evaluate, format_results)
 
 
 def predict_command(run: Invocation) -> int:
