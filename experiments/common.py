@@ -1266,3 +1266,27 @@ def evaluate_stored(
     config = stored_config(run.workdir, config_cls, experiment, run.overrides)
     results = evaluate(config, load_data(config), run.workdir)
     return finish(run.workdir, results, format_results(results))
+
+
+__all__ += ["train_models_then_evaluate"]
+
+
+def train_models_then_evaluate(
+    run: Any,
+    experiment: str,
+    load_data: Callable[..., Any],
+    vocab_files: Sequence[str],
+    make_run: Callable[[str, Any], Any],
+    evaluate_all: Callable[[Any, Path, Any], dict[str, Any]],
+    format_results: Callable[[dict[str, Any]], str],
+) -> int:
+    """A several-model experiment's ``train`` command: :func:`start_training`, then
+    :func:`train_models` (``make_run(name, data)`` gives each model's :class:`ModelRun`), then
+    ``evaluate_all(config, workdir, data)``, whose tables process 0 prints."""
+    config, workdir = run.config, run.workdir
+    data = start_training(run, experiment, load_data, vocab_files)
+    train_models(config, data, lambda name: make_run(name, data))
+    results = evaluate_all(config, workdir, data)
+    if is_primary():
+        print(format_results(results))
+    return 0

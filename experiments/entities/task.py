@@ -589,13 +589,15 @@ def read_config(workdir: Path) -> EntitiesConfig:
 
 def train_command(run: Invocation) -> int:
     """Trains every tagger of ``config.models`` (each resumes automatically), then evaluates."""
-    config, workdir = run.config, run.workdir
-    data = common.start_training(run, EXPERIMENT_NAME, load_data, VOCAB_FILES)
-    common.train_models(config, data, lambda name: ModelRun(config, name, data.vocabs, workdir))
-    results = evaluate_all(config, workdir, data)
-    if common.is_primary():
-        print(format_results(results))
-    return 0
+    return common.train_models_then_evaluate(
+        run,
+        EXPERIMENT_NAME,
+        load_data,
+        VOCAB_FILES,
+        lambda name, data: ModelRun(run.config, name, data.vocabs, run.workdir),
+        evaluate_all,
+        format_results,
+    )
 
 
 def eval_command(run: Invocation) -> int:

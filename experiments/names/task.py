@@ -372,13 +372,15 @@ def load_vocab(workdir: Path) -> Vocabulary:
 
 def train_command(run: Invocation) -> int:
     """Trains every model of ``config.models`` (each resumes automatically), then evaluates."""
-    config, workdir = run.config, run.workdir
-    data = common.start_training(run, "names", load_data)
-    common.train_models(config, data, lambda name: ModelRun(config, name, data.vocab, workdir))
-    results = evaluate_all(config, workdir, data)
-    if common.is_primary():
-        print(format_results(results))
-    return 0
+    return common.train_models_then_evaluate(
+        run,
+        "names",
+        load_data,
+        ("vocab.json",),
+        lambda name, data: ModelRun(run.config, name, data.vocab, run.workdir),
+        evaluate_all,
+        format_results,
+    )
 
 
 def eval_command(run: Invocation) -> int:
