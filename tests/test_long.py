@@ -49,6 +49,19 @@ def _grad_temp_bytes(loss, params):
     return m.temp_size_in_bytes + m.output_size_in_bytes
 
 
+def _grad_sizes(params, B, D):
+    """``(full, remat)`` gradient bytes at T = 400 and at T = 6400 (16x longer)."""
+
+    def sizes(T):
+        xs = jnp.zeros((B, T, D))
+        labels = jnp.zeros((B, T), jnp.int32)
+        full = _grad_temp_bytes(lambda p: _full_loss(p, xs, labels, None), params)
+        remat = _grad_temp_bytes(lambda p: rnn_loss_remat(p, xs, labels), params)
+        return full, remat
+
+    return sizes(400), sizes(6400)
+
+
 @pytest.mark.skipif(
     jax.default_backend() != "cpu",
     reason="XLA's memory_analysis() is calibrated here on the CPU backend; on an H200 the full "
@@ -58,16 +71,7 @@ def test_remat_memory_grows_like_sqrt_t(optimized):
     """XLA's buffer count: the full gradient grows ~linearly in T, the remat one ~sqrt(T)."""
     B, D, H, C = 4, 3, 32, 2
     params = init_rnn(jax.random.key(0), D, H, C)
-
-    def sizes(T):
-        xs = jnp.zeros((B, T, D))
-        labels = jnp.zeros((B, T), jnp.int32)
-        full = _grad_temp_bytes(lambda p: _full_loss(p, xs, labels, None), params)
-        remat = _grad_temp_bytes(lambda p: rnn_loss_remat(p, xs, labels), params)
-        return full, remat
-
-    full_small, remat_small = sizes(400)
-    full_big, remat_big = sizes(6400)  # 16x longer
+    (full_small, remat_small), (full_big, remat_big) = _grad_sizes(params, B, D)
     states_big = 6400 * B * H * 4
     assert full_big > states_big  # the full gradient keeps every state ...
     assert full_big / full_small > 8  # ... and grows ~linearly
@@ -333,22 +337,13 @@ def test_bidirectional_remat_respects_a_mask_with_holes():
     jax.default_backend() != "cpu",
     reason="XLA's memory_analysis() is calibrated here on the CPU backend",
 )
-def test_bidirectional_remat_memory_grows_like_sqrt_t():
+def test_bidirectional_remat_memory_grows_like_sqrt_t(optimized):
     """XLA's buffer count for a bidirectional LSTM: the full gradient keeps both
     directions' states (~linear in T), the remat one ~sqrt(T). (Measured on CPU: full
     9.6 MB at T=400, 151.5 MB at T=6400; remat 0.77 MB and 2.6 MB.)"""
     B, D, H, C = 4, 3, 32, 2
     params = init_rnn(jax.random.key(0), D, H, C, cell="lstm", bidirectional=True)
-
-    def sizes(T):
-        xs = jnp.zeros((B, T, D))
-        labels = jnp.zeros((B, T), jnp.int32)
-        full = _grad_temp_bytes(lambda p: _full_loss(p, xs, labels, None), params)
-        remat = _grad_temp_bytes(lambda p: rnn_loss_remat(p, xs, labels), params)
-        return full, remat
-
-    full_small, remat_small = sizes(400)
-    full_big, remat_big = sizes(6400)  # 16x longer
+    (full_small, remat_small), (full_big, remat_big) = _grad_sizes(params, B, D)
     states_big = 2 * 6400 * B * H * 4  # both directions' h alone, float32
     assert full_big > states_big
     assert full_big / full_small > 8
