@@ -309,19 +309,14 @@ def format_results(results: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- commands
 
 
+# (`evaluate` is looked up when the command runs: tests replace it)
 PIECES = common.Pieces(
-    "dates",
-    DatesConfig,
-    load_data,
-    train,
-    lambda config, data, workdir: evaluate(config, data, workdir),  # late-bound: tests stub it
-    format_results,
+    "dates", DatesConfig, load_data, train, lambda *args: evaluate(*args), format_results,
     VOCAB_FILES,
-)
-#: ``train``: trains (resuming from the checkpoints of ``workdir``), evaluates on held-out dates.
-train_command = PIECES.train_command
+)  # fmt: skip
+#: ``train``: trains (resuming from the checkpoints of ``workdir``), evaluates on held-out dates;
 #: ``eval``: evaluates the best checkpoint of ``workdir`` with its stored configuration.
-eval_command = PIECES.eval_command
+train_command, eval_command = PIECES.train_command, PIECES.eval_command
 
 
 def predict_command(run: Invocation) -> int:

@@ -572,7 +572,7 @@ PIECES = common.Pieces.of_models(
     EntitiesConfig,
     load_data,
     lambda config, name, data, workdir: ModelRun(config, name, data.vocabs, workdir),
-    lambda *args: evaluate_all(*args),  # late-bound: tests stub it
+    lambda *args: evaluate_all(*args),  # late-bound: tests replace it
     format_results,
     VOCAB_FILES,
 )

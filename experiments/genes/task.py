@@ -385,7 +385,7 @@ PIECES = common.Pieces.of_models(
     GenesConfig,
     load_data,
     lambda config, name, data, workdir: ModelRun(config, name, workdir),
-    lambda *args: evaluate_all(*args),  # late-bound: tests stub it
+    lambda *args: evaluate_all(*args),  # late-bound: tests replace it
     format_results,
     vocab_files=(),
     writes_results=False,

@@ -533,7 +533,7 @@ PIECES = common.Pieces.of_models(
     SentimentConfig,
     load_data,
     lambda config, name, data, workdir: ModelRun(config, name, data.vocab, workdir),
-    lambda *args: evaluate_all(*args),  # late-bound: tests stub it
+    lambda *args: evaluate_all(*args),  # late-bound: tests replace it
     format_results,
 )
 #: ``train``: trains every model of ``config.models`` (each resumes), then evaluates;

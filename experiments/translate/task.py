@@ -415,20 +415,14 @@ def format_results(results: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- commands
 
 
+# (`evaluate` is looked up when the command runs: tests replace it)
 PIECES = common.Pieces(
-    "translate",
-    TranslateConfig,
-    load_data,
-    train,
-    lambda config, data, workdir: evaluate(config, data, workdir),  # late-bound: tests stub it
-    format_results,
+    "translate", TranslateConfig, load_data, train, lambda *args: evaluate(*args), format_results,
     VOCAB_FILES,
-)
+)  # fmt: skip
 #: ``train``: trains (resuming from the checkpoints of ``workdir``), evaluates on the held-out
-#: books.
-train_command = PIECES.train_command
-#: ``eval``: evaluates the best checkpoint of ``workdir`` with its stored configuration.
-eval_command = PIECES.eval_command
+#: books; ``eval``: evaluates the best checkpoint of ``workdir`` with its stored configuration.
+train_command, eval_command = PIECES.train_command, PIECES.eval_command
 
 
 def predict_command(run: Invocation) -> int:
