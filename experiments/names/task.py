@@ -268,8 +268,9 @@ class ModelRun(common.ModelRun):
 
 def finalize_counts(totals: dict[str, Any]) -> dict[str, float]:
     counts = ConfusionCounts(*totals["counts"])
-    return {
-        "loss": float(totals["loss_sum"] / jnp.maximum(totals["count"], 1)),
+    loss_sum = totals["loss_sum"]
+    return {  # the token count (an int) divides as the loss's float type
+        "loss": float(loss_sum / jnp.maximum(totals["count"], 1).astype(loss_sum.dtype)),
         "precision": float(counts.precision()),
         "recall": float(counts.recall()),
         "f1": float(counts.f1()),
