@@ -58,8 +58,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from jaxtyping import Array
 
-from rnn_jax._optim import optimizer_step
-from rnn_jax.train import LossFn, TrainState, all_finite
+from rnn_jax.train import LossFn, TrainState, guarded_update
 
 __all__ = [
     "batch_mesh",
@@ -215,13 +214,9 @@ def make_parallel_train_step(
         grads = jax.tree_util.tree_map(combine, grads)
         loss = combine(loss)
         aux = {k: combine(jnp.asarray(v)) for k, v in dict(aux).items()}
-        params, opt_state = optimizer_step(optimizer, grads, state.opt_state, state.params)
         # As make_train_step: a non-finite step is skipped (the same on every device, since
         # loss, gradients and parameters are replicated after the sums).
-        finite = all_finite((loss, grads, params))
-        keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
-        params = jax.tree_util.tree_map(keep, params, state.params)
-        opt_state = jax.tree_util.tree_map(keep, opt_state, state.opt_state)
+        params, opt_state, finite = guarded_update(optimizer, loss, grads, state)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux, "finite": finite}
         return TrainState(params, opt_state, state.step + 1, state.key), metrics
 

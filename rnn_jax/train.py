@@ -27,8 +27,8 @@ The pieces are independent and reusable by any task:
   raises :class:`TrainingInterrupted`.
 
 Non-finite updates: the train step returns ``metrics["finite"]`` (loss, gradients and new
-parameters all finite) and, when it is false, keeps the previous ``params`` and
-``opt_state`` (the update is skipped; ``step`` still advances). :func:`fit` reads that flag
+parameters all finite) and, when the loss or a gradient is not finite, keeps the previous
+``params`` and ``opt_state`` (the update is skipped; ``step`` still advances). :func:`fit` reads that flag
 only when it syncs with the host anyway (logging, evaluation, before every checkpoint, and
 at least every 100 steps), and then raises :class:`NonFiniteLossError` naming the first
 bad step, without saving.
@@ -268,10 +268,11 @@ def make_train_step(
     Returns:
         The step function. ``metrics`` holds ``loss``, ``grad_norm`` (before clipping),
         ``finite`` (a bool array: loss, every gradient and every updated parameter finite)
-        and the ``aux`` entries. When ``finite`` is false the update is skipped inside the
-        step: ``params`` and ``opt_state`` keep their previous values (``step`` advances),
-        so a non-finite value never enters the state and the flag can be read later without
-        a host sync every step; :func:`fit` reads it and stops.
+        and the ``aux`` entries. When the loss or a gradient is not finite the update is
+        skipped inside the step: ``params`` and ``opt_state`` keep their previous values
+        (``step`` advances), so a NaN gradient never enters the state and the flag can be
+        read later without a host sync every step; :func:`fit` reads it and stops. (A finite
+        update that overflows a parameter is flagged but kept: see :func:`guarded_update`.)
     """
 
     def train_step(state: TrainState, batch: Any) -> tuple[TrainState, dict[str, Array]]:
@@ -282,16 +283,33 @@ def make_train_step(
             return out if has_aux else (out, {})
 
         (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-        params, opt_state = optimizer_step(optimizer, grads, state.opt_state, state.params)
-        finite = all_finite((loss, grads, params))
-        keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
-        params = jax.tree_util.tree_map(keep, params, state.params)
-        opt_state = jax.tree_util.tree_map(keep, opt_state, state.opt_state)
+        params, opt_state, finite = guarded_update(optimizer, loss, grads, state)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **dict(aux)}
         metrics["finite"] = finite
         return TrainState(params, opt_state, state.step + 1, state.key), metrics
 
     return jax.jit(train_step) if jit else train_step
+
+
+def guarded_update(
+    optimizer: optax.GradientTransformation, loss: Array, grads: Any, state: TrainState
+) -> tuple[Any, Any, Array]:
+    """The optimiser update of ``state``, skipped when the loss or a gradient is not finite.
+
+    Returns ``(params, opt_state, finite)``. The skip is decided on the loss and the
+    gradients, which exist before the update, so XLA fuses the select into the update
+    itself (deciding on the new parameters too cost a second pass over every parameter
+    and Adam moment: 10-20 % of a data-parallel step on the 10k-word benchmarks).
+    ``finite`` also covers the new parameters: a finite update that overflows a parameter
+    is flagged (and :func:`fit` stops without saving) though it is not undone.
+    (Shared by :func:`make_train_step` and :func:`rnn_jax.parallel.make_parallel_train_step`.)
+    """
+    new_params, new_opt_state = optimizer_step(optimizer, grads, state.opt_state, state.params)
+    ok = all_finite((loss, grads))
+    keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
+    params = jax.tree_util.tree_map(keep, new_params, state.params)
+    opt_state = jax.tree_util.tree_map(keep, new_opt_state, state.opt_state)
+    return params, opt_state, ok & all_finite(params)
 
 
 def all_finite(tree: PyTree) -> Array:
