@@ -55,6 +55,7 @@ __all__ = [
     "TrainConfig",
     "check_positive",
     "check_choice",
+    "check_fields",
     "check_models",
     "check_non_negative",
     "check_probability",
@@ -82,6 +83,7 @@ __all__ = [
     "row_bucket",
     "start_training",
     "stored_config",
+    "train_each",
     "train_models",
     "train_seq2seq",
     "use_data_parallel",
@@ -135,20 +137,23 @@ class Model(NamedTuple):
     apply: Callable[..., Any]
 
 
-def row_bucket(n: int, cap: int, smallest: int = 8) -> int:
-    """Rows of a batch holding ``n`` examples: a power of two ``>= smallest``, at most ``cap``.
+def row_bucket(n: int, cap: int | None = None, smallest: int = 8) -> int:
+    """Rows of a batch holding ``n`` examples (or steps of one holding ``n`` tokens): a power
+    of two times ``smallest``, the least ``>= n``, at most ``cap`` (``None``: no cap).
 
     Padding every batch to one of these few sizes keeps jitted functions from compiling again
-    for every number of inputs.
+    for every number of inputs (or every length).
 
     Example:
         >>> [row_bucket(n, cap=64) for n in (1, 8, 9, 40, 500)]
         [8, 8, 16, 64, 64]
+        >>> [row_bucket(n, smallest=16) for n in (0, 16, 17, 100)]
+        [16, 16, 32, 128]
     """
     rows = smallest
     while rows < n:
         rows *= 2
-    return max(1, min(rows, cap))
+    return max(1, rows if cap is None else min(rows, cap))
 
 
 # --------------------------------------------------------------------------- configs
@@ -182,8 +187,7 @@ class TrainConfig:
 
     def __post_init__(self):
         _check(self.seed >= 0, "seed", "a non-negative int", self.seed)
-        for name in ("batch_size", "num_epochs", "patience"):
-            _check(getattr(self, name) >= 1, name, "a positive int", getattr(self, name))
+        check_fields(self, positive=("batch_size", "num_epochs", "patience"))
         _check(self.learning_rate > 0, "learning_rate", "positive", self.learning_rate)
         _check(self.warmup_steps >= 0, "warmup_steps", "a non-negative int", self.warmup_steps)
         _check(self.clip_norm > 0, "clip_norm", "positive", self.clip_norm)
@@ -215,8 +219,9 @@ class TextTrainConfig(TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("vocab_size", "max_len", "pad_to_multiple", "keep_checkpoints"):
-            check_positive(name, getattr(self, name))
+        check_fields(
+            self, positive=("vocab_size", "max_len", "pad_to_multiple", "keep_checkpoints")
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,8 +239,7 @@ class ReportConfig:
     progress: bool = True
 
     def __post_init__(self):
-        for name in ("eval_batch_size", "log_every"):
-            _check(getattr(self, name) >= 1, name, "a positive int", getattr(self, name))
+        check_fields(self, positive=("eval_batch_size", "log_every"))
 
 
 def quick_or_full(cls: type, quick: dict[str, Any]) -> Callable[[bool], Any]:
@@ -278,6 +282,33 @@ def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
 def check_probability(name: str, value: float) -> None:
     """Raises if ``value`` is not in ``[0, 1)`` (a dropout rate)."""
     _check(0.0 <= value < 1.0, name, "in [0, 1)", value)
+
+
+def check_fields(
+    config: Any,
+    *,
+    positive: Iterable[str] = (),
+    non_negative: Iterable[str] = (),
+    probability: Iterable[str] = (),
+) -> None:
+    """Raises unless every field of ``config`` named in ``positive`` is a positive int
+    (:func:`check_positive`), in ``non_negative`` non-negative, in ``probability`` in
+    ``[0, 1)``; checked in that order (a config's ``__post_init__``).
+
+    Example:
+        >>> from experiments.names.config import ModelConfig
+        >>> check_fields(ModelConfig(), positive=["hidden_size"], probability=["dropout"])
+        >>> check_fields(TrainConfig(), non_negative=["warmup_steps"], positive=["seed"])
+        Traceback (most recent call last):
+        ...
+        ValueError: `seed` must be a positive int, got 0
+    """
+    for name in positive:
+        check_positive(name, getattr(config, name))
+    for name in non_negative:
+        check_non_negative(name, getattr(config, name))
+    for name in probability:
+        check_probability(name, getattr(config, name))
 
 
 def check_models(models: Sequence[str], known: Iterable[str]) -> None:
@@ -508,9 +539,18 @@ def start_training(
     return data
 
 
-def finish(workdir: Path, results: dict[str, Any], markdown: str) -> int:
-    """Writes the results (where the run directory is writable), prints them; exit status 0."""
-    write_results(workdir, results, markdown)
+def finish(
+    workdir: Path,
+    results: dict[str, Any],
+    markdown: str,
+    extra: Iterable[tuple[str, Callable[[Path], Any]]] = (),
+    *,
+    write: bool = True,
+) -> int:
+    """Writes the results (where the run directory is writable; :func:`write_results` with
+    ``extra``), process 0 prints them; exit status 0. ``write=False``: already written."""
+    if write:
+        write_results(workdir, results, markdown, extra)
     if is_primary():
         print(markdown)
     return 0
@@ -886,15 +926,28 @@ def train_models(config: Any, data: Any, make_run: Callable[[str], Any]) -> dict
     """Trains every model of ``config.models`` (each resumes from its latest checkpoint).
 
     ``make_run(name)`` gives a :class:`ModelRun` with ``train(data) -> summary``; each
-    summary is stored as ``<run dir>/train.json`` and returned by name.
+    summary is stored as ``<run dir>/train.json`` (:func:`train_each`) and returned by name.
     """
-    summaries = {}
-    for name in config.models:
+
+    def train_one(name: str) -> tuple[Path, dict[str, Any]]:
         run = make_run(name)
         print(f"training {name} ({run.num_params:,} parameters)", file=sys.stderr)
-        summaries[name] = run.train(data)
+        return run.dir, run.train(data)
+
+    return train_each(config.models, train_one)
+
+
+def train_each(
+    names: Iterable[str], train_one: Callable[[str], tuple[Path, dict[str, Any]]]
+) -> dict[str, Any]:
+    """``train_one(name) -> (run directory, summary)`` for every name, in order; process 0
+    stores each summary as ``<run directory>/train.json``. Returns the summaries by name."""
+    summaries = {}
+    for name in names:
+        directory, summary = train_one(name)
         if is_primary():  # one writer of the shared run directory
-            atomic_write(run.dir / "train.json", json.dumps(summaries[name], indent=2) + "\n")
+            atomic_write(Path(directory) / "train.json", json.dumps(summary, indent=2) + "\n")
+        summaries[name] = summary
     return summaries
 
 
@@ -1110,9 +1163,7 @@ class StackConfig:
     dropout: float = 0.0
 
     def __post_init__(self):
-        check_positive("hidden_size", self.hidden_size)
-        check_positive("num_layers", self.num_layers)
-        check_probability("dropout", self.dropout)
+        check_fields(self, positive=("hidden_size", "num_layers"), probability=("dropout",))
 
 
 # --------------------------------------------------------------------------- data parallel, more
@@ -1206,16 +1257,17 @@ def train_seq2seq(
 # What the two encoder-decoder experiments (dates, translate) share besides the training loop
 # (:func:`train_seq2seq`): their data's vocabulary pair, the best checkpoint and the commands.
 
-__all__ += ["PairData", "evaluate_stored", "restore_best", "train_then_evaluate"]
+__all__ += ["PairData", "decode_inputs", "restore_best", "run_checkpointer"]
 
 
 @dataclasses.dataclass
 class PairData:
-    """Source/target pairs per split with the two vocabularies (subclassed per experiment)."""
+    """Source/target pairs per split with the two vocabularies (subclassed per experiment;
+    ``cls(src_vocab, tgt_vocab)`` holds the vocabularies only, as prediction needs)."""
 
     src_vocab: Any
     tgt_vocab: Any
-    splits: dict[str, list[Any]]
+    splits: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
 
     @property
     def vocabs(self) -> tuple[Any, Any]:
@@ -1226,67 +1278,164 @@ class PairData:
         return len(self.splits["train"])
 
 
+def run_checkpointer(
+    config: Any,
+    workdir: Path,
+    best: Best,
+    *,
+    model: str | None = None,
+    read_only: bool = False,
+    **extra: Any,
+):
+    """The checkpointer of a run directory: ``workdir``, or ``workdir/model`` for one of
+    several models, tied to :func:`checkpoint_config` ``(config, **extra)`` (see
+    :func:`make_checkpointer`)."""
+    directory = Path(workdir) if model is None else Path(workdir) / model
+    return make_checkpointer(
+        directory, checkpoint_config(config, **extra), best, read_only=read_only
+    )
+
+
 def restore_best(
-    config: Any, init: Callable[[Any], Any], best: Best, *, experiment: str, workdir: Path
+    config: Any,
+    init: Callable[[Any], Any],
+    best: Best,
+    *,
+    experiment: str,
+    workdir: Path,
+    model: str | None = None,
+    **extra: Any,
 ) -> Any:
-    """The best checkpoint's parameters of a one-model run directory (``init(key)`` builds
-    the template from the run's seed)."""
-    keys = make_keys(config.train.seed)
+    """The best checkpoint's parameters of the run directory of :func:`run_checkpointer`
+    (``init(key)`` builds the template from the keys of the run's seed and ``model``,
+    :func:`make_keys`)."""
+    keys = make_keys(config.train.seed, model)
     template = train_template(config, init(keys.init), keys)
-    checkpointer = make_checkpointer(workdir, checkpoint_config(config), best, read_only=True)
+    checkpointer = run_checkpointer(config, workdir, best, model=model, read_only=True, **extra)
     return restore_best_params(checkpointer, template, experiment=experiment, workdir=workdir)
 
 
-def train_then_evaluate(
+def decode_inputs(
     run: Any,
-    experiment: str,
-    load_data: Callable[..., Any],
-    vocab_files: Sequence[str],
-    train: Callable[[Any, Any, Path], dict[str, Any]],
-    evaluate: Callable[[Any, Any, Path], dict[str, Any]],
-    format_results: Callable[[dict[str, Any]], str],
-) -> int:
-    """``train`` (resuming), then ``evaluate``: a one-model experiment's ``train`` command."""
-    data = start_training(run, experiment, load_data, vocab_files)
-    summary = train(run.config, data, run.workdir)
-    results = evaluate(run.config, data, run.workdir)
-    results["train"] = summary
-    return finish(run.workdir, results, format_results(results))
+    pieces: Pieces,
+    data_cls: Callable[[Any, Any], PairData],
+    best_params: Callable[[Any, PairData, Path], Any],
+    decode: Callable[..., list[Any]],
+    encode: Callable[[str], Any] | None = None,
+) -> tuple[list[str], list[Any], Any, list[Any], list[Any]]:
+    """What the encoder-decoder experiments' ``predict`` commands share.
+
+    The inputs (``run.inputs``, or the lines of standard input), the stored configuration
+    and vocabularies (``pieces``), the best parameters ``best_params(config,
+    data_cls(src_vocab, tgt_vocab), workdir)``, then the greedy and the beam decoding
+    ``decode(params, config, src_vocab, tgt_vocab, sources, method=...)`` of the sources
+    (``encode(text)`` of each input; default the text itself). Returns ``(texts, sources,
+    src_vocab, greedy, beam)``.
+    """
+    from experiments.cli import read_inputs
+
+    texts = read_inputs(run.inputs)
+    config = pieces.stored_config(run)
+    data = data_cls(*pieces.stored_vocabs(run.workdir))
+    params = best_params(config, data, run.workdir)
+    sources = texts if encode is None else [encode(t) for t in texts]
+    greedy, beam = (
+        decode(params, config, data.src_vocab, data.tgt_vocab, sources, method=method)
+        for method in ("greedy", "beam")
+    )
+    return texts, sources, data.src_vocab, greedy, beam
 
 
-def evaluate_stored(
-    run: Any,
-    config_cls: type,
-    experiment: str,
-    load_data: Callable[[Any], Any],
-    evaluate: Callable[[Any, Any, Path], dict[str, Any]],
-    format_results: Callable[[dict[str, Any]], str],
-) -> int:
-    """An ``eval`` command: the stored configuration, ``load_data(config)``, ``evaluate``."""
-    config = stored_config(run.workdir, config_cls, experiment, run.overrides)
-    results = evaluate(config, load_data(config), run.workdir)
-    return finish(run.workdir, results, format_results(results))
+# --------------------------------------------------------------------------- standard commands
+
+__all__ += ["Pieces"]
 
 
-__all__ += ["train_models_then_evaluate"]
+class Pieces(NamedTuple):
+    """An experiment's pieces, and the standard ``train`` and ``eval`` commands made of them.
 
+    - ``train`` (:meth:`train_command`): :func:`start_training` (checks the run directory,
+      ``load_data(config, stored vocabularies or None)``, then stores the ``vocab_files`` and
+      ``run_config.json``), ``train(config, data, workdir)`` (resuming from the checkpoints),
+      then ``evaluate(config, data, workdir)``; a summary ``train`` returns (not ``None``)
+      is added to the results as ``"train"``.
+    - ``eval`` (:meth:`eval_command`): the stored configuration with the command line's
+      ``report`` overrides (:func:`stored_config`), ``load_data(config, stored
+      vocabularies)``, then ``evaluate``.
 
-def train_models_then_evaluate(
-    run: Any,
-    experiment: str,
-    load_data: Callable[..., Any],
-    vocab_files: Sequence[str],
-    make_run: Callable[[str, Any], Any],
-    evaluate_all: Callable[[Any, Path, Any], dict[str, Any]],
-    format_results: Callable[[dict[str, Any]], str],
-) -> int:
-    """A several-model experiment's ``train`` command: :func:`start_training`, then
-    :func:`train_models` (``make_run(name, data)`` gives each model's :class:`ModelRun`), then
-    ``evaluate_all(config, workdir, data)``, whose tables process 0 prints."""
-    config, workdir = run.config, run.workdir
-    data = start_training(run, experiment, load_data, vocab_files)
-    train_models(config, data, lambda name: make_run(name, data))
-    results = evaluate_all(config, workdir, data)
-    if is_primary():
-        print(format_results(results))
-    return 0
+    Both end in :meth:`finish`: the results are written (``results.json``/``.md`` and the
+    ``figures``, :func:`write_results`) unless ``evaluate`` wrote them itself
+    (``writes_results``), and process 0 prints their Markdown (``format_results``).
+    """
+
+    experiment: str
+    config_cls: type
+    load_data: Callable[[Any, tuple[Any, ...] | None], Any]
+    train: Callable[[Any, Any, Path], dict[str, Any] | None]
+    evaluate: Callable[[Any, Any, Path], dict[str, Any]]
+    format_results: Callable[[dict[str, Any]], str]
+    vocab_files: tuple[str, ...] = ("vocab.json",)
+    writes_results: bool = False  # `evaluate` writes the results (and its figures) itself
+    figures: Callable[[dict[str, Any]], Iterable[tuple[str, Callable[[Path], Any]]]] | None = None
+
+    @classmethod
+    def of_models(
+        cls,
+        experiment: str,
+        config_cls: type,
+        load_data: Callable[[Any, tuple[Any, ...] | None], Any],
+        make_run: Callable[[Any, str, Any, Path], Any],
+        evaluate_all: Callable[[Any, Path, Any], dict[str, Any]],
+        format_results: Callable[[dict[str, Any]], str],
+        vocab_files: tuple[str, ...] = ("vocab.json",),
+        *,
+        writes_results: bool = True,
+    ) -> Pieces:
+        """The pieces of an experiment that trains several models: ``train`` is
+        :func:`train_models` of the runs ``make_run(config, name, data, workdir)`` (their
+        summaries go to their ``train.json``, not into the results), ``evaluate`` is
+        ``evaluate_all(config, workdir, data)``, which writes the results (with its figures)
+        itself unless ``writes_results=False``."""
+
+        def train(config: Any, data: Any, workdir: Path) -> None:
+            train_models(config, data, lambda name: make_run(config, name, data, workdir))
+
+        def evaluate(config: Any, data: Any, workdir: Path) -> dict[str, Any]:
+            return evaluate_all(config, workdir, data)
+
+        return cls(experiment, config_cls, load_data, train, evaluate, format_results,
+                   tuple(vocab_files), writes_results)  # fmt: skip
+
+    def read_config(self, workdir: Path) -> Any:
+        """The configuration the last ``train`` stored in ``workdir`` (:func:`read_run_config`)."""
+        return read_run_config(workdir, self.config_cls, self.experiment)
+
+    def stored_config(self, run: Any) -> Any:
+        """The configuration stored in ``run.workdir`` with ``run``'s overrides
+        (:func:`stored_config`)."""
+        return stored_config(run.workdir, self.config_cls, self.experiment, run.overrides)
+
+    def stored_vocabs(self, workdir: Path) -> tuple[Any, ...]:
+        """The vocabularies ``vocab_files`` of ``workdir`` (:func:`load_vocabs`)."""
+        return load_vocabs(workdir, self.experiment, self.vocab_files)
+
+    def finish(self, workdir: Path, results: dict[str, Any]) -> int:
+        """Writes the results (unless ``evaluate`` did), process 0 prints them; exit status 0."""
+        extra = () if self.figures is None else self.figures(results)
+        markdown = self.format_results(results)
+        return finish(workdir, results, markdown, extra, write=not self.writes_results)
+
+    def train_command(self, run: Any) -> int:
+        """Trains (resuming if the run directory holds checkpoints), then evaluates."""
+        data = start_training(run, self.experiment, self.load_data, self.vocab_files)
+        summary = self.train(run.config, data, run.workdir)
+        results = self.evaluate(run.config, data, run.workdir)
+        if summary is not None:
+            results["train"] = summary
+        return self.finish(run.workdir, results)
+
+    def eval_command(self, run: Any) -> int:
+        """Evaluates the best checkpoints of the run directory with its stored configuration."""
+        config = self.stored_config(run)
+        data = self.load_data(config, self.stored_vocabs(run.workdir))
+        return self.finish(run.workdir, self.evaluate(config, data, run.workdir))

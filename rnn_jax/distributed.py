@@ -56,9 +56,8 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 
-from rnn_jax.parallel import batch_mesh, replicate
+from rnn_jax.parallel import batch_mesh, place_batch, replicate
 
 __all__ = [
     "HEARTBEAT_TIMEOUT_SECONDS",
@@ -293,29 +292,16 @@ def global_batch(batch: PyTree, mesh: Mesh) -> PyTree:
 
     ``batch`` is the *whole* global batch on the host, the same on every process (NumPy
     arrays, or JAX arrays of one device); only this process's rows (:func:`process_rows`)
-    are read and copied to its devices. Leaves already split over ``mesh`` pass unchanged.
+    are read and copied to its devices (:func:`rnn_jax.parallel.place_batch`). Leaves
+    already split over ``mesh`` pass unchanged.
     """
-    _check_mesh(mesh)
-    axes = tuple(mesh.axis_names)
-    sharding = NamedSharding(mesh, P(axes))
-    leaves, treedef = jax.tree_util.tree_flatten(batch)
-    if not leaves:
-        raise ValueError("`batch` must hold at least one array, got an empty pytree.")
-    out = []
-    for i, leaf in enumerate(leaves):
-        if isinstance(leaf, jax.Array) and leaf.sharding == sharding:
-            out.append(leaf)
-            continue
-        shape = np.shape(leaf)
-        if len(shape) == 0:
-            raise ValueError(f"`batch` leaf {i} must have a first (batch) axis, got a scalar.")
-        try:
-            rows = process_rows(shape[0], mesh)
-        except ValueError as err:
-            raise ValueError(f"`batch` leaf {i} of shape {tuple(shape)}: {err}") from None
-        local = np.asarray(leaf[rows])
-        out.append(jax.make_array_from_process_local_data(sharding, local, tuple(shape)))
-    return jax.tree_util.tree_unflatten(treedef, out)
+
+    def put(leaf: Any, sharding: NamedSharding) -> jax.Array:
+        shape = tuple(np.shape(leaf))
+        local = np.asarray(leaf[process_rows(shape[0], mesh)])
+        return jax.make_array_from_process_local_data(sharding, local, shape)
+
+    return place_batch(batch, mesh, put)
 
 
 def process_batches(

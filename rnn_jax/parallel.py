@@ -64,6 +64,7 @@ __all__ = [
     "batch_mesh",
     "make_parallel_train_step",
     "parallel_sums",
+    "place_batch",
     "replicate",
     "shard_batch",
 ]
@@ -93,6 +94,21 @@ def shard_batch(batch: PyTree, mesh: Mesh) -> PyTree:
     Raises ``ValueError`` if a leaf has no first axis or one not divisible by the number
     of devices (pad the batch, or drop the remainder, first).
     """
+    return place_batch(batch, mesh, jax.device_put)
+
+
+def place_batch(
+    batch: PyTree, mesh: Mesh, put: Callable[[Any, NamedSharding], jax.Array]
+) -> PyTree:
+    """Every leaf of ``batch`` as ``put(leaf, sharding)``, ``sharding`` splitting its first
+    axis over all axes of ``mesh``; leaves already split so pass unchanged.
+
+    What :func:`shard_batch` (``jax.device_put`` of the whole leaf) and
+    :func:`rnn_jax.distributed.global_batch` (each process its own rows) share.
+
+    Raises ``ValueError`` if ``mesh`` is not a mesh, ``batch`` has no leaves, or a leaf has
+    no first axis or one not divisible by the number of devices.
+    """
     axes = _check_mesh(mesh)
     n = mesh.devices.size
     sharding = NamedSharding(mesh, P(axes))
@@ -101,13 +117,16 @@ def shard_batch(batch: PyTree, mesh: Mesh) -> PyTree:
         raise ValueError("`batch` must hold at least one array, got an empty pytree.")
     placed = []
     for i, leaf in enumerate(leaves):
+        if isinstance(leaf, jax.Array) and leaf.sharding == sharding:
+            placed.append(leaf)
+            continue
         shape = np.shape(leaf)
         if len(shape) == 0 or shape[0] % n != 0:
             raise ValueError(
                 f"`batch` leaf {i} must have a first (batch) axis divisible by the {n} "
                 f"device(s) of `mesh`, got shape {tuple(shape)}."
             )
-        placed.append(jax.device_put(leaf, sharding))
+        placed.append(put(leaf, sharding))
     return jax.tree_util.tree_unflatten(treedef, placed)
 
 

@@ -1,4 +1,4 @@
-"""Test configuration: strict rank promotion; strict dtype promotion for the library's tests.
+"""Test configuration: strict rank promotion; strict dtype promotion (library and experiments).
 
 jaxtyping annotations of the whole ``rnn_jax`` package are checked at run time in the
 tests (beartype), by ``--jaxtyping-packages`` in ``[tool.pytest.ini_options]`` of
@@ -10,10 +10,12 @@ library and its doctests (the autouse fixture ``_dtype_promotion``). Optax (0.2.
 mixes a Python float with its int32 step count in Adam's bias correction; the library's
 training steps therefore call Optax through :func:`rnn_jax._optim.optimizer_step`
 (standard promotion inside Optax only), and a test that calls ``optimizer.update``
-directly takes the ``standard_dtypes`` fixture. Standard promotion stays, for now, for
-the experiments (``experiments/``, ``tests/test_experiments_*``) and for
-``rnn_jax.parallel``/``rnn_jax.distributed`` and their tests, whose train step still calls
-``optimizer.update`` itself (:data:`_STANDARD_PROMOTION`).
+directly takes the ``standard_dtypes`` fixture. The experiments (``experiments/``,
+``tests/test_experiments_*``), ``rnn_jax.parallel`` and ``rnn_jax.distributed`` and their
+tests run strict as well; :data:`_STANDARD_PROMOTION` lists the files that may not (none
+today). Tests that run code in a fresh Python: ``on_cpu_devices`` passes the calling test's
+setting on; the multi-process runs of ``test_distributed.py`` and ``test_launch.py`` start
+``python`` themselves and run with JAX's default (standard).
 
 The library validates its inputs itself (a ``ValueError`` naming the argument, what was
 expected and what arrived). A call that a test makes *in order to* see that error
@@ -43,20 +45,14 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
-#: Files whose tests (or doctests) run with standard dtype promotion (see above).
-_STANDARD_PROMOTION = frozenset(
-    {"test_parallel.py", "test_distributed.py", "test_launch.py", "parallel.py", "distributed.py"}
-)
+#: Files whose tests (or doctests) run with standard dtype promotion, each for a reason
+#: outside this project's code (named here): none.
+_STANDARD_PROMOTION: frozenset[str] = frozenset()
 
 
 @pytest.fixture(autouse=True)
 def _dtype_promotion(request):
-    path = request.node.path
-    standard = (
-        path.name in _STANDARD_PROMOTION
-        or path.name.startswith("test_experiments_")
-        or "experiments" in path.parts
-    )
+    standard = request.node.path.name in _STANDARD_PROMOTION
     with jax.numpy_dtype_promotion("standard" if standard else "strict"):
         yield
 
@@ -151,6 +147,7 @@ def on_cpu_devices():
     tests_dir = os.path.dirname(os.path.abspath(__file__))
 
     def run(code: str, n: int = 2) -> dict:
+        promotion = str(jax.config.jax_numpy_dtype_promotion)  # the calling test's (see above)
         prelude = textwrap.dedent(
             f"""
             import sys
@@ -158,6 +155,7 @@ def on_cpu_devices():
             import jax
             jax.config.update("jax_num_cpu_devices", {n})
             jax.config.update("jax_numpy_rank_promotion", "raise")
+            jax.config.update("jax_numpy_dtype_promotion", {promotion!r})
             assert len(jax.devices()) == {n}, jax.devices()
             """
         )

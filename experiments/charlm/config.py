@@ -64,8 +64,7 @@ class ReportConfig(common.ReportConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        common.check_positive("num_samples", self.num_samples)
-        common.check_positive("sample_len", self.sample_len)
+        common.check_fields(self, positive=("num_samples", "sample_len"))
 
 
 @dataclasses.dataclass(frozen=True)

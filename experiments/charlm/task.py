@@ -202,23 +202,9 @@ def model_bpc(params, config: CharLMConfig, pairs) -> dict[str, float]:
 # --------------------------------------------------------------------------- run directory
 
 
-def _checkpointer(config: CharLMConfig, workdir: Path, *, read_only: bool = False):
-    return common.make_checkpointer(
-        workdir, common.checkpoint_config(config), BEST, read_only=read_only
-    )
-
-
 def best_params(config: CharLMConfig, vocab: Vocabulary, workdir: Path) -> RNNParams:
-    keys = common.make_keys(config.train.seed)
-    template = common.train_template(
-        config, make_model(config.model, len(vocab)).init(keys.init), keys
-    )
-    return common.restore_best_params(
-        _checkpointer(config, workdir, read_only=True),
-        template,
-        experiment="charlm",
-        workdir=workdir,
-    )
+    init = make_model(config.model, len(vocab)).init
+    return common.restore_best(config, init, BEST, experiment="charlm", workdir=workdir)
 
 
 # --------------------------------------------------------------------------- training
@@ -257,9 +243,10 @@ def train(config: CharLMConfig, vocab: Vocabulary, texts, workdir: Path) -> dict
         ):
             yield (jnp.asarray(b.fields[0]), jnp.asarray(b.fields[1]), jnp.asarray(b.lengths))
 
+    checkpointer = common.run_checkpointer(config, workdir, BEST)
     return common.train_logged(
         config, loss_fn, epoch_batches, params=model.init(keys.init), keys=keys, num_train=len(xs),
-        workdir=workdir, checkpointer=_checkpointer(config, workdir), best=BEST, name="charlm",
+        workdir=workdir, checkpointer=checkpointer, best=BEST, name="charlm",
         evaluate_fn=lambda params: model_bpc(params, config, val),
     )  # fmt: skip
 
@@ -364,27 +351,24 @@ def format_results(results: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- commands
 
 
-def train_command(run: Invocation) -> int:
-    """Trains (resuming if ``workdir`` holds checkpoints), evaluates, prints samples."""
-    data = common.start_training(run, "charlm", load_data)
-    summary = train(run.config, data.vocab, data.texts, run.workdir)
-    results = run_evaluation(run.config, data.vocab, data.texts, run.workdir)
-    results["train"] = summary
-    return common.finish(run.workdir, results, format_results(results))
-
-
-def eval_command(run: Invocation) -> int:
-    """Evaluates the best checkpoint of ``workdir`` with its stored configuration."""
-    config = common.stored_config(run.workdir, CharLMConfig, "charlm", run.overrides)
-    data = load_data(config, common.load_vocabs(run.workdir, "charlm", ["vocab.json"]))
-    results = run_evaluation(config, data.vocab, data.texts, run.workdir)
-    return common.finish(run.workdir, results, format_results(results))
+PIECES = common.Pieces(
+    "charlm",
+    CharLMConfig,
+    load_data,
+    lambda config, data, workdir: train(config, data.vocab, data.texts, workdir),
+    lambda config, data, workdir: run_evaluation(config, data.vocab, data.texts, workdir),
+    format_results,
+)
+#: ``train``: trains (resuming from the checkpoints of ``workdir``), evaluates, prints samples.
+train_command = PIECES.train_command
+#: ``eval``: evaluates the best checkpoint of ``workdir`` with its stored configuration.
+eval_command = PIECES.eval_command
 
 
 def sample_command(run: Invocation) -> int:
     """Continues each seed text given (none: from nothing) at every temperature."""
-    config = common.stored_config(run.workdir, CharLMConfig, "charlm", run.overrides)
-    vocab = common.load_vocab(run.workdir, "charlm")
+    config = PIECES.stored_config(run)
+    (vocab,) = PIECES.stored_vocabs(run.workdir)
     params = best_params(config, vocab, run.workdir)
     report = config.report
     key = jax.random.fold_in(common.make_keys(config.train.seed).samples, 1)

@@ -34,8 +34,7 @@ class ModelConfig:
     reverse_source: bool = False
 
     def __post_init__(self):
-        common.check_positive("hidden_size", self.hidden_size)
-        common.check_positive("num_layers", self.num_layers)
+        common.check_fields(self, positive=("hidden_size", "num_layers"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,8 +60,7 @@ class TrainConfig(common.TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("num_train", "num_val", "max_len"):
-            common.check_positive(name, getattr(self, name))
+        common.check_fields(self, positive=("num_train", "num_val", "max_len"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,8 +83,7 @@ class ReportConfig(common.ReportConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("num_test", "beam_width", "pad_to_multiple"):
-            common.check_positive(name, getattr(self, name))
+        common.check_fields(self, positive=("num_test", "beam_width", "pad_to_multiple"))
 
 
 @dataclasses.dataclass(frozen=True)

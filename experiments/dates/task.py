@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import common
-from experiments.cli import Experiment, Invocation, read_inputs
+from experiments.cli import Experiment, Invocation
 from experiments.data import make_dates
 from experiments.dates.config import DatesConfig, ModelConfig, default_config
 from rnn_jax.batching import pad_batch
@@ -73,7 +73,7 @@ VOCAB_FILES = ("src_vocab.json", "tgt_vocab.json")
 class Data(common.PairData):
     """Date pairs per split and the two character vocabularies."""
 
-    dropped_overlap: dict[str, int]
+    dropped_overlap: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def describe(self) -> str:
         n = {k: len(v) for k, v in self.splits.items()}
@@ -194,16 +194,6 @@ def translate(
 # --------------------------------------------------------------------------- run directory
 
 
-def _checkpointer(config: DatesConfig, workdir: Path, *, read_only: bool = False):
-    return common.make_checkpointer(
-        workdir, common.checkpoint_config(config), BEST, read_only=read_only
-    )
-
-
-def load_vocabs(workdir: Path) -> tuple[Vocabulary, Vocabulary]:
-    return common.load_vocabs(workdir, "dates", VOCAB_FILES)
-
-
 def best_params(config: DatesConfig, data: Data, workdir: Path) -> Seq2SeqParams:
     init = make_model(config.model, data).init
     return common.restore_best(config, init, BEST, experiment="dates", workdir=workdir)
@@ -226,10 +216,11 @@ def train(config: DatesConfig, data: Data, workdir: Path) -> dict[str, Any]:
         return {"exact": float(np.mean([p == t for p, t in zip(pred, val_tgt, strict=True)]))}
 
     params = make_model(config.model, data).init(keys.init)
+    checkpointer = common.run_checkpointer(config, workdir, BEST)
     return common.train_seq2seq(
         config, src_ids, tgt_ids, bos_id=data.tgt_vocab.bos_id, src_pad_id=data.src_vocab.pad_id,
         src_pad_to_multiple=config.report.pad_to_multiple, params=params, keys=keys,
-        workdir=workdir, checkpointer=_checkpointer(config, workdir), best=BEST, name="dates",
+        workdir=workdir, checkpointer=checkpointer, best=BEST, name="dates",
         evaluate_fn=evaluate_fn,
     )  # fmt: skip
 
@@ -318,30 +309,21 @@ def format_results(results: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- commands
 
 
-def train_command(run: Invocation) -> int:
-    """Trains (resuming if ``workdir`` holds checkpoints), then evaluates on held-out dates."""
-    return common.train_then_evaluate(
-        run, "dates", load_data, VOCAB_FILES, train, evaluate, format_results
-    )
-
-
-def eval_command(run: Invocation) -> int:
-    """Evaluates the best checkpoint of ``workdir`` with its stored configuration."""
-
-    def load(config: DatesConfig) -> Data:
-        return load_data(config, load_vocabs(run.workdir))
-
-    return common.evaluate_stored(run, DatesConfig, "dates", load, evaluate, format_results)
+# (`evaluate` is looked up when the command runs: tests replace it)
+PIECES = common.Pieces(
+    "dates", DatesConfig, load_data, train, lambda *args: evaluate(*args), format_results,
+    VOCAB_FILES,
+)  # fmt: skip
+#: ``train``: trains (resuming from the checkpoints of ``workdir``), evaluates on held-out dates;
+#: ``eval``: evaluates the best checkpoint of ``workdir`` with its stored configuration.
+train_command, eval_command = PIECES.train_command, PIECES.eval_command
 
 
 def predict_command(run: Invocation) -> int:
     """Translates each input text (arguments, or lines of stdin) to ISO by greedy and beam."""
-    texts = read_inputs(run.inputs)
-    config = common.stored_config(run.workdir, DatesConfig, "dates", run.overrides)
-    src_vocab, tgt_vocab = load_vocabs(run.workdir)
-    params = best_params(config, Data(src_vocab, tgt_vocab, {}, {}), run.workdir)
-    greedy = translate(params, config, src_vocab, tgt_vocab, texts, method="greedy")
-    beam = translate(params, config, src_vocab, tgt_vocab, texts, method="beam")
+    texts, _, src_vocab, greedy, beam = common.decode_inputs(
+        run, PIECES, Data, best_params, translate
+    )
     for text, g, b in zip(texts, greedy, beam, strict=True):
         unknown = sorted({c for c in text.strip() if c not in src_vocab})
         note = f"   (characters never seen in training: {''.join(unknown)!r})" if unknown else ""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 
 from experiments import common
-from experiments.cli import replace_fields
 
 __all__ = [
     "MODEL_SPECS",
@@ -57,10 +56,11 @@ class ModelConfig:
     recurrent_dropout: float = 0.0
 
     def __post_init__(self):
-        for name in ("hidden_size", "word_dim", "char_hidden", "char_dim"):
-            common.check_positive(name, getattr(self, name))
-        for name in ("input_dropout", "output_dropout", "recurrent_dropout"):
-            common.check_probability(name, getattr(self, name))
+        common.check_fields(
+            self,
+            positive=("hidden_size", "word_dim", "char_hidden", "char_dim"),
+            probability=("input_dropout", "output_dropout", "recurrent_dropout"),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,9 +106,9 @@ class TrainConfig(common.TextTrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        common.check_probability("word_dropout", self.word_dropout)
-        for name in ("min_count", "max_word_len"):
-            common.check_positive(name, getattr(self, name))
+        common.check_fields(
+            self, positive=("min_count", "max_word_len"), probability=("word_dropout",)
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,8 +133,7 @@ class ReportConfig(common.ReportConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.decode not in ("viterbi", "argmax"):
-            raise ValueError(f"`decode` must be viterbi or argmax, got {self.decode!r}")
+        common.check_choice("decode", self.decode, ("viterbi", "argmax"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,11 +161,7 @@ class EntitiesConfig:
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
 
     def __post_init__(self):
-        unknown = [m for m in self.models if m not in MODEL_SPECS]
-        if unknown or not self.models:
-            raise ValueError(
-                f"`models` must be a non-empty subset of {sorted(MODEL_SPECS)}, got {self.models!r}"
-            )
+        common.check_models(self.models, MODEL_SPECS)
 
 
 #: The quick configuration: under 3 minutes on 2 CPU cores.
@@ -178,6 +173,5 @@ QUICK = {
 }
 
 
-def default_config(quick: bool = False) -> EntitiesConfig:
-    """The full configuration, or the quick one (:data:`QUICK`)."""
-    return replace_fields(EntitiesConfig(), QUICK if quick else {})
+#: ``default_config(quick=False)``: the full configuration, or the quick one (:data:`QUICK`).
+default_config = common.quick_or_full(EntitiesConfig, QUICK)

@@ -253,36 +253,20 @@ class ModelRun(common.ModelRun):
         return {k: float(s[k]) for k in ("precision", "recall", "f1")}
 
     def train(self, data: Data) -> dict[str, Any]:
-        c = self.config.train
         train = data.train
 
-        def epoch_batches(epoch: int, start: int):
-            for b in iterate_batches(
-                train.ids,
-                train.tag_ids,
-                train.unk_ids,
-                train.chars,
-                batch_size=c.batch_size,
-                key=jax.random.fold_in(self.keys.data, epoch),
-                pad_values=(data.vocab.pad_id, 0, data.vocab.pad_id, data.chars.pad_id),
-                drop_last=True,
-                start=start,
-                pad_to_multiple=c.pad_to_multiple,
-                max_len=c.max_len,
-            ):
-                yield tuple(jnp.asarray(a) for a in (*b.fields, b.lengths))
-
-        return common.train_logged(
-            self.config,
+        epoch_batches = self.token_batches(
+            train.ids,
+            train.tag_ids,
+            train.unk_ids,
+            train.chars,
+            pad_values=(data.vocab.pad_id, 0, data.vocab.pad_id, data.chars.pad_id),
+            convert=lambda b: tuple(jnp.asarray(a) for a in (*b.fields, b.lengths)),
+        )
+        return self.fit(
             self.loss_fn,
             epoch_batches,
-            params=self.params0,
-            keys=self.keys,
             num_train=len(train.ids),
-            workdir=self.dir,
-            checkpointer=self.checkpointer(),
-            best=BEST,
-            name=self.name,
             evaluate_fn=lambda params: self.evaluate(params, data.val),
             checkpoint_extra={"vocab": data.vocab.to_json_dict()},
             weight_fn=lambda batch: jnp.sum(batch[4]),  # the loss is a mean over valid tokens
@@ -583,29 +567,18 @@ def plot_f1(runs: list[dict[str, Any]], out_path: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- commands
-def read_config(workdir: Path) -> EntitiesConfig:
-    return common.read_run_config(workdir, EntitiesConfig, EXPERIMENT_NAME)
-
-
-def train_command(run: Invocation) -> int:
-    """Trains every tagger of ``config.models`` (each resumes automatically), then evaluates."""
-    return common.train_models_then_evaluate(
-        run,
-        EXPERIMENT_NAME,
-        load_data,
-        VOCAB_FILES,
-        lambda name, data: ModelRun(run.config, name, data.vocabs, run.workdir),
-        evaluate_all,
-        format_results,
-    )
-
-
-def eval_command(run: Invocation) -> int:
-    """Evaluates the trained taggers of ``workdir`` (with its stored config)."""
-    config = common.stored_config(run.workdir, EntitiesConfig, EXPERIMENT_NAME, run.overrides)
-    vocabs = common.load_vocabs(run.workdir, EXPERIMENT_NAME, VOCAB_FILES)
-    print(format_results(evaluate_all(config, run.workdir, load_data(config, vocabs))))
-    return 0
+PIECES = common.Pieces.of_models(
+    EXPERIMENT_NAME,
+    EntitiesConfig,
+    load_data,
+    lambda config, name, data, workdir: ModelRun(config, name, data.vocabs, workdir),
+    lambda *args: evaluate_all(*args),  # late-bound: tests replace it
+    format_results,
+    VOCAB_FILES,
+)
+#: ``train``: trains every tagger of ``config.models`` (each resumes), then evaluates;
+#: ``eval``: evaluates the trained taggers of ``workdir`` (with its stored config).
+train_command, eval_command = PIECES.train_command, PIECES.eval_command
 
 
 def best_model(config: EntitiesConfig, workdir: Path) -> str:
@@ -617,7 +590,7 @@ def best_model(config: EntitiesConfig, workdir: Path) -> str:
 
 def predict_texts(workdir: Path, texts: list[str], model: str | None = None) -> list[str]:
     """``token/TAG token/TAG ...`` for each text, from ``model`` (default: :func:`best_model`)."""
-    config = read_config(workdir)
+    config = PIECES.read_config(workdir)
     vocabs = common.load_vocabs(workdir, EXPERIMENT_NAME, VOCAB_FILES)
     name = model or best_model(config, workdir)
     run = ModelRun(config, name, vocabs, workdir)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 
 from experiments import common
-from experiments.cli import replace_fields
 
 __all__ = ["GenesConfig", "ModelConfig", "ReportConfig", "TrainConfig", "default_config"]
 
@@ -68,10 +67,8 @@ class TrainConfig(common.TrainConfig):
             raise ValueError(
                 f"`assignment` must be one of {sorted(ASSIGNMENTS)}, got {self.assignment!r}"
             )
-        if self.backward not in MODES:
-            raise ValueError(f"`backward` must be one of {MODES}, got {self.backward!r}")
-        common.check_positive("window", self.window)
-        common.check_positive("windows_per_epoch", self.windows_per_epoch)
+        common.check_choice("backward", self.backward, MODES)
+        common.check_fields(self, positive=("window", "windows_per_epoch"))
         if self.chunk_size is not None:
             common.check_positive("chunk_size", self.chunk_size)
 
@@ -104,8 +101,7 @@ class ReportConfig(common.ReportConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("orf_min_codons", "figure_bases", "bench_batch"):
-            common.check_positive(name, getattr(self, name))
+        common.check_fields(self, positive=("orf_min_codons", "figure_bases", "bench_batch"))
         if not self.bench_lengths or min(self.bench_lengths) < 1:
             raise ValueError(f"`bench_lengths` must be positive ints, got {self.bench_lengths!r}")
 
@@ -130,11 +126,7 @@ class GenesConfig:
     def __post_init__(self):
         from experiments.genes.models import MODEL_NAMES
 
-        unknown = [m for m in self.models if m not in MODEL_NAMES]
-        if unknown or not self.models:
-            raise ValueError(
-                f"`models` must be a non-empty subset of {MODEL_NAMES}, got {self.models!r}"
-            )
+        common.check_models(self.models, MODEL_NAMES)
 
 
 #: The quick configuration: under 3 minutes on 2 CPU cores.
@@ -150,6 +142,5 @@ QUICK = {
 }
 
 
-def default_config(quick: bool = False) -> GenesConfig:
-    """The full configuration, or the quick one (:data:`QUICK`)."""
-    return replace_fields(GenesConfig(), QUICK if quick else {})
+#: ``default_config(quick=False)``: the full configuration, or the quick one (:data:`QUICK`).
+default_config = common.quick_or_full(GenesConfig, QUICK)

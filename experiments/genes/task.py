@@ -186,22 +186,12 @@ class ModelRun(common.ModelRun):
             for b in range(start, steps):
                 yield self.windows(data, jax.random.fold_in(k_epoch, b))
 
-        summary = common.train_logged(
-            self.config,
+        return self.fit(
             _loss_fn(c.backward, c.chunk_size),
             epoch_batches,
-            params=self.params0,
-            keys=self.keys,
             num_train=c.windows_per_epoch,
-            workdir=self.dir,
-            checkpointer=self.checkpointer(),
-            best=BEST,
-            name=self.name,
             evaluate_fn=lambda params: self.evaluate(params, data.val, data.orf["val"]),
         )
-        if common.is_primary():  # one writer of the shared run directory
-            (self.dir / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
-        return summary
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -390,16 +380,18 @@ def format_memory(rows: list[dict[str, Any]]) -> str:
 
 
 # ----------------------------------------------------------------------------- commands
-def train_command(run: Invocation) -> int:
-    """Trains every model of ``config.models`` (each resumes automatically), then evaluates."""
-    config, workdir = run.config, run.workdir
-    data = common.start_training(run, EXPERIMENT_NAME, load_data, vocab_files=())
-    for name in config.models:
-        model_run = ModelRun(config, name, workdir)
-        print(f"training {name}", file=sys.stderr)
-        model_run.train(data)
-    results = evaluate_all(config, workdir, data)
-    return common.finish(workdir, results, format_results(results))
+PIECES = common.Pieces.of_models(
+    EXPERIMENT_NAME,
+    GenesConfig,
+    load_data,
+    lambda config, name, data, workdir: ModelRun(config, name, workdir),
+    lambda *args: evaluate_all(*args),  # late-bound: tests replace it
+    format_results,
+    vocab_files=(),
+    writes_results=False,
+)
+#: ``train``: trains every model of ``config.models`` (each resumes), then evaluates.
+train_command = PIECES.train_command
 
 
 def eval_genbank(config: GenesConfig, workdir: Path, paths: list[str]) -> list[dict[str, Any]]:
@@ -439,19 +431,17 @@ def eval_genbank(config: GenesConfig, workdir: Path, paths: list[str]) -> list[d
 def eval_command(run: Invocation) -> int:
     """Evaluates the trained models of ``workdir`` on the test region, or with ``--genbank FILE
     ...`` (``report.genbank_files``) the best one and the ORF finder on those files."""
-    config = common.stored_config(run.workdir, GenesConfig, EXPERIMENT_NAME, run.overrides)
-    if config.report.genbank_files:
-        for row in eval_genbank(config, run.workdir, list(config.report.genbank_files)):
-            m, o = row["model_scores"], row["orf_scores"]
-            print(
-                f"{row['file']} ({row['record']}, {row['bases']:,} bp): per-base F1 "
-                f"{row['model']} {m['f1']:.3f}, ORF finder {o['f1']:.3f}; gene recall "
-                f"{m['gene_recall']:.3f} vs {o['gene_recall']:.3f} ({m['genes']} CDS)"
-            )
-        return 0
-    data = load_data(config)
-    results = evaluate_all(config, run.workdir, data)
-    return common.finish(run.workdir, results, format_results(results))
+    config = PIECES.stored_config(run)
+    if not config.report.genbank_files:
+        return PIECES.eval_command(run)
+    for row in eval_genbank(config, run.workdir, list(config.report.genbank_files)):
+        m, o = row["model_scores"], row["orf_scores"]
+        print(
+            f"{row['file']} ({row['record']}, {row['bases']:,} bp): per-base F1 "
+            f"{row['model']} {m['f1']:.3f}, ORF finder {o['f1']:.3f}; gene recall "
+            f"{m['gene_recall']:.3f} vs {o['gene_recall']:.3f} ({m['genes']} CDS)"
+        )
+    return 0
 
 
 def memory_command(run: Invocation) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 
 from experiments import common
-from experiments.cli import replace_fields
 from rnn_jax.params import CELLS
 
 __all__ = [
@@ -67,11 +66,10 @@ class TrainConfig(common.TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.transpose not in TRANSPOSE:
-            raise ValueError(f"`transpose` must be one of {TRANSPOSE}, got {self.transpose!r}")
-        common.check_positive("min_count", self.min_count)
-        common.check_probability("prompt_dropout", self.prompt_dropout)
-        common.check_positive("max_len", self.max_len)
+        common.check_choice("transpose", self.transpose, TRANSPOSE)
+        common.check_fields(
+            self, positive=("min_count", "max_len"), probability=("prompt_dropout",)
+        )
         if self.max_train_tunes is not None:
             common.check_positive("max_train_tunes", self.max_train_tunes)
 
@@ -119,9 +117,7 @@ class ReportConfig(common.ReportConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        common.check_positive("sanity_samples", self.sanity_samples)
-        common.check_positive("sample_len", self.sample_len)
-        common.check_positive("num_samples", self.num_samples)
+        common.check_fields(self, positive=("sanity_samples", "sample_len", "num_samples"))
         if not self.temperature > 0:
             raise ValueError(f"`temperature` must be > 0, got {self.temperature!r}")
         if self.top_k < 0:
@@ -168,6 +164,5 @@ QUICK = {
 }
 
 
-def default_config(quick: bool = False) -> MelodyConfig:
-    """The full configuration, or the quick one (:data:`QUICK`)."""
-    return replace_fields(MelodyConfig(), QUICK if quick else {})
+#: ``default_config(quick=False)``: the full configuration, or the quick one (:data:`QUICK`).
+default_config = common.quick_or_full(MelodyConfig, QUICK)

@@ -195,12 +195,6 @@ def model_nll(params, vocab: Vocabulary, pairs, batch_size: int, *, blank=False)
 # --------------------------------------------------------------------------- training
 
 
-def _checkpointer(config, name: str, workdir: Path, *, read_only: bool = False):
-    return common.make_checkpointer(
-        workdir / name, common.checkpoint_config(config, cell=name), BEST, read_only=read_only
-    )
-
-
 def make_loss(config: MelodyConfig, vocab: Vocabulary, tokens_per_batch: float):
     """The training loss: prompt dropout, then summed event NLL over a constant."""
     rate = config.train.prompt_dropout
@@ -247,21 +241,23 @@ def train_model(name: str, config: MelodyConfig, data: Data, workdir: Path) -> d
 
     (workdir / name).mkdir(parents=True, exist_ok=True)
     params = init_model(name, config, len(vocab), keys.init)
+    checkpointer = common.run_checkpointer(config, workdir, BEST, model=name, cell=name)
     return common.train_logged(
         config, loss_fn, epoch_batches, params=params, keys=keys, num_train=len(xs),
-        workdir=workdir / name, checkpointer=_checkpointer(config, name, workdir), best=BEST,
+        workdir=workdir / name, checkpointer=checkpointer, best=BEST,
         name=f"melody {name}", evaluate_fn=evaluate_fn,
     )  # fmt: skip
 
 
 def best_params(name: str, config: MelodyConfig, vocab: Vocabulary, workdir: Path):
-    keys = common.make_keys(config.train.seed, name)
-    template = common.train_template(config, init_model(name, config, len(vocab), keys.init), keys)
-    return common.restore_best_params(
-        _checkpointer(config, name, workdir, read_only=True),
-        template,
+    return common.restore_best(
+        config,
+        lambda key: init_model(name, config, len(vocab), key),
+        BEST,
         experiment=EXPERIMENT_NAME,
         workdir=workdir,
+        model=name,
+        cell=name,
     )
 
 
@@ -461,60 +457,50 @@ def write_figure(results: dict[str, Any], path: Path) -> None:
     music.piano_roll(melodies, path, titles=titles)
 
 
-def _finish(workdir: Path, results: dict[str, Any]) -> int:
-    markdown = format_results(results)
-    common.write_results(workdir, results, markdown, extra=[("samples.png", lambda p: write_figure(results, p))])  # fmt: skip
-    if common.is_primary():
-        print(markdown)
-    return 0
-
-
 # --------------------------------------------------------------------------- commands
 
 
-def train_command(run: Invocation) -> int:
-    """Trains every model of ``config.models`` (each resumes), evaluates, writes results."""
-    config, workdir = run.config, run.workdir
-    data = common.start_training(run, EXPERIMENT_NAME, load_data)
-    for name in config.models:
+def train(config: MelodyConfig, data: Data, workdir: Path) -> None:
+    """Trains every model of ``config.models`` (each resumes from its checkpoints)."""
+
+    def train_one(name: str) -> tuple[Path, dict[str, Any]]:
         print(f"training {name}", file=sys.stderr)
-        summary = train_model(name, config, data, workdir)
-        if common.is_primary():  # one writer of the shared run directory
-            (workdir / name / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return _finish(workdir, run_evaluation(config, data, workdir))
+        return workdir / name, train_model(name, config, data, workdir)
+
+    common.train_each(config.models, train_one)
 
 
-def eval_command(run: Invocation) -> int:
-    """Evaluates the best checkpoints of ``workdir`` with its stored configuration."""
-    config = common.stored_config(run.workdir, MelodyConfig, EXPERIMENT_NAME, run.overrides)
-    data = load_data(config, common.load_vocabs(run.workdir, EXPERIMENT_NAME, ["vocab.json"]))
-    return _finish(run.workdir, run_evaluation(config, data, run.workdir))
+PIECES = common.Pieces(
+    EXPERIMENT_NAME,
+    MelodyConfig,
+    load_data,
+    train,
+    lambda *args: run_evaluation(*args),  # late-bound: tests replace it
+    format_results,
+    figures=lambda results: [("samples.png", lambda path: write_figure(results, path))],
+)
+#: ``train``: trains every model of ``config.models`` (each resumes), evaluates, writes results.
+train_command = PIECES.train_command
+#: ``eval``: evaluates the best checkpoints of ``workdir`` with its stored configuration.
+eval_command = PIECES.eval_command
 
 
 def _sample_model(config: MelodyConfig, workdir: Path) -> str:
     if config.report.sample_model != "best":
         return config.report.sample_model
-    scores = {}
-    for name in config.models:
-        path = workdir / name / "train.json"
-        if path.is_file():
-            scores[name] = json.loads(path.read_text())["val"]["nll"]
-    if not scores:
-        raise FileNotFoundError(
-            f"no trained model in {workdir}: train first with `python -m experiments.melody "
-            f"train --workdir {workdir}`"
-        )
-    return min(scores, key=scores.get)
+    return common.best_trained(
+        workdir, config.models, "nll", mode="min", experiment=EXPERIMENT_NAME
+    )
 
 
 def sample_command(run: Invocation) -> int:
     """Writes ``--num`` samples under ``--prompt`` after ``--prime`` as ``.mid`` and ``.png``."""
     if run.inputs:
         raise ValueError(f"`sample` takes no positional inputs (use --prime), got {run.inputs!r}")
-    config = common.stored_config(run.workdir, MelodyConfig, EXPERIMENT_NAME, run.overrides)
+    config = PIECES.stored_config(run)
     r = config.report
     prompt, prime = parse_prompt(r.prompt), parse_prime(r.prime)
-    vocab = common.load_vocab(run.workdir, EXPERIMENT_NAME)
+    (vocab,) = PIECES.stored_vocabs(run.workdir)
     name = _sample_model(config, run.workdir)
     params = best_params(name, config, vocab, run.workdir)
     key = jax.random.fold_in(common.make_keys(config.train.seed, name).samples, 1)

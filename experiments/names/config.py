@@ -40,9 +40,9 @@ class ModelConfig:
     fc_hidden: int = 64
 
     def __post_init__(self):
-        for name in ("hidden_size", "fc_window", "fc_hidden"):
-            common.check_positive(name, getattr(self, name))
-        common.check_probability("dropout", self.dropout)
+        common.check_fields(
+            self, positive=("hidden_size", "fc_window", "fc_hidden"), probability=("dropout",)
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -135,13 +135,6 @@ def load_data(config: NamesConfig, vocabs: tuple[Vocabulary] | None = None) -> D
     return Data(vocab, make(train_idx), make(val_idx), make(test_idx))
 
 
-def _bucket_length(n: int) -> int:
-    T = 16
-    while T < n:
-        T *= 2
-    return T
-
-
 def eval_batches(
     ids: list[np.ndarray],
     labels: list[np.ndarray],
@@ -159,7 +152,7 @@ def eval_batches(
     out = []
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        T = _bucket_length(max(len(ids[i]) for i in idx))
+        T = common.row_bucket(max(len(ids[i]) for i in idx), smallest=16)
         fill = batch_size - len(idx)
         seqs = [ids[i] for i in idx] + [np.zeros(0, np.int32)] * fill
         labs = [labels[i] for i in idx] + [np.zeros(0, np.int32)] * fill
@@ -275,8 +268,9 @@ class ModelRun(common.ModelRun):
 
 def finalize_counts(totals: dict[str, Any]) -> dict[str, float]:
     counts = ConfusionCounts(*totals["counts"])
-    return {
-        "loss": float(totals["loss_sum"] / jnp.maximum(totals["count"], 1)),
+    loss_sum = totals["loss_sum"]
+    return {  # the token count (an int) divides as the loss's float type
+        "loss": float(loss_sum / jnp.maximum(totals["count"], 1).astype(loss_sum.dtype)),
         "precision": float(counts.precision()),
         "recall": float(counts.recall()),
         "f1": float(counts.f1()),
@@ -363,33 +357,12 @@ def future_context_subsets(data: Data) -> dict[str, list[np.ndarray]]:
 
 # ----------------------------------------------------------------------------- commands
 def read_config(workdir: Path) -> NamesConfig:
-    return common.read_run_config(workdir, NamesConfig, "names")
+    """The configuration the last ``train`` stored in ``workdir``."""
+    return PIECES.read_config(workdir)
 
 
 def load_vocab(workdir: Path) -> Vocabulary:
     return common.load_vocab(workdir, "names")
-
-
-def train_command(run: Invocation) -> int:
-    """Trains every model of ``config.models`` (each resumes automatically), then evaluates."""
-    return common.train_models_then_evaluate(
-        run,
-        "names",
-        load_data,
-        ("vocab.json",),
-        lambda name, data: ModelRun(run.config, name, data.vocab, run.workdir),
-        evaluate_all,
-        format_results,
-    )
-
-
-def eval_command(run: Invocation) -> int:
-    """Evaluates the trained models of ``workdir`` (with its stored config) and prints the tables."""
-    config = common.stored_config(run.workdir, NamesConfig, "names", run.overrides)
-    data = load_data(config, (load_vocab(run.workdir),))
-    results = evaluate_all(config, run.workdir, data)
-    print(format_results(results))
-    return 0
 
 
 def predict_command(run: Invocation) -> int:
@@ -601,6 +574,20 @@ def format_results(results: dict[str, Any]) -> str:
         for name, per in fut.items():
             lines.append(f"| {name} | " + " | ".join(f"{per[s]['f1']:.3f}" for s in subsets) + " |")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the commands
+PIECES = common.Pieces.of_models(
+    "names",
+    NamesConfig,
+    load_data,
+    lambda config, name, data, workdir: ModelRun(config, name, data.vocab, workdir),
+    lambda *args: evaluate_all(*args),  # late-bound: tests replace it
+    format_results,
+)
+#: ``train``: trains every model of ``config.models`` (each resumes), then evaluates;
+#: ``eval``: evaluates the trained models of ``workdir`` (with its stored config).
+train_command, eval_command = PIECES.train_command, PIECES.eval_command
 
 
 EXPERIMENT = Experiment(

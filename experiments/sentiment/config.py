@@ -72,9 +72,11 @@ class ModelConfig:
     dropout: float = 0.3
 
     def __post_init__(self):
-        common.check_positive("hidden_size", self.hidden_size)
-        for name in ("input_dropout", "recurrent_dropout", "output_dropout", "dropout"):
-            common.check_probability(name, getattr(self, name))
+        common.check_fields(
+            self,
+            positive=("hidden_size",),
+            probability=("input_dropout", "recurrent_dropout", "output_dropout", "dropout"),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,8 +114,7 @@ class TrainConfig(common.TextTrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("lm_epochs", "lm_targets"):
-            common.check_positive(name, getattr(self, name))
+        common.check_fields(self, positive=("lm_epochs", "lm_targets"))
         if self.fold is not None:
             common.check_choice("fold", self.fold, range(CV_FOLDS))
 

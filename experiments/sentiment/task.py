@@ -132,13 +132,6 @@ def load_data(config: SentimentConfig, vocabs: tuple[Vocabulary] | None = None) 
     return Data(vocab, train, val, test, cross)
 
 
-def _bucket_length(n: int, cap: int) -> int:
-    T = 16
-    while T < n:
-        T *= 2
-    return min(T, cap)
-
-
 def eval_batches(ids: list[np.ndarray], rows: int, max_len: int):
     """Fixed-shape batches ``(ids, lengths, indices)`` in ascending length order.
 
@@ -149,7 +142,7 @@ def eval_batches(ids: list[np.ndarray], rows: int, max_len: int):
     order = np.argsort([len(x) for x in ids], kind="stable")
     for start in range(0, len(order), rows):
         idx = order[start : start + rows]
-        T = _bucket_length(max(1, max(len(ids[i]) for i in idx)), max_len)
+        T = common.row_bucket(max(1, max(len(ids[i]) for i in idx)), max_len, smallest=16)
         fill = rows - len(idx)
         seqs = [ids[i][:T] for i in idx] + [np.zeros(0, np.int32)] * fill
         x, lengths = pad_batch(seqs, max_len=T)
@@ -535,29 +528,17 @@ def plot_accuracy(runs: list[dict[str, Any]], out_path: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- commands
-def read_config(workdir: Path) -> SentimentConfig:
-    return common.read_run_config(workdir, SentimentConfig, EXPERIMENT_NAME)
-
-
-def train_command(run: Invocation) -> int:
-    """Trains every model of ``config.models`` (each resumes automatically), then evaluates."""
-    return common.train_models_then_evaluate(
-        run,
-        EXPERIMENT_NAME,
-        load_data,
-        ("vocab.json",),
-        lambda name, data: ModelRun(run.config, name, data.vocab, run.workdir),
-        evaluate_all,
-        format_results,
-    )
-
-
-def eval_command(run: Invocation) -> int:
-    """Evaluates the trained models of ``workdir`` (with its stored config)."""
-    config = common.stored_config(run.workdir, SentimentConfig, EXPERIMENT_NAME, run.overrides)
-    data = load_data(config, (common.load_vocab(run.workdir, EXPERIMENT_NAME),))
-    print(format_results(evaluate_all(config, run.workdir, data)))
-    return 0
+PIECES = common.Pieces.of_models(
+    EXPERIMENT_NAME,
+    SentimentConfig,
+    load_data,
+    lambda config, name, data, workdir: ModelRun(config, name, data.vocab, workdir),
+    lambda *args: evaluate_all(*args),  # late-bound: tests replace it
+    format_results,
+)
+#: ``train``: trains every model of ``config.models`` (each resumes), then evaluates;
+#: ``eval``: evaluates the trained models of ``workdir`` (with its stored config).
+train_command, eval_command = PIECES.train_command, PIECES.eval_command
 
 
 def best_model(config: SentimentConfig, workdir: Path, target: str = "label") -> str | None:
@@ -581,7 +562,7 @@ def predict_texts(workdir: Path, texts: list[str], model: str | None = None) -> 
     validation accuracy); the stars from the best ``_score`` model where one was trained,
     else from the probability (:func:`stars_from_proba`).
     """
-    config = read_config(workdir)
+    config = PIECES.read_config(workdir)
     vocab = common.load_vocab(workdir, EXPERIMENT_NAME)
     name = model or best_model(config, workdir)
     if name is None:
@@ -634,11 +615,11 @@ DATA_FIELDS = ("corpus_dir", "split_seed", "fold", "vocab_size", "max_len")
 def ensemble_members(models: tuple[str, ...], run_dirs: list[Path]):
     """``(data config, vocabulary, [(member name, ModelRun, params), ...])``: every trained
     classifier of ``models`` in every run directory (all on the same data and vocabulary)."""
-    first = read_config(run_dirs[0])
+    first = PIECES.read_config(run_dirs[0])
     vocab = common.load_vocab(run_dirs[0], EXPERIMENT_NAME)
     members = []
     for directory in run_dirs:
-        config = read_config(directory)
+        config = PIECES.read_config(directory)
         for field in DATA_FIELDS:
             if getattr(config.train, field) != getattr(first.train, field):
                 raise ValueError(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 
 from experiments import common
-from experiments.cli import replace_fields
 
 __all__ = ["CELLS", "ModelConfig", "ReportConfig", "SpeechConfig", "TrainConfig", "default_config"]
 
@@ -43,9 +42,11 @@ class ModelConfig:
     dropout: float = 0.1
 
     def __post_init__(self):
-        for name in ("n_mels", "stack", "hidden_size", "num_layers"):
-            common.check_positive(name, getattr(self, name))
-        common.check_probability("dropout", self.dropout)
+        common.check_fields(
+            self,
+            positive=("n_mels", "stack", "hidden_size", "num_layers"),
+            probability=("dropout",),
+        )
         if self.dropout > 0 and self.num_layers == 1:
             raise ValueError(
                 f"`dropout` acts between stacked layers: with num_layers=1 it must be 0, got "
@@ -120,8 +121,7 @@ class ReportConfig(common.ReportConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        common.check_positive("beam_width", self.beam_width)
-        common.check_non_negative("num_examples", self.num_examples)
+        common.check_fields(self, positive=("beam_width",), non_negative=("num_examples",))
         if self.baseline_clips is not None:
             common.check_positive("baseline_clips", self.baseline_clips)
         common.check_choice("decode", self.decode, ("greedy", "beam"))
@@ -159,6 +159,5 @@ QUICK = {
 }
 
 
-def default_config(quick: bool = False) -> SpeechConfig:
-    """The full configuration, or the quick one (:data:`QUICK`)."""
-    return replace_fields(SpeechConfig(), QUICK if quick else {})
+#: ``default_config(quick=False)``: the full configuration, or the quick one (:data:`QUICK`).
+default_config = common.quick_or_full(SpeechConfig, QUICK)

@@ -41,7 +41,6 @@ from experiments.cli import Experiment, Invocation
 from experiments.speech import audio as sound
 from experiments.speech.config import SpeechConfig, default_config
 from experiments.speech.corpus import DIGITS, SAMPLE_RATE, load_corpus
-from rnn_jax._io import atomic_write
 from rnn_jax.ctc import ctc_greedy_decode, ctc_prefix_beam_search, rnn_ctc_loss
 from rnn_jax.network import rnn_apply
 from rnn_jax.params import count_params, init_rnn
@@ -288,12 +287,6 @@ def transcribe(params, feats: Sequence[np.ndarray], config: SpeechConfig, *,
 # --------------------------------------------------------------------------- training
 
 
-def _checkpointer(config, name: str, workdir: Path, *, read_only: bool = False):
-    return common.make_checkpointer(
-        workdir / name, common.checkpoint_config(config, cell=name), BEST, read_only=read_only
-    )
-
-
 def augmented_features(data: Data, index: int, epoch: int, config: SpeechConfig) -> np.ndarray:
     """Training clip ``index`` augmented for ``epoch`` (seeded by seed, epoch and clip)."""
     c = config.train
@@ -340,21 +333,23 @@ def train_model(name: str, config: SpeechConfig, data: Data, workdir: Path) -> d
 
     (workdir / name).mkdir(parents=True, exist_ok=True)
     params = init_model(name, config, keys.init)
+    checkpointer = common.run_checkpointer(config, workdir, BEST, model=name, cell=name)
     return common.train_logged(
         config, loss_fn, epoch_batches, params=params, keys=keys, num_train=len(texts),
-        workdir=workdir / name, checkpointer=_checkpointer(config, name, workdir), best=BEST,
+        workdir=workdir / name, checkpointer=checkpointer, best=BEST,
         name=f"speech {name}", evaluate_fn=evaluate_fn,
     )  # fmt: skip
 
 
 def best_params(name: str, config: SpeechConfig, workdir: Path):
-    keys = common.make_keys(config.train.seed, name)
-    template = common.train_template(config, init_model(name, config, keys.init), keys)
-    return common.restore_best_params(
-        _checkpointer(config, name, workdir, read_only=True),
-        template,
+    return common.restore_best(
+        config,
+        lambda key: init_model(name, config, key),
+        BEST,
         experiment=EXPERIMENT_NAME,
         workdir=workdir,
+        model=name,
+        cell=name,
     )
 
 
@@ -563,23 +558,26 @@ def format_results(results: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- commands
 
 
-def train_command(run: Invocation) -> int:
-    """Trains every cell of ``models`` (each resumes from its checkpoints), then evaluates."""
-    config, workdir = run.config, Path(run.workdir)
-    data = common.start_training(run, EXPERIMENT_NAME, load_data, vocab_files=())
-    for name in config.models:
-        summary = train_model(name, config, data, workdir)
-        if common.is_primary():
-            atomic_write(workdir / name / "train.json", json.dumps(summary, indent=2) + "\n")
-    results = evaluate(config, data, workdir)
-    return common.finish(workdir, results, format_results(results))
+def train(config: SpeechConfig, data: Data, workdir: Path) -> None:
+    """Trains every cell of ``config.models`` (each resumes from its checkpoints)."""
+    common.train_each(
+        config.models, lambda name: (workdir / name, train_model(name, config, data, workdir))
+    )
 
 
-def eval_command(run: Invocation) -> int:
-    """Evaluates the best checkpoints of ``workdir`` with its stored configuration."""
-    config = common.stored_config(run.workdir, SpeechConfig, EXPERIMENT_NAME, run.overrides)
-    results = evaluate(config, load_data(config), Path(run.workdir))
-    return common.finish(run.workdir, results, format_results(results))
+PIECES = common.Pieces(
+    EXPERIMENT_NAME,
+    SpeechConfig,
+    load_data,
+    train,
+    lambda *args: evaluate(*args),  # late-bound: tests replace it
+    format_results,
+    vocab_files=(),
+)
+#: ``train``: trains every cell of ``models`` (each resumes from its checkpoints), evaluates.
+train_command = PIECES.train_command
+#: ``eval``: evaluates the best checkpoints of ``workdir`` with its stored configuration.
+eval_command = PIECES.eval_command
 
 
 def _predict_model(config: SpeechConfig, workdir: Path) -> str:
@@ -597,7 +595,7 @@ def predict_command(run: Invocation) -> int:
         raise ValueError(
             "`predict` needs one or more WAV files: predict --workdir DIR FILE.wav ..."
         )
-    config = common.stored_config(run.workdir, SpeechConfig, EXPERIMENT_NAME, run.overrides)
+    config = PIECES.stored_config(run)
     waves = [sound.read_wav(path, SAMPLE_RATE) for path in run.inputs]  # all read before any output
     params = best_params(_predict_model(config, Path(run.workdir)), config, Path(run.workdir))
     hyps = transcribe(params, [featurize(w, config) for w in waves], config,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 
 from experiments import common
-from experiments.cli import replace_fields
 from rnn_jax.attention import ATTENTIONS
 from rnn_jax.params import CELLS
 
@@ -34,10 +33,8 @@ class ModelConfig:
 
     def __post_init__(self):
         common.check_positive("hidden_size", self.hidden_size)
-        if self.cell not in CELLS:
-            raise ValueError(f"`cell` must be one of {CELLS}, got {self.cell!r}")
-        if self.attention not in ATTENTIONS:
-            raise ValueError(f"`attention` must be one of {ATTENTIONS}, got {self.attention!r}")
+        common.check_choice("cell", self.cell, CELLS)
+        common.check_choice("attention", self.attention, ATTENTIONS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,9 +70,11 @@ class TrainConfig(common.TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("max_words", "train_max_words", "src_vocab_size", "tgt_vocab_size",
-                     "max_len", "num_val"):  # fmt: skip
-            common.check_positive(name, getattr(self, name))
+        common.check_fields(
+            self,
+            positive=("max_words", "train_max_words", "src_vocab_size", "tgt_vocab_size",
+                      "max_len", "num_val"),
+        )  # fmt: skip
         if self.max_train < 0:
             raise ValueError(f"`max_train` must be >= 0 (0: all), got {self.max_train}")
         overlap = set(self.val_books) & set(self.test_books)
@@ -112,8 +111,7 @@ class ReportConfig(common.ReportConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("beam_width", "ibm_iterations", "pad_to_multiple"):
-            common.check_positive(name, getattr(self, name))
+        common.check_fields(self, positive=("beam_width", "ibm_iterations", "pad_to_multiple"))
         if self.num_test < 0:
             raise ValueError(f"`num_test` must be >= 0 (0: all), got {self.num_test}")
 
@@ -143,6 +141,5 @@ QUICK = {
 }
 
 
-def default_config(quick: bool = False) -> TranslateConfig:
-    """The full configuration, or the quick one (:data:`QUICK`)."""
-    return replace_fields(TranslateConfig(), QUICK if quick else {})
+#: ``default_config(quick=False)``: the full configuration, or the quick one (:data:`QUICK`).
+default_config = common.quick_or_full(TranslateConfig, QUICK)

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import common
-from experiments.cli import Experiment, Invocation, read_inputs
+from experiments.cli import Experiment, Invocation
 from experiments.translate.baselines import IBMModel1, copy_source
 from experiments.translate.config import ModelConfig, TranslateConfig, default_config
 from experiments.translate.data import load_pairs, tokenize
@@ -68,7 +68,7 @@ Pair = tuple[list[str], list[str]]
 class Data(common.PairData):
     """Tokenised (English, Spanish) pairs per split and the two word vocabularies."""
 
-    refs: dict[str, list[tuple[str, int, int]]]
+    refs: dict[str, list[tuple[str, int, int]]] = dataclasses.field(default_factory=dict)
 
     def describe(self) -> str:
         n = {k: len(v) for k, v in self.splits.items()}
@@ -248,16 +248,6 @@ def score(hyps: list[list[str]], refs: list[list[str]]) -> dict[str, float]:
 # --------------------------------------------------------------------------- run directory
 
 
-def _checkpointer(config: TranslateConfig, workdir: Path, *, read_only: bool = False):
-    return common.make_checkpointer(
-        workdir, common.checkpoint_config(config), BEST, read_only=read_only
-    )
-
-
-def load_vocabs(workdir: Path) -> tuple[Vocabulary, Vocabulary]:
-    return common.load_vocabs(workdir, "translate", VOCAB_FILES)
-
-
 def best_params(config: TranslateConfig, data: Data, workdir: Path) -> Seq2SeqParams:
     init = make_model(config.model, data).init
     return common.restore_best(config, init, BEST, experiment="translate", workdir=workdir)
@@ -302,11 +292,12 @@ def train(config: TranslateConfig, data: Data, workdir: Path) -> dict[str, Any]:
 
     # One source and one target width for every batch: the train step compiles once.
     params = make_model(config.model, data).init(keys.init)
+    checkpointer = common.run_checkpointer(config, workdir, BEST)
     return common.train_seq2seq(
         config, src_ids, tgt_ids, bos_id=bos, src_pad_id=data.src_vocab.pad_id,
         src_pad_to_multiple=_round_up(max(map(len, src_ids)), 8),
         tgt_width=_round_up(max(map(len, tgt_ids)), 8), params=params, keys=keys,
-        workdir=workdir, checkpointer=_checkpointer(config, workdir), best=BEST, name="translate",
+        workdir=workdir, checkpointer=checkpointer, best=BEST, name="translate",
         evaluate_fn=evaluate_fn,
     )  # fmt: skip
 
@@ -424,31 +415,21 @@ def format_results(results: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- commands
 
 
-def train_command(run: Invocation) -> int:
-    """Trains (resuming if ``workdir`` holds checkpoints), then evaluates on the held-out books."""
-    return common.train_then_evaluate(
-        run, "translate", load_data, VOCAB_FILES, train, evaluate, format_results
-    )
-
-
-def eval_command(run: Invocation) -> int:
-    """Evaluates the best checkpoint of ``workdir`` with its stored configuration."""
-
-    def load(config: TranslateConfig) -> Data:
-        return load_data(config, load_vocabs(run.workdir))
-
-    return common.evaluate_stored(run, TranslateConfig, "translate", load, evaluate, format_results)
+# (`evaluate` is looked up when the command runs: tests replace it)
+PIECES = common.Pieces(
+    "translate", TranslateConfig, load_data, train, lambda *args: evaluate(*args), format_results,
+    VOCAB_FILES,
+)  # fmt: skip
+#: ``train``: trains (resuming from the checkpoints of ``workdir``), evaluates on the held-out
+#: books; ``eval``: evaluates the best checkpoint of ``workdir`` with its stored configuration.
+train_command, eval_command = PIECES.train_command, PIECES.eval_command
 
 
 def predict_command(run: Invocation) -> int:
     """Translates each English input (arguments, or lines of stdin) by greedy and beam."""
-    texts = read_inputs(run.inputs)
-    config = common.stored_config(run.workdir, TranslateConfig, "translate", run.overrides)
-    src_vocab, tgt_vocab = load_vocabs(run.workdir)
-    params = best_params(config, Data(src_vocab, tgt_vocab, {}, {}), run.workdir)
-    sources = [tokenize(t) for t in texts]
-    greedy = translate(params, config, src_vocab, tgt_vocab, sources, method="greedy")
-    beam = translate(params, config, src_vocab, tgt_vocab, sources, method="beam")
+    texts, sources, src_vocab, greedy, beam = common.decode_inputs(
+        run, PIECES, Data, best_params, translate, encode=tokenize
+    )
     for text, src, g, b in zip(texts, sources, greedy, beam, strict=True):
         unknown = sorted({w for w in src if w not in src_vocab})
         note = f"   (words read as <UNK>: {' '.join(unknown)})" if unknown else ""

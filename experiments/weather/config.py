@@ -53,8 +53,7 @@ class ModelConfig:
     pool: str = "last"
 
     def __post_init__(self):
-        common.check_positive("hidden_size", self.hidden_size)
-        common.check_positive("num_layers", self.num_layers)
+        common.check_fields(self, positive=("hidden_size", "num_layers"))
         common.check_choice("pool", self.pool, POOLS)
 
 
@@ -89,8 +88,7 @@ class TrainConfig(common.TrainConfig):
         super().__post_init__()
         common.check_choice("task", self.task, ("daily", "hourly"))
         common.check_choice("residual", self.residual, RESIDUALS)
-        common.check_positive("train_stride", self.train_stride)
-        common.check_non_negative("weight_decay", self.weight_decay)
+        common.check_fields(self, positive=("train_stride",), non_negative=("weight_decay",))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -325,14 +325,8 @@ class ModelRun(common.ModelRun):
 
 
 # ----------------------------------------------------------------------------- commands
-def read_run_config(workdir: Path) -> WeatherConfig:
-    return common.read_run_config(workdir, WeatherConfig, EXPERIMENT_NAME)
-
-
-def train_command(run: Invocation) -> int:
-    """Fits the baselines (once per run directory), trains every model, evaluates."""
-    config, workdir = run.config, run.workdir
-    data = common.start_training(run, EXPERIMENT_NAME, load_data, vocab_files=())
+def train(config: WeatherConfig, data: Data, workdir: Path) -> None:
+    """Fits the baselines (once per run directory), then trains every model (each resumes)."""
     atomic_write(workdir / "scaler.json", json.dumps(_scaler_dict(data), indent=2) + "\n")
     if common.is_primary() and not (workdir / "baselines.npz").exists():
         # read after training, which the other processes reach only with process 0
@@ -344,17 +338,6 @@ def train_command(run: Invocation) -> int:
         print(f"baselines: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     D, C = data.train.xs.shape[2], data.task.C
     common.train_models(config, data, lambda name: ModelRun(config, name, workdir, D, C))
-    results = evaluate_all(config, workdir, data)
-    if common.is_primary():
-        print(format_results(results))
-    return 0
-
-
-def eval_command(run: Invocation) -> int:
-    """Evaluates the run in ``workdir`` with its stored configuration (``report`` overrides only)."""
-    config = common.stored_config(run.workdir, WeatherConfig, EXPERIMENT_NAME, run.overrides)
-    print(format_results(evaluate_all(config, run.workdir, load_data(config))))
-    return 0
 
 
 def _no_inputs(run: Invocation) -> None:
@@ -526,7 +509,7 @@ def predict_csv(workdir: Path, csv: str) -> str:
     """The next forecast(s) of every trained model from the last ``T_x`` rows of ``csv``."""
     import pandas as pd
 
-    config = read_run_config(workdir)
+    config = PIECES.read_config(workdir)
     scaler = json.loads((Path(workdir) / "scaler.json").read_text())
     task = TASKS[config.train.task]
     try:
@@ -619,6 +602,24 @@ def summarize(workdirs: list[str]) -> str:
                 + " |"
             )
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the commands
+PIECES = common.Pieces(
+    EXPERIMENT_NAME,
+    WeatherConfig,
+    load_data,
+    train,
+    lambda config, data, workdir: evaluate_all(config, workdir, data),  # writes the results
+    format_results,
+    vocab_files=(),
+    writes_results=True,
+)
+#: ``train``: fits the baselines (once per run directory), trains every model, evaluates.
+train_command = PIECES.train_command
+#: ``eval``: evaluates the run in ``workdir`` with its stored configuration (``report``
+#: overrides only).
+eval_command = PIECES.eval_command
 
 
 EXPERIMENT = Experiment(
