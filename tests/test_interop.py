@@ -7,6 +7,7 @@ computes on the same (padded, variable-length) batch, and a round trip must be e
 import dataclasses
 import subprocess
 import sys
+from functools import partial
 
 import flax.linen as nn
 import jax
@@ -629,16 +630,20 @@ def test_params_dataclass_replace_keeps_converted_params_usable():
 TORCH_GATED = {"gru": "GRU", "lstm": "LSTM"}
 
 
+@partial(jax.jit, static_argnums=0)
 def gated_stack(cell, layers, xs, lengths):
     """The stack run layer by layer with rnn_jax.cells: each direction with layer_unroll
     (reverse for d = 1), the concatenated outputs feeding the next layer.
 
     xs: batch-first (B, T, D) dense or (B, T) ids. Returns (output (B, T, dirs * H),
     h_n (L * dirs, B, H), c_n (L * dirs, B, H) or None), PyTorch's layout.
+
+    Compiled once per cell, stack structure and shapes, and shared by the tests (the
+    conversions are what they check; layer_unroll's eager path is tested in test_cells).
     """
     xs = jnp.swapaxes(jnp.asarray(xs), 0, 1)
     T, B = xs.shape[:2]
-    mask = jnp.asarray(np.arange(T)[:, None] < np.asarray(lengths)[None, :])
+    mask = jnp.arange(T)[:, None] < jnp.asarray(lengths)[None, :]
     H = layers[0][0].hidden_size
     finals = []
     h = xs
@@ -653,6 +658,19 @@ def gated_stack(cell, layers, xs, lengths):
     if cell == "gru":
         return output, jnp.stack(finals), None
     return output, jnp.stack([f[0] for f in finals]), jnp.stack([f[1] for f in finals])
+
+
+@partial(jax.jit, static_argnums=0)
+def gated_stack_input_grad(cell, layers, xs, lengths, weights):
+    """d/dxs of sum(w * output) + sum(w_h * h_n) (+ sum(w_c * c_n)), the loss of
+    torch_gated_run; compiled once per cell, stack structure and shapes."""
+
+    def loss(xs):
+        output, h_last, c_last = gated_stack(cell, layers, xs, lengths)
+        total = jnp.sum(weights[0] * output) + jnp.sum(weights[1] * h_last)
+        return total if c_last is None else total + jnp.sum(weights[2] * c_last)
+
+    return jax.grad(loss)(xs)
 
 
 def torch_gated_run(torch, module, xs, lengths, weights):
@@ -709,12 +727,7 @@ def test_gated_layers_from_torch_match_torch_on_packed_sequences(
     if cell == "lstm":
         np.testing.assert_allclose(c_last, c_n, atol=ATOL)
 
-    def loss(xs):
-        output, h_last, c_last = gated_stack(cell, layers, xs, lengths)
-        total = jnp.sum(weights[0] * output) + jnp.sum(weights[1] * h_last)
-        return total if c_last is None else total + jnp.sum(weights[2] * c_last)
-
-    dx = jax.grad(loss)(jnp.asarray(xs))
+    dx = gated_stack_input_grad(cell, layers, jnp.asarray(xs), lengths, weights)
     np.testing.assert_allclose(dx, dx_torch, atol=ATOL)
     assert np.all(np.asarray(dx)[~valid(lengths, T)] == 0)
 
