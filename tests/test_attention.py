@@ -23,6 +23,20 @@ from rnn_jax.seq2seq import (
 
 BOS, EOS = 2, 3
 V_SRC, V_TGT = 13, 11
+
+# The model under jit, compiled once per configuration and shapes (run eagerly, every call
+# traced and compiled its scans again); the eager path is the one test_seq2seq runs.
+_apply = jax.jit(seq2seq_apply, static_argnames="return_attention")
+_step = jax.jit(decoder_step)
+_start = jax.jit(start_decoding)
+
+
+@jax.jit
+def _loss(params, src, src_len, tgt, tgt_len):
+    return seq2seq_loss(params, src, src_len, tgt, tgt_len, bos_id=BOS)
+
+
+_loss_grad = jax.jit(jax.grad(_loss))
 CONFIGS = {
     "rnn": dict(cell="rnn", bidirectional=True, hidden_size=5),
     "gru": dict(cell="gru", num_layers=2, hidden_size=4, bridge="project", decoder_hidden_size=6),
@@ -137,13 +151,13 @@ def test_teacher_forcing_and_steps_match_float64_reference(cell, x64):
     src, src_len, tgt, tgt_len = _batch()
     tgt_in = np.asarray(shift_right(jnp.asarray(tgt), BOS))
     ref_logits, ref_w = _numpy_reference(params, src, src_len, tgt_in, tgt_len)
-    logits, w = seq2seq_apply(params, src, src_len, tgt_in, tgt_len, return_attention=True)
+    logits, w = _apply(params, src, src_len, tgt_in, tgt_len, return_attention=True)
     np.testing.assert_allclose(np.asarray(logits), ref_logits, atol=1e-10)
     np.testing.assert_allclose(np.asarray(w), ref_w, atol=1e-10)
     # the step function (what greedy and beam search run) gives the same logits
-    state = start_decoding(params, src, src_len)
+    state = _start(params, src, src_len)
     for t in range(tgt_in.shape[1]):
-        state, step_logits = decoder_step(params, state, jnp.asarray(tgt_in[:, t]))
+        state, step_logits = _step(params, state, jnp.asarray(tgt_in[:, t]))
         valid = t < tgt_len
         np.testing.assert_allclose(np.asarray(step_logits)[valid], ref_logits[valid, t], atol=1e-10)
 
@@ -177,13 +191,8 @@ def test_padding_invariance(cell):
         longer[b, : src_len[b]] = src[b, : src_len[b]]
 
     def run(s):
-        def loss(p):
-            return seq2seq_loss(p, s, src_len, tgt, tgt_len, bos_id=BOS)
-
-        out = seq2seq_apply(
-            params, s, src_len, shift_right(tgt, BOS), tgt_len, return_attention=True
-        )
-        return out, jax.grad(loss)(params)
+        out = _apply(params, s, src_len, shift_right(tgt, BOS), tgt_len, return_attention=True)
+        return out, _loss_grad(params, s, src_len, tgt, tgt_len)
 
     (logits_a, w_a), g_a = run(src)
     (logits_b, w_b), g_b = run(longer)
@@ -202,9 +211,9 @@ def test_gradient_matches_finite_differences(cell, x64):
     src, src_len, tgt, tgt_len = _batch()
 
     def loss(p):
-        return seq2seq_loss(p, src, src_len, tgt, tgt_len, bos_id=BOS)
+        return _loss(p, src, src_len, tgt, tgt_len)
 
-    grads = jax.grad(loss)(params)
+    grads = _loss_grad(params, src, src_len, tgt, tgt_len)
     leaves, treedef = jax.tree_util.tree_flatten(params)
     keys = jax.random.split(jax.random.key(5), len(leaves))
     direction = jax.tree_util.tree_unflatten(

@@ -146,22 +146,25 @@ def test_jvp_jacfwd_hessian_with_backward_autodiff(x64):
     def loss(x, backward="autodiff"):
         return jnp.sum(jnp.tanh(rnn_classify(params, x, lengths, backward=backward)))
 
+    # Each transformation jitted: one compile each (eagerly, every scan traced and compiled
+    # on each call).
     t = jax.random.normal(jax.random.key(2), xs.shape, jnp.float64)
     eps = 1e-6
-    fd = (loss(xs + eps * t) - loss(xs - eps * t)) / (2 * eps)
-    _, jvp = jax.jvp(loss, (xs,), (t,))
+    loss_jit = jax.jit(loss)
+    fd = (loss_jit(xs + eps * t) - loss_jit(xs - eps * t)) / (2 * eps)
+    _, jvp = jax.jit(partial(jax.jvp, loss))((xs,), (t,))
     np.testing.assert_allclose(jvp, fd, rtol=1e-6, atol=1e-9)
 
     # jacfwd (autodiff path) equals jacrev (the default hand-written BPTT).
-    J_fwd = jax.jacfwd(loss)(xs)
-    J_rev = jax.grad(loss)(xs, "bptt")
+    J_fwd = jax.jit(jax.jacfwd(loss))(xs)
+    g = jax.jit(jax.grad(loss), static_argnums=1)
+    J_rev = g(xs, "bptt")
     np.testing.assert_allclose(J_fwd, J_rev, rtol=1e-9, atol=1e-12)
 
     # The Hessian against finite differences of the default path's gradient.
-    Hess = jax.hessian(loss)(xs)
+    Hess = jax.jit(jax.hessian(loss))(xs)
     assert Hess.shape == xs.shape * 2
-    g = partial(jax.grad(loss), backward="bptt")
-    fd_H = (g(xs + eps * t) - g(xs - eps * t)) / (2 * eps)
+    fd_H = (g(xs + eps * t, "bptt") - g(xs - eps * t, "bptt")) / (2 * eps)
     np.testing.assert_allclose(jnp.tensordot(Hess, t, axes=3), fd_H, rtol=1e-5, atol=1e-8)
 
 
@@ -379,11 +382,15 @@ def test_streaming_in_chunks_through_a0_equals_one_shot():
 def test_low_precision_params_with_float32_inputs(dtype):
     params = init_rnn(jax.random.key(0), D, H, C, num_layers=2, dtype=dtype)
     xs, lengths = _xs(), jnp.array([7, 5, 1, 0])
-    # Documented: float inputs are cast to the parameters' dtype.
-    y = rnn_apply(params, xs, lengths)
+    # Documented: float inputs are cast to the parameters' dtype (jitted: one compile per
+    # input dtype, where eagerly every call compiles its scans again).
+    apply = jax.jit(rnn_apply)
+    y = apply(params, xs, lengths)
     assert y.dtype == dtype
-    np.testing.assert_array_equal(y, rnn_apply(params, xs.astype(dtype), lengths))
-    g = jax.grad(lambda p: jnp.sum(rnn_classify(p, xs, lengths).astype(jnp.float32)))(params)
+    np.testing.assert_array_equal(y, apply(params, xs.astype(dtype), lengths))
+    g = jax.jit(jax.grad(lambda p: jnp.sum(rnn_classify(p, xs, lengths).astype(jnp.float32))))(
+        params
+    )
     assert g.layers[0][0].W_a.dtype == dtype
 
 
@@ -399,10 +406,10 @@ def test_gated_seq2seq_remat_and_word_dropout_under_strict_dtypes():
     src, sl = jnp.array([[5, 6, 7], [8, 0, 0]]), jnp.array([3, 1])
     tgt, tl = jnp.array([[4, 3], [3, 0]]), jnp.array([2, 1])
     s2s = init_seq2seq(jax.random.key(0), 9, 6, hidden_size=4, feed_context=True, cell="lstm")
-    g = jax.grad(seq2seq_loss)(s2s, src, sl, tgt, tl, bos_id=2)
+    g = jax.jit(jax.grad(partial(seq2seq_loss, bos_id=2)))(s2s, src, sl, tgt, tl)
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(g))
     lm = init_rnn(jax.random.key(1), 9, H, 9, cell="gru", token_inputs=True)
-    loss = rnn_loss_remat(lm, src, src, sl, chunk_size=2)
+    loss = jax.jit(partial(rnn_loss_remat, chunk_size=2))(lm, src, src, sl)
     assert loss.dtype == jnp.float32
     y = rnn_classify(lm, src, sl, input_dropout=0.5, key=jax.random.key(2))
     assert y.shape == (2, 9) and y.dtype == jnp.float32

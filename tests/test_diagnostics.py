@@ -1,5 +1,7 @@
 """rnn_jax.diagnostics: ‖∂L/∂a<t>‖ against an explicit computation, for every cell."""
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,8 +11,12 @@ from rnn_jax import head_apply, init_rnn, rnn_layers
 from rnn_jax.diagnostics import plot_gradient_norms, state_gradient_norms
 
 
+@partial(jax.jit, static_argnums=(2, 3))
 def _explicit(params, xs, t, loss_fn):
-    """∂L/∂a<t> by restarting the network at step t + 1 from a0 = a<t> (and c<t>)."""
+    """∂L/∂a<t> by restarting the network at step t + 1 from a0 = a<t> (and c<t>).
+
+    Jitted: one compile per step t, where eagerly every call traced and compiled its scans
+    again."""
     lstm = params.cell == "lstm"
     _, finals = rnn_layers(params, xs[:, : t + 1], return_cell_state=lstm)
     h_t, c_t = finals if lstm else (finals, None)

@@ -7,6 +7,7 @@ computes on the same (padded, variable-length) batch, and a round trip must be e
 import dataclasses
 import subprocess
 import sys
+from functools import partial
 
 import flax.linen as nn
 import jax
@@ -49,6 +50,13 @@ from rnn_jax.interop import (
 )
 
 ATOL = 1e-5
+
+# The converted networks run under jit: compiled once per configuration and shapes, where
+# an eager call traces and compiles every scan again (about 3x the CPU time). The eager path
+# is checked against jit in test_network (test_jit_and_no_jit_agree).
+_layers = jax.jit(rnn_layers, static_argnames="return_cell_state")
+_apply = jax.jit(rnn_apply)
+_classify = jax.jit(rnn_classify)
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +172,7 @@ def test_from_torch_matches_torch_on_packed_sequences(
     assert (params.num_layers, params.bidirectional) == (num_layers, bidirectional)
     assert params.head.W_y.dtype == jnp.float32
 
-    a_seq, a_last = rnn_layers(params, xs, lengths)
+    a_seq, a_last = _layers(params, xs, lengths)
     np.testing.assert_allclose(a_seq, out.numpy(), atol=ATOL)  # zero at padding on both sides
     np.testing.assert_allclose(a_last, h_n.numpy(), atol=ATOL)
 
@@ -173,10 +181,10 @@ def test_from_torch_matches_torch_on_packed_sequences(
         y_torch = linear(out).numpy()
         h_top = torch.cat([h_n[-2], h_n[-1]], -1) if bidirectional else h_n[-1]
         y_class = linear(h_top).numpy()
-    y_hat = np.asarray(rnn_apply(params, xs, lengths))
+    y_hat = np.asarray(_apply(params, xs, lengths))
     np.testing.assert_allclose(y_hat[m], y_torch[m], atol=ATOL)
     assert np.all(y_hat[~m] == 0)  # torch's linear gives its bias at padding; rnn_apply zero
-    np.testing.assert_allclose(rnn_classify(params, xs, lengths), y_class, atol=ATOL)
+    np.testing.assert_allclose(_classify(params, xs, lengths), y_class, atol=ATOL)
 
 
 def test_from_torch_without_bias_and_time_major_module(torch):
@@ -189,7 +197,7 @@ def test_from_torch_without_bias_and_time_major_module(torch):
     for layer in params.layers:
         for p in layer:
             assert np.all(np.asarray(p.b_a) == 0)
-    a_seq, a_last = rnn_layers(params, xs, lengths)
+    a_seq, a_last = _layers(params, xs, lengths)
     np.testing.assert_allclose(a_seq, out.numpy(), atol=ATOL)
     np.testing.assert_allclose(a_last, h_n.numpy(), atol=ATOL)
 
@@ -217,7 +225,7 @@ def test_from_torch_without_linear_has_the_identity_head(torch):
     np.testing.assert_array_equal(params.head.b_y, np.zeros(2 * H, np.float32))
     xs, lengths = batch(3, B, T, 2)
     out, _ = torch_run(torch, rnn, xs, lengths)
-    np.testing.assert_allclose(rnn_apply(params, xs, lengths), out.numpy(), atol=ATOL)
+    np.testing.assert_allclose(_apply(params, xs, lengths), out.numpy(), atol=ATOL)
 
 
 def test_from_torch_keeps_float64(torch, x64):
@@ -228,7 +236,7 @@ def test_from_torch_keeps_float64(torch, x64):
     assert all(x.dtype == jnp.float64 for x in jax.tree.leaves(params))
     xs, lengths = batch(4, 4, 6, 3, dtype=np.float64)
     out, h_n = torch_run(torch, rnn, xs, lengths)
-    a_seq, a_last = rnn_layers(params, xs, lengths)
+    a_seq, a_last = _layers(params, xs, lengths)
     np.testing.assert_allclose(a_seq, out.numpy(), atol=1e-12)
     np.testing.assert_allclose(a_last, h_n.numpy(), atol=1e-12)
     assert_params_identical(from_torch(*to_torch(params)), params)
@@ -261,7 +269,7 @@ def test_from_torch_folds_an_embedding_and_reads_token_ids(torch):
     params = from_torch(rnn, linear, embedding=emb)
     assert params.token_inputs and params.input_size == V
     assert params.layers[0][0].W_a.shape == (H, H + V)
-    a_seq, a_last = rnn_layers(params, jnp.asarray(ids, jnp.int32), lengths)
+    a_seq, a_last = _layers(params, jnp.asarray(ids, jnp.int32), lengths)
     np.testing.assert_allclose(a_seq, out.numpy(), atol=ATOL)
     np.testing.assert_allclose(a_last, h_n.numpy(), atol=ATOL)
 
@@ -276,7 +284,7 @@ def test_from_torch_token_inputs_is_one_hot_in_torch(torch):
     out, h_n = torch_run(torch, rnn, one_hot, lengths)
     params = from_torch(rnn, token_inputs=True)
     assert params.token_inputs
-    a_seq, a_last = rnn_layers(params, jnp.asarray(ids, jnp.int32), lengths)
+    a_seq, a_last = _layers(params, jnp.asarray(ids, jnp.int32), lengths)
     np.testing.assert_allclose(a_seq, out.numpy(), atol=ATOL)
     np.testing.assert_allclose(a_last, h_n.numpy(), atol=ATOL)
     rnn_back, _ = to_torch(params)
@@ -308,13 +316,13 @@ def test_to_torch_computes_rnn_apply(torch, num_layers, bidirectional, activatio
             assert np.all(getattr(rnn, "bias_hh" + sfx).detach().numpy() == 0)
     xs, lengths = batch(7, B, T, D)
     out, h_n = torch_run(torch, rnn, xs, lengths)
-    a_seq, a_last = rnn_layers(params, xs, lengths)
+    a_seq, a_last = _layers(params, xs, lengths)
     np.testing.assert_allclose(a_seq, out.numpy(), atol=ATOL)
     np.testing.assert_allclose(a_last, h_n.numpy(), atol=ATOL)
     m = valid(lengths, T)
     with torch.no_grad():
         y_torch = linear(out).numpy()
-    np.testing.assert_allclose(np.asarray(rnn_apply(params, xs, lengths))[m], y_torch[m], atol=ATOL)
+    np.testing.assert_allclose(np.asarray(_apply(params, xs, lengths))[m], y_torch[m], atol=ATOL)
 
     rnn_tm, _ = to_torch(params, batch_first=False)
     assert not rnn_tm.batch_first
@@ -419,7 +427,7 @@ def test_from_flax_forward_rnn_matches_on_valid_steps(activation):
 
     params = from_flax(variables, activation=activation)
     assert params.num_layers == 1 and not params.bidirectional
-    a_seq, a_last = rnn_layers(params, xs, lengths)
+    a_seq, a_last = _layers(params, xs, lengths)
     m = valid(lengths, T)
     # Flax does not zero the outputs at padding: compare valid steps, and the carries.
     np.testing.assert_allclose(np.asarray(a_seq)[m], np.asarray(ys)[m], atol=ATOL)
@@ -449,7 +457,7 @@ def test_from_flax_bidirectional_matches_nn_bidirectional():
 
     params = from_flax(variables)
     assert params.bidirectional and params.merge == "concat"
-    a_seq, a_last = rnn_layers(params, xs, lengths)
+    a_seq, a_last = _layers(params, xs, lengths)
     m = valid(lengths, T)
     np.testing.assert_allclose(np.asarray(a_seq)[m], np.asarray(ys)[m], atol=ATOL)
     np.testing.assert_allclose(a_last[0], carry_f, atol=ATOL)
@@ -475,11 +483,11 @@ def test_from_flax_deep_bidirectional_from_a_list_of_layers():
 
     params = from_flax(variables, head=head)
     assert params.num_layers == 2 and params.output_size == C
-    a_seq, a_last = rnn_layers(params, xs, lengths)
+    a_seq, a_last = _layers(params, xs, lengths)
     m = valid(lengths, T)
     np.testing.assert_allclose(np.asarray(a_seq)[m], np.asarray(h)[m], atol=ATOL)
     np.testing.assert_allclose(a_last, np.stack(carries), atol=ATOL)
-    np.testing.assert_allclose(np.asarray(rnn_apply(params, xs, lengths))[m], y_flax[m], atol=ATOL)
+    np.testing.assert_allclose(np.asarray(_apply(params, xs, lengths))[m], y_flax[m], atol=ATOL)
 
 
 @pytest.mark.parametrize(
@@ -496,7 +504,7 @@ def test_to_flax_and_flax_module_compute_rnn_apply(config):
     xs, lengths = batch(20, B, T, D)
     variables = to_flax(params)
     y_flax = flax_module(params).apply(variables, xs, seq_lengths=lengths)
-    np.testing.assert_allclose(y_flax, rnn_apply(params, xs, lengths), atol=ATOL)  # padding too
+    np.testing.assert_allclose(y_flax, _apply(params, xs, lengths), atol=ATOL)  # padding too
     back = from_flax(variables, activation=config["activation"], merge=config["merge"])
     assert_params_identical(back, params)
 
@@ -512,7 +520,7 @@ def test_flax_module_init_has_the_to_flax_layout_and_reads_token_ids():
     converted = from_flax(fresh, token_inputs=True)
     np.testing.assert_allclose(
         module.apply(fresh, ids, seq_lengths=lengths),
-        rnn_apply(converted, ids, lengths),
+        _apply(converted, ids, lengths),
         atol=ATOL,
     )
 
@@ -529,7 +537,7 @@ def test_from_flax_folds_an_embed():
 
     params = from_flax(v_rnn, embedding=v_embed["params"])
     assert params.token_inputs and params.input_size == V
-    a_seq, a_last = rnn_layers(params, ids, lengths)
+    a_seq, a_last = _layers(params, ids, lengths)
     m = valid(lengths, T)
     np.testing.assert_allclose(np.asarray(a_seq)[m], np.asarray(ys)[m], atol=ATOL)
     np.testing.assert_allclose(a_last[0], carry, atol=ATOL)
@@ -629,16 +637,20 @@ def test_params_dataclass_replace_keeps_converted_params_usable():
 TORCH_GATED = {"gru": "GRU", "lstm": "LSTM"}
 
 
+@partial(jax.jit, static_argnums=0)
 def gated_stack(cell, layers, xs, lengths):
     """The stack run layer by layer with rnn_jax.cells: each direction with layer_unroll
     (reverse for d = 1), the concatenated outputs feeding the next layer.
 
     xs: batch-first (B, T, D) dense or (B, T) ids. Returns (output (B, T, dirs * H),
     h_n (L * dirs, B, H), c_n (L * dirs, B, H) or None), PyTorch's layout.
+
+    Compiled once per cell, stack structure and shapes, and shared by the tests (the
+    conversions are what they check; layer_unroll's eager path is tested in test_cells).
     """
     xs = jnp.swapaxes(jnp.asarray(xs), 0, 1)
     T, B = xs.shape[:2]
-    mask = jnp.asarray(np.arange(T)[:, None] < np.asarray(lengths)[None, :])
+    mask = jnp.arange(T)[:, None] < jnp.asarray(lengths)[None, :]
     H = layers[0][0].hidden_size
     finals = []
     h = xs
@@ -653,6 +665,19 @@ def gated_stack(cell, layers, xs, lengths):
     if cell == "gru":
         return output, jnp.stack(finals), None
     return output, jnp.stack([f[0] for f in finals]), jnp.stack([f[1] for f in finals])
+
+
+@partial(jax.jit, static_argnums=0)
+def gated_stack_input_grad(cell, layers, xs, lengths, weights):
+    """d/dxs of sum(w * output) + sum(w_h * h_n) (+ sum(w_c * c_n)), the loss of
+    torch_gated_run; compiled once per cell, stack structure and shapes."""
+
+    def loss(xs):
+        output, h_last, c_last = gated_stack(cell, layers, xs, lengths)
+        total = jnp.sum(weights[0] * output) + jnp.sum(weights[1] * h_last)
+        return total if c_last is None else total + jnp.sum(weights[2] * c_last)
+
+    return jax.grad(loss)(xs)
 
 
 def torch_gated_run(torch, module, xs, lengths, weights):
@@ -709,12 +734,7 @@ def test_gated_layers_from_torch_match_torch_on_packed_sequences(
     if cell == "lstm":
         np.testing.assert_allclose(c_last, c_n, atol=ATOL)
 
-    def loss(xs):
-        output, h_last, c_last = gated_stack(cell, layers, xs, lengths)
-        total = jnp.sum(weights[0] * output) + jnp.sum(weights[1] * h_last)
-        return total if c_last is None else total + jnp.sum(weights[2] * c_last)
-
-    dx = jax.grad(loss)(jnp.asarray(xs))
+    dx = gated_stack_input_grad(cell, layers, jnp.asarray(xs), lengths, weights)
     np.testing.assert_allclose(dx, dx_torch, atol=ATOL)
     assert np.all(np.asarray(dx)[~valid(lengths, T)] == 0)
 
@@ -910,11 +930,11 @@ def test_from_flax_gives_gated_rnn_params_equal_to_flax(flax_cell_name):
     params = from_flax(variables, head=head)
     assert isinstance(params, RNNParams) and params.cell == cell
     assert params.num_layers == 2 and params.bidirectional and params.output_size == C
-    a_seq, a_last = rnn_layers(params, xs, lengths)
+    a_seq, a_last = _layers(params, xs, lengths)
     m = valid(lengths, T)
     np.testing.assert_allclose(np.asarray(a_seq)[m], np.asarray(h)[m], atol=ATOL)
     np.testing.assert_allclose(a_last, np.stack([flax_h(cell, c) for c in carries]), atol=ATOL)
-    y = rnn_apply(params, xs, lengths)
+    y = _apply(params, xs, lengths)
     np.testing.assert_allclose(np.asarray(y)[m], np.asarray(y_flax)[m], atol=ATOL)
     # The same layers as gated_layers_from_flax, bit for bit.
     _, layers_direct = gated_layers_from_flax(variables)
@@ -932,14 +952,14 @@ def test_gated_to_flax_and_flax_module_round_trip(cell):
     xs, lengths = batch(43, B, T, D)
     variables = to_flax(params)
     y_flax = flax_module(params).apply(variables, xs, seq_lengths=lengths)
-    np.testing.assert_allclose(y_flax, rnn_apply(params, xs, lengths), atol=ATOL)
+    np.testing.assert_allclose(y_flax, _apply(params, xs, lengths), atol=ATOL)
     back = from_flax(variables)
     assert back.cell == cell
     if cell == "lstm":
         assert_params_identical(back, params)
     else:
         np.testing.assert_allclose(
-            rnn_apply(back, xs, lengths), rnn_apply(params, xs, lengths), atol=1e-6
+            _apply(back, xs, lengths), _apply(params, xs, lengths), atol=1e-6
         )
 
 
@@ -1101,7 +1121,7 @@ def test_from_torch_gated_network_matches_torch_on_packed_sequences(torch, kind)
 
     params = from_torch(module, linear)
     assert params.cell == kind.lower() and params.num_layers == 2 and params.bidirectional
-    a_seq, finals = rnn_layers(params, xs, lengths, return_cell_state=(kind == "LSTM"))
+    a_seq, finals = _layers(params, xs, lengths, return_cell_state=(kind == "LSTM"))
     h_jax, c_jax = finals if kind == "LSTM" else (finals, None)
     np.testing.assert_allclose(np.asarray(a_seq)[m], out.detach().numpy()[m], atol=ATOL)
     assert np.all(np.asarray(a_seq)[~m] == 0)
@@ -1109,21 +1129,21 @@ def test_from_torch_gated_network_matches_torch_on_packed_sequences(torch, kind)
     if kind == "LSTM":
         np.testing.assert_allclose(c_jax, c_n.detach().numpy(), atol=ATOL)
         # a_last holds h_n without return_cell_state
-        np.testing.assert_allclose(rnn_layers(params, xs, lengths)[1], h_jax, atol=0)
+        np.testing.assert_allclose(_layers(params, xs, lengths)[1], h_jax, atol=0)
 
     def loss(xs_):
         a, last = rnn_layers(params, xs_, lengths)
         return jnp.sum(a * w * m[:, :, None].astype(a.dtype)) + jnp.sum(last**2)
 
-    gx = np.asarray(jax.grad(loss)(jnp.asarray(xs)))
+    gx = np.asarray(jax.jit(jax.grad(loss))(jnp.asarray(xs)))
     np.testing.assert_allclose(gx[m], x.grad.numpy()[m], atol=ATOL)
     assert np.all(gx[~m] == 0)
 
     with torch.no_grad():
         y_torch = linear(out).numpy()
         y_class = linear(torch.cat([h_n[-2], h_n[-1]], -1)).numpy()
-    np.testing.assert_allclose(np.asarray(rnn_apply(params, xs, lengths))[m], y_torch[m], atol=ATOL)
-    np.testing.assert_allclose(rnn_classify(params, xs, lengths), y_class, atol=ATOL)
+    np.testing.assert_allclose(np.asarray(_apply(params, xs, lengths))[m], y_torch[m], atol=ATOL)
+    np.testing.assert_allclose(_classify(params, xs, lengths), y_class, atol=ATOL)
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
@@ -1134,8 +1154,6 @@ def test_to_torch_gated_round_trip(torch, cell):
     back = from_torch(module, linear)
     assert back.cell == cell
     xs, lengths = batch(1, 3, 5, 3)
-    np.testing.assert_allclose(
-        rnn_apply(back, xs, lengths), rnn_apply(params, xs, lengths), atol=ATOL
-    )
+    np.testing.assert_allclose(_apply(back, xs, lengths), _apply(params, xs, lengths), atol=ATOL)
     if cell == "gru":  # the GRU keeps both biases: bit-identical
         assert_params_identical(back, params)

@@ -52,6 +52,18 @@ CASES = [
 ]
 
 
+@jax.jit
+def _forward(params, xs, lengths, a0):
+    """rnn_layers, rnn_apply and rnn_classify in one compiled program: one compile per case
+    (eagerly, each call traces and compiles its scans again; the eager path is compared
+    with jit in test_jit_and_no_jit_agree)."""
+    return (
+        rnn_layers(params, xs, lengths, a0=a0),
+        rnn_apply(params, xs, lengths, a0=a0),
+        rnn_classify(params, xs, lengths, a0=a0),
+    )
+
+
 @pytest.mark.parametrize("num_layers,bidirectional,tokens,activation,merge", CASES)
 def test_matches_numpy_reference(num_layers, bidirectional, tokens, activation, merge):
     rng = np.random.default_rng(num_layers * 10 + bidirectional)
@@ -85,12 +97,10 @@ def test_matches_numpy_reference(num_layers, bidirectional, tokens, activation, 
         activation=activation,
         merge=merge,
     )
-    a_seq, a_last = rnn_layers(params, xs, lengths, a0=a0)
+    (a_seq, a_last), logits, cls = _forward(params, xs, lengths, a0)
     np.testing.assert_allclose(a_seq, ref["a_seq"], rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(a_last, ref["a_last"], rtol=RTOL, atol=ATOL)
-    logits = rnn_apply(params, xs, lengths, a0=a0)
     np.testing.assert_allclose(logits, ref["logits"], rtol=RTOL, atol=ATOL)
-    cls = rnn_classify(params, xs, lengths, a0=a0)
     np.testing.assert_allclose(cls, ref["class_logits"], rtol=RTOL, atol=ATOL)
     # Padding emits exactly zero.
     pad = np.arange(T)[None, :] >= np.asarray(lengths)[:, None]
@@ -171,12 +181,16 @@ def test_gradients_match_reference_and_finite_differences(x64, tokens, bidirecti
 
     def ref_loss(p):
         layers = [[(q.W_a, q.b_a) for q in layer] for layer in p.layers]
-        out = ref_network(layers, (p.head.W_y, p.head.b_y), xs, np.asarray(lengths), xp=jnp)
+        # xs as NumPy: concrete under jit (the reference builds one-hot vectors from the ids)
+        head = (p.head.W_y, p.head.b_y)
+        out = ref_network(layers, head, np.asarray(xs), np.asarray(lengths), xp=jnp)
         return jnp.sum(w * out["logits"]) + jnp.sum(out["a_last"] ** 2)
 
+    # jitted: one compile each, where eagerly every call traces and compiles again
+    loss, ref_loss = jax.jit(loss), jax.jit(ref_loss)
     np.testing.assert_allclose(loss(params), ref_loss(params), rtol=1e-12)
-    grads = jax.grad(loss)(params)
-    ref_grads = jax.grad(ref_loss)(params)
+    grads = jax.jit(jax.grad(loss))(params)
+    ref_grads = jax.jit(jax.grad(ref_loss))(params)
     chex.assert_trees_all_close(grads, ref_grads, rtol=1e-10, atol=1e-12)
 
     # Central finite differences along a random direction, float64.
@@ -479,8 +493,9 @@ _SHARDED = """
                 return jnp.sum(jnp.sin(logits)) + jnp.sum(finals**2)
 
             name = f"{'ids' if token else 'dense'}-{'bi' if bi else 'uni'}"
-            ref_val, ref_grad = jax.value_and_grad(loss)(params, xs, lengths, a0)
-            ref_logits = rnn_jax.rnn_apply(params, xs)  # no lengths: every step valid
+            # the references on one device (jitted: eagerly every call compiles again)
+            ref_val, ref_grad = jax.jit(jax.value_and_grad(loss))(params, xs, lengths, a0)
+            ref_logits = jax.jit(rnn_jax.rnn_apply)(params, xs)  # no lengths: all valid
 
             def err(val, grad):
                 g = max(float(jnp.max(jnp.abs(a - b))) for a, b in
@@ -601,13 +616,13 @@ def test_nan_in_dense_padding_gives_finite_gradients():
         def loss(p, x, backward=backward):
             return jnp.sum(rnn_apply(p, x, lengths, backward=backward) ** 2)
 
-        g_clean = jax.grad(loss)(params, xs)
-        g_noisy = jax.grad(loss)(params, noisy)
+        grad = jax.jit(jax.grad(loss, argnums=(0, 1)))  # one compile for both inputs
+        g_clean, _ = grad(params, xs)
+        g_noisy, dx = grad(params, noisy)
         for a, b in zip(
             jax.tree_util.tree_leaves(g_noisy), jax.tree_util.tree_leaves(g_clean), strict=True
         ):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
-        dx = jax.grad(loss, argnums=1)(params, noisy)
         assert bool(jnp.all(jnp.isfinite(dx))) and bool(jnp.all(jnp.where(pad, dx, 0.0) == 0.0))
 
 
@@ -677,8 +692,10 @@ def test_gated_cells_same_shapes_and_padding_never_matters(cell):
             out = out + jnp.sum(rnn_classify(p, x, lengths, pool=pool, **opts) ** 2)
         return out + jnp.sum(rnn_apply(p, x, lengths, **opts) ** 2)
 
-    (v1, (gp1, gx1)) = jax.value_and_grad(loss, argnums=(0, 1))(params, xs)
-    (v2, (gp2, gx2)) = jax.value_and_grad(loss, argnums=(0, 1))(params, bad)
+    # jitted: one compile for both calls (eagerly, each traced and compiled every scan)
+    value_and_grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+    (v1, (gp1, gx1)) = value_and_grad(params, xs)
+    (v2, (gp2, gx2)) = value_and_grad(params, bad)
     assert float(v1) == float(v2)
     for u, v in zip(jax.tree.leaves(gp1), jax.tree.leaves(gp2), strict=True):
         np.testing.assert_array_equal(u, v)
