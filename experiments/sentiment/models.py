@@ -104,7 +104,7 @@ def wide_logits(
     total = jnp.einsum("btc,bt->bc", column_lookup(W_uni, uni_ids), uni_w)
     total = total + jnp.einsum("btc,bt->bc", column_lookup(W_bi, bi), bi_w)
     n = jnp.maximum(lengths, 1).astype(total.dtype)[:, None]
-    return scale * total / (n if norm == "mean" else jnp.sqrt(n)) + wide["b"]
+    return scale * total / (n if norm == "mean" else jnp.sqrt(n)) + wide["b"][None, :]
 
 
 def make_classifier(name: str, config: ModelConfig, vocab_size: int, unk_id: int) -> Classifier:
