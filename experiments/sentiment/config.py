@@ -179,6 +179,8 @@ class SentimentConfig:
             :data:`MODEL_SPECS`), e.g. ``rnnbi_mean``: a bidirectional 1-layer classic RNN
             whose outputs are mean-pooled; ``_lm``: its layers pre-trained as language models;
             ``_score``: it regresses the rating instead of classifying the sign.
+            ``wide_`` (e.g. ``wide_rnnbi_mean``): plus a linear term over the snippet's unigrams
+            and hashed bigrams, trained jointly; ``wide_only``: that linear term alone.
         model, train, report: the sections (see their classes).
     """
 
