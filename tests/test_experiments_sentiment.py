@@ -27,6 +27,7 @@ from experiments.sentiment.task import (
     EXPERIMENT,
     accuracy,
     decide,
+    predict_texts,
     stars_from_proba,
     summarize,
 )
@@ -145,8 +146,8 @@ def test_accuracy_stars_from_proba_and_summary():
 
 def test_config_names_and_quick():
     assert {"rnn_last", "rnnbi_mean", "rnnbi2_max", "gru_mean", "lstmbi_last"} <= set(MODEL_SPECS)
-    assert MODEL_SPECS["rnnbi2_max"] == ("rnn", 2, True, "max", False, "label")
-    assert MODEL_SPECS["rnnbi_mean_lm"] == ("rnn", 1, True, "mean", True, "label")
+    assert MODEL_SPECS["rnnbi2_max"] == ("rnn", 2, True, "max", False, "label", False)
+    assert MODEL_SPECS["rnnbi_mean_lm"] == ("rnn", 1, True, "mean", True, "label", False)
     assert MODEL_SPECS["gru_mean_score"].target == "score" and "gru_mean_lm" not in MODEL_SPECS
     quick = default_config(quick=True)
     assert quick.model.hidden_size == 64 and set(quick.models) <= set(MODEL_SPECS)
@@ -241,3 +242,109 @@ def test_train_eval_predict_summary_end_to_end(tmp_path, capsys, monkeypatch):
     assert EXPERIMENT.main(["ensemble", "--workdir", str(ensemble_dir), str(workdir),
                             "--config.models=rnn_mean_score"]) == 1  # fmt: skip
     assert "is a _score model" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- wide & deep
+def _numpy_wide(wide, ids, lengths, vocab_size, buckets, norm):
+    """The linear term by explicit loops over each snippet's valid tokens and bigrams."""
+    W_uni, W_bi, b = (np.asarray(wide[k], np.float64) for k in ("W_uni", "W_bi", "b"))
+    out = np.zeros((len(ids), W_uni.shape[0]))
+    for i, (row, n) in enumerate(zip(ids.tolist(), lengths.tolist(), strict=True)):
+        total = sum((W_uni[:, row[t]] for t in range(n)), np.zeros(W_uni.shape[0]))
+        for t in range(1, n):  # bigrams of two valid tokens only
+            total += W_bi[:, (row[t - 1] * vocab_size + row[t]) % buckets]
+        out[i] = total / (max(n, 1) if norm == "mean" else np.sqrt(max(n, 1))) + b
+    return out
+
+
+@pytest.mark.parametrize("norm", ["mean", "sqrt"])
+def test_bigram_hash_and_wide_term_match_a_numpy_loop(norm):
+    import jax.numpy as jnp
+
+    from experiments.sentiment.models import bigram_ids, wide_logits
+
+    rng = np.random.default_rng(0)
+    V, buckets, T = 50, 37, 7
+    lengths = np.array([7, 1, 3, 0, 5])
+    ids = rng.integers(0, V, size=(5, T))
+    padded = ids.copy()
+    for i, n in enumerate(lengths):
+        padded[i, n:] = rng.integers(0, V, size=T - n)  # garbage past the end: must not count
+    hashed, mask = bigram_ids(jnp.asarray(padded), jnp.asarray(lengths), V, buckets)
+    for i, n in enumerate(lengths):
+        expected = [(ids[i, t - 1] * V + ids[i, t]) % buckets for t in range(1, n)]
+        assert np.asarray(hashed)[i, 1:n].tolist() == expected
+        assert np.asarray(mask)[i].tolist() == [1 <= t < n for t in range(T)]
+    assert not np.asarray(mask)[1].any()  # a 1-token snippet has no bigram
+    wide = {
+        "W_uni": rng.normal(size=(2, V)).astype(np.float32),
+        "W_bi": rng.normal(size=(2, buckets)).astype(np.float32),
+        "b": rng.normal(size=2).astype(np.float32),
+    }
+    got = wide_logits(
+        {k: jnp.asarray(v) for k, v in wide.items()}, jnp.asarray(padded), jnp.asarray(lengths),
+        norm=norm,
+    )  # fmt: skip
+    want = _numpy_wide(wide, padded, lengths, V, buckets, norm)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(got)[3], wide["b"], rtol=1e-6)  # empty: the bias
+
+
+def test_wide_dropout_needs_a_key_and_keeps_the_mean():
+    import jax
+    import jax.numpy as jnp
+
+    from experiments.sentiment.models import wide_logits
+
+    wide = {"W_uni": jnp.ones((2, 5)), "W_bi": jnp.ones((2, 3)), "b": jnp.zeros(2)}
+    ids, lengths = jnp.ones((4000, 6), jnp.int32), jnp.full((4000,), 6)
+    with pytest.raises(ValueError, match="`key` must be a PRNG key"):
+        wide_logits(wide, ids, lengths, dropout=0.5)
+    out = wide_logits(wide, ids, lengths, dropout=0.5, key=jax.random.key(0))
+    assert float(jnp.std(out)) > 0.1  # terms are dropped per snippet
+    assert float(jnp.mean(out)) == pytest.approx((6 + 5) / 6, rel=0.02)  # inverted scaling
+
+
+def test_wide_config_names_and_bad_values():
+    from experiments.sentiment.config import ModelConfig
+
+    assert MODEL_SPECS["wide_rnnbi_mean"] == ("rnn", 1, True, "mean", False, "label", True)
+    assert MODEL_SPECS["wide_only"].wide and MODEL_SPECS["wide_only"].cell == "none"
+    assert "wide_rnn_mean_lm" not in MODEL_SPECS and not MODEL_SPECS["rnn_mean"].wide
+    with pytest.raises(ValueError, match="`wide_norm` must be one of"):
+        ModelConfig(wide_norm="sum")
+    with pytest.raises(ValueError, match="`wide_scale` must be a positive number, got 0"):
+        ModelConfig(wide_scale=0)
+    with pytest.raises(ValueError, match="`ngram_dropout` must be in"):
+        ModelConfig(ngram_dropout=1.0)
+    with pytest.raises(ValueError, match="`bigram_buckets` must be"):
+        ModelConfig(bigram_buckets=0)
+
+
+def test_wide_models_train_evaluate_and_predict_quick(tmp_path, capsys):
+    (tmp_path / "corpus").mkdir()
+    corpus = _write_corpus(tmp_path / "corpus", n=120)
+    workdir = tmp_path / "run"
+    args = ["--workdir", str(workdir), "--quick", f"--config.corpus_dir={corpus}",
+            "--config.models=wide_rnn_mean,wide_only", "--config.cross_domains=",
+            "--config.baselines=false", "--config.batch_size=16",
+            "--config.warmup_steps=5", "--config.progress=false", "--config.hidden_size=8",
+            "--config.num_epochs=5"]  # fmt: skip
+    assert EXPERIMENT.main(["train", *args]) == 0
+    results = json.loads((workdir / "results.json").read_text())
+    assert set(results["models"]) == {"wide_rnn_mean", "wide_only"}
+    assert (
+        results["models"]["wide_only"]["params"]
+        == 2 * 2**18 + 2 * results["data"]["vocab_size"] + 2
+    )
+    for r in results["models"].values():
+        assert r["steps"] > 0 and 0.0 <= r["test"] <= 1.0
+    # the synthetic classes are separable from their words: the linear term alone learns them
+    wide_only = json.loads((workdir / "wide_only" / "train.json").read_text())
+    assert wide_only["val"]["accuracy"] >= 0.9 and results["models"]["wide_only"]["test"] >= 0.75
+    capsys.readouterr()
+    assert EXPERIMENT.main(["predict", "--workdir", str(workdir), "brilliant , it ."]) == 0
+    assert capsys.readouterr().out.rstrip("\n").endswith(" brilliant , it .")
+    texts = ["brilliant , it .", "awful , it .", "a gem , the film .", "a mess , the film ."]
+    proba = [float(line.split()[1]) for line in predict_texts(workdir, texts, model="wide_only")]
+    assert proba[0] > proba[1] and proba[2] > proba[3]  # (30 steps: still near 0.5)

@@ -20,6 +20,7 @@ __all__ = [
     "ReportConfig",
     "SentimentConfig",
     "TrainConfig",
+    "WIDE_FIELDS",
     "default_config",
 ]
 
@@ -28,7 +29,7 @@ CV_FOLDS = 10
 
 
 class Spec(NamedTuple):
-    """What a model name says: ``{cell}[bi][2]_{pool}[_lm][_score]``."""
+    """What a model name says: ``[wide_]{cell}[bi][2]_{pool}[_lm][_score]``, or ``wide_only``."""
 
     cell: str  # rnn, gru or lstm
     num_layers: int
@@ -37,6 +38,8 @@ class Spec(NamedTuple):
     pretrained: bool  # _lm: the recurrent layer(s) pre-trained as language models
     target: str = "label"  # label: positive/negative (softmax); score (_score): the mean
     #                        rating in [-4, 4], regressed (the stars are its five bins)
+    wide: bool = False  # wide_: plus a linear term over the bag of unigrams and hashed
+    #                     bigrams (wide_only: that term alone, cell "none", pool "none")
 
 
 MODEL_SPECS: dict[str, Spec] = {
@@ -50,6 +53,17 @@ MODEL_SPECS: dict[str, Spec] = {
     for target in ("label", "score")
     if not lm or (cell == "rnn" and layers == 1)  # pre-training: 1-layer classic RNNs
 }
+# Wide & deep: the 1-layer label models without pre-training, plus the n-gram linear term.
+MODEL_SPECS |= {
+    f"wide_{name}": spec._replace(wide=True)
+    for name, spec in list(MODEL_SPECS.items())
+    if spec.num_layers == 1 and not spec.pretrained and spec.target == "label"
+}
+MODEL_SPECS["wide_only"] = Spec("none", 0, False, "none", False, "label", True)
+
+
+#: The :class:`ModelConfig` fields of the ``wide_`` models only.
+WIDE_FIELDS = ("bigram_buckets", "ngram_dropout", "wide_norm", "wide_scale")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +77,17 @@ class ModelConfig:
         recurrent_dropout: dropout on the recurrent state ``a<t-1>`` (one mask a sequence).
         output_dropout: dropout on the pooled state, before the head.
         dropout: dropout between stacked layers (2-layer models only).
+        bigram_buckets: the ``wide_`` models' bigram hash buckets (``(a * V + b) mod
+            bigram_buckets``, :func:`experiments.sentiment.models.bigram_ids`).
+        ngram_dropout: the ``wide_`` models' dropout on each unigram and bigram term of
+            the linear part during training (its regulariser).
+        wide_norm: the linear term's sum over the snippet's n-grams divided by the number
+            of tokens (``mean``) or its square root (``sqrt``).
+        wide_scale: the linear term is multiplied by this constant: with Adam, whose steps
+            do not depend on the gradient's scale, it is the linear part's step size
+            relative to the recurrent part's (its sparse weights move little otherwise).
+
+    The ``wide_`` fields are left out of the checkpoint ties of the other models.
     """
 
     hidden_size: int = 128
@@ -70,13 +95,26 @@ class ModelConfig:
     recurrent_dropout: float = 0.3
     output_dropout: float = 0.5
     dropout: float = 0.3
+    bigram_buckets: int = 2**18
+    ngram_dropout: float = 0.7
+    wide_norm: str = "sqrt"
+    wide_scale: float = 8.0
 
     def __post_init__(self):
         common.check_fields(
             self,
-            positive=("hidden_size",),
-            probability=("input_dropout", "recurrent_dropout", "output_dropout", "dropout"),
+            positive=("hidden_size", "bigram_buckets"),
+            probability=(
+                "input_dropout",
+                "recurrent_dropout",
+                "output_dropout",
+                "dropout",
+                "ngram_dropout",
+            ),
         )
+        common.check_choice("wide_norm", self.wide_norm, ("mean", "sqrt"))
+        if not self.wide_scale > 0:
+            raise ValueError(f"`wide_scale` must be a positive number, got {self.wide_scale!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +184,8 @@ class SentimentConfig:
             :data:`MODEL_SPECS`), e.g. ``rnnbi_mean``: a bidirectional 1-layer classic RNN
             whose outputs are mean-pooled; ``_lm``: its layers pre-trained as language models;
             ``_score``: it regresses the rating instead of classifying the sign.
+            ``wide_`` (e.g. ``wide_rnnbi_mean``): plus a linear term over the snippet's unigrams
+            and hashed bigrams, trained jointly; ``wide_only``: that linear term alone.
         model, train, report: the sections (see their classes).
     """
 

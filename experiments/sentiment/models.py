@@ -16,12 +16,13 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
-from jaxtyping import Array, Float
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
 
 from experiments.sentiment.config import MODEL_SPECS, ModelConfig
-from rnn_jax import init_rnn, rnn_classify
+from rnn_jax import column_lookup, init_rnn, rnn_classify
 
-__all__ = ["SCORE_SCALE", "Classifier", "make_classifier"]
+__all__ = ["SCORE_SCALE", "Classifier", "bigram_ids", "make_classifier", "wide_logits"]
 
 NUM_CLASSES = 2
 SCORE_SCALE = 4.0  # a _score model's output times this is the rating in [-4, 4]
@@ -38,9 +39,121 @@ class Classifier(NamedTuple):
     apply: Callable[..., Float[Array, "B _"]]
 
 
+def bigram_ids(
+    ids: Int[Array, "B T"], lengths: Int[Array, " B"], vocab_size: int, buckets: int
+) -> tuple[Int[Array, "B T"], jax.Array]:
+    """Hashed bigram ids and their mask: position ``t`` holds the pair ``(ids[t-1], ids[t])``.
+
+    The hash is ``(a * vocab_size + b) mod buckets`` (exact, no collision, when
+    ``buckets >= vocab_size ** 2``), computed in int32 (``a * vocab_size + b`` stays below
+    ``vocab_size ** 2``, checked here). A bigram counts only when both of its tokens are
+    valid: ``mask[:, t] = 1 <= t < length``, so position 0, padding, and a 1-token snippet
+    have none. Masked positions hold bucket 0 (to be ignored through the mask).
+
+    Example:
+        >>> ids, mask = bigram_ids(jnp.array([[3, 1, 2, 0]]), jnp.array([3]), 4, 10)
+        >>> ids.tolist(), mask.tolist()   # (3, 1) -> 13 % 10, (1, 2) -> 6
+        ([[0, 3, 6, 0]], [[False, True, True, False]])
+    """
+    if vocab_size**2 > 2**31 - 1:
+        raise ValueError(
+            f"`vocab_size` must be at most 46340 for the int32 bigram hash, got {vocab_size}"
+        )
+    ids = ids.astype(jnp.int32)
+    pairs = ids[:, :-1] * vocab_size + ids[:, 1:]
+    t = jnp.arange(ids.shape[1])
+    mask = (t[None, :] >= 1) & (t[None, :] < lengths[:, None])
+    hashed = jnp.pad(pairs % buckets, ((0, 0), (1, 0)))
+    return jnp.where(mask, hashed, 0), mask
+
+
+def wide_logits(
+    wide: dict[str, jax.Array],
+    ids: Int[Array, "B T"],
+    lengths: Int[Array, " B"],
+    *,
+    norm: str = "mean",
+    scale: float = 1.0,
+    dropout: float = 0.0,
+    key: jax.Array | None = None,
+) -> Float[Array, "B C"]:
+    """The linear term ``scale * (sum_t W_uni[:, id_t] + sum_t W_bi[:, bigram_t]) / n + b``.
+
+    ``wide``: ``{"W_uni": (C, V), "W_bi": (C, buckets), "b": (C,)}``; the columns come from
+    :func:`rnn_jax.column_lookup` (no one-hot vectors), the bigrams from :func:`bigram_ids`;
+    padding never contributes. ``n``: the number of valid tokens (``norm="mean"``, fastText's
+    average) or its square root (``norm="sqrt"``). ``dropout``: during training each
+    unigram and bigram term is dropped with this probability (and the kept ones scaled by
+    ``1 / (1 - dropout)``), one mask per position and n-gram order (needs ``key``).
+    """
+    W_uni, W_bi = wide["W_uni"], wide["W_bi"]
+    T = ids.shape[1]
+    uni_mask = jnp.arange(T)[None, :] < lengths[:, None]
+    bi, bi_mask = bigram_ids(ids, lengths, W_uni.shape[1], W_bi.shape[1])
+    uni_w, bi_w = uni_mask.astype(W_uni.dtype), bi_mask.astype(W_bi.dtype)
+    if dropout > 0.0:
+        if key is None:
+            raise ValueError(
+                "`key` must be a PRNG key when the n-gram dropout is positive, got None"
+            )
+        k_uni, k_bi = jax.random.split(key)
+        keep = 1.0 - dropout
+        uni_w = uni_w * jax.random.bernoulli(k_uni, keep, uni_w.shape) / keep
+        bi_w = bi_w * jax.random.bernoulli(k_bi, keep, bi_w.shape) / keep
+    uni_ids = jnp.where(uni_mask, ids, 0)
+    total = jnp.einsum("btc,bt->bc", column_lookup(W_uni, uni_ids), uni_w)
+    total = total + jnp.einsum("btc,bt->bc", column_lookup(W_bi, bi), bi_w)
+    n = jnp.maximum(lengths, 1).astype(total.dtype)[:, None]
+    return scale * total / (n if norm == "mean" else jnp.sqrt(n)) + wide["b"][None, :]
+
+
 def make_classifier(name: str, config: ModelConfig, vocab_size: int, unk_id: int) -> Classifier:
-    """The model called ``name`` (a key of :data:`MODEL_SPECS`, e.g. ``rnnbi_mean``)."""
+    """The model called ``name`` (a key of :data:`MODEL_SPECS`, e.g. ``rnnbi_mean``).
+
+    A ``wide_`` model's parameters are ``{"deep": <the RNN's>, "wide": <the linear term's>}``
+    (``wide_only``: ``{"wide": ...}``), its logits the sum of both parts (:func:`wide_logits`).
+    """
     spec = MODEL_SPECS[name]
+    if spec.wide:
+        return _wide_classifier(name, spec, config, vocab_size, unk_id)
+    return _deep_classifier(name, spec, config, vocab_size, unk_id)
+
+
+def _wide_classifier(name, spec, config: ModelConfig, vocab_size: int, unk_id: int) -> Classifier:
+    deep = None if spec.cell == "none" else _deep_classifier(name, spec, config, vocab_size, unk_id)
+    outputs = 1 if spec.target == "score" else NUM_CLASSES
+
+    def init(key):
+        k_deep, _ = jax.random.split(key)
+        wide = {  # zeros: the linear term starts neutral (as fastText's output layer)
+            "W_uni": jnp.zeros((outputs, vocab_size)),
+            "W_bi": jnp.zeros((outputs, config.bigram_buckets)),
+            "b": jnp.zeros((outputs,)),
+        }
+        return {"wide": wide} if deep is None else {"deep": deep.init(k_deep), "wide": wide}
+
+    def apply(params, ids, lengths, *, key=None, train=False):
+        rate = config.ngram_dropout if train else 0.0
+        k_wide = k_deep = None
+        if train and key is not None:
+            k_wide, k_deep = jax.random.split(key)
+        logits = wide_logits(
+            params["wide"],
+            ids,
+            lengths,
+            norm=config.wide_norm,
+            scale=config.wide_scale,
+            dropout=rate,
+            key=k_wide,
+        )
+        if deep is None:
+            return logits
+        return logits + deep.apply(params["deep"], ids, lengths, key=k_deep, train=train)
+
+    return Classifier(name, init, apply)
+
+
+def _deep_classifier(name, spec, config: ModelConfig, vocab_size: int, unk_id: int) -> Classifier:
     cell, num_layers, bidirectional, pool = spec[:4]
     outputs = 1 if spec.target == "score" else NUM_CLASSES
     cell_kw = {} if cell == "rnn" else {"cell": cell}

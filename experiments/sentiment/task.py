@@ -32,6 +32,7 @@ from experiments.sentiment.baselines import fit_baselines
 from experiments.sentiment.config import (
     CV_FOLDS,
     MODEL_SPECS,
+    WIDE_FIELDS,
     ModelConfig,
     SentimentConfig,
     default_config,
@@ -231,10 +232,14 @@ class ModelRun(common.ModelRun):
 
     def checkpoint_config(self) -> dict[str, Any]:
         """``train.fold`` is left out for the fixed split (``None``), so that the checkpoints of
-        runs made before cross-validation existed still open."""
+        runs made before cross-validation existed still open; the same for the ``wide_`` fields of
+        the model section in the other models' checkpoints."""
         config = super().checkpoint_config()
         if config["train"]["fold"] is None:
             del config["train"]["fold"]
+        if not self.spec.wide:  # the wide_ fields tie only the wide_ models (WIDE_FIELDS)
+            for field in WIDE_FIELDS:
+                del config["model"][field]
         return config
 
     def loss_fn(self, params, batch, *, key):
