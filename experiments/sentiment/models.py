@@ -98,8 +98,8 @@ def wide_logits(
             )
         k_uni, k_bi = jax.random.split(key)
         keep = 1.0 - dropout
-        uni_w = uni_w * jax.random.bernoulli(k_uni, keep, uni_w.shape) / keep
-        bi_w = bi_w * jax.random.bernoulli(k_bi, keep, bi_w.shape) / keep
+        uni_w = uni_w * jax.random.bernoulli(k_uni, keep, uni_w.shape).astype(uni_w.dtype) / keep
+        bi_w = bi_w * jax.random.bernoulli(k_bi, keep, bi_w.shape).astype(bi_w.dtype) / keep
     uni_ids = jnp.where(uni_mask, ids, 0)
     total = jnp.einsum("btc,bt->bc", column_lookup(W_uni, uni_ids), uni_w)
     total = total + jnp.einsum("btc,bt->bc", column_lookup(W_bi, bi), bi_w)
