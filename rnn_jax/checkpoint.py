@@ -595,7 +595,7 @@ class Checkpointer:
             self._write_file_checksums(step)
         _barrier(f"rnn_jax_checkpoint_{step}")  # the checkpoint is complete for everyone
         self._metrics[step] = metrics
-        self._prune()
+        self._prune(step)
         return step
 
     def _write_file_checksums(self, step: int) -> None:
@@ -642,8 +642,12 @@ class Checkpointer:
         with contextlib.suppress(Exception):
             self._manager.reload()
 
-    def _prune(self) -> None:
+    def _prune(self, saved: int) -> None:
         steps = self.all_steps()
+        # Orbax's reload (in all_steps) stats every step directory: with several processes,
+        # one listing while the primary deletes a step failed with FileNotFoundError. So all
+        # list before any deletes, and none goes on (to list again) before the deletes end.
+        _barrier(f"rnn_jax_prune_listed_{saved}")
         keep = set(steps[-self.max_to_keep :])
         best = self.best_step()
         if best is not None:
@@ -652,6 +656,7 @@ class Checkpointer:
             if step not in keep:
                 self._manager.delete(step)
                 self._metrics.pop(step, None)
+        _barrier(f"rnn_jax_prune_done_{saved}")
 
     # ------------------------------------------------------------------ restore
     @staticmethod
