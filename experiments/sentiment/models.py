@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from experiments.sentiment.config import MODEL_SPECS, ModelConfig
-from rnn_jax import column_lookup, init_rnn, rnn_classify
+from rnn_jax import column_lookup, init_rnn, lengths_to_mask, rnn_classify
 
 __all__ = ["SCORE_SCALE", "Classifier", "bigram_ids", "make_classifier", "wide_logits"]
 
@@ -61,8 +61,7 @@ def bigram_ids(
         )
     ids = ids.astype(jnp.int32)
     pairs = ids[:, :-1] * vocab_size + ids[:, 1:]
-    t = jnp.arange(ids.shape[1])
-    mask = (t[None, :] >= 1) & (t[None, :] < lengths[:, None])
+    mask = jnp.asarray(lengths_to_mask(lengths, ids.shape[1])).at[:, 0].set(False)
     hashed = jnp.pad(pairs % buckets, ((0, 0), (1, 0)))
     return jnp.where(mask, hashed, 0), mask
 
@@ -87,8 +86,7 @@ def wide_logits(
     ``1 / (1 - dropout)``), one mask per position and n-gram order (needs ``key``).
     """
     W_uni, W_bi = wide["W_uni"], wide["W_bi"]
-    T = ids.shape[1]
-    uni_mask = jnp.arange(T)[None, :] < lengths[:, None]
+    uni_mask = jnp.asarray(lengths_to_mask(lengths, ids.shape[1]))
     bi, bi_mask = bigram_ids(ids, lengths, W_uni.shape[1], W_bi.shape[1])
     uni_w, bi_w = uni_mask.astype(W_uni.dtype), bi_mask.astype(W_bi.dtype)
     if dropout > 0.0:
