@@ -164,6 +164,21 @@ def _score(emissions, tags, valid, transitions, start, end):
     return unary + pairs + jnp.where(valid[0], ends, zero)
 
 
+@jax.jit
+def _log_partition(emissions, lengths, transitions, start, end):
+    valid = lengths_to_mask(lengths, emissions.shape[1])
+    emissions = _masked_emissions(emissions, valid)
+    forward = jax.vmap(_forward, in_axes=(0, 0, None, None, None))
+    return forward(emissions, valid, transitions, start, end)
+
+
+@jax.jit
+def _sequence_score(emissions, tags, valid, transitions, start, end):
+    emissions = _masked_emissions(emissions, valid)
+    score = jax.vmap(_score, in_axes=(0, 0, 0, None, None, None))
+    return score(emissions, tags, valid, transitions, start, end)
+
+
 def crf_log_partition(
     emissions: Float[ArrayLike, "B T K"],
     lengths: Int[ArrayLike, " B"],
@@ -174,7 +189,7 @@ def crf_log_partition(
     """``log Z`` of each example: log of the sum of ``exp s(y)`` over all ``K^L`` sequences.
 
     The forward algorithm (module docstring), one ``lax.scan`` over the steps, ``vmap`` over
-    the batch. Length 0: ``log Z = 0``.
+    the batch (jitted). Length 0: ``log Z = 0``.
 
     Raises:
         ValueError: ``emissions`` not floats ``(B, T, K)``; ``lengths`` not integers ``(B,)``
@@ -186,10 +201,7 @@ def crf_log_partition(
     B, T, _ = emissions.shape
     if T == 0:
         return jnp.zeros((B,), emissions.dtype)
-    valid = lengths_to_mask(lengths, T)
-    emissions = _masked_emissions(emissions, valid)
-    forward = jax.vmap(_forward, in_axes=(0, 0, None, None, None))
-    return forward(emissions, valid, transitions, start, end)
+    return _log_partition(emissions, lengths, transitions, start, end)
 
 
 def crf_sequence_score(
@@ -212,9 +224,7 @@ def crf_sequence_score(
     tags, valid, bad = _check_tags(tags, emissions, lengths)
     if T == 0:
         return jnp.zeros((B,), emissions.dtype)
-    emissions = _masked_emissions(emissions, valid)
-    score = jax.vmap(_score, in_axes=(0, 0, 0, None, None, None))
-    return nan_where(bad, score(emissions, tags, valid, transitions, start, end))
+    return nan_where(bad, _sequence_score(emissions, tags, valid, transitions, start, end))
 
 
 def crf_log_likelihood(
