@@ -18,6 +18,12 @@ from rnn_jax.batching import pad_batch as pad_batch
 from rnn_jax.batching import padding_fraction as padding_fraction
 from rnn_jax.cell import CellParams as CellParams
 from rnn_jax.cell import rnn_cell as rnn_cell
+from rnn_jax.crf import CRFParams as CRFParams
+from rnn_jax.crf import crf_decode as crf_decode
+from rnn_jax.crf import crf_log_likelihood as crf_log_likelihood
+from rnn_jax.crf import crf_log_partition as crf_log_partition
+from rnn_jax.crf import crf_sequence_score as crf_sequence_score
+from rnn_jax.crf import init_crf as init_crf
 from rnn_jax.ctc import ctc_greedy_decode as ctc_greedy_decode
 from rnn_jax.ctc import ctc_loss as ctc_loss
 from rnn_jax.ctc import ctc_prefix_beam_search as ctc_prefix_beam_search
@@ -99,6 +105,7 @@ __all__ = [
     "AccuracyCounts",
     "Batch",
     "BeamSearchResult",
+    "CRFParams",
     "CellParams",
     "ConfusionCounts",
     "DecoderState",
@@ -118,6 +125,10 @@ __all__ = [
     "char_tokenize",
     "check_params",
     "count_params",
+    "crf_decode",
+    "crf_log_likelihood",
+    "crf_log_partition",
+    "crf_sequence_score",
     "ctc_greedy_decode",
     "ctc_loss",
     "column_lookup",
@@ -126,6 +137,7 @@ __all__ = [
     "decoder_step",
     "greedy_decode",
     "head_apply",
+    "init_crf",
     "init_head",
     "init_layer",
     "init_rnn",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
 import random
@@ -14,19 +16,31 @@ import numpy as np
 import pytest
 
 from experiments.entities import data as edata
-from experiments.entities.baselines import fit_crf, fit_most_frequent, word_features, word_shape
-from experiments.entities.config import MODEL_SPECS, EntitiesConfig, default_config
+from experiments.entities.baselines import (
+    NUM_TOKEN_FEATURES,
+    SHORT_SHAPES,
+    fit_crf,
+    fit_most_frequent,
+    short_shape,
+    token_features,
+    word_features,
+    word_shape,
+)
+from experiments.entities.config import MODEL_SPECS, EntitiesConfig, ModelSpec, default_config
 from experiments.entities.data import EntitiesFetchError, fetch_tweets, load_tweets, parse_conll
 from experiments.entities.metrics import entity_scores, extract_entities, prf, viterbi_bio
 from experiments.entities.models import make_tagger
 from experiments.entities.task import (
     EXPERIMENT,
     TAGS,
+    ModelRun,
+    bio_constrained,
     encode_chars,
     encode_tags,
     encode_words,
     summarize,
 )
+from rnn_jax.crf import crf_decode, crf_log_likelihood
 from rnn_jax.vocab import Vocabulary
 
 
@@ -190,7 +204,10 @@ def test_most_frequent_tag_and_crf_baselines():
 # ----------------------------------------------------------------------------- config, models
 def test_config_names_quick_and_errors():
     assert {"rnn", "birnn", "gru_char", "bilstm_char"} <= set(MODEL_SPECS)
-    assert MODEL_SPECS["bigru_char"] == ("gru", True, True)
+    assert MODEL_SPECS["bigru_char"] == ModelSpec("gru", True, True, False, False)
+    assert MODEL_SPECS["bigru_char_feat_crf"] == ModelSpec("gru", True, True, True, True)
+    assert MODEL_SPECS["rnn_feat"] == ModelSpec("rnn", False, False, True, False)
+    assert len(MODEL_SPECS) == 48 and "bigru_crf_char" not in MODEL_SPECS
     quick = default_config(quick=True)
     assert quick.models == ("rnn_char", "birnn_char") and quick.train.num_epochs < 15
     with pytest.raises(ValueError, match="`models` must be a non-empty subset"):
@@ -221,6 +238,82 @@ def test_encodings_and_char_model_reads_case_of_unknown_words():
     assert float(jnp.abs(logits[1, 1]).max()) == 0.0  # padding: exactly zero
 
 
+def test_token_features_are_the_crfs_cheap_per_token_features():
+    words = ["@tom", "Paris", "2016", "NYC", "#ny", "http://t.co/x", "iPhone7", "McDonald's"]
+    f = token_features(words)
+    assert f.shape == (8, NUM_TOKEN_FEATURES) and f.dtype == np.float32
+    flags = f[:, :8]  # title, upper, digits, @, #, URL, has digit, length / 12
+    np.testing.assert_array_equal(flags[:, 0], [0, 1, 0, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(flags[:, 1], [0, 0, 0, 1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(flags[:, 2], [0, 0, 1, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(flags[:, 3:6], [[1, 0, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0],
+                                                  [0, 1, 0], [0, 0, 1], [0, 0, 0], [0, 0, 0]])  # fmt: skip
+    np.testing.assert_array_equal(flags[:, 6], [0, 0, 1, 0, 0, 0, 1, 0])
+    np.testing.assert_allclose(flags[:, 7], [4 / 12, 5 / 12, 4 / 12, 3 / 12, 3 / 12, 1, 7 / 12, 10 / 12])  # fmt: skip
+    shapes = [SHORT_SHAPES[i] for i in np.argmax(f[:, 8:], axis=1)]
+    assert shapes == ["." + "x", "Xx", "d", "X", ".x", "x.x", "xXx", "XxX"]
+    assert (f[:, 8:].sum(axis=1) == 1).all() and len(SHORT_SHAPES) == 84
+    assert short_shape("") == "" and token_features([]).shape == (0, NUM_TOKEN_FEATURES)
+    # a token's features are its own: the same word gets the same row in any context
+    np.testing.assert_array_equal(token_features(["x", "Paris"])[1], f[1])
+
+
+def test_crf_and_feature_taggers():
+    vocab = Vocabulary.build([["met", "Tom", "met"]], min_count=1)
+    chars = Vocabulary.build([list("Tomet")], level="char", max_size=None)
+    config = default_config(True).model
+    ids = jnp.asarray(np.stack([encode_words(vocab, ["Tom", "met", "Tom"])[0]] * 2))
+    cx = jnp.asarray(np.stack([encode_chars(chars, ["Tom", "met", "Tom"], 4)] * 2))
+    feats = jnp.asarray(np.stack([token_features(["Tom", "met", "Tom"])] * 2))
+    lengths = jnp.array([3, 2])
+    for name in ("birnn_feat_crf", "rnn_feat"):  # (the char-RNN: the test above)
+        tagger = make_tagger(name, config, len(vocab), len(chars), len(TAGS))
+        params = tagger.init(jax.random.key(0))
+        assert tagger.crf == name.endswith("_crf")
+        apply = jax.jit(tagger.apply)
+        logits = apply(params, ids, cx, lengths, feats=feats)
+        assert logits.shape == (2, 3, len(TAGS)) and float(jnp.abs(logits[1, 2]).max()) == 0.0
+        if tagger.crf:
+            assert params.crf.transitions.shape == (len(TAGS), len(TAGS))
+        if "_feat" in name:  # the features are read: other features, other logits
+            other = apply(params, ids, cx, lengths, feats=feats.at[0, 0].set(0.0))
+            assert float(jnp.abs(other[0, 0] - logits[0, 0]).max()) > 0
+            with pytest.raises(ValueError, match=r"`feats` of the .* must be \(B, T, 92\).*got None"):  # fmt: skip
+                tagger.apply(params, ids, cx, lengths)
+
+
+def test_crf_loss_and_bio_constrained_decoding(tmp_path):
+    """The CRF tagger's loss is the library's negative log-likelihood per valid token; its
+    BIO-constrained Viterbi path is well formed even where the CRF's scores prefer I- after O."""
+    vocab = Vocabulary.build([["met", "Tom"]], min_count=1)
+    chars = Vocabulary.build([list("Tomet")], level="char", max_size=None)
+    config = EntitiesConfig(models=("birnn_crf",))
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, word_dropout=0.0))
+    run = ModelRun(config, "birnn_crf", (vocab, chars), tmp_path)
+    ids = jnp.asarray(np.tile(encode_words(vocab, ["Tom", "met", "Tom", "met"])[0], (2, 1)))
+    tags = jnp.asarray(np.stack([encode_tags(["B-person", "O", "B-person", "O"])] * 2))
+    lengths = jnp.array([4, 3])
+    feats = jnp.zeros((2, 4, NUM_TOKEN_FEATURES))
+    cx = jnp.zeros((2, 4, 2), jnp.int32)
+    key = jax.random.key(1)
+    loss = jax.jit(run.loss_fn)(run.params0, (ids, tags, ids, cx, feats, lengths), key=key)
+    logits = jax.jit(functools.partial(run.tagger.apply, train=True))(
+        run.params0, ids, cx, lengths, feats=feats, key=jax.random.split(key)[1]
+    )
+    ll = crf_log_likelihood(logits, tags, lengths, *run.params0.crf)
+    np.testing.assert_allclose(float(loss), -float(jnp.sum(ll)) / 7, rtol=1e-5)
+    # scores that love I-person after O: the constrained path never takes it
+    K = len(TAGS)
+    i_person = TAGS.index("I-person")
+    transitions = jnp.zeros((K, K)).at[0, i_person].set(5.0)
+    e = jnp.zeros((1, 5, K)).at[0, :, i_person].set(3.0).at[0, :, 0].set(2.9)
+    free, _ = crf_decode(e, jnp.array([5]), transitions, jnp.zeros(K), jnp.zeros(K))
+    assert TAGS[int(free[0, 0])] == "I-person"  # unconstrained: starts with I-
+    best, _ = crf_decode(e, jnp.array([5]), *bio_constrained((transitions, jnp.zeros(K), jnp.zeros(K))))  # fmt: skip
+    seq = [TAGS[int(k)] for k in best[0]]
+    assert all(not t.startswith("I-") or (u > 0 and seq[u - 1][2:] == t[2:]) for u, t in enumerate(seq))  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- end to end
 def _write_corpus(path: Path, n: int = 160) -> Path:
     lines = []
@@ -242,12 +335,14 @@ def test_train_eval_predict_summary_end_to_end(tmp_path, capsys):
     """Word-only taggers (cheap to compile); the char-RNN taggers: the slow test below."""
     corpus = _write_corpus(tmp_path / "ner.txt")
     workdir = tmp_path / "run"
-    assert EXPERIMENT.main(["train", *_args(workdir, corpus, "birnn,rnn")]) == 0
+    assert EXPERIMENT.main(["train", *_args(workdir, corpus, "birnn,birnn_feat_crf")]) == 0
     out = capsys.readouterr().out
     assert "| birnn |" in out and "| crf |" in out and "| most_frequent |" in out
     results = json.loads((workdir / "results.json").read_text())
-    assert set(results["models"]) == {"birnn", "rnn"}
+    assert set(results["models"]) == {"birnn", "birnn_feat_crf"}
     assert results["models"]["birnn"]["test"]["f1"] > 0.5  # it learned the templates
+    crf = results["models"]["birnn_feat_crf"]
+    assert crf["crf"] and crf["word_features"] and crf["test"]["f1"] > 0.5
     assert (workdir / "f1.png").stat().st_size > 1000
     assert EXPERIMENT.main(["eval", "--workdir", str(workdir)]) == 0
     assert "The formulation's sentences" in capsys.readouterr().out

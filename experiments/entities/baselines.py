@@ -13,13 +13,27 @@ Each baseline is a ``predict(tweets: list[list[str]]) -> list[list[str]]`` funct
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from experiments.entities.metrics import entity_scores
 
-__all__ = ["BASELINES", "CRF_GRID", "fit_crf", "fit_most_frequent", "word_features", "word_shape"]
+__all__ = [
+    "BASELINES",
+    "CRF_GRID",
+    "NUM_TOKEN_FEATURES",
+    "SHORT_SHAPES",
+    "fit_crf",
+    "fit_most_frequent",
+    "short_shape",
+    "token_features",
+    "word_features",
+    "word_shape",
+]
 
 BASELINES = ("most_frequent", "crf")
 CRF_GRID = ((0.05, 0.01), (0.1, 0.05), (0.3, 0.05))
@@ -77,6 +91,66 @@ def _own_features(word: str, prefix: str) -> dict[str, object]:
         f"{prefix}hashtag": word.startswith("#"),
         f"{prefix}url": bool(_URL.match(word)),
     }
+
+
+#: The short shapes of :func:`token_features`: 1 to 3 symbols of ``X`` (capital), ``x``
+#: (other letter), ``d`` (digit), ``.`` (anything else), runs collapsed.
+SHORT_SHAPES = tuple("".join(s) for n in (1, 2, 3) for s in itertools.product("Xxd.", repeat=n))
+_SHORT_SHAPE_IDS = {s: i for i, s in enumerate(SHORT_SHAPES)}
+_FLAGS = ("istitle", "isupper", "isdigit", "mention", "hashtag", "url", "has_digit", "length")
+#: Width of :func:`token_features`: the CRF's per-token flags, a has-digit flag, the length,
+#: and a one-hot short shape.
+NUM_TOKEN_FEATURES = len(_FLAGS) + len(SHORT_SHAPES)
+
+
+def short_shape(word: str) -> str:
+    """:func:`word_shape` with every symbol outside ``X``, ``x``, ``d`` read as ``.`` (runs
+    collapsed again), cut to its first 3 symbols: one of the 84 :data:`SHORT_SHAPES`.
+
+    Example:
+        >>> [short_shape(w) for w in ["Paris", "McDonald's", "@tom_x", "2016", "..."]]
+        ['Xx', 'XxX', '.x.', 'd', '.']
+    """
+    out: list[str] = []
+    for ch in word_shape(word):
+        c = ch if ch in "Xxd" else "."
+        if not out or out[-1] != c:
+            out.append(c)
+    return "".join(out[:3])
+
+
+def token_features(words: Sequence[str]) -> np.ndarray:
+    """``(T, NUM_TOKEN_FEATURES)`` float32: the CRF's cheap features of each token by itself.
+
+    The CRF baseline's per-token predicates that need no vocabulary (:func:`word_features`:
+    title case, all capitals, all digits, ``@``, ``#``, URL), plus "has a digit", the length
+    ``min(len, 12) / 12``, and the word's shape as a one-hot over the fixed
+    :data:`SHORT_SHAPES` (:func:`short_shape`; the CRF's own :func:`word_shape` is an open
+    set). The CRF's lexical features (the word, its prefix and suffixes) are what the word
+    vectors and the char-RNN read; its context features (the words at ``±1``, ``±2``, tweet
+    start and end) are what the recurrent layer reads.
+
+    Example:
+        >>> f = token_features(["@tom", "Paris", "2016"])
+        >>> f.shape, f[0, 3].item(), f[1, 0].item(), f[2, 2].item(), f[2, 6].item()
+        ((3, 92), 1.0, 1.0, 1.0, 1.0)
+    """
+    out = np.zeros((len(words), NUM_TOKEN_FEATURES), np.float32)
+    for t, w in enumerate(words):
+        out[t, : len(_FLAGS)] = (
+            w.istitle(),
+            w.isupper(),
+            w.isdigit(),
+            w.startswith("@"),
+            w.startswith("#"),
+            bool(_URL.match(w)),
+            any(ch.isdigit() for ch in w),
+            min(len(w), 12) / 12,
+        )
+        shape = short_shape(w)
+        if shape:  # the empty word has no shape
+            out[t, len(_FLAGS) + _SHORT_SHAPE_IDS[shape]] = 1.0
+    return out
 
 
 def word_features(words: Sequence[str], t: int) -> dict[str, object]:

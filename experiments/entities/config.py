@@ -8,6 +8,7 @@ field never invalidates the others.
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 from experiments import common
 
@@ -15,17 +16,49 @@ __all__ = [
     "MODEL_SPECS",
     "EntitiesConfig",
     "ModelConfig",
+    "ModelSpec",
     "ReportConfig",
     "TrainConfig",
     "default_config",
 ]
 
-# name -> (cell, bidirectional, char features)
-MODEL_SPECS: dict[str, tuple[str, bool, bool]] = {
-    f"{'bi' if bi else ''}{cell}{'_char' if char else ''}": (cell, bi, char)
+
+class ModelSpec(NamedTuple):
+    """What a tagger's name says: ``[bi]{rnn,gru,lstm}[_char][_feat][_crf]``.
+
+    Attributes:
+        cell: the word-level recurrent cell.
+        bidirectional: ``bi``: a bidirectional word-level layer.
+        chars: ``_char``: the character-level word features (a char-RNN over each word).
+        features: ``_feat``: the CRF baseline's cheap word features of each token
+            (:func:`experiments.entities.baselines.token_features`) as extra inputs.
+        crf: ``_crf``: a linear-chain CRF output layer (:mod:`rnn_jax.crf`), trained with the
+            negative log-likelihood and decoded with Viterbi; otherwise a softmax per token.
+    """
+
+    cell: str
+    bidirectional: bool
+    chars: bool
+    features: bool = False
+    crf: bool = False
+
+
+def _model_name(spec: ModelSpec) -> str:
+    return (
+        f"{'bi' if spec.bidirectional else ''}{spec.cell}{'_char' if spec.chars else ''}"
+        f"{'_feat' if spec.features else ''}{'_crf' if spec.crf else ''}"
+    )
+
+
+#: name -> :class:`ModelSpec`, e.g. ``"bigru_char_feat_crf"``.
+MODEL_SPECS: dict[str, ModelSpec] = {
+    _model_name(spec): spec
+    for crf in (False, True)
+    for features in (False, True)
     for char in (True, False)
     for cell in ("rnn", "gru", "lstm")
     for bi in (False, True)
+    for spec in (ModelSpec(cell, bi, char, features, crf),)
 }
 
 
@@ -35,9 +68,10 @@ class ModelConfig:
 
     Attributes:
         hidden_size: ``H`` of the word-level recurrent layer (each direction).
-        word_dim: width of the word vectors of the ``*_char`` models (a column lookup in a
-            ``(word_dim, |V|)`` matrix), which are concatenated with the character features.
-            Word-only models read token ids directly (the lookup is their ``W_ax``).
+        word_dim: width of the word vectors of the ``*_char`` and ``*_feat`` models (a column
+            lookup in a ``(word_dim, |V|)`` matrix), which are concatenated with the character
+            features and/or the word features. Word-only models read token ids directly (the
+            lookup is their ``W_ax``).
         char_hidden: ``H`` of the bidirectional character-level RNN run over each word.
         char_dim: width of a word's character features: a linear map of the char-RNN's last
             forward and first backward states.
@@ -141,9 +175,10 @@ class EntitiesConfig:
     """Everything that determines a run.
 
     Attributes:
-        models: which taggers to train, named ``[bi]{rnn,gru,lstm}[_char]`` (see
-            :data:`MODEL_SPECS`): ``bi`` a bidirectional word-level layer, ``_char`` the
-            character-level word features.
+        models: which taggers to train, named ``[bi]{rnn,gru,lstm}[_char][_feat][_crf]``
+            (see :class:`ModelSpec`): ``bi`` a bidirectional word-level layer, ``_char`` the
+            character-level word features, ``_feat`` the CRF baseline's cheap word features,
+            ``_crf`` a CRF output layer.
         model, train, report: the sections (see their classes).
     """
 
@@ -155,6 +190,8 @@ class EntitiesConfig:
         "lstm_char",
         "bilstm_char",
         "birnn",
+        "bigru_char_crf",
+        "bigru_char_feat_crf",
     )
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)

@@ -31,12 +31,23 @@ import numpy as np
 from experiments import common
 from experiments.cli import Experiment, Invocation, read_inputs
 from experiments.data import split_by_sentence
-from experiments.entities.baselines import BASELINES, fit_crf, fit_most_frequent
+from experiments.entities.baselines import (
+    BASELINES,
+    fit_crf,
+    fit_most_frequent,
+    token_features,
+)
 from experiments.entities.config import MODEL_SPECS, EntitiesConfig, ModelConfig, default_config
 from experiments.entities.data import ENTITY_TYPES, Tweet, load_tweets, parse_conll
-from experiments.entities.metrics import entity_scores, extract_entities, viterbi_bio
+from experiments.entities.metrics import (
+    allowed_transitions,
+    entity_scores,
+    extract_entities,
+    viterbi_bio,
+)
 from experiments.entities.models import Tagger, make_tagger
 from rnn_jax.batching import iterate_batches
+from rnn_jax.crf import crf_decode, crf_log_likelihood
 from rnn_jax.losses import masked_softmax_cross_entropy
 from rnn_jax.vocab import DEFAULT_SPECIALS, Vocabulary, tokenize
 
@@ -113,6 +124,7 @@ class Split:
     ids: list[np.ndarray]
     unk_ids: list[np.ndarray]
     chars: list[np.ndarray]
+    feats: list[np.ndarray]
     tag_ids: list[np.ndarray]
 
 
@@ -158,6 +170,7 @@ def make_split(tweets: Sequence[Tweet], vocab: Vocabulary, chars: Vocabulary, ma
         ids=[e[0] for e in encoded],
         unk_ids=[e[1] for e in encoded],
         chars=[encode_chars(chars, w, max_word_len) for w in words],
+        feats=[token_features(w) for w in words],
         tag_ids=[encode_tags(t, f"tweet {i}") for i, t in enumerate(tags)],
     )
 
@@ -189,16 +202,37 @@ def load_data(config: EntitiesConfig, vocabs: tuple[Vocabulary, ...] | None = No
 
 
 # ----------------------------------------------------------------------------- models & runs
-@functools.cache
-def compiled(name: str, model: ModelConfig, vocab_size: int, num_chars: int):
-    """The tagger and its jitted log-probabilities of the tags, built once per model and size."""
-    tagger = make_tagger(name, model, vocab_size, num_chars, len(TAGS))
-    predict = jax.jit(
-        lambda params, ids, chars, lengths: jax.nn.log_softmax(
-            tagger.apply(params, ids, chars, lengths), axis=-1
-        )
+def bio_constrained(crf_params):
+    """The CRF's scores with BIO's forbidden moves (``I-X`` after anything but ``B-X``/``I-X``,
+    or first) set to ``-inf``: its Viterbi path is then the best well-formed sequence."""
+    start_ok, allowed = allowed_transitions(TAGS)
+    transitions, start, end = crf_params
+    minus_inf = jnp.asarray(-jnp.inf, transitions.dtype)
+    return (
+        jnp.where(jnp.asarray(allowed), transitions, minus_inf),
+        jnp.where(jnp.asarray(start_ok), start, minus_inf),
+        end,
     )
-    return tagger, predict
+
+
+@functools.cache
+def compiled(name: str, model: ModelConfig, vocab_size: int, num_chars: int, decode: str):
+    """The tagger and its jitted prediction, built once per model, size and decoding.
+
+    ``predict(params, ids, chars, feats, lengths)``: the tags' log-probabilities ``(B, T, C)``
+    of a softmax tagger; the Viterbi tag ids ``(B, T)`` of a CRF tagger (BIO-constrained with
+    ``decode="viterbi"``, the CRF's own best path with ``"argmax"``).
+    """
+    tagger = make_tagger(name, model, vocab_size, num_chars, len(TAGS))
+
+    def predict(params, ids, chars, feats, lengths):
+        logits = tagger.apply(params, ids, chars, lengths, feats=feats)
+        if not tagger.crf:
+            return jax.nn.log_softmax(logits, axis=-1)
+        scores = bio_constrained(params.crf) if decode == "viterbi" else params.crf
+        return crf_decode(logits, lengths, *scores)[0]
+
+    return tagger, jax.jit(predict)
 
 
 class ModelRun(common.ModelRun):
@@ -211,36 +245,51 @@ class ModelRun(common.ModelRun):
     def __init__(self, config: EntitiesConfig, name: str, data_vocabs, workdir: Path):
         self.vocab, self.chars = data_vocabs
         self.tagger: Tagger
-        self.tagger, self._predict = compiled(name, config.model, len(self.vocab), len(self.chars))
+        self.tagger, self._predict = compiled(
+            name, config.model, len(self.vocab), len(self.chars), config.report.decode
+        )
         super().__init__(config, name, workdir, self.tagger)
 
     def loss_fn(self, params, batch, *, key):
-        ids, tag_ids, unk_ids, chars, lengths = batch
+        ids, tag_ids, unk_ids, chars, feats, lengths = batch
         key_words, key_model = jax.random.split(key)
         rate = self.config.train.word_dropout
         if rate > 0:  # read a random fraction of the words as unknown (their shape class)
             ids = jnp.where(jax.random.bernoulli(key_words, rate, ids.shape), unk_ids, ids)
-        logits = self.tagger.apply(params, ids, chars, lengths, key=key_model, train=True)
-        return masked_softmax_cross_entropy(logits, tag_ids, lengths)
+        logits = self.tagger.apply(
+            params, ids, chars, lengths, feats=feats, key=key_model, train=True
+        )
+        if not self.tagger.crf:
+            return masked_softmax_cross_entropy(logits, tag_ids, lengths)
+        # the CRF's negative log-likelihood of the tweets' tag sequences, per valid token (the
+        # scale of the softmax taggers' loss, so the same learning rate and clipping apply)
+        log_likelihood = crf_log_likelihood(logits, tag_ids, lengths, *params.crf)
+        tokens = jnp.maximum(jnp.sum(lengths), 1).astype(logits.dtype)
+        return -jnp.sum(log_likelihood) / tokens
 
-    def predict(self, params, ids: list[np.ndarray], chars: list[np.ndarray]) -> list[list[str]]:
+    def predict(
+        self, params, ids: list[np.ndarray], chars: list[np.ndarray], feats: list[np.ndarray]
+    ) -> list[list[str]]:
         """The BIO tags of each tweet, in the order given: the best well-formed sequence
-        (:func:`~experiments.entities.metrics.viterbi_bio`), or with ``decode="argmax"`` the
-        most probable tag of each token."""
+        (:func:`~experiments.entities.metrics.viterbi_bio` of a softmax tagger's
+        log-probabilities; a CRF tagger's Viterbi path under BIO's constraints), or with
+        ``decode="argmax"`` each token's most probable tag (a CRF tagger: its unconstrained
+        Viterbi path)."""
         out: list[list[str]] = [[] for _ in ids]
         rows = common.row_bucket(len(ids), cap=self.config.report.eval_batch_size)
         pad = self.config.train.pad_to_multiple
-        for b in iterate_batches(ids, chars, batch_size=rows, key=None, shuffle=False,
+        for b in iterate_batches(ids, chars, feats, batch_size=rows, key=None, shuffle=False,
                                  pad_to_multiple=pad):  # fmt: skip
-            x, c = b.fields
             fill = rows - len(b.indices)  # fixed row count: few shapes reach jit
-            if fill:
-                x = np.concatenate([x, np.zeros((fill,) + x.shape[1:], x.dtype)])
-                c = np.concatenate([c, np.zeros((fill,) + c.shape[1:], c.dtype)])
+            x, c, f = (
+                np.concatenate([a, np.zeros((fill,) + a.shape[1:], a.dtype)]) for a in b.fields
+            )
             lengths = np.concatenate([b.lengths, np.zeros(fill, b.lengths.dtype)])
-            y = np.asarray(self._predict(params, jnp.asarray(x), jnp.asarray(c),
-                                         jnp.asarray(lengths)))  # fmt: skip
+            y = np.asarray(self._predict(params, *(jnp.asarray(a) for a in (x, c, f, lengths))))
             for row, i in enumerate(b.indices):
+                if self.tagger.crf:
+                    out[i] = [TAGS[k] for k in y[row, : b.lengths[row]]]
+                    continue
                 log_probs = y[row, : b.lengths[row]]
                 if self.config.report.decode == "viterbi":
                     out[i] = viterbi_bio(log_probs, TAGS)
@@ -249,7 +298,7 @@ class ModelRun(common.ModelRun):
         return out
 
     def evaluate(self, params, split: Split) -> dict[str, float]:
-        s = entity_scores(split.tags, self.predict(params, split.ids, split.chars))
+        s = entity_scores(split.tags, self.predict(params, split.ids, split.chars, split.feats))
         return {k: float(s[k]) for k in ("precision", "recall", "f1")}
 
     def train(self, data: Data) -> dict[str, Any]:
@@ -260,7 +309,8 @@ class ModelRun(common.ModelRun):
             train.tag_ids,
             train.unk_ids,
             train.chars,
-            pad_values=(data.vocab.pad_id, 0, data.vocab.pad_id, data.chars.pad_id),
+            train.feats,
+            pad_values=(data.vocab.pad_id, 0, data.vocab.pad_id, data.chars.pad_id, 0.0),
             convert=lambda b: tuple(jnp.asarray(a) for a in (*b.fields, b.lengths)),
         )
         return self.fit(
@@ -269,7 +319,7 @@ class ModelRun(common.ModelRun):
             num_train=len(train.ids),
             evaluate_fn=lambda params: self.evaluate(params, data.val),
             checkpoint_extra={"vocab": data.vocab.to_json_dict()},
-            weight_fn=lambda batch: jnp.sum(batch[4]),  # the loss is a mean over valid tokens
+            weight_fn=lambda batch: jnp.sum(batch[5]),  # the loss is a mean over valid tokens
         )
 
 
@@ -371,11 +421,13 @@ def evaluate_all(config: EntitiesConfig, workdir: Path, data: Data) -> dict[str,
     make_run = functools.partial(ModelRun, config, data_vocabs=data.vocabs, workdir=workdir)
     for name, run, params in common.trained_runs(config.models, make_run):
         info = run.train_info()
-        cell, bidirectional, chars = MODEL_SPECS[name]
+        spec = MODEL_SPECS[name]
         results["models"][name] = {
-            "cell": cell,
-            "bidirectional": bidirectional,
-            "char_features": chars,
+            "cell": spec.cell,
+            "bidirectional": spec.bidirectional,
+            "char_features": spec.chars,
+            "word_features": spec.features,
+            "crf": spec.crf,
             "params": run.num_params,
             "train_seconds": info.get("train_seconds"),
             "steps": info.get("steps"),
@@ -383,13 +435,14 @@ def evaluate_all(config: EntitiesConfig, workdir: Path, data: Data) -> dict[str,
             **score_predictions(
                 data,
                 subsets,
-                run.predict(params, data.test.ids, data.test.chars),
-                run.predict(params, data.val.ids, data.val.chars),
+                run.predict(params, data.test.ids, data.test.chars, data.test.feats),
+                run.predict(params, data.val.ids, data.val.chars, data.val.feats),
             ),  # fmt: skip
         }
         ids = [encode_words(data.vocab, ws)[0] for ws in examples]
         chars_ = [encode_chars(data.chars, ws, config.train.max_word_len) for ws in examples]
-        results["examples"]["tags"][name] = run.predict(params, ids, chars_)
+        feats = [token_features(ws) for ws in examples]
+        results["examples"]["tags"][name] = run.predict(params, ids, chars_, feats)
     common.write_results(
         workdir,
         results,
@@ -540,7 +593,7 @@ def plot_f1(runs: list[dict[str, Any]], out_path: Path) -> Path:
     x = np.arange(len(names))
     means = [summary["models"][n]["f1"][0] for n in names]
     sds = [summary["models"][n]["f1"][1] for n in names]
-    colors = ["tab:orange" if MODEL_SPECS[n][1] else "tab:blue" for n in names]
+    colors = ["tab:orange" if MODEL_SPECS[n].bidirectional else "tab:blue" for n in names]
     ax.bar(x, means, yerr=sds, capsize=4, color=colors, alpha=0.85)
     for (name, e), ls in zip(summary["baselines"].items(), ("--", "-."), strict=False):
         ax.axhline(e["f1"][0], color="grey", ls=ls, label=f"{name} baseline")
@@ -598,8 +651,9 @@ def predict_texts(workdir: Path, texts: list[str], model: str | None = None) -> 
     tokens = [tokenize(t) for t in texts]  # case kept (the char-RNN reads it)
     ids = [encode_words(vocabs[0], ws)[0] for ws in tokens]
     chars = [encode_chars(vocabs[1], ws, config.train.max_word_len) for ws in tokens]
-    return [tag_line(ws, tags) for ws, tags in zip(tokens, run.predict(params, ids, chars),
-                                                   strict=True)]  # fmt: skip
+    feats = [token_features(ws) for ws in tokens]
+    predicted = run.predict(params, ids, chars, feats)
+    return [tag_line(ws, tags) for ws, tags in zip(tokens, predicted, strict=True)]
 
 
 def predict_command(run: Invocation) -> int:
