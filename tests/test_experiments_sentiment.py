@@ -310,7 +310,11 @@ def test_wide_config_names_and_bad_values():
 
     assert MODEL_SPECS["wide_rnnbi_mean"] == ("rnn", 1, True, "mean", False, "label", True)
     assert MODEL_SPECS["wide_only"].wide and MODEL_SPECS["wide_only"].cell == "none"
-    assert "wide_rnn_mean_lm" not in MODEL_SPECS and not MODEL_SPECS["rnn_mean"].wide
+    assert MODEL_SPECS["wide_rnnbi_mean_lm"] == ("rnn", 1, True, "mean", True, "label", True)
+    assert "wide_gru_mean_lm" not in MODEL_SPECS and "wide_rnnbi2_mean" not in MODEL_SPECS
+    assert "wide_rnn_mean_score" not in MODEL_SPECS and not MODEL_SPECS["rnn_mean"].wide
+    with pytest.raises(ValueError, match="`wide_weight` must be one of .*got 'tfidf'"):
+        ModelConfig(wide_weight="tfidf")
     with pytest.raises(ValueError, match="`wide_norm` must be one of"):
         ModelConfig(wide_norm="sum")
     with pytest.raises(ValueError, match="`wide_scale` must be a positive number, got 0"):
@@ -348,3 +352,90 @@ def test_wide_models_train_evaluate_and_predict_quick(tmp_path, capsys):
     texts = ["brilliant , it .", "awful , it .", "a gem , the film .", "a mess , the film ."]
     proba = [float(line.split()[1]) for line in predict_texts(workdir, texts, model="wide_only")]
     assert proba[0] > proba[1] and proba[2] > proba[3]  # (30 steps: still near 0.5)
+
+
+def test_ngram_idf_counts_snippets_and_weights_the_wide_term():
+    import jax
+    import jax.numpy as jnp
+
+    from experiments.sentiment.models import ngram_idf, wide_logits
+
+    V, buckets = 6, 5
+    docs = [np.array([0, 1, 0, 2]), np.array([0, 3]), np.array([4]), np.array([0, 1])]
+    uni, bi = ngram_idf(docs, V, buckets)
+    n = len(docs)
+    raw_uni = np.array([np.log((1 + n) / (1 + sum(w in d for d in docs))) + 1 for w in range(V)])
+    grams = [{(a * V + b) % buckets for a, b in zip(d[:-1], d[1:], strict=True)} for d in docs]
+    raw_bi = np.array(
+        [np.log((1 + n) / (1 + sum(h in g for g in grams))) + 1 for h in range(buckets)]
+    )
+    occurrences = [raw_uni[w] for d in docs for w in d] + [
+        raw_bi[(a * V + b) % buckets] for d in docs for a, b in zip(d[:-1], d[1:], strict=True)
+    ]
+    mean = np.mean(occurrences)
+    np.testing.assert_allclose(uni, raw_uni / mean, rtol=1e-6)
+    np.testing.assert_allclose(bi, raw_bi / mean, rtol=1e-6)
+    assert uni[4] > uni[1] > uni[0]  # rarer in the snippets: heavier
+    with pytest.raises(ValueError, match=r"`ids` must be token ids in \[0, 6\), got 0..6"):
+        ngram_idf([np.array([0, 6])], V, buckets)
+    with pytest.raises(ValueError, match="`ids` must hold at least one snippet"):
+        ngram_idf([], V, buckets)
+
+    # the weighted term: each occurrence times its n-gram's idf; no gradient reaches the idf
+    rng = np.random.default_rng(1)
+    wide = {
+        "W_uni": rng.normal(size=(2, V)).astype(np.float32),
+        "W_bi": rng.normal(size=(2, buckets)).astype(np.float32),
+        "b": np.zeros(2, np.float32),
+    }
+    ids = np.array([[0, 1, 0, 2], [4, 0, 0, 0]])
+    lengths = np.array([4, 1])
+    weighted = {
+        **{k: jnp.asarray(v) for k, v in wide.items()},
+        "idf_uni": jnp.asarray(uni),
+        "idf_bi": jnp.asarray(bi),
+    }
+    got = np.asarray(wide_logits(weighted, jnp.asarray(ids), jnp.asarray(lengths), norm="sqrt"))
+    want = np.zeros((2, 2))
+    for i, (row, m) in enumerate(zip(ids.tolist(), lengths.tolist(), strict=True)):
+        want[i] = sum(wide["W_uni"][:, row[t]] * uni[row[t]] for t in range(m))
+        for t in range(1, m):
+            h = (row[t - 1] * V + row[t]) % buckets
+            want[i] += wide["W_bi"][:, h] * bi[h]
+        want[i] /= np.sqrt(m)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+    def loss(params):
+        return jnp.sum(wide_logits(params, jnp.asarray(ids), jnp.asarray(lengths)) ** 2)
+
+    grads = jax.grad(loss)(weighted)
+    assert not np.asarray(grads["idf_uni"]).any() and not np.asarray(grads["idf_bi"]).any()
+    assert np.asarray(grads["W_uni"]).any()
+
+
+def test_wide_pretrained_idf_model_trains_and_keeps_its_idf(tmp_path, capsys):
+    from experiments.sentiment.models import with_idf
+    from experiments.sentiment.task import PIECES, _trained, load_data
+
+    (tmp_path / "corpus").mkdir()
+    corpus = _write_corpus(tmp_path / "corpus", n=80)
+    workdir = tmp_path / "run"
+    args = ["--workdir", str(workdir), f"--config.corpus_dir={corpus}",
+            "--config.models=wide_rnnbi_mean_lm", "--config.wide_weight=idf",
+            "--config.lm_epochs=1", "--config.lm_targets=20", "--config.cross_domains=",
+            "--config.baselines=false", "--config.batch_size=16", "--config.warmup_steps=5",
+            "--config.progress=false", "--config.hidden_size=8", "--config.num_epochs=2",
+            "--config.bigram_buckets=1024"]  # fmt: skip
+    assert EXPERIMENT.main(["train", *args]) == 0
+    assert (workdir / "language_models.npz").is_file()  # the forward and backward LMs
+    results = json.loads((workdir / "results.json").read_text())
+    assert 0.0 <= results["models"]["wide_rnnbi_mean_lm"]["test"] <= 1.0
+    config = PIECES.read_config(workdir)
+    data = load_data(config)
+    run, params = _trained(config, data.vocab, workdir, "wide_rnnbi_mean_lm")
+    want = with_idf(run.params0, [x[: config.train.max_len] for x in data.train.ids])["wide"]
+    for key in ("idf_uni", "idf_bi"):  # stored with the checkpoint, unchanged by training
+        np.testing.assert_allclose(np.asarray(params["wide"][key]), np.asarray(want[key]))
+    assert float(np.asarray(params["wide"]["idf_uni"]).std()) > 0.1
+    with pytest.raises(ValueError, match="`params` must be those of a wide_ model"):
+        with_idf({"wide": {"W_uni": 0, "W_bi": 0, "b": 0}}, data.train.ids)

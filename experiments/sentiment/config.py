@@ -53,17 +53,17 @@ MODEL_SPECS: dict[str, Spec] = {
     for target in ("label", "score")
     if not lm or (cell == "rnn" and layers == 1)  # pre-training: 1-layer classic RNNs
 }
-# Wide & deep: the 1-layer label models without pre-training, plus the n-gram linear term.
+# Wide & deep: the 1-layer label models (pre-trained ones included), plus the n-gram linear term.
 MODEL_SPECS |= {
     f"wide_{name}": spec._replace(wide=True)
     for name, spec in list(MODEL_SPECS.items())
-    if spec.num_layers == 1 and not spec.pretrained and spec.target == "label"
+    if spec.num_layers == 1 and spec.target == "label"
 }
 MODEL_SPECS["wide_only"] = Spec("none", 0, False, "none", False, "label", True)
 
 
 #: The :class:`ModelConfig` fields of the ``wide_`` models only.
-WIDE_FIELDS = ("bigram_buckets", "ngram_dropout", "wide_norm", "wide_scale")
+WIDE_FIELDS = ("bigram_buckets", "ngram_dropout", "wide_norm", "wide_scale", "wide_weight")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +86,11 @@ class ModelConfig:
         wide_scale: the linear term is multiplied by this constant: with Adam, whose steps
             do not depend on the gradient's scale, it is the linear part's step size
             relative to the recurrent part's (its sparse weights move little otherwise).
+        wide_weight: each n-gram term of the linear part counts once per occurrence
+            (``count``) or is weighted by its inverse document frequency on the training
+            split (``idf``: ``log((1 + N) / (1 + df)) + 1``, divided by its mean over the
+            training occurrences, so the term's overall scale stays that of ``count``;
+            :func:`experiments.sentiment.models.ngram_idf`).
 
     The ``wide_`` fields are left out of the checkpoint ties of the other models.
     """
@@ -99,6 +104,7 @@ class ModelConfig:
     ngram_dropout: float = 0.7
     wide_norm: str = "sqrt"
     wide_scale: float = 8.0
+    wide_weight: str = "count"
 
     def __post_init__(self):
         common.check_fields(
@@ -113,6 +119,7 @@ class ModelConfig:
             ),
         )
         common.check_choice("wide_norm", self.wide_norm, ("mean", "sqrt"))
+        common.check_choice("wide_weight", self.wide_weight, ("count", "idf"))
         if not self.wide_scale > 0:
             raise ValueError(f"`wide_scale` must be a positive number, got {self.wide_scale!r}")
 

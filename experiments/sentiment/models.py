@@ -17,12 +17,21 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, Int
 
 from experiments.sentiment.config import MODEL_SPECS, ModelConfig
 from rnn_jax import column_lookup, init_rnn, lengths_to_mask, rnn_classify
 
-__all__ = ["SCORE_SCALE", "Classifier", "bigram_ids", "make_classifier", "wide_logits"]
+__all__ = [
+    "SCORE_SCALE",
+    "Classifier",
+    "bigram_ids",
+    "make_classifier",
+    "ngram_idf",
+    "wide_logits",
+    "with_idf",
+]
 
 NUM_CLASSES = 2
 SCORE_SCALE = 4.0  # a _score model's output times this is the rating in [-4, 4]
@@ -66,6 +75,63 @@ def bigram_ids(
     return jnp.where(mask, hashed, 0), mask
 
 
+def ngram_idf(
+    ids: list[np.ndarray], vocab_size: int, buckets: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse document frequencies of the unigrams ``(vocab_size,)`` and hashed bigrams
+    ``(buckets,)`` over the snippets ``ids`` (one array of token ids each, unpadded).
+
+    ``idf = log((1 + N) / (1 + df)) + 1`` (scikit-learn's smoothed idf; ``N`` snippets,
+    ``df`` the number of snippets holding the n-gram, bigrams hashed as :func:`bigram_ids`),
+    then divided by its mean over the n-grams' occurrences in ``ids``, so that an average
+    occurrence weighs 1 (the linear term keeps the overall scale of plain counts).
+
+    Example:
+        >>> uni, bi = ngram_idf([np.array([0, 1]), np.array([0])], vocab_size=3, buckets=4)
+        >>> bool(uni[1] > uni[0]), bi.shape   # word 1 is in one snippet of two, word 0 in both
+        (True, (4,))
+    """
+    if not ids:
+        raise ValueError("`ids` must hold at least one snippet, got an empty list")
+    if vocab_size**2 > 2**31 - 1:
+        raise ValueError(
+            f"`vocab_size` must be at most 46340 for the int32 bigram hash, got {vocab_size}"
+        )
+    n = len(ids)
+    df_uni = np.zeros(vocab_size, np.int64)
+    df_bi = np.zeros(buckets, np.int64)
+    tf_uni = np.zeros(vocab_size, np.int64)
+    tf_bi = np.zeros(buckets, np.int64)
+    for x in ids:
+        x = np.asarray(x, np.int64)
+        if x.size and (x.min() < 0 or x.max() >= vocab_size):
+            raise ValueError(
+                f"`ids` must be token ids in [0, {vocab_size}), got {x.min()}..{x.max()}"
+            )
+        pairs = (x[:-1] * vocab_size + x[1:]) % buckets
+        np.add.at(tf_uni, x, 1)
+        np.add.at(tf_bi, pairs, 1)
+        df_uni[np.unique(x)] += 1
+        df_bi[np.unique(pairs)] += 1
+    idf = [np.log((1 + n) / (1 + df)) + 1.0 for df in (df_uni, df_bi)]
+    occurrences = tf_uni.sum() + tf_bi.sum()
+    mean = (idf[0] @ tf_uni + idf[1] @ tf_bi) / max(occurrences, 1)
+    return (idf[0] / mean).astype(np.float32), (idf[1] / mean).astype(np.float32)
+
+
+def with_idf(params: dict[str, Any], ids: list[np.ndarray]) -> dict[str, Any]:
+    """``params`` of a ``wide_weight="idf"`` model with the idf weights of :func:`ngram_idf`
+    over the training snippets ``ids`` (they replace the ones set by ``init``; never trained)."""
+    wide = params["wide"]
+    if "idf_uni" not in wide:
+        raise ValueError(
+            "`params` must be those of a wide_ model with wide_weight='idf' (an 'idf_uni' "
+            f"entry), got wide entries {sorted(wide)}"
+        )
+    uni, bi = ngram_idf(ids, wide["W_uni"].shape[1], wide["W_bi"].shape[1])
+    return {**params, "wide": {**wide, "idf_uni": jnp.asarray(uni), "idf_bi": jnp.asarray(bi)}}
+
+
 def wide_logits(
     wide: dict[str, jax.Array],
     ids: Int[Array, "B T"],
@@ -84,11 +150,17 @@ def wide_logits(
     average) or its square root (``norm="sqrt"``). ``dropout``: during training each
     unigram and bigram term is dropped with this probability (and the kept ones scaled by
     ``1 / (1 - dropout)``), one mask per position and n-gram order (needs ``key``).
+    With ``"idf_uni"`` ``(V,)`` and ``"idf_bi"`` ``(buckets,)`` in ``wide`` (:func:`with_idf`),
+    each term is weighted by its n-gram's idf, held constant (no gradient flows to it).
     """
     W_uni, W_bi = wide["W_uni"], wide["W_bi"]
     uni_mask = jnp.asarray(lengths_to_mask(lengths, ids.shape[1]))
     bi, bi_mask = bigram_ids(ids, lengths, W_uni.shape[1], W_bi.shape[1])
     uni_w, bi_w = uni_mask.astype(W_uni.dtype), bi_mask.astype(W_bi.dtype)
+    uni_ids = jnp.where(uni_mask, ids, 0)
+    if "idf_uni" in wide:
+        uni_w = uni_w * jax.lax.stop_gradient(wide["idf_uni"])[uni_ids].astype(uni_w.dtype)
+        bi_w = bi_w * jax.lax.stop_gradient(wide["idf_bi"])[bi].astype(bi_w.dtype)
     if dropout > 0.0:
         if key is None:
             raise ValueError(
@@ -98,7 +170,6 @@ def wide_logits(
         keep = 1.0 - dropout
         uni_w = uni_w * jax.random.bernoulli(k_uni, keep, uni_w.shape).astype(uni_w.dtype) / keep
         bi_w = bi_w * jax.random.bernoulli(k_bi, keep, bi_w.shape).astype(bi_w.dtype) / keep
-    uni_ids = jnp.where(uni_mask, ids, 0)
     total = jnp.einsum("btc,bt->bc", column_lookup(W_uni, uni_ids), uni_w)
     total = total + jnp.einsum("btc,bt->bc", column_lookup(W_bi, bi), bi_w)
     n = jnp.maximum(lengths, 1).astype(total.dtype)[:, None]
@@ -128,6 +199,8 @@ def _wide_classifier(name, spec, config: ModelConfig, vocab_size: int, unk_id: i
             "W_bi": jnp.zeros((outputs, config.bigram_buckets)),
             "b": jnp.zeros((outputs,)),
         }
+        if config.wide_weight == "idf":  # ones until with_idf sets the training split's idf
+            wide |= {"idf_uni": jnp.ones(vocab_size), "idf_bi": jnp.ones(config.bigram_buckets)}
         return {"wide": wide} if deep is None else {"deep": deep.init(k_deep), "wide": wide}
 
     def apply(params, ids, lengths, *, key=None, train=False):

@@ -47,7 +47,7 @@ from experiments.sentiment.data import (
     split_indices,
     stars_from_score,
 )
-from experiments.sentiment.models import SCORE_SCALE, Classifier, make_classifier
+from experiments.sentiment.models import SCORE_SCALE, Classifier, make_classifier, with_idf
 from experiments.sentiment.pretrain import pretrained_layers, with_layers
 from rnn_jax.batching import pad_batch
 from rnn_jax.losses import masked_softmax_cross_entropy
@@ -240,6 +240,8 @@ class ModelRun(common.ModelRun):
         if not self.spec.wide:  # the wide_ fields tie only the wide_ models (WIDE_FIELDS)
             for field in WIDE_FIELDS:
                 del config["model"][field]
+        elif config["model"]["wide_weight"] == "count":  # runs made before it existed open
+            del config["model"]["wide_weight"]
         return config
 
     def loss_fn(self, params, batch, *, key):
@@ -313,7 +315,13 @@ class ModelRun(common.ModelRun):
         )
         params = self.params0
         if self.spec.pretrained:
-            params = with_layers(params, self.language_models(data), self.spec.bidirectional)
+            layers, bi = self.language_models(data), self.spec.bidirectional
+            if self.spec.wide:  # {"deep": the RNN's parameters, "wide": the linear term's}
+                params = {**params, "deep": with_layers(params["deep"], layers, bi)}
+            else:
+                params = with_layers(params, layers, bi)
+        if self.spec.wide and self.config.model.wide_weight == "idf":
+            params = with_idf(params, [x[: self.config.train.max_len] for x in train.ids])
         return self.fit(
             self.loss_fn,
             epoch_batches,
