@@ -122,3 +122,52 @@ def test_tiny_run_train_eval_predict(data_dir, tmp_path, capsys):
     assert len(lines) == 2 and lines[0].startswith("the dog saw a king\t")
     assert "<UNK>: zebra" in lines[1]
     assert np.isfinite(results["train"]["val"]["loss"])
+
+
+@pytest.mark.parametrize("multiple", [0, 8])
+def test_bucket_multiple_sets_the_batch_shapes(monkeypatch, tmp_path, multiple):
+    """0: every training batch has the longest verse's widths; k: each batch is padded to its
+    own longest source and target, rounded up to a multiple of k (lengths unchanged)."""
+    from experiments import common
+    from experiments.translate import task
+
+    config = default_config(quick=True)
+    config = TranslateConfig(
+        config.model,
+        TrainConfig(val_books=("Col",), test_books=("Mark",), max_train=0, batch_size=16,
+                    bucket_multiple=multiple),
+        config.report,
+    )  # fmt: skip
+    records = fixture_records(n=300)
+    # a few long verses, so that the longest training verse is far above the typical one
+    records += [["Gen", 99, i, " ".join(["the dog"] * 12) + ".", " ".join(["el perro"] * 12)]
+                for i in range(1, 4)]  # fmt: skip
+    data = load_data(config, records=records)
+    seen = []
+
+    def fake_train_logged(config, loss_fn, epoch_batches, **kwargs):
+        for src, src_lengths, tgt, tgt_lengths in epoch_batches(0, 0):
+            seen.append(
+                (src.shape[1], tgt.shape[1], int(src_lengths.max()), int(tgt_lengths.max()))
+            )
+        return {}
+
+    monkeypatch.setattr(common, "train_logged", fake_train_logged)
+    task.train(config, data, tmp_path)
+    src_ids, tgt_ids = task._encode_pairs(data, data.splits["train"])
+    longest_src, longest_tgt = max(map(len, src_ids)), max(map(len, tgt_ids))
+    assert len(seen) == len(src_ids) // 16
+    for src_w, tgt_w, src_max, tgt_max in seen:
+        assert src_w >= src_max and tgt_w >= tgt_max
+        if multiple:
+            assert src_w % multiple == 0 and tgt_w % multiple == 0
+            assert src_w - src_max < multiple and tgt_w - tgt_max < multiple
+        else:
+            assert src_w >= longest_src and tgt_w >= longest_tgt
+    widths = {(s, t) for s, t, _, _ in seen}
+    assert (len(widths) > 1) == bool(multiple)
+
+
+def test_bucket_multiple_must_not_be_negative():
+    with pytest.raises(ValueError, match="bucket_multiple"):
+        TrainConfig(bucket_multiple=-8)

@@ -51,6 +51,11 @@ class TrainConfig(common.TrainConfig):
         max_len: most output tokens (``<EOS>`` included).
         num_val: validation verses (from ``val_books``).
         val_books, test_books: whole books held out (OSIS names).
+        bucket_multiple: 0 pads every training batch to the longest training verse (source
+            and target: one shape, one compile); ``k > 0`` pads each batch's sources and
+            targets only to its own longest verse rounded up to a multiple of ``k`` (batches
+            are bucketed by source length, so short batches cost less; a few shapes, one
+            compile each).
     """
 
     batch_size: int = 64
@@ -67,9 +72,11 @@ class TrainConfig(common.TrainConfig):
     num_val: int = 400
     val_books: tuple[str, ...] = ("Esth", "Col", "Titus")
     test_books: tuple[str, ...] = ("Ruth", "Jonah", "Mark", "Phil", "Jas")
+    bucket_multiple: int = 0
 
     def __post_init__(self):
         super().__post_init__()
+        common.check_fields(self, non_negative=("bucket_multiple",))
         common.check_fields(
             self,
             positive=("max_words", "train_max_words", "src_vocab_size", "tgt_vocab_size",

@@ -290,13 +290,16 @@ def train(config: TranslateConfig, data: Data, workdir: Path) -> dict[str, Any]:
             count += int(tl.sum())
         return {"loss": total / max(count, 1)}
 
-    # One source and one target width for every batch: the train step compiles once.
+    if c.bucket_multiple:  # each batch padded to its own longest verse (a few shapes)
+        shapes = dict(src_pad_to_multiple=c.bucket_multiple, tgt_pad_to_multiple=c.bucket_multiple)
+    else:  # one source and one target width for every batch: the train step compiles once
+        shapes = dict(src_pad_to_multiple=_round_up(max(map(len, src_ids)), 8),
+                      tgt_width=_round_up(max(map(len, tgt_ids)), 8))  # fmt: skip
     params = make_model(config.model, data).init(keys.init)
     checkpointer = common.run_checkpointer(config, workdir, BEST)
     return common.train_seq2seq(
         config, src_ids, tgt_ids, bos_id=bos, src_pad_id=data.src_vocab.pad_id,
-        src_pad_to_multiple=_round_up(max(map(len, src_ids)), 8),
-        tgt_width=_round_up(max(map(len, tgt_ids)), 8), params=params, keys=keys,
+        **shapes, params=params, keys=keys,
         workdir=workdir, checkpointer=checkpointer, best=BEST, name="translate",
         evaluate_fn=evaluate_fn,
     )  # fmt: skip
