@@ -104,6 +104,11 @@ class ReportConfig(common.ReportConfig):
         pad_to_multiple: source lengths are rounded up to a multiple of this (fewer compiles).
         allow_unk: let decoding emit ``<UNK>`` (by default its logit is set to ``-inf``: an
             undertrained model otherwise repeats the most frequent target token, ``<UNK>``).
+        unk_replace: attention models are also scored with ``<UNK>`` allowed and then
+            replaced: each output ``<UNK>`` becomes the IBM Model 1 translation of the source
+            word it attends to most, or that word itself when the lexicon lacks it
+            (:func:`experiments.translate.task.replace_unknowns`; extra rows ``greedy+unk``
+            and ``beam+unk``).
     """
 
     eval_batch_size: int = 128
@@ -115,6 +120,7 @@ class ReportConfig(common.ReportConfig):
     num_examples: int = 6
     pad_to_multiple: int = 16
     allow_unk: bool = False
+    unk_replace: bool = True
 
     def __post_init__(self):
         super().__post_init__()
