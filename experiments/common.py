@@ -1201,6 +1201,7 @@ def train_seq2seq(
     src_pad_id: int,
     src_pad_to_multiple: int | None,
     tgt_width: int | None = None,
+    tgt_pad_to_multiple: int | None = None,
     params: Any,
     keys: Keys,
     **train_logged_kwargs: Any,
@@ -1211,7 +1212,8 @@ def train_seq2seq(
     Batches: ``train.batch_size`` pairs shuffled by ``fold_in(keys.data, epoch)`` and
     bucketed by source length, sources padded with ``src_pad_id`` to a multiple of
     ``src_pad_to_multiple``, targets (ending in ``<EOS>``) padded with 0 to the longest
-    target of the batch, or to ``tgt_width`` exactly. The loss is the mean over the batch's
+    target of the batch (rounded up to a multiple of ``tgt_pad_to_multiple`` when given), or
+    to ``tgt_width`` exactly. The loss is the mean over the batch's
     target tokens, so on a mesh each shard weighs by its target tokens (exact). The rest of
     ``train_logged_kwargs`` (``workdir``, ``checkpointer``, ``best``, ``name``,
     ``evaluate_fn``, ...) goes to :func:`train_logged`.
@@ -1245,7 +1247,8 @@ def train_seq2seq(
             start=start,
             pad_to_multiple=src_pad_to_multiple,
         ):
-            tgt, tgt_lengths = pad_batch([tgt_ids[i] for i in b.indices], max_len=tgt_width)
+            tgt, tgt_lengths = pad_batch([tgt_ids[i] for i in b.indices], max_len=tgt_width,
+                                         pad_to_multiple=tgt_pad_to_multiple)  # fmt: skip
             yield (jnp.asarray(b.fields[0]), jnp.asarray(b.lengths), jnp.asarray(tgt),
                    jnp.asarray(tgt_lengths))  # fmt: skip
 

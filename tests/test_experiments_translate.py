@@ -17,6 +17,7 @@ from experiments.translate.task import (
     eval_command,
     load_data,
     predict_command,
+    replace_unknowns,
     score,
     train_command,
 )
@@ -112,6 +113,9 @@ def test_tiny_run_train_eval_predict(data_dir, tmp_path, capsys):
         for metric in ("bleu", "chrf"):
             assert 0.0 <= results[system][metric] <= 100.0 + 1e-9
     assert results["ibm1"]["bleu"] > 90  # the fixture is word for word
+    for system in ("greedy+unk", "beam+unk"):  # an attention model: <UNK> replaced as well
+        assert 0.0 <= results[system]["chrf"] <= 100.0 + 1e-9
+        assert 0 <= results[system]["unk_replaced"] <= results[system]["output_tokens"]
     assert (workdir / "attention.png").stat().st_size > 0
     assert main(["eval", "--workdir", str(workdir)], prog="translate", commands=COMMANDS,
                 default_config=default_config) == 0  # fmt: skip
@@ -122,3 +126,77 @@ def test_tiny_run_train_eval_predict(data_dir, tmp_path, capsys):
     assert len(lines) == 2 and lines[0].startswith("the dog saw a king\t")
     assert "<UNK>: zebra" in lines[1]
     assert np.isfinite(results["train"]["val"]["loss"])
+
+
+@pytest.mark.parametrize("multiple", [0, 8])
+def test_bucket_multiple_sets_the_batch_shapes(monkeypatch, tmp_path, multiple):
+    """0: every training batch has the longest verse's widths; k: each batch is padded to its
+    own longest source and target, rounded up to a multiple of k (lengths unchanged)."""
+    from experiments import common
+    from experiments.translate import task
+
+    config = default_config(quick=True)
+    config = TranslateConfig(
+        config.model,
+        TrainConfig(val_books=("Col",), test_books=("Mark",), max_train=0, batch_size=16,
+                    bucket_multiple=multiple),
+        config.report,
+    )  # fmt: skip
+    records = fixture_records(n=300)
+    # a few long verses, so that the longest training verse is far above the typical one
+    records += [["Gen", 99, i, " ".join(["the dog"] * 12) + ".", " ".join(["el perro"] * 12)]
+                for i in range(1, 4)]  # fmt: skip
+    data = load_data(config, records=records)
+    seen = []
+
+    def fake_train_logged(config, loss_fn, epoch_batches, **kwargs):
+        for src, src_lengths, tgt, tgt_lengths in epoch_batches(0, 0):
+            seen.append(
+                (src.shape[1], tgt.shape[1], int(src_lengths.max()), int(tgt_lengths.max()))
+            )
+        return {}
+
+    monkeypatch.setattr(common, "train_logged", fake_train_logged)
+    task.train(config, data, tmp_path)
+    src_ids, tgt_ids = task._encode_pairs(data, data.splits["train"])
+    longest_src, longest_tgt = max(map(len, src_ids)), max(map(len, tgt_ids))
+    assert len(seen) == len(src_ids) // 16
+    for src_w, tgt_w, src_max, tgt_max in seen:
+        assert src_w >= src_max and tgt_w >= tgt_max
+        if multiple:
+            assert src_w % multiple == 0 and tgt_w % multiple == 0
+            assert src_w - src_max < multiple and tgt_w - tgt_max < multiple
+        else:
+            assert src_w >= longest_src and tgt_w >= longest_tgt
+    widths = {(s, t) for s, t, _, _ in seen}
+    assert (len(widths) > 1) == bool(multiple)
+
+
+def test_bucket_multiple_must_not_be_negative():
+    with pytest.raises(ValueError, match="bucket_multiple"):
+        TrainConfig(bucket_multiple=-8)
+
+
+def test_replace_unknowns_follows_the_attention_argmax():
+    sources = [["jonah", "saw", "nineveh"], ["the", "dog"]]
+    outputs = [["<UNK>", "vio", "<UNK>"], ["el", "<UNK>"]]
+    weights = [
+        np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.3, 0.5], [0.0, 0.0, 1.0]]),
+        np.array([[0.9, 0.1], [0.4, 0.6], [0.5, 0.5]]),
+    ]
+    lexicon = {"nineveh": "nínive", "dog": "perro"}
+    got = replace_unknowns(outputs, sources, weights, lexicon, unk="<UNK>")
+    # jonah is not in the lexicon: copied; nineveh and dog are translated
+    assert got == [["jonah", "vio", "nínive"], ["el", "perro"]]
+    assert outputs[0][0] == "<UNK>"  # the inputs are not changed
+    # the argmax decides, not the position: the same output with other weights
+    flipped = [weights[0][:, ::-1], weights[1][:, ::-1]]
+    got = replace_unknowns(outputs, sources, flipped, lexicon, unk="<UNK>")
+    assert got == [["nínive", "vio", "jonah"], ["el", "the"]]
+
+
+def test_replace_unknowns_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="`weights\\[0\\]` must have shape"):
+        replace_unknowns([["<UNK>"]], [["a", "b"]], [np.ones((1, 3))], {}, unk="<UNK>")
+    with pytest.raises(ValueError, match="one entry per verse"):
+        replace_unknowns([["<UNK>"]], [["a"]], [], {}, unk="<UNK>")

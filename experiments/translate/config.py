@@ -51,6 +51,11 @@ class TrainConfig(common.TrainConfig):
         max_len: most output tokens (``<EOS>`` included).
         num_val: validation verses (from ``val_books``).
         val_books, test_books: whole books held out (OSIS names).
+        bucket_multiple: 0 pads every training batch to the longest training verse (source
+            and target: one shape, one compile); ``k > 0`` pads each batch's sources and
+            targets only to its own longest verse rounded up to a multiple of ``k`` (batches
+            are bucketed by source length, so short batches cost less; a few shapes, one
+            compile each).
     """
 
     batch_size: int = 64
@@ -67,9 +72,11 @@ class TrainConfig(common.TrainConfig):
     num_val: int = 400
     val_books: tuple[str, ...] = ("Esth", "Col", "Titus")
     test_books: tuple[str, ...] = ("Ruth", "Jonah", "Mark", "Phil", "Jas")
+    bucket_multiple: int = 0
 
     def __post_init__(self):
         super().__post_init__()
+        common.check_fields(self, non_negative=("bucket_multiple",))
         common.check_fields(
             self,
             positive=("max_words", "train_max_words", "src_vocab_size", "tgt_vocab_size",
@@ -97,6 +104,11 @@ class ReportConfig(common.ReportConfig):
         pad_to_multiple: source lengths are rounded up to a multiple of this (fewer compiles).
         allow_unk: let decoding emit ``<UNK>`` (by default its logit is set to ``-inf``: an
             undertrained model otherwise repeats the most frequent target token, ``<UNK>``).
+        unk_replace: attention models are also scored with ``<UNK>`` allowed and then
+            replaced: each output ``<UNK>`` becomes the IBM Model 1 translation of the source
+            word it attends to most, or that word itself when the lexicon lacks it
+            (:func:`experiments.translate.task.replace_unknowns`; extra rows ``greedy+unk``
+            and ``beam+unk``).
     """
 
     eval_batch_size: int = 128
@@ -108,6 +120,7 @@ class ReportConfig(common.ReportConfig):
     num_examples: int = 6
     pad_to_multiple: int = 16
     allow_unk: bool = False
+    unk_replace: bool = True
 
     def __post_init__(self):
         super().__post_init__()

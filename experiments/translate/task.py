@@ -224,13 +224,70 @@ def attention_weights(params, config, src_vocab, tgt_vocab, source, output) -> n
     """``α (len(output) + 1, len(source))``: teacher forcing on the model's own output
     (the same computation as its greedy decoding), the last row the step emitting <EOS>.
     Padded to fixed shapes (one compile); the padding changes nothing (exact masking)."""
+    return batch_attention_weights(params, config, src_vocab, tgt_vocab, [source], [output])[0]
+
+
+def batch_attention_weights(
+    params, config, src_vocab, tgt_vocab, sources, outputs
+) -> list[np.ndarray]:
+    """:func:`attention_weights` of each ``(sources[i], outputs[i])``, in batches of
+    ``report.eval_batch_size`` rows (empty rows pad the last; fixed shapes, one compile)."""
+    if len(sources) != len(outputs):
+        raise ValueError(
+            f"`sources` and `outputs` must pair up, got {len(sources)} sources and "
+            f"{len(outputs)} outputs"
+        )
     m = config.report.pad_to_multiple
-    src, n_src = pad_batch([src_vocab.encode(source)], pad_to_multiple=m)
-    tgt_ids = tgt_vocab.encode(output, add_eos=True)
-    tgt, n_tgt = pad_batch([tgt_ids], pad_to_multiple=max(m, config.train.max_len + 1))
-    w = _weights(params, jnp.asarray(src), jnp.asarray(n_src), jnp.asarray(tgt),
-                 jnp.asarray(n_tgt), bos_id=tgt_vocab.bos_id)  # fmt: skip
-    return np.asarray(w[0, : len(tgt_ids), : len(source)])
+    src_ids = [src_vocab.encode(s) for s in sources]
+    tgt_ids = [tgt_vocab.encode(o, add_eos=True) for o in outputs]
+    src_width = _round_up(max(map(len, src_ids), default=1), m)
+    tgt_width = _round_up(max(map(len, tgt_ids), default=1), max(m, config.train.max_len + 1))
+    B = common.row_bucket(len(src_ids), cap=config.report.eval_batch_size)
+    out: list[np.ndarray] = []
+    for i in range(0, len(src_ids), B):
+        s_chunk, t_chunk = src_ids[i : i + B], tgt_ids[i : i + B]
+        empty = [np.zeros(0, np.int32)] * (B - len(s_chunk))
+        src, n_src = pad_batch(s_chunk + empty, max_len=src_width)
+        tgt, n_tgt = pad_batch(t_chunk + empty, max_len=tgt_width)
+        w = np.asarray(_weights(params, jnp.asarray(src), jnp.asarray(n_src), jnp.asarray(tgt),
+                                jnp.asarray(n_tgt), bos_id=tgt_vocab.bos_id))  # fmt: skip
+        out.extend(w[r, : len(t_chunk[r]), : len(s_chunk[r])] for r in range(len(s_chunk)))
+    return out
+
+
+def replace_unknowns(
+    outputs: list[list[str]],
+    sources: list[list[str]],
+    weights: list[np.ndarray],
+    lexicon: dict[str, str],
+    unk: str,
+) -> list[list[str]]:
+    """Each ``unk`` of ``outputs[i]`` (step ``j``) replaced by the translation in ``lexicon``
+    of the source word it attends to most, ``sources[i][argmax α<j, :>]``, or by that word
+    itself when the lexicon lacks it (names pass through): the rare-word replacement of
+    Luong et al. (2015) and Jean et al. (2015). ``weights[i]`` is ``(>= len(outputs[i]),
+    len(sources[i]))`` (:func:`batch_attention_weights`)."""
+    if not len(outputs) == len(sources) == len(weights):
+        raise ValueError(
+            f"`outputs`, `sources` and `weights` must have one entry per verse, got "
+            f"{len(outputs)}, {len(sources)} and {len(weights)}"
+        )
+    replaced = []
+    for i, (output, source, w) in enumerate(zip(outputs, sources, weights, strict=True)):
+        w = np.asarray(w)
+        if w.ndim != 2 or w.shape[0] < len(output) or w.shape[1] != len(source):
+            raise ValueError(
+                f"`weights[{i}]` must have shape (>= {len(output)}, {len(source)}) "
+                f"(output steps, source words), got {w.shape}"
+            )
+        row = []
+        for j, word in enumerate(output):
+            if word == unk and source:
+                e = source[int(np.argmax(w[j]))]
+                word = lexicon.get(e, e)
+            row.append(word)
+        replaced.append(row)
+    return replaced
 
 
 def score(hyps: list[list[str]], refs: list[list[str]]) -> dict[str, float]:
@@ -290,13 +347,16 @@ def train(config: TranslateConfig, data: Data, workdir: Path) -> dict[str, Any]:
             count += int(tl.sum())
         return {"loss": total / max(count, 1)}
 
-    # One source and one target width for every batch: the train step compiles once.
+    if c.bucket_multiple:  # each batch padded to its own longest verse (a few shapes)
+        shapes = dict(src_pad_to_multiple=c.bucket_multiple, tgt_pad_to_multiple=c.bucket_multiple)
+    else:  # one source and one target width for every batch: the train step compiles once
+        shapes = dict(src_pad_to_multiple=_round_up(max(map(len, src_ids)), 8),
+                      tgt_width=_round_up(max(map(len, tgt_ids)), 8))  # fmt: skip
     params = make_model(config.model, data).init(keys.init)
     checkpointer = common.run_checkpointer(config, workdir, BEST)
     return common.train_seq2seq(
         config, src_ids, tgt_ids, bos_id=bos, src_pad_id=data.src_vocab.pad_id,
-        src_pad_to_multiple=_round_up(max(map(len, src_ids)), 8),
-        tgt_width=_round_up(max(map(len, tgt_ids)), 8), params=params, keys=keys,
+        **shapes, params=params, keys=keys,
         workdir=workdir, checkpointer=checkpointer, best=BEST, name="translate",
         evaluate_fn=evaluate_fn,
     )  # fmt: skip
@@ -347,6 +407,23 @@ def evaluate(config: TranslateConfig, data: Data, workdir: Path) -> dict[str, An
     ibm = IBMModel1().fit(data.splits["train"], iterations=config.report.ibm_iterations)
     results["ibm1"] = {**score(ibm.translate(sources), targets),
                        "seconds": time.perf_counter() - t0}  # fmt: skip
+    if params.attention is not None and config.report.unk_replace:
+        # decode with <UNK> allowed, then replace each <UNK> through the attention weights
+        allow = dataclasses.replace(config, report=dataclasses.replace(config.report,
+                                                                        allow_unk=True))  # fmt: skip
+        unk = data.tgt_vocab.id_to_token(data.tgt_vocab.unk_id)
+        for method in ("greedy", "beam"):
+            t0 = time.perf_counter()
+            raw = translate(params, allow, data.src_vocab, data.tgt_vocab, sources, method=method)
+            w = batch_attention_weights(params, config, data.src_vocab, data.tgt_vocab, sources,
+                                        raw)  # fmt: skip
+            preds[f"{method}+unk"] = replace_unknowns(raw, sources, w, ibm.best, unk=unk)
+            results[f"{method}+unk"] = {
+                **score(preds[f"{method}+unk"], targets),
+                "unk_replaced": sum(o.count(unk) for o in raw),
+                "output_tokens": sum(map(len, raw)),
+                "seconds": time.perf_counter() - t0,
+            }
     results["examples"] = [
         {
             "source": " ".join(s),
@@ -398,8 +475,11 @@ def format_results(results: dict[str, Any]) -> str:
         f"{results['ibm1']['chrf']:.2f} |",
     ]
     name = f"{m['cell']}, attention={m['attention']}, H={m['hidden_size']}"
-    for method in ("greedy", "beam"):
-        label = method if method == "greedy" else f"beam (k={results['beam_width']})"
+    for method in ("greedy", "beam", "greedy+unk", "beam+unk"):
+        if method not in results:
+            continue
+        label = method.replace("beam", f"beam (k={results['beam_width']})")
+        label = label.replace("+unk", ", <UNK> replaced via attention + IBM1 lexicon")
         lines.append(
             f"| seq2seq {name}, {label} | {results[method]['bleu']:.2f} | "
             f"{results[method]['chrf']:.2f} |"
