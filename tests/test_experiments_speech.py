@@ -35,10 +35,12 @@ from experiments.speech.task import (
     error_rates_by_kind,
     eval_command,
     predict_command,
+    summary_command,
     train_command,
 )
 
-COMMANDS = {"train": train_command, "eval": eval_command, "predict": predict_command}
+COMMANDS = {"train": train_command, "eval": eval_command, "predict": predict_command,
+            "summary": summary_command}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- features
@@ -314,6 +316,12 @@ def test_train_eval_predict_round_trip(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", "--workdir", str(workdir)], **kw) == 0
     assert "test WER" in capsys.readouterr().out
+    summary = tmp_path / "summary"
+    assert main(["summary", "--workdir", str(summary), str(workdir), str(workdir)], **kw) == 0
+    combined = json.loads((summary / "results.json").read_text())["models"]["rnn"]
+    assert combined["runs"] == 2 and combined["greedy_number_wer"][1] == 0.0  # two equal runs
+    assert combined["greedy_wer"][0] == pytest.approx(row["greedy"]["wer"])
+    assert "number WER %" in capsys.readouterr().out
 
     rate = 44_100  # stereo at another rate: mixed and resampled inside
     tone = 0.3 * np.sin(2 * np.pi * 450 * np.arange(rate // 4) / rate)

@@ -43,7 +43,7 @@ from experiments import common
 from experiments.cli import Experiment, Invocation
 from experiments.speech import audio as sound
 from experiments.speech.config import SpeechConfig, default_config
-from experiments.speech.corpus import DIGITS, SAMPLE_RATE, VOCABULARY, load_corpus
+from experiments.speech.corpus import DIGITS, KINDS, SAMPLE_RATE, VOCABULARY, load_corpus
 from rnn_jax.ctc import ctc_greedy_decode, ctc_prefix_beam_search, rnn_ctc_loss
 from rnn_jax.network import rnn_apply
 from rnn_jax.params import count_params, init_rnn
@@ -59,8 +59,11 @@ __all__ = [
     "error_rates_by_kind",
     "eval_command",
     "featurize",
+    "format_summary",
     "load_data",
     "predict_command",
+    "summarize",
+    "summary_command",
     "train_command",
     "transcribe",
 ]
@@ -674,9 +677,95 @@ def predict_command(run: Invocation) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- summary
+
+
+def _flat(row: dict[str, Any], methods: Sequence[str]) -> dict[str, float]:
+    """``{"<method>_<metric>", "<method>_<kind>_<metric>", ...}`` of one system's results."""
+    out = {}
+    for method in methods:
+        r = row[method] if method in row else row
+        out.update({f"{method}_{k}": r[k] for k in ("cer", "wer")})
+        kinds = row.get("by_kind", {}).get(method, {}) if method in row else r.get("by_kind", {})
+        for kind, v in kinds.items():
+            out.update({f"{method}_{kind}_{k}": v[k] for k in ("cer", "wer", "clip_error")})
+    val = row.get("train", {}).get("val", {}).get("wer")
+    if val is not None:
+        out["val_wer"] = val
+    if "train_seconds" in row.get("train", {}):
+        out["train_seconds"] = row["train"]["train_seconds"]
+    return out
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and sample sd over runs (seeds) of every cell's and PocketSphinx's test scores,
+    overall and per clip kind (PocketSphinx does not depend on the seed: the runs with it).
+
+    Example:
+        >>> r = lambda w: {"models": {"gru": {"greedy": {"cer": w, "wer": w},
+        ...     "beam": {"cer": w, "wer": w}}}, "pocketsphinx": "not run"}
+        >>> s = summarize([r(0.1), r(0.3)])
+        >>> [round(x, 3) for x in s["models"]["gru"]["greedy_wer"]], s["models"]["gru"]["runs"]
+        ([0.2, 0.141], 2)
+    """
+    flat = []
+    for r in runs:
+        baselines = {}
+        ps = r.get("pocketsphinx")
+        if isinstance(ps, dict):
+            baselines["PocketSphinx, grammar"] = _flat(ps["grammar"], ["all"])
+            n = ps["unrestricted"]["clips"]
+            baselines[f"PocketSphinx, unrestricted LM (first {n})"] = _flat(
+                ps["unrestricted"], ["all"]
+            )
+        flat.append({"models": {name: _flat(row, ("greedy", "beam"))
+                                for name, row in r["models"].items()},
+                     "baselines": baselines})  # fmt: skip
+
+    def entry(rows: list[dict[str, float]]) -> dict[str, Any]:
+        keys = dict.fromkeys(k for row in rows for k in row)
+        return {k: common.mean_sd([row[k] for row in rows if k in row]) for k in keys}
+
+    return common.summarize_runs(flat, entry)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """Markdown: one row per cell and decoder, and per PocketSphinx search (mean ± sd, %)."""
+
+    def cell(e: dict[str, Any], key: str) -> str:
+        return f"{100 * e[key][0]:.2f} ± {100 * e[key][1]:.2f}" if key in e else "-"
+
+    cols = ["system", "runs", "CER %", "WER %"]
+    cols += [f"{kind} {m}" for kind in KINDS for m in ("CER %", "WER %", "clip error %")]
+    lines = [*common.table_head([*cols, "val WER %", "train s"])]
+    rows = [(f"{name} ({m})", e, m) for name, e in summary["models"].items()
+            for m in ("greedy", "beam")]  # fmt: skip
+    rows += [(name, e, "all") for name, e in summary["baselines"].items()]
+    for label, e, m in rows:
+        kinds = [cell(e, f"{m}_{kind}_{k}") for kind in KINDS for k in ("cer", "wer", "clip_error")]
+        seconds = e.get("train_seconds")
+        lines.append(
+            f"| {label} | {e['runs']} | {cell(e, f'{m}_cer')} | {cell(e, f'{m}_wer')} | "
+            + " | ".join(kinds)
+            + f" | {cell(e, 'val_wer') if m != 'all' else '-'} | "
+            + (f"{seconds[0]:.0f} ± {seconds[1]:.0f} |" if seconds else "- |")
+        )
+    return "\n".join(lines)
+
+
+def summary_command(run: Invocation) -> int:
+    """``summary --workdir OUT RUN_DIR ...``: mean ± sd over the runs' ``results.json``."""
+    return common.summary_command(run, summarize, format_summary)
+
+
 EXPERIMENT = Experiment(
     EXPERIMENT_NAME,
     default_config,
-    {"train": train_command, "eval": eval_command, "predict": predict_command},
+    {
+        "train": train_command,
+        "eval": eval_command,
+        "predict": predict_command,
+        "summary": summary_command,
+    },  # fmt: skip
     data_parallel=True,
 )
