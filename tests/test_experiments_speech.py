@@ -144,6 +144,9 @@ def test_read_wav_mixes_stereo_and_resamples(tmp_path):
         sound.read_wav(tmp_path / "bad.wav")
     with pytest.raises(ValueError, match="missing.wav"):
         sound.read_wav(tmp_path / "missing.wav")
+    (tmp_path / "short.wav").write_bytes(b"hello\n")  # ends inside the RIFF header
+    with pytest.raises(ValueError, match=r"short.wav` is not a readable .*ends before its header"):
+        sound.read_wav(tmp_path / "short.wav")
 
 
 # --------------------------------------------------------------------------- text generator
