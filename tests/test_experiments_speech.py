@@ -316,6 +316,10 @@ def test_train_eval_predict_round_trip(tmp_path, capsys):
     assert set(row["confusion"]) <= {*VOCABULARY, "<ins>"}
     assert set(row["by_kind"]["greedy"]) == set(KINDS)
     assert row["by_kind"]["beam"]["number"]["clips"] == 1  # test clips: digits, number, digits
+    wrong = sum(e["reference"] != e["greedy"] for e in row["errors"])
+    assert wrong == round(row["by_kind"]["greedy"]["digits"]["clip_error"] * 2
+                          + row["by_kind"]["greedy"]["number"]["clip_error"])  # fmt: skip
+    assert all(e["reference"] != e["greedy"] or e["reference"] != e["beam"] for e in row["errors"])
     capsys.readouterr()
     assert main(["eval", "--workdir", str(workdir)], **kw) == 0
     assert "test WER" in capsys.readouterr().out

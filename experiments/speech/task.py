@@ -496,6 +496,13 @@ def evaluate(config: SpeechConfig, data: Data, workdir: Path) -> dict[str, Any]:
         }
         row["by_kind"] = {m: error_rates_by_kind(refs, hyps[m], kinds) for m in hyps}
         row["confusion"] = confusion(refs, hyps["greedy"])
+        row["errors"] = [
+            {"id": clip["id"], "voice": clip["voice"], "kind": kinds[i], "reference": refs[i],
+             "greedy": hyps["greedy"][i], "beam": hyps["beam"][i]}
+            for i, clip in enumerate(data.clips["test"])
+            if refs[i].split() != hyps["greedy"][i].split()
+            or refs[i].split() != hyps["beam"][i].split()
+        ]  # fmt: skip
         row["examples"] = [{"reference": r, "greedy": g, "beam": b} for r, g, b in zip(
             refs, hyps["greedy"], hyps["beam"], strict=True)][: config.report.num_examples]  # fmt: skip
         if config.report.real_speech:
@@ -555,6 +562,9 @@ def format_word_errors(counts: dict[str, dict[str, int]]) -> list[str]:
 def format_by_kind(name: str, by_kind: dict[str, dict[str, float]]) -> list[str]:
     return [f"| {name} | {k} | {v['clips']} | {v['words']} | {_pct(v['cer'])} | {_pct(v['wer'])} "
             f"| {_pct(v['clip_error'])} |" for k, v in by_kind.items()]  # fmt: skip
+
+
+_MAX_ERRORS = 40  # wrong clips listed in results.md (results.json has them all)
 
 
 def format_results(results: dict[str, Any]) -> str:
@@ -618,6 +628,12 @@ def format_results(results: dict[str, Any]) -> str:
                   *format_word_errors(ps["grammar_confusion"])]  # fmt: skip
     lines += ["", "| reference | greedy | beam |", "|---|---|---|"]
     lines += [f"| {e['reference']} | {e['greedy']} | {e['beam']} |" for e in best["examples"]]
+    errors = best.get("errors", [])
+    lines += ["", f"wrong test clips ({results['best']}, greedy or beam; {len(errors)}, at most "
+              f"{_MAX_ERRORS} shown):", "", "| clip | voice | kind | reference | greedy | beam |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [f"| {e['id']} | {e['voice']} | {e['kind']} | {e['reference']} | {e['greedy']} | "
+              f"{e['beam']} |" for e in errors[:_MAX_ERRORS]]  # fmt: skip
     if best.get("real_speech"):
         lines += ["", "recorded speech (not synthetic):", "",
                   f"| file | reference | {results['best']} (greedy) | PocketSphinx, grammar |",
