@@ -1,5 +1,6 @@
 """Smoke tests of the speech experiment: features against a direct reference, WAV reading,
-synthesis determinism, metrics, and a tiny train -> eval -> predict round trip."""
+the text generator (vocabulary, determinism, words <-> number), synthesis determinism, the
+baseline's grammar, metrics, and a tiny train -> eval -> predict round trip."""
 
 from __future__ import annotations
 
@@ -13,7 +14,17 @@ import pytest
 from experiments.cli import main
 from experiments.speech import audio as sound
 from experiments.speech.config import default_config
-from experiments.speech.corpus import DIGITS, digits_to_text, write_corpus
+from experiments.speech.corpus import (
+    KINDS,
+    VOCABULARY,
+    CorpusSpec,
+    clip_text,
+    digits_to_text,
+    make_clips,
+    number_to_words,
+    words_to_number,
+    write_corpus,
+)
 from experiments.speech.task import (
     ALPHABET,
     confusion,
@@ -21,12 +32,15 @@ from experiments.speech.task import (
     edit_distance,
     encode_text,
     error_rates,
+    error_rates_by_kind,
     eval_command,
     predict_command,
+    summary_command,
     train_command,
 )
 
-COMMANDS = {"train": train_command, "eval": eval_command, "predict": predict_command}
+COMMANDS = {"train": train_command, "eval": eval_command, "predict": predict_command,
+            "summary": summary_command}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- features
@@ -130,6 +144,77 @@ def test_read_wav_mixes_stereo_and_resamples(tmp_path):
         sound.read_wav(tmp_path / "bad.wav")
     with pytest.raises(ValueError, match="missing.wav"):
         sound.read_wav(tmp_path / "missing.wav")
+    (tmp_path / "short.wav").write_bytes(b"hello\n")  # ends inside the RIFF header
+    with pytest.raises(ValueError, match=r"short.wav` is not a readable .*ends before its header"):
+        sound.read_wav(tmp_path / "short.wav")
+
+
+# --------------------------------------------------------------------------- text generator
+
+
+def test_number_words_round_trip_and_reject_other_spellings():
+    assert [number_to_words(n) for n in (0, 10, 19, 20, 42, 100, 105, 999)] == [
+        "zero", "ten", "nineteen", "twenty", "forty two", "one hundred", "one hundred and five",
+        "nine hundred and ninety nine"]  # fmt: skip
+    for n in range(1000):
+        words = number_to_words(n)
+        assert words_to_number(words) == n and set(words.split()) <= set(VOCABULARY)
+    for bad in ("", "forty and two", "two forty", "zero hundred", "one hundred and",
+                "hundred", "ten two", "twenty zero", "one hundred five", "eleventy"):  # fmt: skip
+        with pytest.raises(ValueError, match="`text`"):
+            words_to_number(bad)
+    for bad in (1000, -1, 4.0, True):
+        with pytest.raises(ValueError, match="`n` must be an integer from 0 to 999"):
+            number_to_words(bad)
+
+
+def test_text_generator_vocabulary_mix_and_determinism():
+    spec = CorpusSpec()
+    clips = make_clips(spec)
+    assert clips == make_clips(CorpusSpec())  # the same seed, the same corpus
+    # pinned: a change here means another corpus (bump CORPUS_VERSION)
+    assert [c["text"] for c in clips[:3]] == [
+        "eight", "seven zero eight nine one nine eight", "eighty five"]  # fmt: skip
+    assert spec.name().startswith("corpus-v2-") and spec.name() != CorpusSpec(seed=14).name()
+    assert len(clips) == spec.num_train + spec.num_val + spec.num_test
+    words = {w for c in clips for w in c["text"].split()}
+    assert words == set(VOCABULARY)  # every word occurs, no other
+    assert set(" ".join(VOCABULARY)) == set(ALPHABET)
+    for clip in clips:
+        assert clip["text"] == clip_text(clip["kind"], clip["digits"])
+        if clip["kind"] == "number":
+            assert 10 <= int(clip["digits"]) <= 999
+            assert words_to_number(clip["text"]) == int(clip["digits"])
+        else:
+            assert 1 <= len(clip["digits"]) <= 7
+    for split in ("train", "val", "test"):
+        kinds = [c["kind"] for c in clips if c["split"] == split]
+        assert set(kinds) == set(KINDS) and 0.4 < kinds.count("number") / len(kinds) < 0.6
+    bands = [sum(lo <= int(c["digits"]) <= hi for c in clips if c["kind"] == "number")
+             for lo, hi in spec.number_bands]  # fmt: skip
+    assert min(bands) > 0.28 * sum(bands)  # each band drawn with probability 1/3
+    only_digits = make_clips(CorpusSpec(num_train=50, num_val=5, num_test=5, number_fraction=0))
+    assert {c["kind"] for c in only_digits} == {"digits"}
+    with pytest.raises(ValueError, match="`number_fraction` must be in"):
+        CorpusSpec(number_fraction=1.5)
+    with pytest.raises(ValueError, match="`number_bands`"):
+        CorpusSpec(number_bands=((10, 1000),))
+    with pytest.raises(ValueError, match="`kind`"):
+        clip_text("roman", "12")
+
+
+def test_the_baseline_grammar_has_the_corpus_vocabulary():
+    from experiments.speech.baselines import GRAMMAR
+
+    body = GRAMMAR.split("grammar numbers;")[1]
+    words = set(body.replace("<", " <").replace(">", "> ").split()) - set("|;=[]()+")
+    words = {w for w in words if not w.startswith("<") and w != "public"}
+    assert words == set(VOCABULARY)
+    pytest.importorskip("pocketsphinx", reason="pocketsphinx is not installed")
+    from experiments.speech.baselines import PocketSphinx
+
+    decoder = PocketSphinx("grammar").decoder  # parses GRAMMAR
+    assert all(decoder.lookup_word(w) for w in VOCABULARY)
 
 
 # --------------------------------------------------------------------------- synthesis
@@ -162,6 +247,13 @@ def test_text_codes_and_error_rates():
     rates = error_rates(["one two three", "four"], ["one too three", ""])
     assert rates["wer"] == pytest.approx(2 / 4)
     assert rates["cer"] == pytest.approx((1 + 4) / (13 + 4))
+    by_kind = error_rates_by_kind(["one two", "forty two", "ten"], ["one two", "forty", "ten"],
+                                  ["digits", "number", "number"])  # fmt: skip
+    assert by_kind["digits"] == {"cer": 0.0, "wer": 0.0, "clips": 1, "words": 2, "clip_error": 0.0}
+    assert by_kind["number"]["wer"] == pytest.approx(1 / 3)
+    assert by_kind["number"]["clip_error"] == pytest.approx(1 / 2)
+    with pytest.raises(ValueError, match="`hyps` and `kinds`"):
+        error_rates_by_kind(["one"], ["one"], [])
     counts = confusion(["one two three", "four", "six"], ["one three", "five", "six six"])
     assert counts["one"] == {"one": 1} and counts["two"] == {"<del>": 1}
     assert counts["three"] == {"three": 1} and counts["four"] == {"five": 1}
@@ -182,18 +274,24 @@ def test_config_checks(capsys):
 
 
 def _fixture_corpus(tmp_path: Path) -> Path:
-    """A handful of clips without a synthesiser: each digit a tone sweep of its own pitch."""
+    """A handful of clips without a synthesiser: each digit a tone of its own pitch (a number
+    clip sounds like its digits, with its words as the transcript)."""
     rng = np.random.default_rng(0)
     clips, audio = [], []
     for split, count in (("train", 8), ("val", 3), ("test", 3)):
         for i in range(count):
-            digits = "".join(str(d) for d in rng.integers(0, 10, rng.integers(1, 3)))
+            kind = KINDS[i % 2]
+            if kind == "digits":
+                digits = "".join(str(d) for d in rng.integers(0, 10, rng.integers(1, 3)))
+            else:
+                digits = str(rng.integers(10, 100))
             t = np.arange(2400) / 16_000
             wav = np.concatenate([np.zeros(800)] + [
                 0.3 * np.sin(2 * np.pi * (300 + 150 * int(d)) * t) for d in digits])  # fmt: skip
             variant = {"train": "m1", "val": "m6", "test": "f2"}[split]
             clips.append({"id": f"{split}-{i}", "split": split, "voice": f"en+{variant}",
-                          "variant": variant, "digits": digits, "text": digits_to_text(digits)})  # fmt: skip
+                          "variant": variant, "kind": kind, "digits": digits,
+                          "text": clip_text(kind, digits)})  # fmt: skip
             audio.append(sound.to_int16(wav))
     manifest = tmp_path / "corpus" / "fixture.json"
     write_corpus(manifest.with_suffix(".npz"), manifest, clips, audio)
@@ -215,10 +313,22 @@ def test_train_eval_predict_round_trip(tmp_path, capsys):
     for method in ("greedy", "beam"):
         assert 0.0 <= row[method]["cer"] and 0.0 <= row[method]["wer"]
     assert (workdir / "alignment.png").stat().st_size > 0
-    assert set(row["confusion"]) <= {*DIGITS, "<ins>"}
+    assert set(row["confusion"]) <= {*VOCABULARY, "<ins>"}
+    assert set(row["by_kind"]["greedy"]) == set(KINDS)
+    assert row["by_kind"]["beam"]["number"]["clips"] == 1  # test clips: digits, number, digits
+    wrong = sum(e["reference"] != e["greedy"] for e in row["errors"])
+    assert wrong == round(row["by_kind"]["greedy"]["digits"]["clip_error"] * 2
+                          + row["by_kind"]["greedy"]["number"]["clip_error"])  # fmt: skip
+    assert all(e["reference"] != e["greedy"] or e["reference"] != e["beam"] for e in row["errors"])
     capsys.readouterr()
     assert main(["eval", "--workdir", str(workdir)], **kw) == 0
     assert "test WER" in capsys.readouterr().out
+    summary = tmp_path / "summary"
+    assert main(["summary", "--workdir", str(summary), str(workdir), str(workdir)], **kw) == 0
+    combined = json.loads((summary / "results.json").read_text())["models"]["rnn"]
+    assert combined["runs"] == 2 and combined["greedy_number_wer"][1] == 0.0  # two equal runs
+    assert combined["greedy_wer"][0] == pytest.approx(row["greedy"]["wer"])
+    assert "number WER %" in capsys.readouterr().out
 
     rate = 44_100  # stereo at another rate: mixed and resampled inside
     tone = 0.3 * np.sin(2 * np.pi * 450 * np.arange(rate // 4) / rate)

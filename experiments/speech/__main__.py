@@ -1,6 +1,8 @@
-"""``python -m experiments.speech {fetch,train,eval,predict} ...`` (audio in, transcript out).
+"""``python -m experiments.speech {fetch,train,eval,predict,summary} ...`` (audio in, transcript
+out).
 
-- ``fetch [--data-dir ROOT] [--workdir DIR]``: synthesise the spoken-digit corpus with eSpeak NG
+- ``fetch [--data-dir ROOT] [--workdir DIR]``: synthesise the spoken-number corpus (digit
+  strings and number words, version 2) with eSpeak NG
   (``espeakng-loader``) into ``ROOT/speech`` (default ``$RNN_JAX_DATA`` or ``~/.cache/rnn_jax``)
   with a manifest of sha256s, and cache two recorded digit clips from pocketsphinx's source
   archive (optional: a note if that fails); ``--workdir`` is accepted and ignored;
@@ -10,7 +12,8 @@
   ``DIR/results.{json,md}`` and ``DIR/alignment.png``;
 - ``eval --workdir DIR``: the same evaluation from the checkpoints in ``DIR``;
 - ``predict --workdir DIR FILE.wav ...``: ``<file>\\t<transcript>`` per file (any sample rate,
-  stereo mixed to mono; ``--config.decode=beam`` for beam search).
+  stereo mixed to mono; ``--config.decode=beam`` for beam search);
+- ``summary --workdir OUT RUN_DIR ...``: mean ± sd over runs (seeds), overall and per clip kind.
 """
 
 import argparse

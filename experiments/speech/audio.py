@@ -142,7 +142,8 @@ def read_wav(path: str | Path, target_rate: int = 16_000) -> np.ndarray:
             channels, width, rate = f.getnchannels(), f.getsampwidth(), f.getframerate()
             raw = f.readframes(f.getnframes())
     except (wave.Error, EOFError, OSError) as err:
-        raise ValueError(f"`{path}` is not a readable PCM WAV file ({err})") from None
+        reason = str(err) or f"{type(err).__name__}: the file ends before its header does"
+        raise ValueError(f"`{path}` is not a readable PCM WAV file ({reason})") from None
     if width == 3:  # 24-bit: widen to 32-bit
         b = np.frombuffer(raw, np.uint8).reshape(-1, 3)
         data = (b[:, 0].astype(np.int32) << 8 | b[:, 1].astype(np.int32) << 16

@@ -101,7 +101,7 @@ class ReportConfig(common.ReportConfig):
         beam_width: prefixes kept by CTC prefix beam search.
         baseline: run PocketSphinx on the test clips (needs the ``pocketsphinx`` package).
         baseline_clips: how many test clips (the first ones) the unrestricted PocketSphinx
-            decodes (about 0.5 s a clip; ``None``: all); the digit grammar decodes them all.
+            decodes (about 0.5 s a clip; ``None``: all); the grammar decodes them all.
         real_speech: also transcribe the recorded speech shipped in pocketsphinx's source
             archive (when it has been fetched).
         num_examples: transcripts shown in ``results.md``.

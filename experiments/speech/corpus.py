@@ -1,4 +1,4 @@
-"""The spoken-digit corpus: eSpeak NG (the ``espeakng-loader`` wheel) read through ``ctypes``.
+"""The spoken-number corpus: eSpeak NG (the ``espeakng-loader`` wheel) read through ``ctypes``.
 
 A *voice* is a language (an English accent of eSpeak NG) with a *variant* (a voice quality:
 ``m1`` .. ``m8``, ``f1`` .. ``f5``, the Klatt synthesisers ``klatt`` .. ``klatt6``). The
@@ -6,9 +6,19 @@ variants are split once: the test voices are every language with a test variant,
 validation voices every language with a validation variant, the training voices the rest,
 so no clip of a test (or validation) voice is ever trained on.
 
-Every clip is a string of 1 to 7 digits spoken as words (``"three one four"``), by a voice
-of its split, at a random speed (words per minute), base pitch and pitch range, all drawn
-from a fixed seed. eSpeak NG's output (22,050 Hz, 16-bit) is resampled to 16 kHz
+Every clip is of one of two kinds (corpus version 2; version 1 had digit strings only):
+
+- ``digits``: a string of 1 to 7 digits spoken digit by digit (``"three one four"``);
+- ``number``: one number from 10 to 999 spoken as a number (``"seventeen"``, ``"forty two"``,
+  ``"one hundred and five"``, British style with *and* after *hundred*): a band is drawn
+  uniformly from :attr:`CorpusSpec.number_bands` (10-19, 20-99, 100-999), then the number
+  uniformly within it, so that each teen word is as frequent as it would be if the bands
+  were one range.
+
+A clip is a ``number`` with probability :attr:`CorpusSpec.number_fraction` (0.5). The words
+(:data:`VOCABULARY`, 30 of them) are the ten digit words, *ten* .. *nineteen*, *twenty* ..
+*ninety*, *hundred* and *and*. Each clip is spoken by a voice of its split, at a random speed
+(words per minute), base pitch and pitch range, all drawn from a fixed seed. eSpeak NG's output (22,050 Hz, 16-bit) is resampled to 16 kHz
 (:func:`experiments.speech.audio.resample`) and stored as one ``.npz`` of int16 samples plus
 a JSON manifest with the sha256 of every clip's synthesised samples and of the ``.npz``.
 Determinism: eSpeak NG draws breath noise from a random generator, which
@@ -21,8 +31,11 @@ in another fresh process and compares; the tests compare with a pinned hash).
 
 Cache layout (``$RNN_JAX_DATA`` or ``~/.cache/rnn_jax``)::
 
-    speech/corpus-v1.npz          int16 audio at 16 kHz (all clips, concatenated) and offsets
-    speech/corpus-v1.json         the manifest: clips (split, voice, text, parameters, sha256)
+    speech/corpus-v2-<hash>.npz   int16 audio at 16 kHz (all clips, concatenated) and offsets
+    speech/corpus-v2-<hash>.json  the manifest: clips (split, voice, kind, text, parameters,
+                                  sha256)
+
+(``<hash>`` is a hash of the :class:`CorpusSpec`; a version-1 file is never read as v2.)
 """
 
 from __future__ import annotations
@@ -41,7 +54,11 @@ import numpy as np
 
 __all__ = [
     "DIGITS",
+    "KINDS",
     "LANGUAGES",
+    "TEENS",
+    "TENS",
+    "VOCABULARY",
     "CorpusSpec",
     "SpeechFetchError",
     "Synthesizer",
@@ -49,18 +66,29 @@ __all__ = [
     "digits_to_text",
     "fetch",
     "load_corpus",
+    "clip_text",
     "make_clips",
+    "make_text",
+    "number_to_words",
     "render_clips",
     "synthesize",
     "voice_split",
+    "words_to_number",
 ]
 
 ESPEAK_VERSION = "espeakng-loader==0.2.4"
 INSTALL = f"pip install '{ESPEAK_VERSION}' (the experiments extra)"
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2
 SAMPLE_RATE = 16_000  # the stored rate (and the features')
 CHUNK = 500  # clips synthesised by one fresh process
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+TEENS = ("ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
+         "eighteen", "nineteen")  # fmt: skip
+TENS = ("twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")  # 20..90
+#: Every word a transcript can hold.
+VOCABULARY = (*DIGITS, *TEENS, *TENS, "hundred", "and")
+#: The clip kinds: a digit string spoken digit by digit, or one number spoken as a number.
+KINDS = ("digits", "number")
 
 #: eSpeak NG's English languages (accents), all in every split.
 LANGUAGES = (
@@ -101,6 +129,62 @@ def digits_to_text(digits: str) -> str:
     if not digits or not digits.isdigit() or not digits.isascii():
         raise ValueError(f"`digits` must be a non-empty string of 0-9, got {digits!r}")
     return " ".join(DIGITS[int(d)] for d in digits)
+
+
+def number_to_words(n: int) -> str:
+    """``42`` -> ``"forty two"``, for ``0 <= n <= 999`` (British: ``"one hundred and five"``).
+
+    Example:
+        >>> number_to_words(115), number_to_words(300), number_to_words(17)
+        ('one hundred and fifteen', 'three hundred', 'seventeen')
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= 999:
+        raise ValueError(f"`n` must be an integer from 0 to 999, got {n!r}")
+    n = int(n)
+    if n >= 100:
+        rest = n % 100
+        head = f"{DIGITS[n // 100]} hundred"
+        return f"{head} and {number_to_words(rest)}" if rest else head
+    if n < 10:
+        return DIGITS[n]
+    if n < 20:
+        return TEENS[n - 10]
+    tens, unit = divmod(n, 10)
+    return f"{TENS[tens - 2]} {DIGITS[unit]}" if unit else TENS[tens - 2]
+
+
+def words_to_number(text: str) -> int:
+    """The inverse of :func:`number_to_words`: ``"forty two"`` -> ``42``.
+
+    Only the canonical spelling is accepted (``"forty two"``, not ``"forty and two"`` or
+    ``"zero hundred"``); anything else raises ``ValueError``.
+
+    Example:
+        >>> words_to_number("nine hundred and ninety nine")
+        999
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"`text` must be a string of number words, got {type(text).__name__}")
+    words = text.split()
+    value = {w: i for i, w in enumerate(DIGITS)}
+    value.update({w: 10 + i for i, w in enumerate(TEENS)})
+    value.update({w: 20 + 10 * i for i, w in enumerate(TENS)})
+    total, i = 0, 0
+    if len(words) >= 2 and words[1] == "hundred" and words[0] in DIGITS:
+        total, i = 100 * value[words[0]], 2
+        if i < len(words) and words[i] == "and":
+            i += 1
+    rest = words[i:]
+    if rest and all(w in value for w in rest):
+        total += sum(value[w] for w in rest)
+    elif rest or i == 0:
+        total = -1
+    if not 0 <= total <= 999 or number_to_words(total) != " ".join(words):
+        raise ValueError(
+            f"`text` must be a number from 0 to 999 spelled as number_to_words spells it "
+            f"(e.g. 'one hundred and five'), got {text!r}"
+        )
+    return total
 
 
 def voice_split(variant: str) -> str:
@@ -192,7 +276,15 @@ def synthesize(text: str, voice: str, *, rate: int = 175, pitch: int = 50, range
 
 @dataclasses.dataclass(frozen=True)
 class CorpusSpec:
-    """What the corpus holds: clips per split, digit-string lengths, the parameter ranges."""
+    """What the corpus holds: clips per split, the text generator's parameters, the voice
+    parameters' ranges.
+
+    Attributes:
+        min_digits, max_digits: the length of a ``digits`` clip's string.
+        number_fraction: the probability that a clip is a ``number`` (else ``digits``).
+        number_bands: inclusive ``(lo, hi)`` ranges; a ``number`` clip draws a band uniformly,
+            then the number uniformly within it.
+    """
 
     num_train: int = 3000
     num_val: int = 300
@@ -203,6 +295,19 @@ class CorpusSpec:
     pitch: tuple[int, int] = (20, 80)
     range_: tuple[int, int] = (20, 80)
     seed: int = 13
+    number_fraction: float = 0.5
+    number_bands: tuple[tuple[int, int], ...] = ((10, 19), (20, 99), (100, 999))
+
+    def __post_init__(self):
+        if not 0.0 <= self.number_fraction <= 1.0:
+            raise ValueError(f"`number_fraction` must be in [0, 1], got {self.number_fraction!r}")
+        if not 1 <= self.min_digits <= self.max_digits:
+            raise ValueError(f"`min_digits`, `max_digits` must satisfy 1 <= min <= max, got "
+                             f"{self.min_digits!r}, {self.max_digits!r}")  # fmt: skip
+        bands = self.number_bands
+        if not bands or any(len(b) != 2 or not 0 <= b[0] <= b[1] <= 999 for b in bands):
+            raise ValueError(f"`number_bands` must be (lo, hi) pairs with 0 <= lo <= hi <= 999, "
+                             f"got {bands!r}")  # fmt: skip
 
     def name(self) -> str:
         """A short hash of the spec: the cache's file name changes with it."""
@@ -210,8 +315,31 @@ class CorpusSpec:
         return f"corpus-v{CORPUS_VERSION}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
 
 
+def make_text(rng: np.random.Generator, spec: CorpusSpec) -> tuple[str, str]:
+    """``(kind, digits)`` of one clip drawn from ``rng``: ``digits`` is the digit string of a
+    ``digits`` clip or the decimal number of a ``number`` clip (its text is
+    ``digits_to_text`` or ``number_to_words`` of it)."""
+    if rng.random() < spec.number_fraction:
+        lo, hi = spec.number_bands[int(rng.integers(len(spec.number_bands)))]
+        return "number", str(int(rng.integers(lo, hi + 1)))
+    n = int(rng.integers(spec.min_digits, spec.max_digits + 1))
+    return "digits", "".join(str(d) for d in rng.integers(0, 10, n))
+
+
+def clip_text(kind: str, digits: str) -> str:
+    """The transcript of a clip: ``digits_to_text`` or ``number_to_words`` by ``kind``."""
+    if kind == "digits":
+        return digits_to_text(digits)
+    if kind == "number":
+        if not digits.isascii() or not digits.isdigit():
+            raise ValueError(f"`digits` of a number clip must be a decimal number, got {digits!r}")
+        return number_to_words(int(digits))
+    raise ValueError(f"`kind` must be one of {KINDS}, got {kind!r}")
+
+
 def make_clips(spec: CorpusSpec) -> list[dict[str, Any]]:
-    """The clips' descriptions (no audio): split, voice, text and parameters, from ``spec.seed``."""
+    """The clips' descriptions (no audio): split, voice, kind, text and parameters, drawn from
+    ``spec.seed``."""
     rng = np.random.default_rng(spec.seed)
     clips = []
     splits = (("train", spec.num_train, TRAIN_VARIANTS), ("val", spec.num_val, VAL_VARIANTS),
@@ -220,16 +348,16 @@ def make_clips(spec: CorpusSpec) -> list[dict[str, Any]]:
         for i in range(count):
             language = LANGUAGES[rng.integers(len(LANGUAGES))]
             variant = variants[rng.integers(len(variants))]
-            n = int(rng.integers(spec.min_digits, spec.max_digits + 1))
-            digits = "".join(str(d) for d in rng.integers(0, 10, n))
+            kind, digits = make_text(rng, spec)
             clips.append({
                 "id": f"{split}-{i:05d}",
                 "split": split,
                 "voice": f"{language}+{variant}" if variant else language,
                 "language": language,
                 "variant": variant,
+                "kind": kind,
                 "digits": digits,
-                "text": digits_to_text(digits),
+                "text": clip_text(kind, digits),
                 "rate": int(rng.integers(spec.rate[0], spec.rate[1] + 1)),
                 "pitch": int(rng.integers(spec.pitch[0], spec.pitch[1] + 1)),
                 "range": int(rng.integers(spec.range_[0], spec.range_[1] + 1)),

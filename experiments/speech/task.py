@@ -13,8 +13,11 @@ prefix beam search (:func:`rnn_jax.ctc.ctc_prefix_beam_search`).
 
 Metrics on the held-out voices: character error rate (CER: character edit distance over
 the reference's characters, spaces included) and word error rate (WER: word edit distance
-over the reference's words), pooled over the clips; a digit confusion table (from the
-word alignment); PocketSphinx on the same clips (:mod:`experiments.speech.baselines`).
+over the reference's words), pooled over the clips, overall and per clip kind (digit strings,
+number words: the manifest's ``kind``), with the clip error rate (the share of clips whose
+transcript is not exactly right); a digit confusion table and per-word errors of the other
+words (from the word alignment); PocketSphinx on the same clips
+(:mod:`experiments.speech.baselines`).
 
 Run directory layout (see :mod:`experiments.common`)::
 
@@ -40,7 +43,7 @@ from experiments import common
 from experiments.cli import Experiment, Invocation
 from experiments.speech import audio as sound
 from experiments.speech.config import SpeechConfig, default_config
-from experiments.speech.corpus import DIGITS, SAMPLE_RATE, load_corpus
+from experiments.speech.corpus import DIGITS, KINDS, SAMPLE_RATE, VOCABULARY, load_corpus
 from rnn_jax.ctc import ctc_greedy_decode, ctc_prefix_beam_search, rnn_ctc_loss
 from rnn_jax.network import rnn_apply
 from rnn_jax.params import count_params, init_rnn
@@ -53,19 +56,23 @@ __all__ = [
     "edit_distance",
     "encode_text",
     "error_rates",
+    "error_rates_by_kind",
     "eval_command",
     "featurize",
+    "format_summary",
     "load_data",
     "predict_command",
+    "summarize",
+    "summary_command",
     "train_command",
     "transcribe",
 ]
 
 EXPERIMENT_NAME = "speech"
 BEST = common.Best("wer", "min")  # validation WER (greedy)
-#: Output characters: the letters of the ten digit words and the space (a transcript holds
-#: nothing else); id ``i + 1`` is ``ALPHABET[i]``, id 0 the CTC blank.
-ALPHABET = "".join(sorted(set(" ".join(DIGITS))))
+#: Output characters: the letters of the corpus's words (:data:`VOCABULARY`) and the space (a
+#: transcript holds nothing else); id ``i + 1`` is ``ALPHABET[i]``, id 0 the CTC blank.
+ALPHABET = "".join(sorted(set(" ".join(VOCABULARY))))
 BLANK = 0
 _PREFETCH = 2  # training batches prepared ahead
 _STEP_MULTIPLE = 16  # batch widths are rounded up to this many steps (few compiles)
@@ -76,9 +83,9 @@ def encode_text(text: str) -> np.ndarray:
 
     Example:
         >>> ALPHABET
-        ' efghinorstuvwxz'
+        ' adefghilnorstuvwxyz'
         >>> encode_text("one two").tolist()
-        [8, 7, 2, 1, 11, 14, 8]
+        [11, 10, 4, 1, 14, 17, 11]
     """
     text = " ".join(text.lower().split())
     bad = sorted({c for c in text if c not in ALPHABET})
@@ -127,6 +134,24 @@ def error_rates(refs: Sequence[str], hyps: Sequence[str]) -> dict[str, float]:
         "cer": chars / max(1, sum(len(r) for r in refs)),
         "wer": words / max(1, sum(len(r.split()) for r in refs)),
     }
+
+
+def error_rates_by_kind(refs: Sequence[str], hyps: Sequence[str],
+                        kinds: Sequence[str]) -> dict[str, dict[str, float]]:  # fmt: skip
+    """``{kind: {"cer", "wer", "clip_error", "clips", "words"}}`` for each clip kind present
+    (``clip_error``: the share of clips whose transcript is not exactly the reference)."""
+    if not len(refs) == len(hyps) == len(kinds):
+        raise ValueError(f"`hyps` and `kinds` must have one entry per reference ({len(refs)}), "
+                         f"got {len(hyps)} and {len(kinds)}")  # fmt: skip
+    out = {}
+    for kind in sorted(set(kinds)):
+        idx = [i for i, k in enumerate(kinds) if k == kind]
+        r, h = [refs[i] for i in idx], [hyps[i] for i in idx]
+        out[kind] = {**error_rates(r, h), "clips": len(idx),
+                     "words": sum(len(x.split()) for x in r),
+                     "clip_error": sum(a.split() != b.split() for a, b in zip(r, h, strict=True))
+                     / len(idx)}  # fmt: skip
+    return out
 
 
 def confusion(refs: Sequence[str], hyps: Sequence[str]) -> dict[str, dict[str, int]]:
@@ -193,6 +218,10 @@ class Data:
 
     def texts(self, split: str) -> list[str]:
         return [c["text"] for c in self.clips[split]]
+
+    def kinds(self, split: str) -> list[str]:
+        """Each clip's kind (``digits`` for a version-1 manifest, which has no ``kind``)."""
+        return [c.get("kind", "digits") for c in self.clips[split]]
 
 
 def load_data(config: SpeechConfig, vocabs: tuple | None = None) -> Data:
@@ -417,10 +446,13 @@ def _baseline(results: dict[str, Any], data: Data, config: SpeechConfig, best: d
     grammar, secs = PocketSphinx("grammar").transcribe(clips)
     free, free_secs = PocketSphinx("unrestricted").transcribe(clips[:n])
     results["pocketsphinx"] = {
-        "grammar": {**error_rates(refs, grammar), "clips": len(clips), "seconds": secs},
-        "unrestricted": {**error_rates(refs[:n], free), "clips": n, "seconds": free_secs},
-        "rnn_on_unrestricted_clips": {"model": best["name"],
-                                      **error_rates(refs[:n], best["greedy"][:n])},
+        "grammar": {**error_rates(refs, grammar), "clips": len(clips), "seconds": secs,
+                    "by_kind": error_rates_by_kind(refs, grammar, data.kinds("test"))},
+        "unrestricted": {**error_rates(refs[:n], free), "clips": n, "seconds": free_secs,
+                         "by_kind": error_rates_by_kind(refs[:n], free, data.kinds("test")[:n])},
+        "rnn_on_unrestricted_clips": {
+            "model": best["name"], **error_rates(refs[:n], best["greedy"][:n]),
+            "by_kind": error_rates_by_kind(refs[:n], best["greedy"][:n], data.kinds("test")[:n])},
         "grammar_confusion": confusion(refs, grammar),
         "examples": [{"reference": r, "grammar": g, "unrestricted": f}
                      for r, g, f in zip(refs, grammar, free, strict=False)][:8],
@@ -430,6 +462,7 @@ def _baseline(results: dict[str, Any], data: Data, config: SpeechConfig, best: d
 def evaluate(config: SpeechConfig, data: Data, workdir: Path) -> dict[str, Any]:
     """Every trained cell on the test voices (greedy and beam), PocketSphinx, real speech."""
     test_feats, refs = clean_features(data, "test", config), data.texts("test")
+    kinds = data.kinds("test")
     results: dict[str, Any] = {
         "num_train": data.num_train,
         "num_val": len(data.clips["val"]),
@@ -461,7 +494,15 @@ def evaluate(config: SpeechConfig, data: Data, workdir: Path) -> dict[str, Any]:
             v: error_rates([refs[i] for i in idx], [hyps["greedy"][i] for i in idx])["wer"]
             for v, idx in sorted(by_variant.items())
         }
+        row["by_kind"] = {m: error_rates_by_kind(refs, hyps[m], kinds) for m in hyps}
         row["confusion"] = confusion(refs, hyps["greedy"])
+        row["errors"] = [
+            {"id": clip["id"], "voice": clip["voice"], "kind": kinds[i], "reference": refs[i],
+             "greedy": hyps["greedy"][i], "beam": hyps["beam"][i]}
+            for i, clip in enumerate(data.clips["test"])
+            if refs[i].split() != hyps["greedy"][i].split()
+            or refs[i].split() != hyps["beam"][i].split()
+        ]  # fmt: skip
         row["examples"] = [{"reference": r, "greedy": g, "beam": b} for r, g, b in zip(
             refs, hyps["greedy"], hyps["beam"], strict=True)][: config.report.num_examples]  # fmt: skip
         if config.report.real_speech:
@@ -490,6 +531,7 @@ def _pct(x: float) -> str:
 
 
 def format_confusion(counts: dict[str, dict[str, int]]) -> list[str]:
+    """The digit words' confusion table (other hypothesised words under *other*)."""
     cols = [*DIGITS, "<del>"]
     lines = ["| ref \\ hyp | " + " | ".join(cols) + " | other |", "|---" * (len(cols) + 2) + "|"]
     for d in DIGITS:
@@ -500,6 +542,29 @@ def format_confusion(counts: dict[str, dict[str, int]]) -> list[str]:
     lines.append("| <ins> | " + " | ".join(str(ins.get(c, 0)) for c in cols) + " | "
                  + str(sum(v for k, v in ins.items() if k not in cols)) + " |")  # fmt: skip
     return lines
+
+
+def format_word_errors(counts: dict[str, dict[str, int]]) -> list[str]:
+    """One row per non-digit word of :data:`VOCABULARY`: how often it was right, deleted or
+    replaced, and its most frequent replacement."""
+    lines = ["| word | in reference | right | deleted | replaced | most frequent replacement |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for word in VOCABULARY[len(DIGITS) :]:
+        row = counts.get(word, {})
+        wrong = {k: v for k, v in row.items() if k not in (word, "<del>")}
+        top = max(wrong.items(), key=lambda kv: (kv[1], kv[0]), default=None)
+        lines.append(f"| {word} | {sum(row.values())} | {row.get(word, 0)} | "
+                     f"{row.get('<del>', 0)} | {sum(wrong.values())} | "
+                     f"{f'{top[0]} ({top[1]})' if top else '-'} |")  # fmt: skip
+    return lines
+
+
+def format_by_kind(name: str, by_kind: dict[str, dict[str, float]]) -> list[str]:
+    return [f"| {name} | {k} | {v['clips']} | {v['words']} | {_pct(v['cer'])} | {_pct(v['wer'])} "
+            f"| {_pct(v['clip_error'])} |" for k, v in by_kind.items()]  # fmt: skip
+
+
+_MAX_ERRORS = 40  # wrong clips listed in results.md (results.json has them all)
 
 
 def format_results(results: dict[str, Any]) -> str:
@@ -527,7 +592,7 @@ def format_results(results: dict[str, Any]) -> str:
     if isinstance(ps, dict):
         g, f, r = ps["grammar"], ps["unrestricted"], ps["rnn_on_unrestricted_clips"]
         lines += [
-            f"| PocketSphinx, digit grammar ({g['clips']} clips) | {_pct(g['cer'])} | "
+            f"| PocketSphinx, grammar ({g['clips']} clips) | {_pct(g['cer'])} | "
             f"{_pct(g['wer'])} | - | - | - |",
             f"| PocketSphinx, unrestricted LM (first {f['clips']} clips) | {_pct(f['cer'])} | "
             f"{_pct(f['wer'])} | - | - | - |",
@@ -536,16 +601,39 @@ def format_results(results: dict[str, Any]) -> str:
         ]
     else:
         lines.append(f"\nPocketSphinx: {ps}")
+    lines += ["", "per clip kind:", "",
+              "| system | kind | clips | words | CER % | WER % | clip error % |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, row in results["models"].items():
+        for method in ("greedy", "beam"):
+            if "by_kind" in row:
+                lines += format_by_kind(f"{name} ({method})", row["by_kind"][method])
+    if isinstance(ps, dict) and "by_kind" in ps["grammar"]:
+        lines += format_by_kind("PocketSphinx, grammar", ps["grammar"]["by_kind"])
+        lines += format_by_kind(f"PocketSphinx, unrestricted (first {ps['unrestricted']['clips']})",
+                                ps["unrestricted"]["by_kind"])  # fmt: skip
+        lines += format_by_kind(f"{ps['rnn_on_unrestricted_clips']['model']} (greedy) on those",
+                                ps["rnn_on_unrestricted_clips"]["by_kind"])  # fmt: skip
     best = results["models"][results["best"]]
     lines += ["", f"WER % by held-out variant ({results['best']}, greedy): "
               + ", ".join(f"{v or 'default'} {_pct(w)}" for v, w in best["wer_by_variant"].items()),
               "", f"digit confusion ({results['best']}, greedy, test clips):", "",
-              *format_confusion(best["confusion"])]  # fmt: skip
+              *format_confusion(best["confusion"]), "",
+              f"the other words ({results['best']}, greedy, test clips):", "",
+              *format_word_errors(best["confusion"])]  # fmt: skip
     if isinstance(ps, dict):
-        lines += ["", "digit confusion (PocketSphinx, digit grammar):", "",
-                  *format_confusion(ps["grammar_confusion"])]  # fmt: skip
+        lines += ["", "digit confusion (PocketSphinx, grammar):", "",
+                  *format_confusion(ps["grammar_confusion"]), "",
+                  "the other words (PocketSphinx, grammar):", "",
+                  *format_word_errors(ps["grammar_confusion"])]  # fmt: skip
     lines += ["", "| reference | greedy | beam |", "|---|---|---|"]
     lines += [f"| {e['reference']} | {e['greedy']} | {e['beam']} |" for e in best["examples"]]
+    errors = best.get("errors", [])
+    lines += ["", f"wrong test clips ({results['best']}, greedy or beam; {len(errors)}, at most "
+              f"{_MAX_ERRORS} shown):", "", "| clip | voice | kind | reference | greedy | beam |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [f"| {e['id']} | {e['voice']} | {e['kind']} | {e['reference']} | {e['greedy']} | "
+              f"{e['beam']} |" for e in errors[:_MAX_ERRORS]]  # fmt: skip
     if best.get("real_speech"):
         lines += ["", "recorded speech (not synthetic):", "",
                   f"| file | reference | {results['best']} (greedy) | PocketSphinx, grammar |",
@@ -605,9 +693,95 @@ def predict_command(run: Invocation) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- summary
+
+
+def _flat(row: dict[str, Any], methods: Sequence[str]) -> dict[str, float]:
+    """``{"<method>_<metric>", "<method>_<kind>_<metric>", ...}`` of one system's results."""
+    out = {}
+    for method in methods:
+        r = row[method] if method in row else row
+        out.update({f"{method}_{k}": r[k] for k in ("cer", "wer")})
+        kinds = row.get("by_kind", {}).get(method, {}) if method in row else r.get("by_kind", {})
+        for kind, v in kinds.items():
+            out.update({f"{method}_{kind}_{k}": v[k] for k in ("cer", "wer", "clip_error")})
+    val = row.get("train", {}).get("val", {}).get("wer")
+    if val is not None:
+        out["val_wer"] = val
+    if "train_seconds" in row.get("train", {}):
+        out["train_seconds"] = row["train"]["train_seconds"]
+    return out
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and sample sd over runs (seeds) of every cell's and PocketSphinx's test scores,
+    overall and per clip kind (PocketSphinx does not depend on the seed: the runs with it).
+
+    Example:
+        >>> r = lambda w: {"models": {"gru": {"greedy": {"cer": w, "wer": w},
+        ...     "beam": {"cer": w, "wer": w}}}, "pocketsphinx": "not run"}
+        >>> s = summarize([r(0.1), r(0.3)])
+        >>> [round(x, 3) for x in s["models"]["gru"]["greedy_wer"]], s["models"]["gru"]["runs"]
+        ([0.2, 0.141], 2)
+    """
+    flat = []
+    for r in runs:
+        baselines = {}
+        ps = r.get("pocketsphinx")
+        if isinstance(ps, dict):
+            baselines["PocketSphinx, grammar"] = _flat(ps["grammar"], ["all"])
+            n = ps["unrestricted"]["clips"]
+            baselines[f"PocketSphinx, unrestricted LM (first {n})"] = _flat(
+                ps["unrestricted"], ["all"]
+            )
+        flat.append({"models": {name: _flat(row, ("greedy", "beam"))
+                                for name, row in r["models"].items()},
+                     "baselines": baselines})  # fmt: skip
+
+    def entry(rows: list[dict[str, float]]) -> dict[str, Any]:
+        keys = dict.fromkeys(k for row in rows for k in row)
+        return {k: common.mean_sd([row[k] for row in rows if k in row]) for k in keys}
+
+    return common.summarize_runs(flat, entry)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """Markdown: one row per cell and decoder, and per PocketSphinx search (mean ± sd, %)."""
+
+    def cell(e: dict[str, Any], key: str) -> str:
+        return f"{100 * e[key][0]:.2f} ± {100 * e[key][1]:.2f}" if key in e else "-"
+
+    cols = ["system", "runs", "CER %", "WER %"]
+    cols += [f"{kind} {m}" for kind in KINDS for m in ("CER %", "WER %", "clip error %")]
+    lines = [*common.table_head([*cols, "val WER %", "train s"])]
+    rows = [(f"{name} ({m})", e, m) for name, e in summary["models"].items()
+            for m in ("greedy", "beam")]  # fmt: skip
+    rows += [(name, e, "all") for name, e in summary["baselines"].items()]
+    for label, e, m in rows:
+        kinds = [cell(e, f"{m}_{kind}_{k}") for kind in KINDS for k in ("cer", "wer", "clip_error")]
+        seconds = e.get("train_seconds")
+        lines.append(
+            f"| {label} | {e['runs']} | {cell(e, f'{m}_cer')} | {cell(e, f'{m}_wer')} | "
+            + " | ".join(kinds)
+            + f" | {cell(e, 'val_wer') if m != 'all' else '-'} | "
+            + (f"{seconds[0]:.0f} ± {seconds[1]:.0f} |" if seconds else "- |")
+        )
+    return "\n".join(lines)
+
+
+def summary_command(run: Invocation) -> int:
+    """``summary --workdir OUT RUN_DIR ...``: mean ± sd over the runs' ``results.json``."""
+    return common.summary_command(run, summarize, format_summary)
+
+
 EXPERIMENT = Experiment(
     EXPERIMENT_NAME,
     default_config,
-    {"train": train_command, "eval": eval_command, "predict": predict_command},
+    {
+        "train": train_command,
+        "eval": eval_command,
+        "predict": predict_command,
+        "summary": summary_command,
+    },  # fmt: skip
     data_parallel=True,
 )
