@@ -80,6 +80,10 @@ def run(directory, delay=0.0):
 
 
 if __name__ == "__main__":
+    # Python's own SIGINT handler, as in a terminal: a shell starts background jobs (`make
+    # test &`) with SIGINT ignored, and an ignored SIGINT is what fit restores after the first
+    import signal
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         run(sys.argv[1], delay=float(sys.argv[2]))
     except TrainingInterrupted as err:
@@ -379,9 +383,9 @@ def test_a_second_sigint_exits_at_once(tmp_path):
     proc = _start(tmp_path / "problem.py", directory, delay=1.0)
     _wait_for_records(directory / "metrics.jsonl", 1, proc)
     # Python runs a handler once for signals of one kind that arrive while the main thread is
-    # inside C code (they are coalesced), so on a loaded machine two signals 0.2 s apart can
-    # read as one. Keep sending until the child is gone: once the first has been handled
-    # (fit then still sleeps up to 1 s for its next batch), the next one must end it at once.
+    # inside C code (they are coalesced), so two signals 0.2 s apart can read as one. Keep
+    # sending until the child is gone: once the first has been handled (fit then still sleeps
+    # up to 1 s for its next batch), the next one must end it at once.
     proc.send_signal(signal.SIGINT)
     end = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < end:
