@@ -258,8 +258,12 @@ def crf_log_likelihood(
     """
     emissions, lengths, transitions, start, end = _check(emissions, lengths, transitions,
                                                          start, end)  # fmt: skip
-    score = crf_sequence_score(emissions, tags, lengths, transitions, start, end)
-    return score - crf_log_partition(emissions, lengths, transitions, start, end)
+    B, T, _ = emissions.shape
+    tags, valid, bad = _check_tags(tags, emissions, lengths)
+    if T == 0:
+        return jnp.zeros((B,), emissions.dtype)
+    score = _sequence_score(emissions, tags, valid, transitions, start, end)
+    return nan_where(bad, score - _log_partition(emissions, lengths, transitions, start, end))
 
 
 def _viterbi(emissions, valid, transitions, start, end):
