@@ -195,7 +195,6 @@ def launch(
            "--devices-per-process", str(devices), "--grace", str(grace),
            "--", sys.executable, "-c", code]  # fmt: skip
     env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
-    env.pop("XLA_FLAGS", None)
     logs.mkdir(parents=True, exist_ok=True)
     out_path, err_path = logs / "stdout.txt", logs / "stderr.txt"
     start = time.monotonic()
@@ -444,7 +443,6 @@ def test_names_experiment_under_the_launcher_equals_one_process(tmp_path):
     )
     names = [sys.executable, "-m", "experiments.names", "train"]
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)
     one = {}
 
     def plain():
@@ -652,7 +650,6 @@ def test_every_experiment_trains_on_two_devices_as_on_one(name, tmp_path, monkey
     single-device code after either (and costs most of the compiling)."""
     args = _family_args(name, tmp_path, monkeypatch)
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "2"}
-    env.pop("XLA_FLAGS", None)
     one, two = tmp_path / "one", tmp_path / "two"
     final = FINAL_EVALUATION.get(name, "evaluate_all")
     cmd = [sys.executable, "-c", FAMILY_RUNNER, name, final, json.dumps(args), str(one), str(two)]

@@ -281,8 +281,8 @@ def test_gated_options_are_for_the_lstm_only():
 
 
 def _assert_same_loss_and_grad(params, loss_a, loss_b):
-    va, ga = jax.value_and_grad(loss_a)(params)
-    vb, gb = jax.value_and_grad(loss_b)(params)
+    va, ga = jax.jit(jax.value_and_grad(loss_a))(params)
+    vb, gb = jax.jit(jax.value_and_grad(loss_b))(params)
     np.testing.assert_allclose(float(va), float(vb), rtol=1e-5)
     for a, b in zip(jax.tree_util.tree_leaves(ga), jax.tree_util.tree_leaves(gb), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
