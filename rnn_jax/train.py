@@ -816,8 +816,10 @@ def fit(
     Signals (``handle_signals``, main thread only): on the first SIGTERM or SIGINT the
     current step is finished, a checkpoint is written (if there is a checkpointer) and
     :class:`TrainingInterrupted` is raised (its ``exit_code`` is ``128 + signum``); a
-    second signal acts at once (SIGINT raises ``KeyboardInterrupt``). The previous handlers
-    are restored when ``fit`` returns or raises.
+    second signal acts at once with the handler that was there before ``fit`` (by default
+    SIGINT raises ``KeyboardInterrupt``; where the process was started with the signal
+    ignored, as a non-interactive shell starts background jobs with SIGINT, the second one
+    is ignored too). The previous handlers are restored when ``fit`` returns or raises.
 
     Args:
         state: the initial state (used when there is no checkpoint to resume from; it is
