@@ -38,9 +38,11 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
 # it back on with the `optimized` fixture; RNN_JAX_TEST_OPTIMIZED=1 runs everything as users
 # compile it.
 # For the same reason the CPU backend emits its fusions with XLA's older (LLVM IR) emitters
-# rather than the MLIR fusion emitters: the same fused HLO, compiled in about two thirds of the
-# time (test_long 73 -> 51 s, test_network 110 -> 70 s of wall, one process, both with the
-# optimisation passes off as above). XLA_FLAGS is read when XLA starts, so this flag holds for
+# rather than the MLIR fusion emitters: about two thirds of the compile time (test_long
+# 73 -> 51 s, test_network 110 -> 70 s of wall, one process, both with the optimisation passes
+# off as above). With both settings a value that XLA fuses into two consumers may round
+# differently in each (1 ulp): a test of bitwise equality between two such copies takes the
+# `optimized` fixture (test_cells' carry-vs-last-output test). XLA_FLAGS is read when XLA starts, so this flag holds for
 # the whole run, `optimized` tests included (what they pin, the backward pass's HLO and XLA's
 # buffer sizes, holds with either emitter: RNN_JAX_TEST_OPTIMIZED=1 runs them as users compile);
 # the multi-device subprocesses inherit it (their device count is jax_num_cpu_devices, which

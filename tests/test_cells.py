@@ -260,6 +260,27 @@ def test_layer_unroll_matches_references_on_padded_batches(cell, ids, reverse):
 
 
 @pytest.mark.parametrize("cell", GATED_CELLS)
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_carry_last_is_bitwise_the_last_valid_output(optimized, cell, reverse):
+    """As users compile it, the carry's ``h`` is the very output of each example's last
+    valid step, bit for bit (the ``layer_unroll`` doctest shows it with ``allclose``: with
+    XLA's optimisation passes off the two copies may round differently)."""
+    T, B, D, H = 7, 5, 6, 4
+    lengths = np.array([7, 3, 0, 1, 5])
+    layer = random_layer(cell, D, H, 1)
+    carry0 = random_carry(cell, B, H, 2)
+    xs, mask = padded_batch(3, T, B, D, lengths, ids=False)
+    unroll = partial(layer_unroll, cell, reverse=reverse)
+    for run in (unroll, jax.jit(unroll)):
+        h_seq, carry_last = run(layer, xs, carry0, mask)
+        h_last = np.asarray(carry_last if cell == "gru" else carry_last[0])
+        for b, n in enumerate(lengths):
+            if n:
+                step = 0 if reverse else n - 1
+                np.testing.assert_array_equal(h_last[b], np.asarray(h_seq[step, b]))
+
+
+@pytest.mark.parametrize("cell", GATED_CELLS)
 def test_layer_unroll_without_mask_and_unroll_and_jit_agree(cell):
     T, B, D, H = 6, 3, 4, 5
     layer = random_layer(cell, D, H, 4)
